@@ -1,0 +1,161 @@
+"""The whole converter pipeline: data -> split -> train -> int8 -> calibrate -> evaluate
+-> Edge TPU check/compile -> bundle."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+import edge
+from edge.bundle import CPU_MODEL, EDGETPU_MODEL
+from edge.classifier import Classifier
+from edge.dataset import Sample, load_dataset
+from edge.evaluate import evaluate
+from edge.inference import CpuBackend
+from edge.labels import LABELS
+from edge.metrics import summarize
+from edge.bundle import Bundle
+from edge.screening import Calibration
+from edge.segmentation import SegmentationParams, segment
+
+from converter.bundle import write_bundle
+from converter.calibration import fit_calibration
+from converter.compile import compile_for_edgetpu
+from converter.edgetpu_check import check_model
+from converter.inputs import load_fields, model_inputs
+from converter.model import build_model
+from converter.quantize import quantize
+from converter.split import SplitConfig, select, split_record, split_samples
+from converter.train import TrainConfig, train
+
+TRAINED_MODEL = "trained.keras"
+
+
+@dataclass
+class BuildConfig:
+    data: Path
+    out: Path
+    weights: str = "imagenet"
+    work: Path | None = None  # keeps the trained Keras model; reused when present
+    train: TrainConfig = field(default_factory=TrainConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    segmentation: SegmentationParams = field(default_factory=SegmentationParams)
+    representative_size: int = 300
+    command: str = "blastscope-convert build"
+
+
+def _labels(samples: list[Sample]) -> np.ndarray:
+    return np.array([LABELS.index(s.label) for s in samples])
+
+
+def _float_probabilities(model: keras.Model, fields: np.ndarray, params: SegmentationParams) -> list[np.ndarray | None]:
+    """Float model probabilities; None where the device would not classify (no cells)."""
+    out: list[np.ndarray | None] = []
+    for start in range(0, len(fields), 32):
+        batch = fields[start : start + 32]
+        probs = model.predict(model_inputs(batch, params), verbose=0)
+        out.extend(None if segment(f, params).empty else p for f, p in zip(batch, probs))
+    return out
+
+
+def _tool_versions() -> dict[str, str]:
+    import tensorflow as tf
+
+    return {"blastscope": edge.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
+    started = time.monotonic()
+    dataset = load_dataset(cfg.data)
+    for path, reason in dataset.skipped:
+        log(f"skipped {path}: {reason}")
+    split = split_samples(dataset.samples, cfg.split)
+    parts = {name: select(dataset.samples, keys) for name, keys in split.items()}
+    log(f"{len(dataset.samples)} fields {dataset.counts()}; split " + ", ".join(f"{k}={len(v)}" for k, v in parts.items()))
+    fields = {name: load_fields(samples) for name, samples in parts.items()}
+    labels = {name: _labels(samples) for name, samples in parts.items()}
+
+    trained_path = cfg.work / TRAINED_MODEL if cfg.work else None
+    if trained_path is not None and trained_path.exists():
+        log(f"reusing trained model {trained_path}")
+        model = keras.models.load_model(trained_path)
+        history: dict[str, Any] = {"reused": str(trained_path)}
+    else:
+        model = build_model(cfg.weights)
+        history = train(model, fields["train"], labels["train"], fields["val"], labels["val"], cfg.segmentation, cfg.train, log)
+        if trained_path is not None:
+            trained_path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(trained_path)
+            log(f"saved {trained_path}")
+
+    rng = np.random.default_rng(cfg.split.seed)
+    pick = rng.choice(len(fields["train"]), size=min(cfg.representative_size, len(fields["train"])), replace=False)
+    log(f"quantizing with {len(pick)} representative training fields")
+    tflite = quantize(model, model_inputs(fields["train"][np.sort(pick)], cfg.segmentation))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu_model = Path(tmp) / CPU_MODEL
+        cpu_model.write_bytes(tflite)
+        backend = CpuBackend(cpu_model)
+        provisional = Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, Calibration())
+        classifier = Classifier(provisional, backend)
+
+        def int8_raw(name: str) -> list[np.ndarray | None]:
+            return [classifier.classify(f).raw_probabilities for f in fields[name]]
+
+        val_raw = int8_raw("val")
+        usable = [i for i, r in enumerate(val_raw) if r is not None]
+        calibration = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
+        log(f"calibration {calibration}")
+        classifier = Classifier(Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, calibration), backend)
+        metrics = {
+            "float_val": summarize([s.label for s in parts["val"]], _float_probabilities(model, fields["val"], cfg.segmentation), calibration),
+            "int8_val": summarize([s.label for s in parts["val"]], val_raw, calibration),
+            "float_test": summarize([s.label for s in parts["test"]], _float_probabilities(model, fields["test"], cfg.segmentation), calibration),
+            "int8_test": evaluate(classifier, parts["test"]),
+        }
+        for name, m in metrics.items():
+            log(f"{name}: accuracy={m['accuracy']:.4f} sensitivity={m['malignant_sensitivity']} specificity={m['benign_specificity']}")
+
+        check = check_model(cpu_model)
+        log(check.table())
+        files = {CPU_MODEL: cpu_model}
+        compiled = compile_for_edgetpu(cpu_model, Path(tmp) / "edgetpu")
+        log(compiled.summary)
+        if compiled.model is not None:
+            files[EDGETPU_MODEL] = compiled.model
+        manifest = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": cfg.command,
+            "inputs": [
+                {"name": name, "shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                 "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
+                for name, d in backend.inputs.items()
+            ],
+            "output": {"name": "probabilities", "shape": [int(v) for v in backend.output["shape"]],
+                       "dtype": np.dtype(backend.output["dtype"]).name,
+                       "quantization": {"scale": float(backend.output["quantization"][0]),
+                                        "zero_point": int(backend.output["quantization"][1])}},
+            "segmentation": cfg.segmentation.to_dict(),
+            "calibration": calibration.to_dict(),
+            "split": split_record(split, cfg.split),
+            "metrics": metrics,
+            "training": {"weights": str(cfg.weights), "history": history, "representative_size": int(len(pick)),
+                         "seconds": round(time.monotonic() - started, 1)},
+            "edgetpu_check": check.to_dict(),
+            "edgetpu": compiled.to_dict(),
+            "tools": _tool_versions(),
+            "dataset": {"root": str(cfg.data), "counts": dataset.counts(), "skipped": [[str(p), r] for p, r in dataset.skipped]},
+            "training_config": asdict(cfg.train),
+            "platform": f"{platform.system()} {platform.machine()} python {sys.version.split()[0]}",
+        }
+        return write_bundle(cfg.out, files, manifest)

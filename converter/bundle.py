@@ -1,0 +1,56 @@
+"""Writing a model bundle: files, sha256 of each, manifest, model card; atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edge.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, sha256_file
+from edge.labels import LABELS
+
+from converter.model_card import MODEL_CARD, render_model_card
+
+
+def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any]) -> Path:
+    """Write ``files`` (bundle name -> source path) and the manifest into ``out``.
+
+    The bundle is assembled beside ``out`` and swapped in at the end, so a crash never
+    leaves a half-written bundle where the device would look for one.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, source in files.items():
+            if source.resolve() != (staging / name).resolve():
+                shutil.copyfile(source, staging / name)
+        full = {
+            "format_version": FORMAT_VERSION,
+            "model_id": sha256_file(staging / CPU_MODEL)[:16],
+            "labels": list(LABELS),
+            **manifest,
+            "files": {name: sha256_file(staging / name) for name in sorted(files)},
+        }
+        (staging / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
+        (staging / MODEL_CARD).write_text(render_model_card(full))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def bundle_files(root: Path) -> dict[str, Path]:
+    """The model files of an existing bundle, for rewriting it with a new manifest."""
+    names = [CPU_MODEL] + ([EDGETPU_MODEL] if (root / EDGETPU_MODEL).exists() else [])
+    return {name: root / name for name in names}

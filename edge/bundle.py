@@ -1,0 +1,91 @@
+"""The model bundle: a folder with the int8 model(s), ``manifest.json`` and a model card.
+
+The device trusts nothing it cannot verify: the format version must be one this code
+reads and every file listed in the manifest must match its sha256, or the bundle is
+refused with a message saying which check failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.labels import LABELS
+from edge.screening import Calibration
+from edge.segmentation import SegmentationParams
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CPU_MODEL = "model.tflite"
+EDGETPU_MODEL = "model_edgetpu.tflite"
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used; the message says which file and which check."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: dict[str, Any]
+    segmentation: SegmentationParams
+    calibration: Calibration
+
+    @property
+    def model_id(self) -> str:
+        return str(self.manifest["model_id"])
+
+    @property
+    def cpu_model(self) -> Path:
+        return self.root / CPU_MODEL
+
+    @property
+    def edgetpu_model(self) -> Path | None:
+        path = self.root / EDGETPU_MODEL
+        return path if EDGETPU_MODEL in self.manifest["files"] else None
+
+
+def load_bundle(root: Path | str) -> Bundle:
+    """Read and verify a bundle folder."""
+    root = Path(root)
+    manifest_path = root / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{manifest_path}: no manifest; is {root} a BlastScope model bundle?") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: manifest is not a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: format version {version!r} is not supported (this software reads {FORMAT_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or CPU_MODEL not in files:
+        raise BundleError(f"{manifest_path}: manifest lists no {CPU_MODEL}")
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in the manifest but missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(f"{path}: sha256 {actual[:12]}... does not match the manifest ({str(expected)[:12]}...); the file is damaged or was changed")
+    if tuple(manifest.get("labels", ())) != LABELS:
+        raise BundleError(f"{manifest_path}: labels {manifest.get('labels')} differ from {list(LABELS)}")
+    try:
+        segmentation = SegmentationParams.from_dict(manifest["segmentation"])
+        calibration = Calibration.from_dict(manifest["calibration"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: invalid segmentation or calibration section ({exc})") from None
+    return Bundle(root=root, manifest=manifest, segmentation=segmentation, calibration=calibration)

@@ -1,0 +1,44 @@
+"""Evaluate a bundle on labelled folders exactly as the device runs it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.classifier import Classifier
+from edge.dataset import Dataset, read_rgb
+from edge.metrics import summarize
+
+
+def samples_for_split(bundle: Bundle, dataset: Dataset, split: str) -> list:
+    """The dataset's samples in the bundle's recorded split (``all`` for every sample)."""
+    if split == "all":
+        return list(dataset.samples)
+    keys = set(bundle.manifest.get("split", {}).get("keys", {}).get(split, []))
+    if not keys:
+        raise ValueError(f"the bundle records no {split!r} split; use --split all")
+    chosen = [s for s in dataset.samples if s.key in keys]
+    if not chosen:
+        raise ValueError(f"none of the bundle's {split!r} files are in {dataset.root}; use --split all")
+    return chosen
+
+
+def evaluate(classifier: Classifier, samples: list, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    raws: list[np.ndarray | None] = []
+    field_ms: list[float] = []
+    for i, sample in enumerate(samples):
+        rgb = read_rgb(sample.path)
+        start = time.perf_counter()
+        result = classifier.classify(rgb)
+        field_ms.append((time.perf_counter() - start) * 1000.0)
+        raws.append(result.raw_probabilities)
+        if progress:
+            progress(i + 1, len(samples))
+    report = summarize([s.label for s in samples], raws, classifier.bundle.calibration)
+    report["ms_per_field"] = float(np.mean(field_ms)) if field_ms else None
+    report["backend"] = classifier.backend.name
+    report["model_id"] = classifier.bundle.model_id
+    return report

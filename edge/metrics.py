@@ -1,0 +1,82 @@
+"""Screening metrics with 95% confidence intervals.
+
+Two views of the same predictions: the 4-class view (argmax of calibrated
+probabilities, the confusion matrix) and the screening view (malignant vs benign with
+the manifest's uncertain band: an uncertain call is neither a detection nor a clearance).
+A field the device refused to classify (no cells found) counts against both.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.labels import BENIGN, LABELS
+from edge.screening import Calibration, calibrated, screen
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (sensible near 0 and 1, small n)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _rate(successes: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(successes, n)
+    return {"value": successes / n if n else None, "ci95": [lo, hi], "k": successes, "n": n}
+
+
+def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray | None], calibration: Calibration) -> dict[str, Any]:
+    """Metrics for fields with known labels; ``None`` marks a field that was not classified."""
+    k = len(LABELS)
+    confusion = np.zeros((k, k), dtype=int)
+    unclassified = 0
+    sens_hits = sens_n = spec_hits = spec_n = uncertain = 0
+    for truth, raw in zip(true_labels, raw_probabilities):
+        t = LABELS.index(truth)
+        malignant = truth != BENIGN
+        sens_n += malignant
+        spec_n += not malignant
+        if raw is None:
+            unclassified += 1
+            continue
+        confusion[t, int(np.argmax(calibrated(raw, calibration.temperature)))] += 1
+        call = screen(raw, calibration).call
+        uncertain += call == "uncertain"
+        sens_hits += malignant and call == "positive"
+        spec_hits += (not malignant) and call == "negative"
+    n = len(true_labels)
+    correct = int(np.trace(confusion))
+    per_class = {}
+    for i, label in enumerate(LABELS):
+        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum()) + sum(
+            1 for t, r in zip(true_labels, raw_probabilities) if r is None and t == label)
+        per_class[label] = {
+            "precision": confusion[i, i] / predicted if predicted else None,
+            "recall": confusion[i, i] / actual if actual else None,
+            "support": actual,
+        }
+    acc = _rate(correct, n)
+    sens = _rate(sens_hits, sens_n)
+    spec = _rate(spec_hits, spec_n)
+    return {
+        "n": n,
+        "accuracy": acc["value"],
+        "accuracy_ci95": acc["ci95"],
+        "per_class": per_class,
+        "labels": list(LABELS),
+        "confusion": confusion.tolist(),
+        "malignant_sensitivity": sens["value"],
+        "malignant_sensitivity_ci95": sens["ci95"],
+        "benign_specificity": spec["value"],
+        "benign_specificity_ci95": spec["ci95"],
+        "uncertain": uncertain,
+        "unclassified": unclassified,
+    }
