@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CPU_MODEL = "model.tflite"
 EDGETPU_MODEL = "model_edgetpu.tflite"
+
+
+def default_bundle_path() -> Path:
+    """``$BLASTSCOPE_BUNDLE``, else the bundle shipped in the repository's ``models/default``."""
+    env = os.environ.get("BLASTSCOPE_BUNDLE")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "models" / "default"
 
 
 class BundleError(ValueError):

@@ -1,0 +1,69 @@
+"""Shared test fixtures: real data paths and skips with reasons when ../shared is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BLASTSCOPE_SHARED", ROOT.parent / "shared"))
+DATASET = SHARED / "datasets" / "all-pbs-224"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5"
+SAMPLES = ROOT / "edge" / "samples"
+DEFAULT_BUNDLE = ROOT / "models" / "default"
+CLASS_FOLDERS = {"benign": "Benign", "early_pre_b": "Early", "pre_b": "Pre", "pro_b": "Pro"}
+
+
+def sample_paths() -> list[Path]:
+    return sorted(SAMPLES.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def dataset_dir() -> Path:
+    if not DATASET.is_dir():
+        pytest.skip(f"real dataset not found at {DATASET} (../shared is absent)")
+    return DATASET
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    if not WEIGHTS.is_file():
+        pytest.skip(f"ImageNet weights not found at {WEIGHTS} (../shared is absent)")
+    return WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def default_bundle() -> Path:
+    assert (DEFAULT_BUNDLE / "manifest.json").is_file(), "the shipped bundle models/default is missing"
+    return DEFAULT_BUNDLE
+
+
+@pytest.fixture
+def bundle_copy(tmp_path: Path, default_bundle: Path) -> Path:
+    """A writable copy of the shipped bundle, for tests that change or break it."""
+    dest = tmp_path / "bundle"
+    shutil.copytree(default_bundle, dest)
+    return dest
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a console script from this environment as a user would."""
+    exe = Path(sys.executable).parent / args[0]
+    return subprocess.run([str(exe), *args[1:]], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def tiny_dataset(dest: Path, per_class: int, source: Path = DATASET) -> Path:
+    """A small real dataset in plain class folders: the first ``per_class`` files per class,
+    every fifth file number so that a small block size still yields several blocks."""
+    for label, folder in CLASS_FOLDERS.items():
+        (dest / folder).mkdir(parents=True)
+        files = sorted((source / folder).glob("*.jpg"))[: per_class * 5 : 5]
+        for f in files:
+            shutil.copy(f, dest / folder / f.name)
+    return dest

@@ -1,0 +1,75 @@
+"""Calibration, the screening call and the metrics, with hand-checked values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converter.calibration import fit_calibration, fit_temperature
+from edge.labels import LABELS
+from edge.metrics import summarize, wilson_interval
+from edge.screening import Calibration, calibrated, screen
+
+
+def test_temperature_one_is_identity_and_rows_sum_to_one():
+    p = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    assert np.allclose(calibrated(p, 1.0), p)
+    soft = calibrated(p, 2.0)
+    assert np.allclose(soft.sum(axis=1), 1) and soft[0, 0] < 0.7  # T>1 softens
+
+
+def test_screen_calls_and_uncertain_band():
+    cal = Calibration(temperature=1.0, malignant_threshold=0.5, uncertain_low=0.3, uncertain_high=0.7)
+    negative = screen(np.array([0.9, 0.05, 0.03, 0.02]), cal)
+    assert (negative.label, negative.call) == ("benign", "negative")
+    assert negative.malignant_probability == pytest.approx(0.1)
+    positive = screen(np.array([0.05, 0.1, 0.8, 0.05]), cal)
+    assert (positive.label, positive.call) == ("pre_b", "positive")
+    unsure = screen(np.array([0.5, 0.2, 0.2, 0.1]), cal)
+    assert (unsure.label, unsure.call) == ("uncertain", "uncertain")
+    assert list(unsure.probabilities) == list(LABELS)
+
+
+def test_calibration_rejects_inconsistent_band():
+    with pytest.raises(ValueError):
+        Calibration(malignant_threshold=0.5, uncertain_low=0.6, uncertain_high=0.7)
+    with pytest.raises(ValueError):
+        Calibration(temperature=0)
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(95, 100)
+    assert lo == pytest.approx(0.8882, abs=1e-3) and hi == pytest.approx(0.9785, abs=1e-3)
+    lo, hi = wilson_interval(10, 10)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(0.7225, abs=1e-3)
+
+
+def test_summarize_counts_unclassified_and_uncertain_against_the_model():
+    cal = Calibration(temperature=1.0, malignant_threshold=0.5, uncertain_low=0.4, uncertain_high=0.6)
+    truth = ["benign", "pre_b", "pro_b", "early_pre_b", "benign"]
+    raws = [np.array([0.9, 0.05, 0.03, 0.02]),   # right, negative
+            np.array([0.0, 0.1, 0.9, 0.0]),      # right, positive
+            np.array([0.5, 0.0, 0.0, 0.5]),      # argmax benign (first), uncertain
+            None,                                # no cells: not classified
+            np.array([0.2, 0.7, 0.05, 0.05])]    # wrong, false positive
+    m = summarize(truth, raws, cal)
+    assert m["n"] == 5 and m["accuracy"] == pytest.approx(2 / 5)
+    assert m["unclassified"] == 1 and m["uncertain"] == 1
+    assert m["malignant_sensitivity"] == pytest.approx(1 / 3)
+    assert m["benign_specificity"] == pytest.approx(1 / 2)
+    assert m["confusion"][0] == [1, 1, 0, 0]
+    assert m["per_class"]["early_pre_b"]["recall"] == 0.0
+
+
+def test_fit_calibration_on_synthetic_validation():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, 400)
+    logits = rng.normal(0, 1, (400, 4))
+    logits[np.arange(400), truth] += 6.0  # a confident, mostly right model
+    raw = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    t = fit_temperature(raw, truth)
+    assert 0.2 <= t <= 5.0
+    cal = fit_calibration(raw, truth)
+    malignant = 1 - calibrated(raw, cal.temperature)[:, 0]
+    assert np.mean(malignant[truth != 0] >= cal.malignant_threshold) >= 0.995
+    assert cal.uncertain_low <= cal.malignant_threshold <= cal.uncertain_high
