@@ -16,7 +16,7 @@ from typing import Any
 
 COMPILER = "edgetpu_compiler"
 _ROW = re.compile(r"^(?P<op>[A-Z][A-Z0-9_]+)\s+(?P<count>\d+)\s+(?P<status>\S.*?)\s*$")
-_MEMORY = re.compile(r"(?P<what>On-chip|Off-chip) memory used for caching model parameters:\s*(?P<value>[\d.]+\s*\w+)")
+_MEMORY = re.compile(r"(?P<what>On-chip|Off-chip) memory used for (?:caching|streaming uncached) model parameters:\s*(?P<value>[\d.]+\s*\w+)")
 _COUNT = re.compile(r"Number of operations that will run on (?P<where>Edge TPU|CPU):\s*(?P<n>\d+)")
 _VERSION = re.compile(r"Edge TPU Compiler version\s+(?P<v>\S+)")
 
@@ -44,6 +44,10 @@ def parse_compiler_log(text: str) -> dict[str, Any]:
     for line in text.splitlines():
         if (m := _ROW.match(line.strip())) and m["op"] != "Operator":
             out["operations"].append({"operator": m["op"], "count": int(m["count"]), "status": m["status"]})
+    if "ops_on_edgetpu" not in out and out["operations"]:  # stdout has the table, the .log has the totals
+        mapped = sum(o["count"] for o in out["operations"] if o["status"] == "Mapped to Edge TPU")
+        out["ops_on_edgetpu"] = mapped
+        out["ops_on_cpu"] = sum(o["count"] for o in out["operations"]) - mapped
     return out
 
 

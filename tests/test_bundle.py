@@ -1,0 +1,64 @@
+"""The shipped bundle loads and verifies; damaged or foreign bundles are refused clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge.bundle import FORMAT_VERSION, BundleError, load_bundle
+from edge.labels import LABELS
+
+from conftest import run_cli, sample_paths
+
+
+def test_shipped_bundle_is_complete(default_bundle):
+    bundle = load_bundle(default_bundle)
+    m = bundle.manifest
+    assert m["format_version"] == FORMAT_VERSION and m["labels"] == list(LABELS)
+    assert {i["name"] for i in m["inputs"]} == {"original", "segmented"}
+    for spec in m["inputs"]:
+        assert spec["shape"] == [1, 224, 224, 3] and spec["dtype"] == "uint8"
+    assert m["output"]["shape"] == [1, 4]
+    assert {"train", "val", "test"} == set(m["split"]["keys"])
+    for name in ("float_test", "int8_test"):
+        assert len(m["metrics"][name]["confusion"]) == 4
+    assert m["edgetpu_check"]["ok"] is True
+    assert {"tensorflow", "keras", "python", "blastscope"} <= set(m["tools"])
+    card = (default_bundle / "MODEL_CARD.md").read_text()
+    assert "not a diagnosis" in card and "95% CI" in card and "10.34740/KAGGLE/DSV/2175623" in card
+
+
+def test_shipped_samples_are_from_the_test_split(default_bundle):
+    test_keys = set(load_bundle(default_bundle).manifest["split"]["keys"]["test"])
+    for path in sample_paths():
+        label, name = path.name.split("__", 1)
+        assert f"{label}/{name}" in test_keys, path.name
+
+
+def test_tampered_model_is_refused(bundle_copy):
+    model = bundle_copy / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model.tflite: sha256 .* does not match the manifest"):
+        load_bundle(bundle_copy)
+    result = run_cli("blastscope-edge", "classify", "--bundle", str(bundle_copy), str(sample_paths()[0]))
+    assert result.returncode == 2 and "does not match the manifest" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_format_version_is_refused(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version 99 is not supported"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_manifest_and_missing_file_are_refused(bundle_copy, tmp_path):
+    with pytest.raises(BundleError, match="no manifest"):
+        load_bundle(tmp_path)
+    (bundle_copy / "model.tflite").unlink()
+    with pytest.raises(BundleError, match="listed in the manifest but missing"):
+        load_bundle(bundle_copy)

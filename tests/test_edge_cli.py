@@ -1,0 +1,73 @@
+"""``blastscope-edge`` classify / evaluate / bench as a user runs them, on real images."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from edge.bundle import load_bundle
+from edge.labels import LABELS
+
+from conftest import run_cli, sample_paths
+
+REQUIRED = {"n", "accuracy", "per_class", "confusion", "malignant_sensitivity", "benign_specificity", "ms_per_field"}
+
+
+def test_classify_samples_json():
+    result = run_cli("blastscope-edge", "classify", "--json", *map(str, sample_paths()))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert "not a diagnosis" in out["disclaimer"]
+    assert len(out["results"]) == len(sample_paths())
+    for r in out["results"]:
+        assert r["classified"] and r["backend"] == "cpu"
+        assert r["label"] in (*LABELS, "uncertain") and r["call"] in ("positive", "negative", "uncertain")
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-6
+        assert set(r["timings_ms"]) == {"resize", "segmentation", "inference"}
+
+
+def test_classify_text_and_bad_files(tmp_path):
+    bad = tmp_path / "scan.jpg"
+    bad.write_bytes(b"not really a jpeg")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((480, 640, 3), 250, np.uint8))
+    missing = tmp_path / "nowhere.jpg"
+    good = sample_paths()[0]
+    result = run_cli("blastscope-edge", "classify", str(bad), str(good), str(blank), str(missing))
+    assert result.returncode == 1
+    assert f"{bad}: not a readable image" in result.stderr
+    assert f"{missing}: No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{good}:" in result.stdout and "screening" in result.stdout
+    assert f"{blank}: not classified: blank field" in result.stdout
+    assert "not a diagnosis" in result.stdout
+
+
+def test_evaluate_on_test_split_matches_manifest(dataset_dir, default_bundle):
+    result = run_cli("blastscope-edge", "evaluate", "--bundle", str(default_bundle), "--data", str(dataset_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert REQUIRED <= set(report)
+    for label in LABELS:
+        assert {"precision", "recall"} <= set(report["per_class"][label])
+    recorded = load_bundle(default_bundle).manifest["metrics"]["int8_test"]
+    assert report["n"] == recorded["n"] == len(load_bundle(default_bundle).manifest["split"]["keys"]["test"])
+    assert report["confusion"] == recorded["confusion"]
+    assert report["accuracy"] == recorded["accuracy"]
+
+
+def test_evaluate_refuses_folder_without_classes(tmp_path):
+    result = run_cli("blastscope-edge", "evaluate", "--data", str(tmp_path))
+    assert result.returncode == 2 and "no folder for class" in result.stderr
+
+
+def test_bench_prints_figures():
+    result = run_cli("blastscope-edge", "bench", "--repeats", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for size in ("224x224", "1024x768"):
+        assert report[size]["end_to_end_ms"]["p50"] > 0
+        assert set(report[size]["stages_ms"]) == {"resize", "segmentation", "inference"}
+    assert report["segmentation_224_ms"]["p50"] > 0 and report["peak_rss_mb"] > 0
