@@ -16,15 +16,15 @@ import numpy as np
 
 import edge
 from edge.bundle import CPU_MODEL, EDGETPU_MODEL
-from edge.classifier import Classifier
 from edge.dataset import Sample, load_dataset
 from edge.evaluate import evaluate
-from edge.inference import CpuBackend
+from edge.inference import BackendManager
 from edge.labels import LABELS
 from edge.metrics import summarize
+from edge.pipeline import Pipeline
 from edge.bundle import Bundle
 from edge.screening import Calibration
-from edge.segmentation import SegmentationParams, segment
+from edge.segmentation import SegmentationParams
 
 from converter.bundle import write_bundle
 from converter.calibration import fit_calibration
@@ -56,14 +56,12 @@ def _labels(samples: list[Sample]) -> np.ndarray:
     return np.array([LABELS.index(s.label) for s in samples])
 
 
-def _float_probabilities(model: keras.Model, fields: np.ndarray, params: SegmentationParams) -> list[np.ndarray | None]:
-    """Float model probabilities; None where the device would not classify (no cells)."""
-    out: list[np.ndarray | None] = []
-    for start in range(0, len(fields), 32):
-        batch = fields[start : start + 32]
-        probs = model.predict(model_inputs(batch, params), verbose=0)
-        out.extend(None if segment(f, params).empty else p for f, p in zip(batch, probs))
-    return out
+def _float_probabilities(model: keras.Model, fields: np.ndarray, params: SegmentationParams,
+                         rejected: list[bool]) -> list[np.ndarray | None]:
+    """Float model probabilities; None where the device rejected the field (same gate)."""
+    probs = np.concatenate([model.predict(model_inputs(fields[i : i + 32], params), verbose=0)
+                            for i in range(0, len(fields), 32)])
+    return [None if r else p for p, r in zip(probs, rejected)]
 
 
 def _tool_versions() -> dict[str, str]:
@@ -105,23 +103,28 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         cpu_model = Path(tmp) / CPU_MODEL
         cpu_model.write_bytes(tflite)
-        backend = CpuBackend(cpu_model)
+        backends = BackendManager(cpu_model, None, mode="cpu")
+        backend = backends.cpu
         provisional = Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, Calibration())
-        classifier = Classifier(provisional, backend)
 
         def int8_raw(name: str) -> list[np.ndarray | None]:
-            return [classifier.classify(f).raw_probabilities for f in fields[name]]
+            pipeline = Pipeline(provisional, backends)
+            return [pipeline.process(f).raw_probabilities for f in fields[name]]
 
         val_raw = int8_raw("val")
         usable = [i for i, r in enumerate(val_raw) if r is not None]
         calibration = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
         log(f"calibration {calibration}")
-        classifier = Classifier(Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, calibration), backend)
+        pipeline = Pipeline(Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, calibration), backends)
+        test_raw = int8_raw("test")
+        truth = {name: [s.label for s in parts[name]] for name in ("val", "test")}
         metrics = {
-            "float_val": summarize([s.label for s in parts["val"]], _float_probabilities(model, fields["val"], cfg.segmentation), calibration),
-            "int8_val": summarize([s.label for s in parts["val"]], val_raw, calibration),
-            "float_test": summarize([s.label for s in parts["test"]], _float_probabilities(model, fields["test"], cfg.segmentation), calibration),
-            "int8_test": evaluate(classifier, parts["test"]),
+            "float_val": summarize(truth["val"], _float_probabilities(model, fields["val"], cfg.segmentation,
+                                                                     [r is None for r in val_raw]), calibration),
+            "int8_val": summarize(truth["val"], val_raw, calibration),
+            "float_test": summarize(truth["test"], _float_probabilities(model, fields["test"], cfg.segmentation,
+                                                                       [r is None for r in test_raw]), calibration),
+            "int8_test": evaluate(pipeline, parts["test"]),
         }
         for name, m in metrics.items():
             log(f"{name}: accuracy={m['accuracy']:.4f} sensitivity={m['malignant_sensitivity']} specificity={m['benign_specificity']}")
@@ -137,7 +140,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": cfg.command,
             "inputs": [
-                {"name": name, "shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                {"name": name, "index": int(d["index"]), "shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
                  "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
                 for name, d in backend.inputs.items()
             ],

@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.classifier import Classifier
 from edge.dataset import read_rgb
+from edge.pipeline import Pipeline
 from edge.segmentation import kmeans_threshold_reference, segment
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -43,27 +43,27 @@ def _time_ms(fn, fields: list[np.ndarray], repeats: int) -> list[float]:
     return out
 
 
-def run_bench(classifier: Classifier, repeats: int = 20) -> dict[str, Any]:
+def run_bench(pipeline: Pipeline, repeats: int = 20) -> dict[str, Any]:
     cv2.setNumThreads(1)
     fields = sample_fields()
     small = [cv2.resize(f, (224, 224), interpolation=cv2.INTER_AREA) for f in fields]
-    params = classifier.bundle.segmentation
+    params = pipeline.bundle.segmentation
     report: dict[str, Any] = {
         "fields": len(fields),
         "repeats": repeats,
-        "backend": classifier.backend.name,
+        "backend": pipeline.backends.name,
         "segmentation_224_ms": _percentiles(_time_ms(lambda f: segment(f, params), small, repeats)),
         "cv2_kmeans_reference_224_ms": _percentiles(_time_ms(kmeans_threshold_reference, small, max(1, repeats // 4))),
     }
     for name, size in (("224x224", None), ("1024x768", (1024, 768))):
         frames = small if size is None else [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in fields]
-        classifier.classify(frames[0])  # warm-up
+        pipeline.process(frames[0])  # warm-up
         stages: dict[str, list[float]] = {}
         end_to_end: list[float] = []
         for _ in range(repeats):
             for frame in frames:
                 t = time.perf_counter()
-                result = classifier.classify(frame)
+                result = pipeline.process(frame)
                 end_to_end.append((time.perf_counter() - t) * 1000.0)
                 for stage, ms in result.timings_ms.items():
                     stages.setdefault(stage, []).append(ms)

@@ -1,4 +1,4 @@
-"""``blastscope-edge``: classify fields, evaluate a bundle, benchmark the per-field path."""
+"""``blastscope-edge``: run the daemon, classify fields, evaluate a bundle, benchmark the per-field path."""
 
 from __future__ import annotations
 
@@ -8,22 +8,32 @@ import sys
 from pathlib import Path
 
 from edge.bundle import BundleError, default_bundle_path, load_bundle
+from edge.capture import CameraError
+from edge.config import ConfigError
 from edge.dataset import DatasetError, load_dataset, read_rgb
 from edge.labels import DISPLAY_NAMES
+from edge.result import DISCLAIMER
 from edge.runtime import RuntimeUnavailable
 
-DISCLAIMER = "Screening aid, not a diagnosis: confirm every result with a hematologist."
+
+def _pipeline(args: argparse.Namespace):
+    from edge.pipeline import Pipeline
+
+    return Pipeline.on_cpu(load_bundle(args.bundle), threads=args.threads)
 
 
-def _classifier(args: argparse.Namespace):
-    from edge.classifier import Classifier
+def _serve(args: argparse.Namespace) -> int:
+    from edge.daemon import serve
 
-    return Classifier(load_bundle(args.bundle), num_threads=args.threads)
+    overrides = {"server.host": args.host, "server.port": args.port, "camera.source": args.source,
+                 "inference.backend": args.backend, "store.state_dir": args.state_dir,
+                 "inference.bundle": str(args.bundle) if args.bundle else None}
+    return serve(args.config, overrides, args.demo)
 
 
 def _describe(path: str, result: dict) -> str:
     if not result["classified"]:
-        return f"{path}: not classified: {result['reason']}"
+        return f"{path}: not classified: {'; '.join(result['reasons'])}"
     label = DISPLAY_NAMES.get(result["label"], result["label"])
     probs = ", ".join(f"{k} {v:.2f}" for k, v in result["probabilities"].items())
     return (f"{path}: {label}; screening {result['call']} (malignant probability "
@@ -31,7 +41,7 @@ def _describe(path: str, result: dict) -> str:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    classifier = _classifier(args)
+    pipeline = _pipeline(args)
     failures = 0
     results = []
     for path in args.images:
@@ -41,7 +51,7 @@ def _classify(args: argparse.Namespace) -> int:
             print(f"error: {exc}" if isinstance(exc, ValueError) else f"error: {path}: {exc.strerror}", file=sys.stderr)
             failures += 1
             continue
-        result = {"file": path, **classifier.classify(rgb).to_dict()}
+        result = {"file": path, **pipeline.process(rgb, source=path).to_dict()}
         results.append(result)
         if not args.json:
             print(_describe(path, result))
@@ -55,12 +65,12 @@ def _classify(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from edge.evaluate import evaluate, samples_for_split
 
-    classifier = _classifier(args)
+    pipeline = _pipeline(args)
     dataset = load_dataset(args.data)
     for path, reason in dataset.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    samples = samples_for_split(classifier.bundle, dataset, args.split)
-    report = evaluate(classifier, samples)
+    samples = samples_for_split(pipeline.bundle, dataset, args.split)
+    report = evaluate(pipeline, samples)
     report["split"] = args.split
     if args.json:
         print(json.dumps(report, indent=2))
@@ -74,7 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from edge.bench import run_bench
 
-    report = run_bench(_classifier(args), repeats=args.repeats)
+    report = run_bench(_pipeline(args), repeats=args.repeats)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -96,6 +106,16 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--bundle", type=Path, default=default_bundle_path(), help="model bundle folder (default: %(default)s)")
     common.add_argument("--threads", type=int, default=2, help="CPU inference threads")
     sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the daemon: camera, analysis, web page and JSON API")
+    s.add_argument("--demo", action="store_true", help="replay the shipped sample fields with the shipped model on CPU")
+    s.add_argument("--config", type=Path, help="TOML config file (see deploy/config.example.toml)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--source", help="picamera2, opencv:N or replay:PATH")
+    s.add_argument("--backend", choices=["auto", "edgetpu", "cpu"])
+    s.add_argument("--state-dir")
+    s.add_argument("--bundle", type=Path, help="model bundle folder (default: the shipped models/default)")
+    s.set_defaults(func=_serve)
     c = sub.add_parser("classify", parents=[common], help="classify image files and print the screening results")
     c.add_argument("images", nargs="+")
     c.add_argument("--json", action="store_true")
@@ -117,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BundleError, DatasetError, RuntimeUnavailable, ValueError) as exc:
+    except (BundleError, ConfigError, CameraError, DatasetError, RuntimeUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

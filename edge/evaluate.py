@@ -8,9 +8,9 @@ from typing import Any, Callable
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.classifier import Classifier
 from edge.dataset import Dataset, read_rgb
 from edge.metrics import summarize
+from edge.pipeline import Pipeline
 
 
 def samples_for_split(bundle: Bundle, dataset: Dataset, split: str) -> list:
@@ -26,19 +26,19 @@ def samples_for_split(bundle: Bundle, dataset: Dataset, split: str) -> list:
     return chosen
 
 
-def evaluate(classifier: Classifier, samples: list, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def evaluate(pipeline: Pipeline, samples: list, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     raws: list[np.ndarray | None] = []
     field_ms: list[float] = []
     for i, sample in enumerate(samples):
         rgb = read_rgb(sample.path)
         start = time.perf_counter()
-        result = classifier.classify(rgb)
+        result = pipeline.process(rgb, source=str(sample.path))
         field_ms.append((time.perf_counter() - start) * 1000.0)
         raws.append(result.raw_probabilities)
         if progress:
             progress(i + 1, len(samples))
-    report = summarize([s.label for s in samples], raws, classifier.bundle.calibration)
+    report = summarize([s.label for s in samples], raws, pipeline.bundle.calibration)
     report["ms_per_field"] = float(np.mean(field_ms)) if field_ms else None
-    report["backend"] = classifier.backend.name
-    report["model_id"] = classifier.bundle.model_id
+    report["backend"] = pipeline.backends.name
+    report["model_id"] = pipeline.bundle.model_id
     return report

@@ -1,19 +1,23 @@
-"""Running the bundle's int8 model: input quantization, invoke, output dequantization.
+"""Running the bundle's int8 model on an accelerator: one backend class per device.
 
-One class per accelerator behind the ``Backend`` protocol; this module holds the CPU
-backend (the daemon adds the Edge TPU). Inputs are matched to the model by name, never
-by position: the TFLite converter does not keep the Keras input order.
+``CpuBackend`` and ``EdgeTpuBackend`` share the same input quantization, invoke and
+output dequantization (``TFLiteModel``). ``BackendManager`` chooses between them, falls
+back to the CPU when the Edge TPU fails mid-run, re-probes it periodically, and keeps
+per-backend speed figures for ``/api/status``. Inputs are matched to the model by name,
+never by position: the TFLite converter does not keep the Keras input order.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from edge.runtime import interpreter_class
+from edge.runtime import interpreter_module
 
 INPUT_NAMES = ("original", "segmented")
 
@@ -75,10 +79,134 @@ class TFLiteModel:
 class CpuBackend(TFLiteModel):
     """The int8 model on the CPU through tflite-runtime or ai-edge-litert."""
 
+    name = "cpu"
+
     def __init__(self, model_path: Path, num_threads: int = 2) -> None:
-        interpreter_cls, self.runtime = interpreter_class()
-        super().__init__(interpreter_cls(model_path=str(model_path), num_threads=num_threads))
-        self.name = "cpu"
+        module, self.runtime = interpreter_module()
+        super().__init__(module.Interpreter(model_path=str(model_path), num_threads=num_threads))
+
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+class EdgeTpuBackend(TFLiteModel):
+    """The compiled model on a Coral Edge TPU: pycoral's ``make_interpreter`` where pycoral
+    is installed, else the runtime's interpreter with the ``libedgetpu.so.1`` delegate.
+    Raises ``InferenceError`` saying why when no Edge TPU can be used."""
+
+    name = "edgetpu"
+
+    def __init__(self, model_path: Path) -> None:
+        try:
+            from pycoral.utils.edgetpu import make_interpreter  # type: ignore[import-not-found]
+
+            interpreter, self.runtime = make_interpreter(str(model_path)), "pycoral"
+        except ImportError:
+            module, runtime = interpreter_module()
+            try:
+                delegate = module.load_delegate(EDGETPU_LIBRARY)
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise InferenceError(f"Edge TPU delegate {EDGETPU_LIBRARY} could not be loaded ({exc})") from None
+            interpreter = module.Interpreter(model_path=str(model_path), experimental_delegates=[delegate])
+            self.runtime = f"{runtime}+{EDGETPU_LIBRARY}"
+        except (ValueError, RuntimeError) as exc:  # pycoral: no device attached
+            raise InferenceError(f"no Edge TPU available ({exc})") from None
+        super().__init__(interpreter)
+
+
+@dataclass
+class BackendSpeed:
+    fields: int = 0
+    total_ms: float = 0.0
+
+    @property
+    def mean_ms(self) -> float | None:
+        return self.total_ms / self.fields if self.fields else None
+
+
+class BackendManager:
+    """Chooses the backend (``auto``, ``edgetpu`` or ``cpu``) and keeps the daemon running
+    when the accelerator does not: on an Edge TPU error the next field runs on the CPU, the
+    degraded state is reported, and the Edge TPU is re-probed every ``reprobe_s`` seconds."""
+
+    def __init__(self, cpu_model: Path, edgetpu_model: Path | None, mode: str = "auto", threads: int = 2,
+                 reprobe_s: float = 60.0, edgetpu_factory: Callable[[Path], Backend] = EdgeTpuBackend,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.mode, self.reprobe_s, self.clock = mode, reprobe_s, clock
+        self.edgetpu_model, self._factory = edgetpu_model, edgetpu_factory
+        self.cpu = CpuBackend(cpu_model, threads)
+        self.input_side = self.cpu.input_side
+        self.speed: dict[str, BackendSpeed] = {"cpu": BackendSpeed(), "edgetpu": BackendSpeed()}
+        self.tpu: Backend | None = None
+        self.note: str | None = None  # why the Edge TPU is not in use
+        self._next_probe = 0.0
+        self._lock = threading.Lock()
+        if mode == "cpu":
+            self.note = "CPU backend chosen in the configuration"
+        elif edgetpu_model is None:
+            self.note = "the model bundle has no Edge TPU model (model_edgetpu.tflite)"
+        else:
+            self._probe()
+
+    @property
+    def wants_tpu(self) -> bool:
+        return self.mode != "cpu" and self.edgetpu_model is not None
+
+    @property
+    def name(self) -> str:
+        return "edgetpu" if self.tpu is not None else "cpu"
+
+    @property
+    def degraded(self) -> str | None:
+        """Set when an Edge TPU should be in use and is not (or when one was asked for)."""
+        if self.tpu is not None:
+            return None
+        if self.wants_tpu or self.mode == "edgetpu":
+            return f"running on CPU: {self.note}"
+        return None
+
+    def _probe(self) -> None:
+        self._next_probe = self.clock() + self.reprobe_s
+        try:
+            self.tpu = self._factory(self.edgetpu_model)
+            self.note = None
+        except Exception as exc:  # any failure to open the accelerator means CPU for now
+            self.tpu = None
+            self.note = str(exc)
+
+    def probabilities(self, original: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, str, float]:
+        """Raw probabilities, the backend that produced them and its inference time (ms)."""
+        with self._lock:
+            if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
+                self._probe()
+            if self.tpu is not None:
+                start = time.perf_counter()
+                try:
+                    out = self.tpu.probabilities(original, segmented)
+                    return out, "edgetpu", self._record("edgetpu", start)
+                except Exception as exc:  # the accelerator failed mid-run: fall back, re-probe later
+                    self.tpu = None
+                    self.note = f"Edge TPU failed mid-run ({exc})"
+                    self._next_probe = self.clock() + self.reprobe_s
+            start = time.perf_counter()
+            out = self.cpu.probabilities(original, segmented)
+            return out, "cpu", self._record("cpu", start)
+
+    def _record(self, name: str, start: float) -> float:
+        ms = timed_ms(start)
+        self.speed[name].fields += 1
+        self.speed[name].total_ms += ms
+        return ms
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active": self.name,
+            "mode": self.mode,
+            "note": self.note,
+            "degraded": self.degraded,
+            "mean_inference_ms": {k: (round(v.mean_ms, 3) if v.mean_ms is not None else None) for k, v in self.speed.items()},
+            "fields": {k: v.fields for k, v in self.speed.items()},
+        }
 
 
 def timed_ms(start: float) -> float:

@@ -67,3 +67,58 @@ def tiny_dataset(dest: Path, per_class: int, source: Path = DATASET) -> Path:
         for f in files:
             shutil.copy(f, dest / folder / f.name)
     return dest
+
+
+PIN = "246810"
+TOKEN = "test-token-0123456789abcdef"
+
+
+class ServerProcess:
+    """A real ``blastscope-edge serve`` process on a free loopback port."""
+
+    def __init__(self, state_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        import re
+        import time
+
+        self.state_dir = state_dir
+        exe = Path(sys.executable).parent / "blastscope-edge"
+        self.proc = subprocess.Popen(
+            [str(exe), "serve", "--host", "127.0.0.1", "--port", "0", "--state-dir", str(state_dir), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "BLASTSCOPE_PIN": PIN, "BLASTSCOPE_TOKEN": TOKEN, **(env or {})},
+        )
+        self.output: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if m := re.search(r"serving on http://[\d.]+:(\d+)", line):
+                self.url = f"http://127.0.0.1:{m.group(1)}"
+                return
+        self.proc.kill()
+        raise RuntimeError("server did not start:\n" + "".join(self.output) + (self.proc.stdout.read() or ""))
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+    def stop(self, timeout: float = 20) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.output.append(self.proc.stdout.read() or "")
+        return rc
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = ServerProcess(tmp_path / "state", "--demo")
+    yield srv
+    srv.stop()

@@ -1,0 +1,189 @@
+"""The daemon's configuration: one typed object, read from a TOML file and the environment.
+
+Precedence: defaults < TOML file < environment (``BLASTSCOPE_*``) < command-line flags.
+Every value is validated at start-up and a wrong one is an error naming its key, so a
+typo in ``/etc/blastscope/config.toml`` stops the service with a message in the journal
+instead of running with a surprise.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from edge.bundle import default_bundle_path
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+BACKENDS = ("auto", "edgetpu", "cpu")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = "picamera2"  # picamera2 | opencv:N | replay:PATH
+    width: int = 1024
+    height: int = 768
+    fps: float = 5.0  # preview grab rate; analysis grabs on demand
+    retry_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    backend: str = "auto"
+    bundle: str = ""  # empty: the shipped models/default
+    threads: int = 2
+    reprobe_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    # Measured on the training images at 224 px: sharp fields have Laplacian variance >= 55,
+    # a sigma-2 defocus <= 14 (README, "Quality gate").
+    min_focus: float = 30.0
+    max_clipped: float = 0.9  # fraction of saturated pixels; smear background is near-white
+    min_brightness: float = 40.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    state_dir: str = ""  # empty: $STATE_DIRECTORY (systemd) or ~/.local/state/blastscope
+    max_results: int = 10000
+    max_age_days: float = 365.0
+    min_free_mb: float = 500.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    pin: str = ""  # empty: generated at first start, stored in the state dir
+    token: str = ""  # empty: generated at first start, stored in the state dir
+    max_upload_mb: float = 16.0
+    max_pixels: int = 40_000_000
+    lockout_attempts: int = 5
+    lockout_seconds: float = 300.0
+    threads: int = 4
+
+
+@dataclass(frozen=True)
+class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    @property
+    def bundle_path(self) -> Path:
+        return Path(self.inference.bundle) if self.inference.bundle else default_bundle_path()
+
+    @property
+    def state_dir(self) -> Path:
+        if self.store.state_dir:
+            return Path(self.store.state_dir)
+        if os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        return Path.home() / ".local" / "state" / "blastscope"
+
+
+#: Environment variables and the key each one sets.
+ENVIRONMENT = {
+    "BLASTSCOPE_PIN": "server.pin",
+    "BLASTSCOPE_TOKEN": "server.token",
+    "BLASTSCOPE_SOURCE": "camera.source",
+    "BLASTSCOPE_BACKEND": "inference.backend",
+    "BLASTSCOPE_BUNDLE": "inference.bundle",
+    "BLASTSCOPE_STATE_DIR": "store.state_dir",
+    "BLASTSCOPE_PORT": "server.port",
+}
+
+
+def _coerce(key: str, kind: type, value: Any) -> Any:
+    if kind is bool or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"config: {key} must be a {kind.__name__}, got {value!r}")
+    if kind is float and isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, str) and kind in (int, float):  # from the environment
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"config: {key} must be {'an integer' if kind is int else 'a ' + kind.__name__}, got {value!r}")
+
+
+def _section(cls: type, name: str, values: Mapping[str, Any], base: Any) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config: [{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"config: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
+    return replace(base, **{k: _coerce(f"{name}.{k}", hints[k], v) for k, v in values.items()})
+
+
+def _validate(cfg: Config) -> Config:
+    checks = [
+        (cfg.inference.backend in BACKENDS, "inference.backend", f"must be one of {', '.join(BACKENDS)}"),
+        (cfg.camera.source == "picamera2" or cfg.camera.source.split(":", 1)[0] in ("opencv", "replay")
+         and ":" in cfg.camera.source, "camera.source", "must be picamera2, opencv:N or replay:PATH"),
+        (cfg.camera.fps > 0, "camera.fps", "must be positive"),
+        (cfg.camera.width > 0 and cfg.camera.height > 0, "camera.width", "width and height must be positive"),
+        (cfg.camera.retry_max_seconds > 0, "camera.retry_max_seconds", "must be positive"),
+        (cfg.inference.threads >= 1, "inference.threads", "must be at least 1"),
+        (cfg.inference.reprobe_seconds > 0, "inference.reprobe_seconds", "must be positive"),
+        (cfg.quality.min_focus >= 0, "quality.min_focus", "must not be negative"),
+        (0 < cfg.quality.max_clipped <= 1, "quality.max_clipped", "must be in (0, 1]"),
+        (0 <= cfg.quality.min_brightness < 255, "quality.min_brightness", "must be in [0, 255)"),
+        (cfg.store.max_results >= 1, "store.max_results", "must be at least 1"),
+        (cfg.store.max_age_days > 0, "store.max_age_days", "must be positive"),
+        (cfg.store.min_free_mb >= 0, "store.min_free_mb", "must not be negative"),
+        (0 <= cfg.server.port < 65536, "server.port", "must be 0-65535 (0: any free port)"),
+        (cfg.server.pin == "" or (cfg.server.pin.isdigit() and 4 <= len(cfg.server.pin) <= 12), "server.pin",
+         "must be 4-12 digits"),
+        (cfg.server.token == "" or len(cfg.server.token) >= 16, "server.token", "must be at least 16 characters"),
+        (cfg.server.max_upload_mb > 0, "server.max_upload_mb", "must be positive"),
+        (cfg.server.max_pixels > 0, "server.max_pixels", "must be positive"),
+        (cfg.server.lockout_attempts >= 1, "server.lockout_attempts", "must be at least 1"),
+        (cfg.server.lockout_seconds > 0, "server.lockout_seconds", "must be positive"),
+        (cfg.server.threads >= 1, "server.threads", "must be at least 1"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"config: {key} {message}")
+    return cfg
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file, then the environment, then ``overrides`` (dotted keys)."""
+    data: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config: {path}: file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {path}: not valid TOML ({exc})") from None
+    env = os.environ if environ is None else environ
+    layered = [(f"environment {var}", ENVIRONMENT[var], env[var]) for var in ENVIRONMENT if env.get(var)]
+    layered += [("command line", key, value) for key, value in (overrides or {}).items() if value is not None]
+    for _, dotted, value in layered:
+        section, key = dotted.split(".")
+        data.setdefault(section, {})[key] = value
+    cfg = Config()
+    sections = {f.name: f for f in fields(Config)}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"config: unknown section [{name}] (known: {', '.join(sections)})")
+        cfg = replace(cfg, **{name: _section(type(getattr(cfg, name)), name, values, getattr(cfg, name))})
+    return _validate(cfg)

@@ -1,0 +1,62 @@
+"""The eyepiece's field of view: a bright disc inside a dark vignette.
+
+A camera on an eyepiece records the round field stop with black around it. The model was
+trained on fields without that border, so the largest square centred in the disc is cut
+out before resizing. Frames without a vignette (a C-mount camera, an uploaded image)
+pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_WORK_SIDE = 256  # detection runs on a downscaled copy: the disc is large and smooth
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    cx: float
+    cy: float
+    radius: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the crop in the frame
+
+
+def find_field_of_view(rgb: np.ndarray) -> FieldOfView | None:
+    """The eyepiece disc, or None when the frame has no dark vignette around a bright field."""
+    h, w = rgb.shape[:2]
+    scale = _WORK_SIDE / max(h, w)
+    small = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape
+    k = max(2, round(0.08 * min(sh, sw)))
+    corners = [small[:k, :k], small[:k, -k:], small[-k:, :k], small[-k:, -k:]]
+    corner_level = max(float(c.mean()) for c in corners)
+    centre_level = float(small[sh * 2 // 5 : sh * 3 // 5, sw * 2 // 5 : sw * 3 // 5].mean())
+    if centre_level < 40 or corner_level > 0.35 * centre_level:
+        return None
+    _, bright = cv2.threshold(small, (corner_level + centre_level) / 2, 255, cv2.THRESH_BINARY)
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    (cx, cy), r = cv2.minEnclosingCircle(max(contours, key=cv2.contourArea))
+    cx, cy, r = cx / scale, cy / scale, r / scale
+    half = r / np.sqrt(2.0)
+    x0, y0 = max(0, round(cx - half)), max(0, round(cy - half))
+    x1, y1 = min(w, round(cx + half)), min(h, round(cy + half))
+    side = min(x1 - x0, y1 - y0)
+    if side < 32:
+        return None
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    x0, y0 = min(max(0, x0), w - side), min(max(0, y0), h - side)
+    return FieldOfView(cx, cy, r, (x0, y0, x0 + side, y0 + side))
+
+
+def crop_to_field(rgb: np.ndarray) -> tuple[np.ndarray, FieldOfView | None]:
+    fov = find_field_of_view(rgb)
+    if fov is None:
+        return rgb, None
+    x0, y0, x1, y1 = fov.box
+    return rgb[y0:y1, x0:x1], fov

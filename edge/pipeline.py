@@ -1,0 +1,65 @@
+"""One frame in, one result out: field of view, resize, quality, segmentation, inference,
+screening. Every command (classify, evaluate, bench, the daemon, the converter's own
+evaluation) runs this same path, so what is measured offline is what the device does."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.config import QualityConfig
+from edge.fieldofview import crop_to_field
+from edge.inference import BackendManager, timed_ms
+from edge.quality import cells_reason, measure_quality
+from edge.result import Result
+from edge.screening import screen
+from edge.segmentation import segment
+
+
+def fit_to_input(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Resize a field to the model's square input as training did (area interpolation)."""
+    if rgb.shape[:2] == (side, side):
+        return rgb
+    return cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+
+
+class Pipeline:
+    def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig()) -> None:
+        self.bundle, self.backends, self.quality = bundle, backends, quality
+
+    @classmethod
+    def on_cpu(cls, bundle: Bundle, threads: int = 2, quality: QualityConfig = QualityConfig()) -> "Pipeline":
+        return cls(bundle, BackendManager(bundle.cpu_model, None, mode="cpu", threads=threads), quality)
+
+    def process(self, frame: np.ndarray, source: str = "file") -> Result:
+        """Analyse one RGB uint8 frame of any size. A field failing the quality gate or
+        showing no cells is returned as ``rejected`` with reasons and is not classified."""
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        cropped, fov = crop_to_field(frame)
+        timings["field_of_view"] = timed_ms(t)
+        t = time.perf_counter()
+        field_rgb = np.ascontiguousarray(fit_to_input(cropped, self.backends.input_side))
+        timings["resize"] = timed_ms(t)
+        t = time.perf_counter()
+        quality = measure_quality(field_rgb, self.quality)
+        timings["quality"] = timed_ms(t)
+        t = time.perf_counter()
+        seg = segment(field_rgb, self.bundle.segmentation)
+        timings["segmentation"] = timed_ms(t)
+        reasons = list(quality.reasons)
+        if not reasons and (no_cells := cells_reason(seg)):
+            reasons.append(no_cells)
+        common = dict(quality=quality, segmentation=seg, field_rgb=field_rgb, model_id=self.bundle.model_id,
+                      source=source, field_of_view=fov)
+        if reasons:
+            return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
+        raw, backend, inference_ms = self.backends.probabilities(field_rgb, seg.segmented)
+        timings["inference"] = inference_ms
+        t = time.perf_counter()
+        screening = screen(raw, self.bundle.calibration)
+        timings["screening"] = timed_ms(t)
+        return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings, **common)

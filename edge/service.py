@@ -1,0 +1,120 @@
+"""The running device: camera, pipeline and store wired together, plus the figures that
+tell an operator what is wrong (``/api/status``)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+import edge
+from edge.bundle import Bundle
+from edge.capture import CameraError, CameraWorker
+from edge.config import Config
+from edge.pipeline import Pipeline
+from edge.result import Result
+from edge.store import Store
+
+
+class Stats:
+    """Running means per stage and a one-minute window of analysed fields."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stage_totals: dict[str, list[float]] = {}
+        self.counts = collections.Counter()
+        self.recent: collections.deque[float] = collections.deque(maxlen=1000)
+
+    def record(self, result: Result, store_ms: float) -> None:
+        with self._lock:
+            for stage, ms in {**result.timings_ms, "store": store_ms}.items():
+                total = self.stage_totals.setdefault(stage, [0, 0.0])
+                total[0] += 1
+                total[1] += ms
+            self.counts[result.status] += 1
+            self.recent.append(time.monotonic())
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.monotonic()
+            last_minute = sum(1 for t in self.recent if now - t <= 60)
+            return {
+                "fields": sum(self.counts.values()),
+                "classified": self.counts["classified"],
+                "rejected": self.counts["rejected"],
+                "fields_per_minute": last_minute,
+                "mean_latency_ms": {k: round(v[1] / v[0], 3) for k, v in self.stage_totals.items() if v[0]},
+            }
+
+
+class Service:
+    def __init__(self, config: Config, bundle: Bundle, pipeline: Pipeline, store: Store,
+                 camera: CameraWorker | None) -> None:
+        self.config, self.bundle, self.pipeline, self.store, self.camera = config, bundle, pipeline, store, camera
+        self.stats = Stats()
+        self.started = time.time()
+
+    def analyze(self, frame: np.ndarray, source: str) -> Result:
+        """Run the pipeline on a frame and store the result (classified or rejected)."""
+        result = self.pipeline.process(frame, source=source)
+        start = time.perf_counter()
+        self.store.save(result)
+        store_ms = (time.perf_counter() - start) * 1000.0
+        result.timings_ms["store"] = store_ms
+        self.stats.record(result, store_ms)
+        return result
+
+    def capture(self) -> Result:
+        if self.camera is None:
+            raise CameraError("no camera source is configured")
+        return self.analyze(self.camera.latest(), source=self.camera.spec)
+
+    def preview_jpeg(self, max_side: int = 640) -> bytes:
+        if self.camera is None:
+            raise CameraError("no camera source is configured")
+        frame = self.camera.latest()
+        scale = max_side / max(frame.shape[:2])
+        if scale < 1:
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75])
+        return data.tobytes()
+
+    def degraded_reasons(self) -> list[str]:
+        reasons = []
+        if backend := self.pipeline.backends.degraded:
+            reasons.append(backend)
+        if self.camera is not None and not self.camera.state.connected:
+            reasons.append(f"camera {self.camera.spec} not delivering frames: {self.camera.state.error or 'starting'}")
+        free = self.store.free_mb()
+        if free < 2 * self.config.store.min_free_mb:
+            reasons.append(f"disk space low: {free:.0f} MB free (oldest results are being removed below "
+                           f"{self.config.store.min_free_mb:.0f} MB)")
+        return reasons
+
+    def status(self) -> dict[str, Any]:
+        reasons = self.degraded_reasons()
+        camera = None
+        if self.camera is not None:
+            s = self.camera.state
+            camera = {"source": s.source, "connected": s.connected, "error": s.error, "frames": s.frames,
+                      "reconnects": s.reconnects, "fps": round(s.fps, 2)}
+        test = self.bundle.manifest.get("metrics", {}).get("int8_test", {})
+        return {
+            "status": "degraded" if reasons else "ok",
+            "degraded_reasons": reasons,
+            "version": edge.__version__,
+            "uptime_s": round(time.time() - self.started, 1),
+            "backend": self.pipeline.backends.status(),
+            "model": {"id": self.bundle.model_id, "path": str(self.bundle.root),
+                      "created": self.bundle.manifest.get("created"),
+                      "test_accuracy": test.get("accuracy"),
+                      "edgetpu_model": self.bundle.edgetpu_model is not None},
+            "camera": camera,
+            "analysis": self.stats.snapshot(),
+            "disk": {"state_dir": str(self.store.root), "free_mb": round(self.store.free_mb(), 1),
+                     "min_free_mb": self.config.store.min_free_mb, "results": self.store.count()},
+        }

@@ -1,0 +1,190 @@
+"""The daemon over real HTTP: a real server process, real images, real requests."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sqlite3
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from edge.labels import LABELS
+
+from conftest import PIN, ServerProcess, sample_paths
+
+
+def _jpeg(path) -> bytes:
+    return path.read_bytes()
+
+
+def _classify(server, data: bytes, name: str = "field.jpg", **kw) -> requests.Response:
+    return requests.post(f"{server.url}/api/classify", files={"image": (name, data)}, headers=server.headers(),
+                         timeout=30, **kw)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG whose header claims a huge size (its pixels are never decoded)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_health_and_auth_required(server):
+    r = requests.get(f"{server.url}/healthz", timeout=10)
+    assert r.status_code == 200 and r.json() == {"status": "ok", "backend": "cpu"}
+    r = requests.get(f"{server.url}/api/status", timeout=10)
+    assert r.status_code == 401 and "Bearer" in r.json()["error"]
+    r = requests.get(f"{server.url}/api/status", headers={"Authorization": "Bearer wrong"}, timeout=10)
+    assert r.status_code == 401
+
+
+def test_classify_upload_then_fetch_record_and_images(server):
+    sample = sample_paths()[4]
+    r = _classify(server, _jpeg(sample), sample.name)
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["classified"] and result["label"] in (*LABELS, "uncertain")
+    assert set(result["probabilities"]) == set(LABELS)
+    assert result["backend"] == "cpu" and result["timings_ms"]["inference"] > 0
+    assert "not a diagnosis" in result["disclaimer"]
+    assert {"focus", "clipped_fraction", "brightness"} <= set(result["quality"])
+    stored = requests.get(f"{server.url}/api/results/{result['id']}", headers=server.headers(), timeout=10).json()
+    assert stored["probabilities"] == result["probabilities"] and stored["id"] == result["id"]
+    for kind in ("image", "overlay"):
+        img = requests.get(f"{server.url}/api/results/{result['id']}/{kind}", headers=server.headers(), timeout=10)
+        assert img.status_code == 200 and img.headers["Content-Type"] == "image/jpeg"
+        assert cv2.imdecode(np.frombuffer(img.content, np.uint8), cv2.IMREAD_COLOR) is not None
+    listing = requests.get(f"{server.url}/api/results?limit=5", headers=server.headers(), timeout=10).json()
+    assert listing["results"][0]["id"] == result["id"]
+
+
+def test_capture_classifies_the_replayed_camera_frame(server):
+    r = requests.post(f"{server.url}/api/capture", headers=server.headers(), timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["source"].startswith("replay:") and r.json()["classified"]
+    preview = requests.get(f"{server.url}/api/preview.jpg", headers=server.headers(), timeout=10)
+    assert preview.status_code == 200 and preview.content[:2] == b"\xff\xd8"
+
+
+def test_rejected_fields_are_stored_with_reasons(server):
+    sharp = cv2.imread(str(sample_paths()[0]))
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    r = _classify(server, cv2.imencode(".png", blurred)[1].tobytes(), "blurred.png")
+    assert r.status_code == 200
+    assert r.json()["status"] == "rejected" and "out of focus" in r.json()["reasons"][0]
+    assert "label" not in r.json()
+    blank = np.full((600, 800, 3), 235, np.uint8)
+    r = _classify(server, cv2.imencode(".jpg", blank)[1].tobytes(), "blank.jpg")
+    assert r.json()["status"] == "rejected"
+    assert any(reason.startswith("out of focus") or reason.startswith("no cells") for reason in r.json()["reasons"])
+    stored = requests.get(f"{server.url}/api/results/{r.json()['id']}", headers=server.headers(), timeout=10).json()
+    assert stored["status"] == "rejected"
+
+
+def test_bad_input_gets_4xx_with_reason_and_daemon_keeps_running(server):
+    good = _jpeg(sample_paths()[0])
+    cases = [
+        (_classify(server, b"%PDF-1.4 not an image", "report.pdf"), 400, "not a readable image"),
+        (_classify(server, good[: len(good) // 2], "cut.jpg"), 400, "truncated"),
+        (_classify(server, b"", "empty.jpg"), 400, "empty"),
+        (_classify(server, _png_header_only(20000, 20000), "huge.png"), 413, "limit is 40,000,000 pixels"),
+        (_classify(server, b"\xff" * (17 * 1024 * 1024), "big.jpg"), 413, "upload too large"),
+        (requests.post(f"{server.url}/api/classify", headers=server.headers(), timeout=10), 400, "field 'image'"),
+        (requests.get(f"{server.url}/api/results?limit=abc", headers=server.headers(), timeout=10), 400, "limit"),
+        (requests.get(f"{server.url}/api/results/999999", headers=server.headers(), timeout=10), 404, "no result"),
+        (requests.get(f"{server.url}/api/nothing", headers=server.headers(), timeout=10), 404, ""),
+    ]
+    for response, status, reason in cases:
+        assert response.status_code == status, (reason, response.text)
+        assert reason in response.json()["error"]
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert _classify(server, good).status_code == 200
+
+
+def test_status_tells_the_operator_what_runs(server):
+    s = requests.get(f"{server.url}/api/status", headers=server.headers(), timeout=10).json()
+    assert s["status"] == "ok" and s["degraded_reasons"] == []
+    assert s["backend"]["active"] == "cpu" and s["model"]["id"]
+    assert s["camera"]["source"].startswith("replay:")
+    assert {"free_mb", "results", "state_dir"} <= set(s["disk"])
+    assert s["uptime_s"] >= 0 and "mean_latency_ms" in s["analysis"]
+
+
+def _login_page(session: requests.Session, url: str) -> str:
+    html = session.get(f"{url}/login", timeout=10).text
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+
+
+def test_pin_login_session_csrf_and_lockout(server):
+    browser = requests.Session()
+    assert browser.get(f"{server.url}/", allow_redirects=False, timeout=10).status_code == 302
+    csrf = _login_page(browser, server.url)
+    assert browser.post(f"{server.url}/login", data={"pin": "000000", "csrf": csrf}, timeout=10).status_code == 401
+    r = browser.post(f"{server.url}/login", data={"pin": PIN, "csrf": csrf}, allow_redirects=False, timeout=10)
+    assert r.status_code == 302
+    page = browser.get(f"{server.url}/", timeout=10)
+    assert page.status_code == 200 and "not a diagnosis" in page.text
+    token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text).group(1)
+    assert browser.post(f"{server.url}/api/capture", timeout=30).status_code == 403  # no CSRF header
+    r = browser.post(f"{server.url}/api/capture", headers={"X-CSRF-Token": token}, timeout=30)
+    assert r.status_code == 200 and r.json()["id"]
+    assert browser.get(f"{server.url}/api/status", timeout=10).status_code == 200
+
+    attacker = requests.Session()
+    csrf = _login_page(attacker, server.url)
+    for _ in range(5):
+        attacker.post(f"{server.url}/login", data={"pin": "111111", "csrf": csrf}, timeout=10)
+    r = attacker.post(f"{server.url}/login", data={"pin": PIN, "csrf": csrf}, timeout=10)
+    assert r.status_code == 429 and "Too many wrong PINs" in r.text
+
+
+def test_generated_credentials_are_private_and_printed_once(tmp_path):
+    import os
+    import stat
+
+    env = {"BLASTSCOPE_PIN": "", "BLASTSCOPE_TOKEN": ""}
+    first = ServerProcess(tmp_path / "state", "--demo", env=env)
+    assert first.stop() == 0
+    printed = "".join(first.output)
+    pin = re.search(r"PIN (\d{6})", printed).group(1)
+    creds = tmp_path / "state" / "credentials"
+    assert stat.S_IMODE(os.stat(creds).st_mode) == 0o600
+    assert f"pin={pin}" in creds.read_text()
+    second = ServerProcess(tmp_path / "state", "--demo", env=env)
+    try:
+        assert "first start" not in "".join(second.output)
+        session = requests.Session()
+        csrf = _login_page(session, second.url)
+        assert session.post(f"{second.url}/login", data={"pin": pin, "csrf": csrf}, allow_redirects=False,
+                            timeout=10).status_code == 302
+    finally:
+        second.stop()
+
+
+def test_sigterm_shuts_down_cleanly_and_flushes(server):
+    assert _classify(server, _jpeg(sample_paths()[1])).status_code == 200
+    assert server.stop() == 0
+    assert "store flushed" in "".join(server.output)
+    wal = server.state_dir / "results.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    with sqlite3.connect(server.state_dir / "results.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from conftest import run_cli
+
+    bad = tmp_path / "config.toml"
+    bad.write_text('[server]\nport = "eighty"\n')
+    r = run_cli("blastscope-edge", "serve", "--config", str(bad))
+    assert r.returncode == 2 and "server.port must be an integer" in r.stderr and "Traceback" not in r.stderr
+    bad.write_text('[camera]\nsorce = "picamera2"\n')
+    r = run_cli("blastscope-edge", "serve", "--config", str(bad))
+    assert r.returncode == 2 and "unknown key camera.sorce" in r.stderr
