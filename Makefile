@@ -14,7 +14,7 @@ demo: $(PY)
 
 # Everything, converter included, then the whole test suite.
 test: $(PY)
-	$(PY) -m pip install --quiet -e '.[converter,test]'
+	$(PY) -m pip install --quiet -e '.[converter,test,systemd]'
 	$(PY) -m pytest
 
 bench: $(PY)

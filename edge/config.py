@@ -105,9 +105,13 @@ ENVIRONMENT = {
 }
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(key: str, kind: type, value: Any) -> Any:
-    if kind is bool or isinstance(value, bool) and kind is not bool:
-        raise ConfigError(f"config: {key} must be a {kind.__name__}, got {value!r}")
+    wrong = ConfigError(f"config: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
+    if isinstance(value, bool):  # TOML true/false is never a number or a string here
+        raise wrong
     if kind is float and isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, kind):
@@ -117,7 +121,7 @@ def _coerce(key: str, kind: type, value: Any) -> Any:
             return kind(value)
         except ValueError:
             pass
-    raise ConfigError(f"config: {key} must be {'an integer' if kind is int else 'a ' + kind.__name__}, got {value!r}")
+    raise wrong
 
 
 def _section(cls: type, name: str, values: Mapping[str, Any], base: Any) -> Any:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 _WORK_SIDE = 256  # detection runs on a downscaled copy: the disc is large and smooth
+_EDGE_MARGIN = 0.97  # stay clear of the field stop's soft, darkened edge
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def find_field_of_view(rgb: np.ndarray) -> FieldOfView | None:
         return None
     (cx, cy), r = cv2.minEnclosingCircle(max(contours, key=cv2.contourArea))
     cx, cy, r = cx / scale, cy / scale, r / scale
-    half = r / np.sqrt(2.0)
+    half = _EDGE_MARGIN * r / np.sqrt(2.0)
     x0, y0 = max(0, round(cx - half)), max(0, round(cy - half))
     x1, y1 = min(w, round(cx + half)), min(h, round(cy + half))
     side = min(x1 - x0, y1 - y0)

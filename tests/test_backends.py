@@ -1,0 +1,85 @@
+"""Backend choice and fallback. The real Edge TPU delegate cannot load on this machine (no
+Coral device, no libedgetpu), which is exactly the fallback case. Mid-run failure and
+recovery use a TEST DOUBLE for the Edge TPU, the only hardware that may be faked."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.dataset import read_rgb
+from edge.inference import BackendManager, CpuBackend, EdgeTpuBackend, InferenceError
+from edge.pipeline import Pipeline
+
+from conftest import sample_paths
+
+
+class FakeEdgeTpu:
+    """TEST DOUBLE for an Edge TPU: runs the CPU model, and can be told to fail."""
+
+    name = "edgetpu"
+
+    def __init__(self, model_path, fail_after: int | None = None) -> None:
+        self.cpu = CpuBackend(model_path)
+        self.input_side = self.cpu.input_side
+        self.calls, self.fail_after = 0, fail_after
+
+    def probabilities(self, original, segmented):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("USB transfer failed: device unplugged")
+        return self.cpu.probabilities(original, segmented)
+
+
+def _inputs():
+    field = read_rgb(sample_paths()[2])
+    return field, field  # any pair of 224x224 uint8 fields drives the model
+
+
+def test_real_edgetpu_delegate_cannot_load_here(default_bundle):
+    with pytest.raises(InferenceError, match="libedgetpu.so.1"):
+        EdgeTpuBackend(default_bundle / "model.tflite")
+
+
+def test_auto_falls_back_to_cpu_and_says_why(default_bundle, tmp_path):
+    edgetpu_model = tmp_path / "model_edgetpu.tflite"
+    shutil.copy(default_bundle / "model.tflite", edgetpu_model)
+    manager = BackendManager(default_bundle / "model.tflite", edgetpu_model, mode="auto")
+    probs, used, ms = manager.probabilities(*_inputs())
+    assert used == "cpu" and ms > 0 and np.isclose(probs.sum(), 1, atol=0.02)
+    assert "libedgetpu.so.1" in manager.degraded
+    plain = BackendManager(default_bundle / "model.tflite", None, mode="auto")
+    assert plain.degraded is None and "no Edge TPU model" in plain.note
+
+
+def test_mid_run_failure_switches_to_cpu_then_reprobes(default_bundle):
+    now = [0.0]
+    doubles = []
+
+    def factory(path):
+        doubles.append(FakeEdgeTpu(path, fail_after=2 if not doubles else None))
+        return doubles[-1]
+
+    manager = BackendManager(default_bundle / "model.tflite", default_bundle / "model.tflite", mode="auto",
+                             reprobe_s=30, edgetpu_factory=factory, clock=lambda: now[0])
+    used = [manager.probabilities(*_inputs())[1] for _ in range(3)]
+    assert used == ["edgetpu", "edgetpu", "cpu"]  # the third field ran on the CPU
+    assert "failed mid-run" in manager.degraded and "unplugged" in manager.degraded
+    now[0] = 10.0
+    assert manager.probabilities(*_inputs())[1] == "cpu"  # not re-probed before the interval
+    now[0] = 31.0
+    assert manager.probabilities(*_inputs())[1] == "edgetpu"  # re-probed, back on the accelerator
+    assert manager.degraded is None
+    status = manager.status()
+    assert status["fields"] == {"cpu": 2, "edgetpu": 3} and status["mean_inference_ms"]["cpu"] > 0
+
+
+def test_pipeline_records_backend_and_timings(default_bundle):
+    bundle = load_bundle(default_bundle)
+    manager = BackendManager(bundle.cpu_model, bundle.cpu_model, mode="edgetpu", edgetpu_factory=FakeEdgeTpu)
+    result = Pipeline(bundle, manager).process(read_rgb(sample_paths()[3]))
+    assert result.backend == "edgetpu" and result.to_dict()["timings_ms"]["inference"] > 0
+    assert set(result.timings_ms) >= {"field_of_view", "resize", "quality", "segmentation", "inference", "screening"}

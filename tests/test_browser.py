@@ -1,0 +1,74 @@
+"""End to end in headless Debian Chromium at a phone-sized viewport: log in with the PIN,
+press Analyze, see the result card with its disclaimer, and save a screenshot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import PIN, ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SCREENSHOTS = Path(os.environ.get("BLASTSCOPE_SCREENSHOTS", ROOT / "runs" / "screenshots"))
+
+
+@pytest.fixture
+def phone(tmp_path):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Debian chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=390,844", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2}})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def test_login_analyze_and_see_result_card(server, phone):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(phone, 20)
+    phone.get(server.url + "/")
+    assert phone.current_url.endswith("/login")
+    phone.find_element(By.ID, "pin").send_keys("000000")
+    phone.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "Wrong PIN" in wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".error"))).text
+    wait.until(ec.element_to_be_clickable((By.ID, "pin"))).send_keys(PIN)
+    phone.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(ec.element_to_be_clickable((By.ID, "analyze")))
+    wait.until(lambda d: d.execute_script("return document.getElementById('preview').naturalWidth") > 0)
+    button = phone.find_element(By.ID, "analyze")
+    assert button.size["height"] >= 60 and button.size["width"] >= 300  # glove-sized
+    button.click()
+    card = wait.until(ec.visibility_of_element_located((By.ID, "card")))
+    label = phone.find_element(By.ID, "label").text
+    assert label and label != "Field rejected"
+    assert phone.find_element(By.ID, "call").text in ("Screen positive", "Screen negative", "Uncertain")
+    fills = phone.find_elements(By.CSS_SELECTOR, "#bars .fill")
+    assert len(fills) == 4
+    assert max(f.size["width"] for f in fills) > 20  # the bars are drawn, not just laid out
+    assert "not a diagnosis" in card.find_element(By.CLASS_NAME, "disclaimer").text
+    wait.until(lambda d: d.execute_script("return document.getElementById('overlay').naturalWidth") > 0)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#history li")) >= 1)
+    assert "OK" in phone.find_element(By.ID, "health").text
+    errors = [e for e in phone.get_log("browser") if e["level"] == "SEVERE"
+              and not ("/login" in e["message"] and "401" in e["message"])]  # the deliberate wrong PIN
+    assert not errors, errors
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    phone.execute_script("document.getElementById('card').scrollIntoView()")
+    shot = SCREENSHOTS / "phone_result_card.png"
+    assert phone.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

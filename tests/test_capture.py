@@ -1,0 +1,122 @@
+"""Frame sources and the camera worker, on real image and video files.
+
+The Pi camera cannot exist here: ``picamera2`` is replaced by a TEST DOUBLE module that
+mimics the part of its API BlastScope uses (and the BGR memory order of "RGB888")."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import types
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.capture import CameraError, CameraWorker, OpenCVSource, ReplaySource, open_source
+from edge.dataset import read_rgb
+
+from conftest import sample_paths
+
+
+def _video(path, frames: int = 6):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (224, 224))
+    for p in sample_paths()[:frames]:
+        writer.write(cv2.imread(str(p)))
+    writer.release()
+    return path
+
+
+def test_replay_folder_loops_in_order(tmp_path):
+    for p in sample_paths()[:3]:
+        shutil.copy(p, tmp_path / p.name)
+    source = open_source(f"replay:{tmp_path}")
+    frames = [source.read() for _ in range(4)]
+    assert np.array_equal(frames[0], read_rgb(sample_paths()[0]))
+    assert np.array_equal(frames[3], frames[0])  # looped
+
+
+def test_replay_video_loops_and_opencv_reads_video(tmp_path):
+    video = _video(tmp_path / "smear.avi", frames=3)
+    replay = ReplaySource(video)
+    frames = [replay.read() for _ in range(5)]
+    assert all(f.shape == (224, 224, 3) for f in frames)
+    assert np.abs(frames[3].astype(int) - frames[0]).mean() < 2  # frame 4 is frame 1 again (JPEG-coded)
+    replay.close()
+    cam = open_source(f"opencv:{video}")
+    assert isinstance(cam, OpenCVSource) and cam.read().shape == (224, 224, 3)
+    cam.close()
+
+
+def test_bad_sources_are_clear_errors(tmp_path):
+    with pytest.raises(CameraError, match="replay source not found"):
+        open_source(f"replay:{tmp_path / 'none'}")
+    with pytest.raises(CameraError, match="could not be opened"):
+        open_source("opencv:97")
+    with pytest.raises(CameraError, match="unknown camera source"):
+        open_source("webcam")
+
+
+def test_picamera2_source_with_test_double(monkeypatch):
+    bgr = cv2.imread(str(sample_paths()[0]))
+
+    class FakePicamera2:  # TEST DOUBLE for the Raspberry Pi camera
+        def create_still_configuration(self, main):
+            self.requested = main
+            return main
+
+        def configure(self, config):
+            assert config["format"] == "RGB888"
+
+        def start(self):
+            pass
+
+        def capture_array(self, stream):
+            return bgr.copy()  # picamera2's RGB888 is B, G, R in memory
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    source = open_source("picamera2", 1024, 768)
+    assert np.array_equal(source.read(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    source.close()
+
+
+def test_picamera2_missing_is_reported(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    with pytest.raises(CameraError, match="python3-picamera2"):
+        open_source("picamera2")
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_worker_survives_camera_loss_and_reconnects(tmp_path):
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    shutil.copy(sample_paths()[0], folder / "a.jpg")
+    worker = CameraWorker(f"replay:{folder}", open_source, fps=20, retry_max_s=0.5).start()
+    try:
+        assert worker.latest().shape == (224, 224, 3)
+        shutil.rmtree(folder)  # the camera disappears mid-run
+        assert _wait(lambda: not worker.state.connected)
+        assert "disappeared" in worker.state.error or "not found" in worker.state.error
+        with pytest.raises(CameraError):
+            worker.latest(wait_s=0.1)
+        folder.mkdir()
+        shutil.copy(sample_paths()[1], folder / "b.jpg")  # and comes back
+        assert _wait(lambda: worker.state.connected)
+        assert worker.state.reconnects >= 1 and worker.latest().shape == (224, 224, 3)
+    finally:
+        worker.stop()

@@ -1,0 +1,72 @@
+"""Config precedence and validation; store retention and orphan sweeping."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.config import ConfigError, StoreConfig, load_config
+from edge.dataset import read_rgb
+from edge.pipeline import Pipeline
+from edge.store import Store
+
+from conftest import sample_paths
+
+
+def test_config_layers_toml_environment_and_flags(tmp_path):
+    toml = tmp_path / "config.toml"
+    toml.write_text('[server]\nport = 9000\npin = "1234"\n[camera]\nsource = "opencv:0"\nfps = 2\n')
+    cfg = load_config(toml, environ={"BLASTSCOPE_PIN": "98765", "BLASTSCOPE_STATE_DIR": "/srv/state"},
+                      overrides={"server.port": 9100})
+    assert cfg.server.port == 9100 and cfg.server.pin == "98765" and cfg.camera.fps == 2.0
+    assert cfg.camera.source == "opencv:0" and str(cfg.state_dir) == "/srv/state"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[inference]\nbackend = "tpu"\n', "inference.backend must be one of auto, edgetpu, cpu"),
+    ('[quality]\nmax_clipped = 2\n', "quality.max_clipped must be in (0, 1]"),
+    ('[server]\npin = "12"\n', "server.pin must be 4-12 digits"),
+    ('[camera]\nsource = "usb"\n', "camera.source must be picamera2, opencv:N or replay:PATH"),
+    ('[store]\nmax_results = true\n', "store.max_results must be an integer"),
+    ('[cloud]\nurl = "x"\n', "unknown section [cloud]"),
+    ("[server\n", "not valid TOML"),
+])
+def test_config_errors_name_the_key(tmp_path, text, message):
+    toml = tmp_path / "config.toml"
+    toml.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(toml, environ={})
+    assert message in str(exc.value)
+
+
+def _results(bundle_dir, n):
+    pipeline = Pipeline.on_cpu(load_bundle(bundle_dir))
+    fields = [read_rgb(p) for p in sample_paths()]
+    return [pipeline.process(fields[i % len(fields)]) for i in range(n)]
+
+
+def test_retention_by_count_and_age_removes_oldest_with_files(tmp_path, default_bundle):
+    store = Store(tmp_path, StoreConfig(max_results=3, max_age_days=1, min_free_mb=0))
+    results = _results(default_bundle, 5)
+    results[0].created = time.time() - 3 * 86400  # too old even before the count limit
+    ids = [store.save(r) for r in results]
+    kept = [r["id"] for r in store.recent(10)]
+    assert kept == ids[:1:-1]  # the newest three, newest first
+    assert len(list((tmp_path / "images").iterdir())) == 6  # image + overlay each, nothing stale
+    assert store.integrity_ok()
+    store.close()
+
+
+def test_orphan_files_are_swept_at_start(tmp_path, default_bundle):
+    store = Store(tmp_path, StoreConfig(min_free_mb=0))
+    rid = store.save(_results(default_bundle, 1)[0])
+    store.close()
+    (tmp_path / "images" / "deadbeef.jpg").write_bytes(b"left by a crash")
+    (tmp_path / "images" / "deadbeef.tmp").write_bytes(b"half written")
+    reopened = Store(tmp_path, StoreConfig(min_free_mb=0))
+    assert reopened.swept_orphans == 2 and reopened.get(rid) is not None
+    assert reopened.file_path(rid, "overlay").exists()
+    reopened.close()
