@@ -7,10 +7,10 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 .PHONY: demo test bench
-# The device half only (no TensorFlow): classify the shipped sample fields with the shipped model on CPU.
+# The daemon on its embedded default (no TensorFlow): replayed sample fields, shipped model, CPU.
 demo: $(PY)
 	$(PY) -m pip install --quiet -e '.[litert]'
-	$(VENV)/bin/blastscope-edge classify edge/samples/*.jpg
+	$(VENV)/bin/blastscope-edge serve --demo
 
 # Everything, converter included, then the whole test suite.
 test: $(PY)

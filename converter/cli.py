@@ -24,8 +24,9 @@ def _build(args: argparse.Namespace) -> int:
     cfg = BuildConfig(
         data=Path(args.data), out=Path(args.out), weights=args.weights,
         work=Path(args.work) if args.work else None,
-        train=TrainConfig(head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
-                          finetune_layers=args.finetune_layers, batch_size=args.batch_size, seed=args.seed),
+        train=TrainConfig(seed=args.seed, **{k: v for k, v in (
+            ("head_epochs", args.head_epochs), ("finetune_epochs", args.finetune_epochs),
+            ("finetune_layers", args.finetune_layers), ("batch_size", args.batch_size)) if v is not None}),
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
         representative_size=args.representative_size,
         command=" ".join(["blastscope-convert", *sys.argv[1:]]),
@@ -73,10 +74,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--weights", default="imagenet", help="MobileNetV2 no-top .weights.h5 path, or 'imagenet' (needs internet)")
     b.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
     b.add_argument("--work", help="folder that keeps the trained Keras model; a model there is reused")
-    b.add_argument("--head-epochs", type=int, default=4)
-    b.add_argument("--finetune-epochs", type=int, default=10)
-    b.add_argument("--finetune-layers", type=int, default=60)
-    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--head-epochs", type=int, help="default: TrainConfig.head_epochs (4)")
+    b.add_argument("--finetune-epochs", type=int, help="default: TrainConfig.finetune_epochs (12)")
+    b.add_argument("--finetune-layers", type=int, help="default: TrainConfig.finetune_layers (80)")
+    b.add_argument("--batch-size", type=int, help="default: TrainConfig.batch_size (32)")
     b.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
     b.add_argument("--representative-size", type=int, default=300)
     b.add_argument("--seed", type=int, default=1234)

@@ -5,26 +5,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.bench import eyepiece_frame
 from edge.config import QualityConfig
 from edge.dataset import read_rgb
 from edge.fieldofview import crop_to_field, find_field_of_view
 from edge.quality import measure_quality
 
 from conftest import sample_paths
-
-
-def eyepiece_frame(field: np.ndarray, size=(1024, 768), centre=(530, 380), radius=330) -> np.ndarray:
-    """A camera-through-eyepiece frame: the field inside a bright disc, black vignette around."""
-    w, h = size
-    side = int(2 * radius)
-    big = cv2.resize(field, (side, side), interpolation=cv2.INTER_CUBIC)
-    frame = np.zeros((h, w, 3), np.uint8)
-    x0, y0 = centre[0] - radius, centre[1] - radius
-    frame[y0 : y0 + side, x0 : x0 + side] = big
-    mask = np.zeros((h, w), np.uint8)
-    cv2.circle(mask, centre, radius, 255, -1)
-    frame[mask == 0] = (6, 5, 8)
-    return frame
 
 
 def test_disc_is_found_and_square_crop_stays_inside_it():
