@@ -3,4 +3,10 @@
 Never imports TensorFlow: the device runs a TFLite runtime only.
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+#: Real sample fields shipped with the package (see samples/ATTRIBUTION.md): the demo's
+#: camera, the benchmark's input and the smoke test of a newly installed model.
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"

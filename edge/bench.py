@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge import SAMPLES_DIR
 from edge.bundle import Bundle
 from edge.config import Config, StoreConfig
 from edge.dataset import read_rgb
@@ -26,14 +27,13 @@ from edge.segmentation import kmeans_threshold_reference, segment
 from edge.service import Service
 from edge.store import Store
 
-SAMPLES = Path(__file__).resolve().parent / "samples"
 FRAME_SIZE = (1024, 768)
 
 
 def sample_fields() -> list[np.ndarray]:
-    paths = sorted(p for p in SAMPLES.iterdir() if p.suffix.lower() == ".jpg")
+    paths = sorted(p for p in SAMPLES_DIR.iterdir() if p.suffix.lower() == ".jpg")
     if not paths:
-        raise FileNotFoundError(f"{SAMPLES}: no sample fields")
+        raise FileNotFoundError(f"{SAMPLES_DIR}: no sample fields")
     return [read_rgb(p) for p in paths]
 
 

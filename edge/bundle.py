@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,15 @@ EDGETPU_MODEL = "model_edgetpu.tflite"
 
 
 def default_bundle_path() -> Path:
-    """``$BLASTSCOPE_BUNDLE``, else the bundle shipped in the repository's ``models/default``."""
+    """The shipped bundle: ``$BLASTSCOPE_BUNDLE``, else ``models/default`` in a source checkout,
+    else the copy ``deploy/install.sh`` puts beside the virtual environment
+    (``/opt/blastscope/models/default`` next to ``/opt/blastscope/venv``)."""
     env = os.environ.get("BLASTSCOPE_BUNDLE")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "models" / "default"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "models" / "default"
+    installed = Path(sys.prefix).parent / "models" / "default"
+    return installed if not checkout.exists() and installed.exists() else checkout
 
 
 class BundleError(ValueError):

@@ -31,6 +31,24 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args.config, overrides, args.demo)
 
 
+def _model(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.modelstore import install_bundle, rollback
+
+    cfg = load_config(args.config, overrides={"store.state_dir": args.state_dir})
+    if args.action == "install":
+        if args.bundle_dir is None:
+            print("error: model install needs the bundle folder", file=sys.stderr)
+            return 2
+        bundle, previous = install_bundle(args.bundle_dir, cfg.state_dir)
+        print(f"installed model {bundle.model_id} (previous: {previous or 'none'}) in {cfg.state_dir / 'models'}")
+    else:
+        bundle, replaced = rollback(cfg.state_dir)
+        print(f"rolled back to model {bundle.model_id} (replaced {replaced})")
+    print("restart the service to load it: sudo systemctl restart blastscope")
+    return 0
+
+
 def _describe(path: str, result: dict) -> str:
     if not result["classified"]:
         return f"{path}: not classified: {'; '.join(result['reasons'])}"
@@ -153,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir")
     s.add_argument("--bundle", type=Path, help="model bundle folder (default: the shipped models/default)")
     s.set_defaults(func=_serve)
+    m = sub.add_parser("model", help="install a model bundle (verified, atomic, previous kept) or roll back")
+    m.add_argument("action", choices=["install", "rollback"])
+    m.add_argument("bundle_dir", nargs="?", type=Path, help="bundle folder to install (e.g. on a USB stick)")
+    m.add_argument("--config", type=Path)
+    m.add_argument("--state-dir")
+    m.set_defaults(func=_model)
     c = sub.add_parser("classify", parents=[common], help="classify image files and print the screening results")
     c.add_argument("images", nargs="+")
     c.add_argument("--json", action="store_true")

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edge.bundle import default_bundle_path
+from edge.modelstore import current_bundle_path
 
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 BACKENDS = ("auto", "edgetpu", "cpu")
 
 
@@ -82,7 +82,10 @@ class Config:
 
     @property
     def bundle_path(self) -> Path:
-        return Path(self.inference.bundle) if self.inference.bundle else default_bundle_path()
+        """The configured bundle, else the one installed with ``model install``, else the shipped one."""
+        if self.inference.bundle:
+            return Path(self.inference.bundle)
+        return current_bundle_path(self.state_dir) or default_bundle_path()
 
     @property
     def state_dir(self) -> Path:

@@ -12,9 +12,10 @@ from typing import Any
 from waitress.server import create_server
 
 from edge.auth import load_credentials
-from edge.bundle import load_bundle
+from edge.bundle import default_bundle_path, load_bundle
 from edge.capture import CameraError, CameraWorker, open_source
-from edge.config import SAMPLES_DIR, Config, load_config
+from edge import SAMPLES_DIR
+from edge.config import Config, load_config
 from edge.inference import BackendManager
 from edge.notify import Watchdog, notifier, watchdog_interval
 from edge.pipeline import Pipeline
@@ -24,7 +25,8 @@ from edge.web import create_app
 
 log = logging.getLogger("blastscope")
 
-DEMO_OVERRIDES = {"camera.source": f"replay:{SAMPLES_DIR}", "inference.backend": "cpu", "inference.bundle": ""}
+DEMO_OVERRIDES = {"camera.source": f"replay:{SAMPLES_DIR}", "inference.backend": "cpu",
+                  "inference.bundle": str(default_bundle_path())}
 
 
 def build_service(cfg: Config) -> Service:

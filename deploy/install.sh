@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Install or upgrade BlastScope on Raspberry Pi OS (Bookworm, 64-bit). Idempotent.
+#
+#   sudo deploy/install.sh                       # online, from this source tree
+#   sudo deploy/install.sh --offline FILE.tar.gz # no network: wheels, model and scripts from the tarball
+#   deploy/install.sh --dry-run                  # print every step, change nothing
+#   deploy/install.sh --root /tmp/stage          # write the files under a staging root; print the
+#                                                # steps that would change the host (apt, users, venv, systemd)
+set -euo pipefail
+
+APP=blastscope
+ROOT=""
+DRY_RUN=0
+OFFLINE=""
+SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1; shift ;;
+    --root) ROOT="${2:?--root needs a folder}"; shift 2 ;;
+    --offline) OFFLINE="${2:?--offline needs a tarball}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+ROOT="${ROOT%/}"
+OPT="$ROOT/opt/$APP"
+VENV="$OPT/venv"
+ETC="$ROOT/etc/$APP"
+STATE="$ROOT/var/lib/$APP"
+UNIT="$ROOT/etc/systemd/system/$APP.service"
+
+say() { printf '%s\n' "$*"; }
+
+# A step that changes the host itself: skipped (printed) under --dry-run or --root.
+host() {
+  if [ "$DRY_RUN" = 1 ] || [ -n "$ROOT" ]; then
+    say "would run: $*"
+  else
+    say "run: $*"
+    "$@"
+  fi
+}
+
+# A step that writes files under $ROOT: skipped (printed) under --dry-run only.
+files() {
+  if [ "$DRY_RUN" = 1 ]; then
+    say "would run: $*"
+  else
+    "$@"
+  fi
+}
+
+install_file() { # MODE SOURCE DEST
+  files install -D -m "$1" "$2" "$3"
+  say "installed $3"
+}
+
+if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run as root (sudo), or use --dry-run / --root DIR" >&2
+  exit 1
+fi
+
+# 1. Offline tarball: verify every checksum before using anything from it.
+if [ -n "$OFFLINE" ]; then
+  [ -f "$OFFLINE" ] || { echo "install.sh: $OFFLINE: no such file" >&2; exit 2; }
+  UNPACK="$(mktemp -d)"
+  trap 'rm -rf "$UNPACK"' EXIT
+  tar -xzf "$OFFLINE" -C "$UNPACK"
+  if ! (cd "$UNPACK/$APP-offline" && sha256sum --quiet -c SHA256SUMS); then
+    echo "install.sh: $OFFLINE: checksum mismatch, nothing installed" >&2
+    exit 2
+  fi
+  say "verified $OFFLINE"
+  SOURCE="$UNPACK/$APP-offline"
+  PIP_ARGS=(--no-index --find-links "$SOURCE/wheels" "${APP}[litert]")
+else
+  PIP_ARGS=("${SOURCE}[litert]")
+fi
+
+# 2. System packages. picamera2 and systemd come from Raspberry Pi OS; the Coral runtime
+#    only when Coral's apt repository is configured (an offline site adds it from the tarball).
+APT_PACKAGES=(python3-venv python3-picamera2 python3-systemd avahi-daemon)
+if ls "$ROOT"/etc/apt/sources.list.d/coral-edgetpu*.list >/dev/null 2>&1; then
+  APT_PACKAGES+=(libedgetpu1-std python3-pycoral)
+else
+  say "note: Coral's apt repository is not configured; the Edge TPU runtime is not installed (CPU only)"
+fi
+if [ -n "$OFFLINE" ]; then
+  say "note: offline install: apt packages must already be present: ${APT_PACKAGES[*]}"
+else
+  host apt-get install -y "${APT_PACKAGES[@]}"
+fi
+
+# 3. The service user, allowed to use cameras (video) and the Coral USB (plugdev).
+if id -u "$APP" >/dev/null 2>&1 && [ -z "$ROOT" ]; then
+  host usermod -a -G video,plugdev "$APP"
+else
+  host useradd --system --home-dir "/var/lib/$APP" --shell /usr/sbin/nologin --groups video,plugdev "$APP"
+fi
+
+# 4. The application: a virtual environment that also sees the system picamera2 and systemd.
+host python3 -m venv --system-site-packages "$VENV"
+host "$VENV/bin/pip" install --upgrade "${PIP_ARGS[@]}"
+
+# 5. The shipped model bundle, the configuration (kept on upgrade), the service files.
+files mkdir -p "$OPT/models"
+files rm -rf "$OPT/models/default"
+files cp -R "$SOURCE/models/default" "$OPT/models/default"
+say "installed $OPT/models/default"
+files install -m 0644 "$SOURCE/README.md" "$OPT/README.md"
+if [ -f "$ETC/config.toml" ]; then
+  say "kept $ETC/config.toml"
+else
+  files install -D -m 0640 "$SOURCE/deploy/config.example.toml" "$ETC/config.toml"
+  files sed -i "s|^state_dir = \"\"|state_dir = \"/var/lib/$APP\"|" "$ETC/config.toml"
+  say "installed $ETC/config.toml"
+fi
+install_file 0644 "$SOURCE/deploy/blastscope.service" "$UNIT"
+install_file 0644 "$SOURCE/deploy/99-coral-edgetpu.rules" "$ROOT/etc/udev/rules.d/99-coral-edgetpu.rules"
+install_file 0644 "$SOURCE/deploy/blastscope.avahi.service" "$ROOT/etc/avahi/services/$APP.service"
+files mkdir -p "$STATE"
+host chown -R "$APP:$APP" "/var/lib/$APP"
+host chgrp "$APP" "/etc/$APP/config.toml"
+
+# 6. First model: the shipped bundle, unless a model was installed before (upgrades keep it).
+if [ -e "$STATE/models/current" ]; then
+  say "kept the installed model ($STATE/models/current)"
+else
+  host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$OPT/models/default" --config "/etc/$APP/config.toml"
+fi
+
+# 7. Start (or restart) everything.
+host udevadm control --reload-rules
+host udevadm trigger --subsystem-match=usb
+host systemctl daemon-reload
+host systemctl enable --now avahi-daemon
+host systemctl enable "$APP.service"
+host systemctl restart "$APP.service"
+say "done. The PIN is printed once in the journal: journalctl -u $APP | grep PIN"

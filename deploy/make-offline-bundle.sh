@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Build one tarball for installing BlastScope on a Raspberry Pi with no internet.
+# Run on a workstation with internet (any OS pip runs on); it collects wheels for
+# linux aarch64 / CPython 3.11 (Raspberry Pi OS Bookworm 64-bit), the model bundle, the
+# deploy scripts and a SHA256SUMS over everything. On the Pi:
+#   sudo deploy/install.sh --offline blastscope-offline-VERSION.tar.gz
+#
+#   deploy/make-offline-bundle.sh [--out DIR] [--python PYTHON]
+set -euo pipefail
+
+SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="$SOURCE/dist"
+PYTHON="${PYTHON:-python3}"
+PY_VERSION=3.11
+PLATFORMS=(manylinux_2_28_aarch64 manylinux_2_17_aarch64 manylinux2014_aarch64)
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUT="${2:?--out needs a folder}"; shift 2 ;;
+    --python) PYTHON="${2:?--python needs an interpreter}"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "make-offline-bundle.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$SOURCE/pyproject.toml")"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+BUNDLE="$WORK/blastscope-offline"
+mkdir -p "$BUNDLE/wheels" "$OUT"
+
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$BUNDLE/wheels" "$SOURCE"
+platform_args=()
+for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
+"$PYTHON" -m pip download --quiet --only-binary=:all: --implementation cp --python-version "$PY_VERSION" \
+  "${platform_args[@]}" --find-links "$BUNDLE/wheels" --dest "$BUNDLE/wheels" "blastscope[litert]==$VERSION"
+
+mkdir -p "$BUNDLE/models" "$BUNDLE/deploy"
+cp -R "$SOURCE/models/default" "$BUNDLE/models/default"
+cp "$SOURCE"/deploy/* "$BUNDLE/deploy/"
+cp "$SOURCE/README.md" "$BUNDLE/README.md"
+(cd "$BUNDLE" && find . -type f -print0 | sort -z | xargs -0 sha256sum > "$WORK/SHA256SUMS")
+mv "$WORK/SHA256SUMS" "$BUNDLE/SHA256SUMS"
+
+TARBALL="$OUT/blastscope-offline-$VERSION.tar.gz"
+tar -C "$WORK" -czf "$TARBALL" blastscope-offline
+echo "$TARBALL ($(du -h "$TARBALL" | cut -f1), $(find "$BUNDLE/wheels" -name '*.whl' | wc -l) wheels)"
