@@ -50,7 +50,13 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any]) ->
     return out
 
 
-def bundle_files(root: Path) -> dict[str, Path]:
-    """The model files of an existing bundle, for rewriting it with a new manifest."""
+def rewrite_bundle(root: Path, extra_files: dict[str, Path] | None = None, **updates: Any) -> Path:
+    """Rewrite an existing bundle in place: its model files plus ``extra_files``, its manifest
+    with ``updates``; hashes, model id and card are recomputed."""
+    root = Path(root)
     names = [CPU_MODEL] + ([EDGETPU_MODEL] if (root / EDGETPU_MODEL).exists() else [])
-    return {name: root / name for name in names}
+    files = {name: root / name for name in names} | (extra_files or {})
+    manifest = json.loads((root / MANIFEST).read_text())
+    for computed in ("format_version", "model_id", "labels", "files"):
+        manifest.pop(computed, None)
+    return write_bundle(root, files, manifest | updates)

@@ -48,7 +48,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from converter.bundle import bundle_files, write_bundle
+    from converter.bundle import rewrite_bundle
     from converter.compile import compile_for_edgetpu
 
     root = Path(args.bundle)
@@ -58,10 +58,7 @@ def _compile(args: argparse.Namespace) -> int:
         print(result.summary)
         if not result.compiled:
             return 0 if "not installed" in result.summary else 1
-        files = {**bundle_files(root), EDGETPU_MODEL: result.model}
-        manifest = {k: v for k, v in bundle.manifest.items() if k not in {"files", "format_version", "model_id", "labels"}}
-        manifest["edgetpu"] = result.to_dict()
-        write_bundle(root, files, manifest)
+        rewrite_bundle(root, {EDGETPU_MODEL: result.model}, edgetpu=result.to_dict())
     print(f"{root / EDGETPU_MODEL} added; {root / CPU_MODEL} kept for CPU fallback")
     return 0
 

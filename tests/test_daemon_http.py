@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import re
 import sqlite3
 import struct
@@ -11,7 +9,6 @@ import zlib
 
 import cv2
 import numpy as np
-import pytest
 import requests
 
 from edge.labels import LABELS

@@ -3,7 +3,6 @@ scripts' shellcheck, and model install / refuse / rollback on real bundles."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -149,7 +148,7 @@ def _variant(default_bundle: Path, dest: Path, description: str) -> Path:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from converter.bundle import bundle_files, write_bundle
+    from converter.bundle import rewrite_bundle
 
     shutil.copytree(default_bundle, dest)
     model = schema.ModelT.InitFromPackedBuf((dest / "model.tflite").read_bytes(), 0)
@@ -157,10 +156,7 @@ def _variant(default_bundle: Path, dest: Path, description: str) -> Path:
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     (dest / "model.tflite").write_bytes(bytes(builder.Output()))
-    manifest = json.loads((dest / "manifest.json").read_text())
-    for key in ("files", "format_version", "model_id", "labels"):
-        manifest.pop(key)
-    return write_bundle(dest, bundle_files(dest), manifest)
+    return rewrite_bundle(dest)
 
 
 def test_model_install_refuse_and_rollback(tmp_path, default_bundle):
@@ -182,13 +178,12 @@ def test_model_install_refuse_and_rollback(tmp_path, default_bundle):
     (broken / "model.tflite").write_bytes(b"\0" * 64)
     r = run_cli("blastscope-edge", "model", "install", str(broken), "--state-dir", str(state))
     assert r.returncode == 2 and "does not match the manifest" in r.stderr
-    unrunnable = _variant(default_bundle, tmp_path / "unrunnable", "x")
+    from converter.bundle import rewrite_bundle
+
+    unrunnable = tmp_path / "unrunnable"
+    shutil.copytree(default_bundle, unrunnable)
     (unrunnable / "model.tflite").write_bytes(b"TFL3 not really a model")
-    manifest = json.loads((unrunnable / "manifest.json").read_text())
-    from converter.bundle import bundle_files, write_bundle
-    for key in ("files", "format_version", "model_id", "labels"):
-        manifest.pop(key)
-    write_bundle(unrunnable, bundle_files(unrunnable), manifest)
+    rewrite_bundle(unrunnable)
     r = run_cli("blastscope-edge", "model", "install", str(unrunnable), "--state-dir", str(state))
     assert r.returncode == 2 and "the model does not run" in r.stderr
     assert os.readlink(state / "models" / "current") == second  # the running model stayed

@@ -6,13 +6,10 @@ real compiler comes only from Coral's apt repository and cannot be installed her
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from converter.compile import parse_compiler_log
 from converter.edgetpu_check import MAPPED, check_model

@@ -10,7 +10,7 @@ from edge.dataset import read_rgb
 from edge.segmentation import (SegmentationParams, kmeans_threshold_reference, segment,
                                two_means_threshold)
 
-from conftest import DATASET, sample_paths
+from conftest import sample_paths
 
 
 def _a_star(rgb: np.ndarray) -> np.ndarray:
