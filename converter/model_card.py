@@ -23,13 +23,16 @@ def _ci(ci: list[float]) -> str:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
-    rows = ["| model | n | accuracy (95% CI) | malignant sensitivity (95% CI) | benign specificity (95% CI) | uncertain | not classified |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| model | n | 4-class accuracy (95% CI) | malignant sensitivity (95% CI) | benign specificity (95% CI) "
+            "| malignant flagged | benign cleared | uncertain | rejected |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, m in metrics.items():
+        s = m["screening"]
         rows.append(
             f"| {name} | {m['n']} | {_pct(m['accuracy'])} ({_ci(m['accuracy_ci95'])}) | "
             f"{_pct(m['malignant_sensitivity'])} ({_ci(m['malignant_sensitivity_ci95'])}) | "
-            f"{_pct(m['benign_specificity'])} ({_ci(m['benign_specificity_ci95'])}) | {m['uncertain']} | {m['unclassified']} |"
+            f"{_pct(m['benign_specificity'])} ({_ci(m['benign_specificity_ci95'])}) | "
+            f"{_pct(s['malignant_flagged'])} | {_pct(s['benign_cleared'])} | {m['uncertain']} | {m['unclassified']} |"
         )
     return "\n".join(rows)
 
@@ -82,8 +85,11 @@ Validation was used for early stopping and calibration; test was used only for t
 ## Metrics (test split)
 {_metrics_table(test_metrics)}
 
-Screening view: sensitivity counts malignant fields called *positive*; specificity counts benign
-fields called *negative*; fields in the uncertain band count as neither. Intervals are Wilson 95%.
+Sensitivity and specificity are malignant (any B-ALL subtype) versus benign at the malignant
+threshold. With the uncertain band, the device's calls are: *flagged* = malignant fields called
+positive or uncertain (not cleared), *cleared* = benign fields called negative; uncertain fields
+go to a human read. *Rejected* fields failed the quality gate and count as errors everywhere.
+Intervals are Wilson 95%.
 
 {confusions}
 

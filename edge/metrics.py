@@ -1,9 +1,13 @@
 """Screening metrics with 95% confidence intervals.
 
-Two views of the same predictions: the 4-class view (argmax of calibrated
-probabilities, the confusion matrix) and the screening view (malignant vs benign with
-the manifest's uncertain band: an uncertain call is neither a detection nor a clearance).
-A field the device refused to classify (no cells found) counts against both.
+Three views of the same predictions:
+- 4-class: argmax of the calibrated probabilities, the confusion matrix, accuracy;
+- malignant vs benign at the manifest's threshold (``malignant_sensitivity``,
+  ``benign_specificity``): the classic operating point;
+- the screening calls with the uncertain band: malignant fields *flagged* (called positive
+  or uncertain, i.e. not cleared), benign fields *cleared* (called negative), and how many
+  fields were left uncertain for a human read.
+A field the device rejected (quality gate, no cells) counts as an error in every view.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
     k = len(LABELS)
     confusion = np.zeros((k, k), dtype=int)
     unclassified = 0
-    sens_hits = sens_n = spec_hits = spec_n = uncertain = 0
+    sens_hits = sens_n = spec_hits = spec_n = uncertain = flagged = cleared = 0
     for truth, raw in zip(true_labels, raw_probabilities):
         t = LABELS.index(truth)
         malignant = truth != BENIGN
@@ -48,10 +52,13 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
             unclassified += 1
             continue
         confusion[t, int(np.argmax(calibrated(raw, calibration.temperature)))] += 1
-        call = screen(raw, calibration).call
-        uncertain += call == "uncertain"
-        sens_hits += malignant and call == "positive"
-        spec_hits += (not malignant) and call == "negative"
+        result = screen(raw, calibration)
+        above = result.malignant_probability >= calibration.malignant_threshold
+        sens_hits += malignant and above
+        spec_hits += (not malignant) and not above
+        uncertain += result.call == "uncertain"
+        flagged += malignant and result.call != "negative"
+        cleared += (not malignant) and result.call == "negative"
     n = len(true_labels)
     correct = int(np.trace(confusion))
     per_class = {}
@@ -66,6 +73,8 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
     acc = _rate(correct, n)
     sens = _rate(sens_hits, sens_n)
     spec = _rate(spec_hits, spec_n)
+    flag = _rate(flagged, sens_n)
+    clear = _rate(cleared, spec_n)
     return {
         "n": n,
         "accuracy": acc["value"],
@@ -77,6 +86,10 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
         "malignant_sensitivity_ci95": sens["ci95"],
         "benign_specificity": spec["value"],
         "benign_specificity_ci95": spec["ci95"],
+        "screening": {
+            "malignant_flagged": flag["value"], "malignant_flagged_ci95": flag["ci95"],
+            "benign_cleared": clear["value"], "benign_cleared_ci95": clear["ci95"],
+        },
         "uncertain": uncertain,
         "unclassified": unclassified,
     }

@@ -49,16 +49,46 @@ def test_summarize_counts_unclassified_and_uncertain_against_the_model():
     truth = ["benign", "pre_b", "pro_b", "early_pre_b", "benign"]
     raws = [np.array([0.9, 0.05, 0.03, 0.02]),   # right, negative
             np.array([0.0, 0.1, 0.9, 0.0]),      # right, positive
-            np.array([0.5, 0.0, 0.0, 0.5]),      # argmax benign (first), uncertain
+            np.array([0.5, 0.0, 0.0, 0.5]),      # argmax benign (first); m=0.5: above threshold, uncertain
             None,                                # no cells: not classified
             np.array([0.2, 0.7, 0.05, 0.05])]    # wrong, false positive
     m = summarize(truth, raws, cal)
     assert m["n"] == 5 and m["accuracy"] == pytest.approx(2 / 5)
     assert m["unclassified"] == 1 and m["uncertain"] == 1
-    assert m["malignant_sensitivity"] == pytest.approx(1 / 3)
+    assert m["malignant_sensitivity"] == pytest.approx(2 / 3)  # binary, at the threshold
     assert m["benign_specificity"] == pytest.approx(1 / 2)
+    assert m["screening"]["malignant_flagged"] == pytest.approx(2 / 3)  # positive or uncertain
+    assert m["screening"]["benign_cleared"] == pytest.approx(1 / 2)  # called negative
     assert m["confusion"][0] == [1, 1, 0, 0]
     assert m["per_class"]["early_pre_b"]["recall"] == 0.0
+
+
+def _probs(malignant_p: np.ndarray) -> np.ndarray:
+    """Raw 4-class probabilities with the given malignant probability (spread over pre_b)."""
+    return np.stack([1 - malignant_p, np.zeros_like(malignant_p), malignant_p, np.zeros_like(malignant_p)], axis=1)
+
+
+def test_one_confident_miss_does_not_make_every_benign_field_uncertain():
+    rng = np.random.default_rng(1)
+    malignant = np.concatenate([rng.uniform(0.85, 0.99, 300), [0.02]])  # one confidently wrong field
+    benign = rng.uniform(0.05, 0.2, 100)  # soft, label-smoothed outputs
+    raw = _probs(np.concatenate([malignant, benign]))
+    truth = np.array([2] * len(malignant) + [0] * len(benign))
+    cal = fit_calibration(raw, truth)
+    m = summarize([LABELS[t] for t in truth], list(raw), cal)
+    assert m["screening"]["benign_cleared"] >= 0.97 and m["uncertain"] <= 5
+    assert m["malignant_sensitivity"] >= 0.995 * 300 / 301
+
+
+def test_overlapping_classes_get_a_band_between_the_two_targets():
+    rng = np.random.default_rng(2)
+    raw = _probs(np.concatenate([rng.uniform(0.3, 1.0, 400), rng.uniform(0.0, 0.6, 200)]))
+    truth = np.array([2] * 400 + [0] * 200)
+    cal = fit_calibration(raw, truth)
+    assert cal.uncertain_low == cal.malignant_threshold < cal.uncertain_high
+    m = summarize([LABELS[t] for t in truth], list(raw), cal)
+    assert m["malignant_sensitivity"] >= 0.995 and m["uncertain"] > 0
+    assert m["screening"]["benign_cleared"] < m["benign_specificity"] or m["uncertain"] > 0
 
 
 def test_fit_calibration_on_synthetic_validation():
@@ -72,4 +102,5 @@ def test_fit_calibration_on_synthetic_validation():
     cal = fit_calibration(raw, truth)
     malignant = 1 - calibrated(raw, cal.temperature)[:, 0]
     assert np.mean(malignant[truth != 0] >= cal.malignant_threshold) >= 0.995
+    assert np.mean(malignant[truth == 0] < cal.uncertain_high) >= 0.97
     assert cal.uncertain_low <= cal.malignant_threshold <= cal.uncertain_high
