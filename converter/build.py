@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from converter.split import SplitConfig, select, split_record, split_samples
 from converter.train import TrainConfig, train
 
 TRAINED_MODEL = "trained.keras"
+TRAINING_HISTORY = "training_history.json"
 
 
 @dataclass
@@ -83,16 +85,19 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
     labels = {name: _labels(samples) for name, samples in parts.items()}
 
     trained_path = cfg.work / TRAINED_MODEL if cfg.work else None
+    history_path = cfg.work / TRAINING_HISTORY if cfg.work else None
     if trained_path is not None and trained_path.exists():
         log(f"reusing trained model {trained_path}")
         model = keras.models.load_model(trained_path)
-        history: dict[str, Any] = {"reused": str(trained_path)}
+        history: dict[str, Any] = json.loads(history_path.read_text()) if history_path.exists() else {}
+        history["reused"] = str(trained_path)
     else:
         model = build_model(cfg.weights)
         history = train(model, fields["train"], labels["train"], fields["val"], labels["val"], cfg.segmentation, cfg.train, log)
         if trained_path is not None:
             trained_path.parent.mkdir(parents=True, exist_ok=True)
             model.save(trained_path)
+            history_path.write_text(json.dumps(history, indent=2))
             log(f"saved {trained_path}")
 
     rng = np.random.default_rng(cfg.split.seed)
