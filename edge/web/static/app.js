@@ -16,6 +16,9 @@ async function api(path, options = {}) {
 
 function show(el, on) { el.hidden = !on; }
 
+// A calibrated probability is never certainty: never show 0% or 100%.
+function percent(p) { return p >= 0.995 ? ">99%" : p < 0.005 ? "<1%" : `${(100 * p).toFixed(0)}%`; }
+
 function renderCard(r) {
   const card = $("card");
   show(card, true);
@@ -24,7 +27,7 @@ function renderCard(r) {
     $("label").textContent = r.label_name;
     call.textContent = r.call === "positive" ? "Screen positive" : r.call === "negative" ? "Screen negative" : "Uncertain";
     call.className = "chip " + r.call;
-    $("malignant").textContent = `Probability of B-ALL: ${(100 * r.malignant_probability).toFixed(1)}%`;
+    $("malignant").textContent = `Probability of B-ALL: ${percent(r.malignant_probability)}`;
   } else {
     $("label").textContent = "Field rejected";
     call.textContent = "Not classified";
@@ -40,7 +43,7 @@ function renderCard(r) {
       row.innerHTML = `<span></span><span class="track"><span class="fill"></span></span><span></span>`;
       row.children[0].textContent = names[label] || label;
       row.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
-      row.children[2].textContent = `${(100 * p).toFixed(0)}%`;
+      row.children[2].textContent = percent(p);
       bars.appendChild(row);
     }
   }
