@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 import edge
 from edge.bundle import CPU_MODEL, EDGETPU_MODEL
 from edge.dataset import Sample, load_dataset
-from edge.evaluate import evaluate
+from edge.evaluate import classify_samples, evaluation_report
 from edge.inference import BackendManager
 from edge.labels import LABELS
 from edge.metrics import summarize
@@ -112,16 +113,13 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
         backend = backends.cpu
         provisional = Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, Calibration())
 
-        def int8_raw(name: str) -> list[np.ndarray | None]:
-            pipeline = Pipeline(provisional, backends)
-            return [pipeline.process(f).raw_probabilities for f in fields[name]]
-
-        val_raw = int8_raw("val")
+        pipeline = Pipeline(provisional, backends)
+        val_raw, _ = classify_samples(pipeline, parts["val"])
+        test_raw, test_ms = classify_samples(pipeline, parts["test"])
         usable = [i for i, r in enumerate(val_raw) if r is not None]
         calibration = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
         log(f"calibration {calibration}")
-        pipeline = Pipeline(Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, calibration), backends)
-        test_raw = int8_raw("test")
+        pipeline = Pipeline(dataclasses.replace(provisional, calibration=calibration), backends)
         truth = {name: [s.label for s in parts[name]] for name in ("val", "test")}
         metrics = {
             "float_val": summarize(truth["val"], _float_probabilities(model, fields["val"], cfg.segmentation,
@@ -129,7 +127,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             "int8_val": summarize(truth["val"], val_raw, calibration),
             "float_test": summarize(truth["test"], _float_probabilities(model, fields["test"], cfg.segmentation,
                                                                        [r is None for r in test_raw]), calibration),
-            "int8_test": evaluate(pipeline, parts["test"]),
+            "int8_test": evaluation_report(pipeline, parts["test"], test_raw, test_ms),
         }
         for name, m in metrics.items():
             log(f"{name}: accuracy={m['accuracy']:.4f} sensitivity={m['malignant_sensitivity']} specificity={m['benign_specificity']}")

@@ -19,9 +19,6 @@ import numpy as np
 
 from edge.dataset import IMAGE_SUFFIXES, read_rgb
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".mjpg", ".h264"})
-
-
 class CameraError(RuntimeError):
     """The source cannot deliver a frame right now; the message says why."""
 

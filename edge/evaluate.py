@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,19 +26,28 @@ def samples_for_split(bundle: Bundle, dataset: Dataset, split: str) -> list:
     return chosen
 
 
-def evaluate(pipeline: Pipeline, samples: list, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def classify_samples(pipeline: Pipeline, samples: list) -> tuple[list[np.ndarray | None], list[float]]:
+    """Raw probabilities per sample (None where the device rejected the field) and the time
+    each field took. Raw probabilities do not depend on calibration, so one pass serves
+    both fitting it and reporting with it."""
     raws: list[np.ndarray | None] = []
     field_ms: list[float] = []
-    for i, sample in enumerate(samples):
+    for sample in samples:
         rgb = read_rgb(sample.path)
         start = time.perf_counter()
         result = pipeline.process(rgb, source=str(sample.path))
         field_ms.append((time.perf_counter() - start) * 1000.0)
         raws.append(result.raw_probabilities)
-        if progress:
-            progress(i + 1, len(samples))
+    return raws, field_ms
+
+
+def evaluation_report(pipeline: Pipeline, samples: list, raws: list[np.ndarray | None], field_ms: list[float]) -> dict[str, Any]:
     report = summarize([s.label for s in samples], raws, pipeline.bundle.calibration)
     report["ms_per_field"] = float(np.mean(field_ms)) if field_ms else None
     report["backend"] = pipeline.backends.name
     report["model_id"] = pipeline.bundle.model_id
     return report
+
+
+def evaluate(pipeline: Pipeline, samples: list) -> dict[str, Any]:
+    return evaluation_report(pipeline, samples, *classify_samples(pipeline, samples))

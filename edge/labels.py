@@ -6,7 +6,6 @@ from __future__ import annotations
 LABELS: tuple[str, ...] = ("benign", "early_pre_b", "pre_b", "pro_b")
 
 BENIGN = "benign"
-MALIGNANT: frozenset[str] = frozenset(LABELS) - {BENIGN}
 
 DISPLAY_NAMES: dict[str, str] = {
     "benign": "Benign (hematogones)",

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge.labels import BENIGN, LABELS
-from edge.screening import Calibration, calibrated, screen
+from edge.screening import Calibration, screen
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -41,7 +41,7 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
     """Metrics for fields with known labels; ``None`` marks a field that was not classified."""
     k = len(LABELS)
     confusion = np.zeros((k, k), dtype=int)
-    unclassified = 0
+    rejected = np.zeros(k, dtype=int)
     sens_hits = sens_n = spec_hits = spec_n = uncertain = flagged = cleared = 0
     for truth, raw in zip(true_labels, raw_probabilities):
         t = LABELS.index(truth)
@@ -49,10 +49,10 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
         sens_n += malignant
         spec_n += not malignant
         if raw is None:
-            unclassified += 1
+            rejected[t] += 1
             continue
-        confusion[t, int(np.argmax(calibrated(raw, calibration.temperature)))] += 1
         result = screen(raw, calibration)
+        confusion[t, int(np.argmax(list(result.probabilities.values())))] += 1
         above = result.malignant_probability >= calibration.malignant_threshold
         sens_hits += malignant and above
         spec_hits += (not malignant) and not above
@@ -63,8 +63,7 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
     correct = int(np.trace(confusion))
     per_class = {}
     for i, label in enumerate(LABELS):
-        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum()) + sum(
-            1 for t, r in zip(true_labels, raw_probabilities) if r is None and t == label)
+        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum() + rejected[i])
         per_class[label] = {
             "precision": confusion[i, i] / predicted if predicted else None,
             "recall": confusion[i, i] / actual if actual else None,
@@ -91,5 +90,5 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
             "benign_cleared": clear["value"], "benign_cleared_ci95": clear["ci95"],
         },
         "uncertain": uncertain,
-        "unclassified": unclassified,
+        "unclassified": int(rejected.sum()),
     }

@@ -139,9 +139,10 @@ class Store:
         return [self._row(r) for r in rows]
 
     def file_path(self, result_id: int, kind: str) -> Path | None:
-        column = {"image": "image", "overlay": "overlay"}[kind]
+        if kind not in ("image", "overlay"):  # a column name: never interpolate anything else
+            raise ValueError(f"unknown result file kind {kind!r}")
         with self._lock:
-            row = self._db.execute(f"SELECT {column} FROM results WHERE id = ?", (result_id,)).fetchone()
+            row = self._db.execute(f"SELECT {kind} FROM results WHERE id = ?", (result_id,)).fetchone()
         return self.images / row[0] if row else None
 
     def count(self) -> int:
