@@ -3,11 +3,15 @@
 Sources: ``picamera2`` (the Pi camera; imported only when chosen, since it exists only on
 Raspberry Pi OS), ``opencv:N`` (a USB/V4L2 camera, or ``opencv:PATH`` for a video file)
 and ``replay:PATH`` (a folder of images or a video, looped). A camera that disappears is
-reopened with exponential back-off and its state reported; it never stops the daemon.
+reopened with exponential back-off and its state reported; it never stops the daemon. Any exception
+counts as a lost camera, not only ``CameraError``: on Raspberry Pi OS a numpy ABI mismatch
+makes ``import picamera2`` raise ``ValueError`` inside simplejpeg, and a camera thread that
+died of it would leave the page saying "starting" forever.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +22,8 @@ import cv2
 import numpy as np
 
 from edge.dataset import IMAGE_SUFFIXES, read_rgb
+
+log = logging.getLogger("blastscope.capture")
 
 class CameraError(RuntimeError):
     """The source cannot deliver a frame right now; the message says why."""
@@ -82,7 +88,10 @@ class OpenCVSource:
 
     def __init__(self, target: str, width: int, height: int) -> None:
         self.name = f"opencv:{target}"
-        self._capture = cv2.VideoCapture(int(target) if target.isdigit() else target)
+        try:
+            self._capture = cv2.VideoCapture(int(target) if target.isdigit() else target)
+        except cv2.error as exc:
+            raise CameraError(f"{self.name}: camera could not be opened ({exc})") from None
         if not self._capture.isOpened():
             raise CameraError(f"{self.name}: camera could not be opened")
         if target.isdigit():
@@ -108,6 +117,10 @@ class Picamera2Source:
             from picamera2 import Picamera2  # type: ignore[import-not-found]
         except ImportError as exc:
             raise CameraError("picamera2 is not installed (apt install python3-picamera2 on Raspberry Pi OS)") from exc
+        except Exception as exc:  # e.g. ValueError from simplejpeg when a pip numpy 2 shadows the system numpy
+            raise CameraError(f"picamera2 could not be imported ({type(exc).__name__}: {exc}); the virtual "
+                              "environment must use the system numpy: reinstall with deploy/install.sh, "
+                              "which applies deploy/constraints-bookworm.txt") from None
         try:
             self._camera = Picamera2()
             config = self._camera.create_still_configuration(main={"size": (width, height), "format": "RGB888"})
@@ -206,15 +219,25 @@ class CameraWorker:
                 self.state.last_frame_at, self.state.connected, self.state.error = now, True, None
                 backoff = 0.5
                 self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))
-            except CameraError as exc:
-                if source is not None:
-                    source.close()
-                    source = None
+            except Exception as exc:  # noqa: BLE001 - whatever a camera stack raises, the worker lives on
+                reason = str(exc) if isinstance(exc, CameraError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, CameraError):
+                    log.warning("camera %s failed unexpectedly: %s", self.spec, reason)
+                self._close(source)
+                source = None
                 with self._lock:
                     self._frame = None
                 self._has_frame.clear()
-                self.state.connected, self.state.error = False, f"{exc}; retrying in {backoff:.1f} s"
+                self.state.connected, self.state.error = False, f"{reason}; retrying in {backoff:.1f} s"
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.retry_max_s)
-        if source is not None:
+        self._close(source)
+
+    def _close(self, source: Source | None) -> None:
+        """Close a source that failed; a close that fails too must not end the worker."""
+        if source is None:
+            return
+        try:
             source.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("camera %s: close failed: %s", self.spec, exc)

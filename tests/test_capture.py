@@ -120,3 +120,98 @@ def test_worker_survives_camera_loss_and_reconnects(tmp_path):
         assert worker.state.reconnects >= 1 and worker.latest().shape == (224, 224, 3)
     finally:
         worker.stop()
+
+
+# The exact message numpy 2 gives when a module built against numpy 1.x (simplejpeg, under
+# picamera2 on Raspberry Pi OS) is imported beside it.
+NUMPY_ABI = ("numpy.dtype size changed, may indicate binary incompatibility. "
+             "Expected 96 from C header, got 88 from PyObject")
+
+
+def test_picamera2_import_failing_with_numpy_abi_error_is_reported_and_retried(tmp_path, monkeypatch):
+    """A TEST DOUBLE ``picamera2`` module on sys.path: first it fails to import as Raspberry Pi
+    OS's does beside a pip numpy 2; then it is 'repaired' and the worker must pick it up."""
+    import importlib
+
+    module = tmp_path / "picamera2.py"
+    module.write_text(f"raise ValueError({NUMPY_ABI!r})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    worker = CameraWorker("picamera2", lambda spec: open_source(spec, 224, 224), fps=20, retry_max_s=0.2).start()
+    try:
+        assert _wait(lambda: worker.state.error is not None)
+        assert "ValueError" in worker.state.error and "binary incompatibility" in worker.state.error
+        assert "system numpy" in worker.state.error and "retrying in" in worker.state.error
+        with pytest.raises(CameraError, match="binary incompatibility"):
+            worker.latest(wait_s=0.1)
+        bgr = cv2.imread(str(sample_paths()[0]))
+        np.save(tmp_path / "frame.npy", bgr)
+        module.write_text(  # TEST DOUBLE of the Raspberry Pi camera, now importable
+            "import numpy as np\n"
+            "class Picamera2:\n"
+            "    def create_still_configuration(self, main): return main\n"
+            "    def configure(self, config): pass\n"
+            "    def start(self): pass\n"
+            f"    def capture_array(self, stream): return np.load({str(tmp_path / 'frame.npy')!r})\n"
+            "    def stop(self): pass\n"
+            "    def close(self): pass\n")
+        importlib.invalidate_caches()
+        assert _wait(lambda: worker.state.connected), worker.state.error
+        assert np.array_equal(worker.latest(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    finally:
+        worker.stop()
+    assert not worker._thread.is_alive()
+
+
+@pytest.mark.parametrize("failure", [
+    ValueError(NUMPY_ABI), RuntimeError("Camera __init__ sequence did not complete"), OSError(19, "No such device"),
+    cv2.error("VIDEOIO: can't open camera"), AttributeError("'NoneType' object has no attribute 'capture_array'"),
+    TypeError("unexpected keyword"), MemoryError("dma buffer"), KeyError("main"),
+])
+@pytest.mark.parametrize("stage", ["open", "read", "close"])
+def test_worker_survives_every_kind_of_exception(failure, stage):
+    """A source that raises ``failure`` when opened, when read, or when closed after a failed
+    read: the worker reports the reason and keeps retrying until the source recovers."""
+    good = read_rgb(sample_paths()[0])
+    attempts = {"n": 0}
+
+    class Flaky:  # TEST DOUBLE of a camera driver that fails, then recovers
+        name = "flaky"
+
+        def read(self):
+            if stage in ("read", "close") and attempts["n"] < 3:
+                raise failure
+            return good
+
+        def close(self):
+            if stage == "close":
+                raise failure
+
+    def opener(spec):
+        attempts["n"] += 1
+        if stage == "open" and attempts["n"] < 3:
+            raise failure
+        return Flaky()
+
+    worker = CameraWorker("flaky", opener, fps=50, retry_max_s=0.05).start()
+    try:
+        assert _wait(lambda: worker.state.connected), worker.state.error
+        assert attempts["n"] >= 3
+        assert np.array_equal(worker.latest(), good)
+        assert worker._thread.is_alive()
+    finally:
+        worker.stop()
+
+
+def test_unexpected_failure_reason_names_the_exception():
+    def opener(spec):
+        raise RuntimeError("Camera __init__ sequence did not complete")
+
+    worker = CameraWorker("picamera2", opener, fps=20, retry_max_s=0.05).start()
+    try:
+        assert _wait(lambda: worker.state.error is not None and worker.state.frames == 0)
+        assert worker.state.error.startswith("RuntimeError: Camera __init__ sequence did not complete; retrying in")
+        time.sleep(0.3)
+        assert worker._thread.is_alive() and not worker.state.connected
+    finally:
+        worker.stop()
