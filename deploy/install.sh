@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install or upgrade BlastScope on Raspberry Pi OS (Bookworm, 64-bit). Idempotent.
+# Install or upgrade BlastScope on Raspberry Pi OS (Bookworm, 64-bit) or Debian 12. Idempotent.
 #
 #   sudo deploy/install.sh                       # online, from this source tree
 #   sudo deploy/install.sh --offline FILE.tar.gz # no network: wheels, model and scripts from the tarball
@@ -13,6 +13,8 @@ ROOT=""
 DRY_RUN=0
 OFFLINE=""
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The system interpreter: its numpy (1.24 on Bookworm) is the one picamera2 is built against.
+SYSTEM_PYTHON="${SYSTEM_PYTHON:-/usr/bin/python3}"
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -76,23 +78,42 @@ if [ -n "$OFFLINE" ]; then
   fi
   say "verified $OFFLINE"
   SOURCE="$UNPACK/$APP-offline"
-  PIP_ARGS=(--no-index --find-links "$SOURCE/wheels" "${APP}[litert]")
+  PIP_ARGS=(--no-index --find-links "$SOURCE/wheels")
 else
-  PIP_ARGS=("${SOURCE}[litert]")
+  PIP_ARGS=()
 fi
+CONSTRAINTS="$SOURCE/deploy/constraints-bookworm.txt"
+# The device extra under the tested pins: numpy stays the system's (see the constraints file).
+PIP_ARGS+=(--constraint "$CONSTRAINTS")
+if [ -n "$OFFLINE" ]; then PIP_ARGS+=("${APP}[device]"); else PIP_ARGS+=("${SOURCE}[device]"); fi
 
-# 2. System packages. picamera2 and systemd come from Raspberry Pi OS; the Coral runtime
-#    only when Coral's apt repository is configured (an offline site adds it from the tarball).
-APT_PACKAGES=(python3-venv python3-picamera2 python3-systemd avahi-daemon)
+# 2. System packages. picamera2 and systemd come from Raspberry Pi OS (picamera2 only there:
+#    on plain Debian 12 the camera is then opencv:N or replay:PATH); the Edge TPU runtime,
+#    libedgetpu1-std, from Coral's apt repository when it is configured. pycoral is never
+#    asked for: Coral packages it only for Python < 3.10, and the runtime's own delegate
+#    drives the Edge TPU without it. A package that is not available is reported, never fatal.
+APT_PACKAGES=(python3-venv python3-numpy python3-picamera2 python3-systemd avahi-daemon)
 if ls "$ROOT"/etc/apt/sources.list.d/coral-edgetpu*.list >/dev/null 2>&1; then
-  APT_PACKAGES+=(libedgetpu1-std python3-pycoral)
+  APT_PACKAGES+=(libedgetpu1-std)
 else
   say "note: Coral's apt repository is not configured; the Edge TPU runtime is not installed (CPU only)"
 fi
-if [ -n "$OFFLINE" ]; then
-  say "note: offline install: apt packages must already be present: ${APT_PACKAGES[*]}"
-else
-  host apt-get install -y "${APT_PACKAGES[@]}"
+available=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if [ -n "$OFFLINE" ]; then  # nothing can be fetched: use what the image already has
+    if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ]; then
+      available+=("$pkg")
+    else
+      say "note: $pkg is not installed and cannot be fetched offline; going on without it"
+    fi
+  elif [[ "$(apt-cache policy "$pkg" 2>/dev/null || true)" =~ Candidate:\ [^\(] ]]; then
+    available+=("$pkg")
+  else
+    say "note: $pkg is not available from this system's apt sources; going on without it"
+  fi
+done
+if [ -z "$OFFLINE" ] && [ ${#available[@]} -gt 0 ]; then
+  host apt-get install -y "${available[@]}"
 fi
 
 # 3. The service user, allowed to use cameras (video) and the Coral USB (plugdev).
@@ -103,7 +124,7 @@ else
 fi
 
 # 4. The application: a virtual environment that also sees the system picamera2 and systemd.
-host python3 -m venv --system-site-packages "$VENV"
+host "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
 host "$VENV/bin/pip" install --upgrade "${PIP_ARGS[@]}"
 
 # 5. The shipped model bundle, the configuration (kept on upgrade), the service files.
@@ -133,11 +154,31 @@ else
   host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$OPT/models/default" --config "/etc/$APP/config.toml"
 fi
 
-# 7. Start (or restart) everything.
-host udevadm control --reload-rules
-host udevadm trigger --subsystem-match=usb
-host systemctl daemon-reload
-host systemctl enable --now avahi-daemon
-host systemctl enable "$APP.service"
-host systemctl restart "$APP.service"
+# 7. Start (or restart) everything, where systemd runs (not in a chroot or a container).
+if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ] || [ -d /run/systemd/system ]; then
+  host udevadm control --reload-rules
+  host udevadm trigger --subsystem-match=usb
+  host systemctl daemon-reload
+  host systemctl enable --now avahi-daemon
+  host systemctl enable "$APP.service"
+  host systemctl restart "$APP.service"
+else
+  say "note: systemd is not running here; start the daemon with the unit's ExecStart as user $APP"
+fi
+
+# 8. What will run: the camera stack and the inference backend this machine can use.
+if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
+  say "would check: picamera2 and the TFLite runtime import in $VENV, libedgetpu.so.1 is present"
+else
+  if "$VENV/bin/python" -c "import picamera2" >/dev/null 2>&1; then
+    say "camera: picamera2 imports beside numpy $("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)')"
+  else
+    say "camera: picamera2 does not import here; set camera.source to opencv:N or replay:PATH in /etc/$APP/config.toml"
+  fi
+  if ldconfig -p 2>/dev/null | grep -q 'libedgetpu\.so\.1'; then
+    say "inference: Edge TPU runtime libedgetpu.so.1 present; the CPU is the fallback"
+  else
+    say "inference: CPU ($("$VENV/bin/python" -c 'from edge.runtime import interpreter_module; print(interpreter_module()[1])')); no libedgetpu.so.1 for the Edge TPU"
+  fi
+fi
 say "done. The PIN is printed once in the journal: journalctl -u $APP | grep PIN"

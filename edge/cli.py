@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from edge.bundle import BundleError, default_bundle_path, load_bundle
+from edge.bundle import MANIFEST, BundleError, load_bundle
 from edge.capture import CameraError
 from edge.config import ConfigError
 from edge.dataset import DatasetError, load_dataset, read_rgb
@@ -16,10 +17,36 @@ from edge.result import DISCLAIMER
 from edge.runtime import RuntimeUnavailable
 
 
+#: The installed device's configuration, used by every command when it exists.
+SYSTEM_CONFIG = Path("/etc/blastscope/config.toml")
+
+
+def _config_path(given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    if os.environ.get("BLASTSCOPE_CONFIG"):
+        return Path(os.environ["BLASTSCOPE_CONFIG"])
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
+
+
+def _bundle_path(args: argparse.Namespace) -> Path:
+    """``--bundle``, else what the daemon would load: the config's bundle, else the model
+    installed with ``model install`` (the state directory's ``current``), else the shipped one."""
+    if args.bundle is not None:
+        return args.bundle
+    from edge.config import load_config
+
+    path = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir}).bundle_path
+    if not (path / MANIFEST).exists():
+        raise BundleError(f"no model bundle found (looked for {path / MANIFEST}); pass --bundle DIR, or install "
+                          "one with: blastscope-edge model install DIR")
+    return path
+
+
 def _pipeline(args: argparse.Namespace):
     from edge.pipeline import Pipeline
 
-    return Pipeline.on_cpu(load_bundle(args.bundle), threads=args.threads)
+    return Pipeline.on_cpu(load_bundle(_bundle_path(args)), threads=args.threads)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,14 +55,14 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"server.host": args.host, "server.port": args.port, "camera.source": args.source,
                  "inference.backend": args.backend, "store.state_dir": args.state_dir,
                  "inference.bundle": str(args.bundle) if args.bundle else None}
-    return serve(args.config, overrides, args.demo)
+    return serve(_config_path(args.config), overrides, args.demo)
 
 
 def _model(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.modelstore import install_bundle, rollback
 
-    cfg = load_config(args.config, overrides={"store.state_dir": args.state_dir})
+    cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
     if args.action == "install":
         if args.bundle_dir is None:
             print("error: model install needs the bundle folder", file=sys.stderr)
@@ -158,7 +185,11 @@ def _bench(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="blastscope-edge", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bundle", type=Path, default=default_bundle_path(), help="model bundle folder (default: %(default)s)")
+    common.add_argument("--bundle", type=Path, help="model bundle folder (default: the config's bundle, else the "
+                        "installed model, else the shipped models/default)")
+    common.add_argument("--config", type=Path, help=f"TOML config file (default: $BLASTSCOPE_CONFIG, else {SYSTEM_CONFIG} "
+                        "when it exists)")
+    common.add_argument("--state-dir", help="state directory holding the installed model")
     common.add_argument("--threads", type=int, default=2, help="CPU inference threads")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the daemon: camera, analysis, web page and JSON API")

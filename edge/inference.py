@@ -90,8 +90,9 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
 class EdgeTpuBackend(TFLiteModel):
-    """The compiled model on a Coral Edge TPU: pycoral's ``make_interpreter`` where pycoral
-    is installed, else the runtime's interpreter with the ``libedgetpu.so.1`` delegate.
+    """The compiled model on a Coral Edge TPU: the runtime's interpreter with the
+    ``libedgetpu.so.1`` delegate (libedgetpu1-std), or pycoral's ``make_interpreter`` where
+    pycoral imports (it is not packaged for Bookworm's Python 3.11).
     Raises ``InferenceError`` saying why when no Edge TPU can be used."""
 
     name = "edgetpu"
@@ -99,9 +100,14 @@ class EdgeTpuBackend(TFLiteModel):
     def __init__(self, model_path: Path) -> None:
         try:
             from pycoral.utils.edgetpu import make_interpreter  # type: ignore[import-not-found]
-
-            interpreter, self.runtime = make_interpreter(str(model_path)), "pycoral"
-        except ImportError:
+        except Exception:  # noqa: BLE001 - absent on Bookworm (no python3-pycoral for 3.11) or broken
+            make_interpreter = None
+        if make_interpreter is not None:
+            try:
+                interpreter, self.runtime = make_interpreter(str(model_path)), "pycoral"
+            except (ValueError, RuntimeError) as exc:  # pycoral: no device attached
+                raise InferenceError(f"no Edge TPU available ({exc})") from None
+        else:  # the supported path on Bookworm: libedgetpu1-std and the runtime's delegate
             module, runtime = interpreter_module()
             try:
                 delegate = module.load_delegate(EDGETPU_LIBRARY)
@@ -109,8 +115,6 @@ class EdgeTpuBackend(TFLiteModel):
                 raise InferenceError(f"Edge TPU delegate {EDGETPU_LIBRARY} could not be loaded ({exc})") from None
             interpreter = module.Interpreter(model_path=str(model_path), experimental_delegates=[delegate])
             self.runtime = f"{runtime}+{EDGETPU_LIBRARY}"
-        except (ValueError, RuntimeError) as exc:  # pycoral: no device attached
-            raise InferenceError(f"no Edge TPU available ({exc})") from None
         super().__init__(interpreter)
 
 

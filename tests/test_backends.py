@@ -83,3 +83,21 @@ def test_pipeline_records_backend_and_timings(default_bundle):
     result = Pipeline(bundle, manager).process(read_rgb(sample_paths()[3]))
     assert result.backend == "edgetpu" and result.to_dict()["timings_ms"]["inference"] > 0
     assert set(result.timings_ms) >= {"field_of_view", "resize", "quality", "segmentation", "inference", "screening"}
+
+
+def test_broken_pycoral_falls_through_to_the_delegate_path(default_bundle, tmp_path, monkeypatch):
+    """On Bookworm pycoral is absent, or present but built for another Python or numpy: a
+    TEST DOUBLE ``pycoral`` package whose import raises must not stop the Edge TPU probe
+    from reaching the runtime's own delegate (which then fails here: no libedgetpu)."""
+    import sys
+
+    pkg = tmp_path / "pycoral" / "utils"
+    pkg.mkdir(parents=True)
+    (tmp_path / "pycoral" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "edgetpu.py").write_text("raise ValueError('numpy.dtype size changed, may indicate binary incompatibility')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("pycoral", "pycoral.utils", "pycoral.utils.edgetpu"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(InferenceError, match="Edge TPU delegate libedgetpu.so.1 could not be loaded"):
+        EdgeTpuBackend(default_bundle / "model.tflite")

@@ -30,9 +30,14 @@ def test_dry_run_writes_nothing_and_lists_every_step(tmp_path):
     assert r.returncode == 0, r.stderr
     assert list(tmp_path.iterdir()) == []
     out = r.stdout
-    assert "would run: apt-get install -y python3-venv python3-picamera2 python3-systemd avahi-daemon" in out
+    # what this machine's apt sources offer is installed; what they lack (python3-picamera2 on plain
+    # Debian) is said, never fatal
+    assert "would run: apt-get install -y python3-venv python3-numpy" in out
+    if "note: python3-picamera2 is not available" not in out:
+        assert "python3-picamera2 python3-systemd" in out
     assert "would run: useradd --system --home-dir /var/lib/blastscope --shell /usr/sbin/nologin --groups video,plugdev blastscope" in out
-    assert f"would run: python3 -m venv --system-site-packages {tmp_path}/opt/blastscope/venv" in out
+    assert f"would run: /usr/bin/python3 -m venv --system-site-packages {tmp_path}/opt/blastscope/venv" in out
+    assert f"--constraint {ROOT}/deploy/constraints-bookworm.txt {ROOT}[device]" in out
     assert "would run: systemctl enable blastscope.service" in out
 
 
@@ -62,7 +67,12 @@ def test_coral_packages_when_its_repository_is_configured(tmp_path):
     lists.mkdir(parents=True)
     (lists / "coral-edgetpu.list").write_text("deb https://packages.cloud.google.com/apt coral-edgetpu-stable main\n")
     r = _install("--dry-run", "--root", str(tmp_path))
-    assert "avahi-daemon libedgetpu1-std python3-pycoral" in r.stdout
+    assert r.returncode == 0, r.stderr
+    # pycoral exists only for Python < 3.10: never asked for; libedgetpu1-std is, and its absence
+    # from the apt sources (as here) is reported without aborting
+    assert "pycoral" not in r.stdout
+    assert ("libedgetpu1-std" in r.stdout.split("apt-get install", 1)[-1].splitlines()[0]
+            or "note: libedgetpu1-std is not available from this system's apt sources; going on without it" in r.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +83,7 @@ def offline_tarball(tmp_path_factory):
     if r.returncode != 0 and ("ConnectionError" in r.stderr or "NewConnectionError" in r.stderr):
         pytest.skip("the package index is unreachable: the offline tarball cannot be built here")
     assert r.returncode == 0, r.stderr[-2000:]
-    return next(out.glob("blastscope-offline-*.tar.gz"))
+    return next(out.glob("blastscope-offline-*-aarch64.tar.gz"))
 
 
 def test_offline_tarball_is_complete_for_the_pi(offline_tarball, tmp_path):
@@ -83,14 +93,24 @@ def test_offline_tarball_is_complete_for_the_pi(offline_tarball, tmp_path):
     names = {p.name for p in (bundle / "wheels").iterdir()}
     assert any(n.startswith("blastscope-") for n in names)
     assert any(n.startswith("ai_edge_litert-") and "aarch64" in n for n in names)
+    # exactly the pinned versions, each covered by SHA256SUMS
+    from test_bookworm import _pins, normalize
+
+    pins = _pins()
+    for wheel in names - {n for n in names if n.startswith("blastscope-")}:
+        name, version = wheel.split("-")[:2]
+        assert pins[normalize(name)] == version, wheel
+    sums = (bundle / "SHA256SUMS").read_text()
+    assert all(f"./wheels/{n}" in sums for n in names)
     assert load_bundle(bundle / "models/default").model_id
     # every requirement of blastscope[litert] resolves from the wheels alone, for aarch64/CPython 3.11
     # (Bookworm's glibc 2.36 accepts manylinux 2.17 to 2.28 wheels)
     platforms = [a for p in ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
-                 for a in ("--platform", p)]
+                 for a in ("--platform", p)]  # and the constraints, as install.sh applies them
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--find-links",
                         str(bundle / "wheels"), "--only-binary=:all:", *platforms, "--python-version", "3.11",
-                        "--implementation", "cp", "--target", str(tmp_path / "t"), "blastscope[litert]"],
+                        "--implementation", "cp", "--target", str(tmp_path / "t"),
+                        "-c", str(bundle / "deploy" / "constraints-bookworm.txt"), "blastscope[device]"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Would install" in r.stdout and "ai-edge-litert" in r.stdout.replace("_", "-")
