@@ -37,7 +37,7 @@ class CameraConfig:
 @dataclass(frozen=True)
 class InferenceConfig:
     backend: str = "auto"
-    bundle: str = ""  # empty: the shipped models/default
+    bundle: str = ""  # empty: the installed model (state dir's models/current), else the shipped one
     threads: int = 2
     reprobe_seconds: float = 60.0
 

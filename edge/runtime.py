@@ -1,9 +1,10 @@
 """Which TFLite interpreter this machine has.
 
-Coral's Raspberry Pi images ship ``tflite-runtime`` (2.14, built against numpy 1: it
-crashes under numpy 2), elsewhere ``ai-edge-litert`` is the maintained runtime. Both
-modules expose the same ``Interpreter`` and ``load_delegate``, so the rest of the edge
-code does not care which one it got.
+``ai-edge-litert`` is the maintained runtime and what the device installs (the
+``[device]`` extra); ``tflite-runtime`` 2.14 (the ``[tflite]`` extra) is built against
+numpy 1 and crashes under numpy 2, so it is taken only beside numpy 1, where it is preferred
+when present. Both modules expose the same ``Interpreter`` and ``load_delegate``, so the
+rest of the edge code does not care which one it got.
 """
 
 from __future__ import annotations

@@ -59,7 +59,9 @@ class Service:
         self.started = time.time()
 
     def analyze(self, frame: np.ndarray, source: str) -> Result:
-        """Run the pipeline on a frame and store the result (classified or rejected)."""
+        """Run the pipeline on a frame and store the result (classified or rejected).
+        Raises ``StoreFull`` before any work when the record has no room left."""
+        self.store.ensure_space()
         result = self.pipeline.process(frame, source=source)
         start = time.perf_counter()
         self.store.save(result)
@@ -89,10 +91,13 @@ class Service:
             reasons.append(backend)
         if self.camera is not None and not self.camera.state.connected:
             reasons.append(f"camera {self.camera.spec} not delivering frames: {self.camera.state.error or 'starting'}")
-        free = self.store.free_mb()
-        if free < 2 * self.config.store.min_free_mb:
-            reasons.append(f"disk space low: {free:.0f} MB free (oldest results are being removed below "
-                           f"{self.config.store.min_free_mb:.0f} MB)")
+        free, floor = self.store.free_mb(), self.config.store.min_free_mb
+        if free < floor:
+            reasons.append(f"storage full: {free:.0f} MB free, below the {floor:.0f} MB floor; new fields are refused "
+                           "and every stored result is kept")
+        elif free < 2 * floor:
+            reasons.append(f"disk space low: {free:.0f} MB free; new fields will be refused below {floor:.0f} MB")
+        reasons.extend(self.store.recovered)
         return reasons
 
     def status(self) -> dict[str, Any]:
@@ -116,5 +121,6 @@ class Service:
             "camera": camera,
             "analysis": self.stats.snapshot(),
             "disk": {"state_dir": str(self.store.root), "free_mb": round(self.store.free_mb(), 1),
-                     "min_free_mb": self.config.store.min_free_mb, "results": self.store.count()},
+                     "min_free_mb": self.config.store.min_free_mb, "results": self.store.count(),
+                     "quarantined_files": self.store.quarantined},
         }

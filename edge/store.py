@@ -2,15 +2,24 @@
 
 Durability rule: a result is reported as saved only after its files are fsynced and its
 row is committed with ``synchronous=FULL``, so a kill -9 (or a power cut) at any moment
-loses nothing that was reported. Files are written before the row and removed after it,
-so a crash can only leave orphan files, which are swept at the next start.
-Retention removes the oldest results first: beyond a count, beyond an age, and while free
-disk space is below a floor.
+loses nothing that was reported. Files are written before the row and removed after it.
+
+A clinic's record is not a cache. Nothing is ever deleted to make room: when free space is
+below ``min_free_mb`` a new field is refused (``StoreFull``, a 507 on the API) and the
+status says so. Retention deletes only what the configured policy allows, oldest first:
+beyond ``max_results``, and beyond ``max_age_days`` of the device's own running time (a
+Raspberry Pi has no real-time clock: a wall clock that jumps must not delete history, so age
+is counted on a clock the store keeps itself, advanced by the monotonic clock and persisted).
+Every deletion goes to the log and the append-only audit table. A missing or corrupt
+database is rebuilt (a corrupt one is kept aside) and images no row refers to are moved to
+``quarantine/``, never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -19,13 +28,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
 from edge.config import StoreConfig
 from edge.result import Result
+
+log = logging.getLogger("blastscope.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -40,7 +51,35 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_created ON results(created);
 """
+#: Migrations by the schema version they lead to (``PRAGMA user_version``; release 0.1.0 made
+#: ``SCHEMA`` and left the version at 0). Version 2: the device's running clock per result,
+#: a key-value table, the append-only audit log.
+MIGRATIONS = {
+    2: """
+ALTER TABLE results ADD COLUMN run_seconds REAL NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    client TEXT NOT NULL,
+    action TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+""",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 IMAGES = "images"
+QUARANTINE = "quarantine"
+DATABASE = "results.db"
+
+
+class StoreFull(OSError):
+    """Not enough free space to keep a new result; nothing stored was touched."""
 
 
 def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448) -> np.ndarray:
@@ -58,11 +97,15 @@ def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
     if not ok:
         raise OSError(f"{path}: JPEG encoding failed")
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave temp files behind
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -86,41 +129,158 @@ class Store:
         self.images.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.root / "results.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self.swept_orphans = self._sweep_orphans()
+        self.recovered: list[str] = []  # what was repaired at start, for the log and the status
+        self._db = self._open_database()
+        self._migrate()
+        self._run_base = float(self._meta("run_seconds", "0"))
+        self._mono_base = time.monotonic()
+        self.quarantined = self._quarantine_orphans()
 
-    def _sweep_orphans(self) -> int:
-        """Remove files no row refers to (left by a crash between file write and commit)."""
+    # -- opening, repair and schema -------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.root / DATABASE, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        return db
+
+    def _open_database(self) -> sqlite3.Connection:
+        """Open the database; a corrupt one is moved aside (kept for an expert) and rebuilt."""
+        path = self.root / DATABASE
+        if not path.exists() and any(self.images.iterdir()):
+            self.recovered.append(f"{DATABASE} was missing: a new one was created and the existing images "
+                                  f"were moved to {QUARANTINE}/")
+        db: sqlite3.Connection | None = None
+        try:
+            db = self._connect()
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            return db
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            aside = self.root / f"{DATABASE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+            for suffix in ("", "-wal", "-shm"):
+                src = self.root / f"{DATABASE}{suffix}"
+                if src.exists():
+                    os.replace(src, Path(f"{aside}{suffix}"))
+            self.recovered.append(f"{DATABASE} was unreadable ({exc}): kept as {aside.name}, a new one was "
+                                  f"created and the existing images were moved to {QUARANTINE}/")
+            return self._connect()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"{self.root / DATABASE}: schema version {version} is newer than this "
+                                        f"software ({SCHEMA_VERSION}); install the newer release again")
+        for target in sorted(t for t in MIGRATIONS if t > version):  # release 0.1.0 left version 0
+            with self._transaction():
+                for statement in _statements(MIGRATIONS[target]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, rolled back on any error so no transaction is left open."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _meta(self, key: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def _quarantine_orphans(self) -> int:
+        """Move files no row refers to into ``quarantine/`` (never delete an image: after a lost
+        database they are the record); half-written ``.tmp`` files are removed."""
         referenced = set()
         for image, overlay in self._db.execute("SELECT image, overlay FROM results"):
             referenced.update((image, overlay))
-        removed = 0
+        moved = 0
         for path in self.images.iterdir():
-            if path.name not in referenced:
+            if path.suffix == ".tmp":
                 path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+            elif path.name not in referenced:
+                (self.root / QUARANTINE).mkdir(exist_ok=True)
+                os.replace(path, self.root / QUARANTINE / path.name)
+                moved += 1
+        for message in self.recovered:
+            log.warning("store: %s", message)
+        if moved:
+            log.warning("store: %d image files no result refers to were moved to %s", moved, self.root / QUARANTINE)
+        return moved
+
+    # -- the device's own clock -------------------------------------------------------------
+
+    def run_seconds(self) -> float:
+        """Seconds this store has been open, summed over every run: the clock age is counted on."""
+        return self._run_base + (time.monotonic() - self._mono_base)
+
+    def _persist_clock(self) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES ('run_seconds', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (repr(self.run_seconds()),))
+
+    # -- writing ------------------------------------------------------------------------
+
+    def free_mb(self) -> float:
+        return shutil.disk_usage(self.root).free / 1e6
+
+    def ensure_space(self) -> None:
+        """Raise ``StoreFull`` when a new result would take the disk below the floor."""
+        free = self.free_mb()
+        if free < self.cfg.min_free_mb:
+            raise StoreFull(f"storage nearly full: {free:.0f} MB free, below the {self.cfg.min_free_mb:.0f} MB "
+                            "floor; new fields are refused and every stored result is kept. Free space on the "
+                            "device (or export and archive results) to continue")
 
     def save(self, result: Result) -> int:
-        """Persist a result durably and return its id (also set on ``result.id``)."""
+        """Persist a result durably and return its id (also set on ``result.id``).
+        Raises ``StoreFull`` (nothing written, nothing deleted) when space is short."""
+        self.ensure_space()
         stem = uuid.uuid4().hex
         files = StoredFiles(self.images / f"{stem}.jpg", self.images / f"{stem}_overlay.jpg")
-        _write_jpeg(files.image, result.field_rgb)
-        _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask))
-        _fsync_dir(self.images)
         record = result.to_dict()
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO results(created, status, label, call, image, overlay, data) VALUES (?,?,?,?,?,?,?)",
-                (result.created, result.status, record.get("label"), record.get("call"),
-                 files.image.name, files.overlay.name, json.dumps(record)),
-            )
-            result.id = int(cur.lastrowid)
+        try:
+            _write_jpeg(files.image, result.field_rgb)
+            _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask))
+            _fsync_dir(self.images)
+            with self._lock, self._transaction():
+                cur = self._db.execute(
+                    "INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (result.created, result.status, record.get("label"), record.get("call"),
+                     files.image.name, files.overlay.name, json.dumps(record), self.run_seconds()),
+                )
+                self._persist_clock()
+                result.id = int(cur.lastrowid)
+        except (OSError, sqlite3.OperationalError) as exc:
+            files.image.unlink(missing_ok=True)
+            files.overlay.unlink(missing_ok=True)
+            raise StoreFull(f"the result could not be stored ({exc}); every stored result is kept") from None
         self.apply_retention()
         return result.id
+
+    def audit(self, client: str, action: str, before: Any = None, after: Any = None) -> None:
+        """Append to the audit log (the table refuses updates and deletes)."""
+        with self._lock, self._transaction():
+            self._db.execute("INSERT INTO audit(at, client, action, before, after) VALUES (?,?,?,?,?)",
+                             (time.time(), client, action, None if before is None else json.dumps(before),
+                              None if after is None else json.dumps(after)))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, at, client, action, before, after FROM audit ORDER BY id DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        return [{"id": r[0], "at": r[1], "client": r[2], "action": r[3],
+                 "before": json.loads(r[4]) if r[4] else None, "after": json.loads(r[5]) if r[5] else None}
+                for r in rows]
+
+    # -- reading ------------------------------------------------------------------------
 
     def _row(self, row: tuple) -> dict[str, Any]:
         rid, data = row
@@ -149,40 +309,57 @@ class Store:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
-    def free_mb(self) -> float:
-        return shutil.disk_usage(self.root).free / 1e6
+    # -- retention ----------------------------------------------------------------------
 
-    def _delete_oldest(self, where: str, params: tuple = (), limit: int = 1000) -> int:
-        with self._lock:
-            rows = self._db.execute(f"SELECT id, image, overlay FROM results {where} ORDER BY id LIMIT ?",
-                                    (*params, limit)).fetchall()
-            if rows:
-                self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM results WHERE id = ?", [(r[0],) for r in rows])
-                self._db.execute("COMMIT")
+    def _delete(self, rows: list[tuple], rule: str) -> int:
+        if not rows:
+            return 0
+        with self._lock, self._transaction():
+            self._db.executemany("DELETE FROM results WHERE id = ?", [(r[0],) for r in rows])
         for _, image, overlay in rows:  # after the commit: a crash here leaves only orphans
             (self.images / image).unlink(missing_ok=True)
             (self.images / overlay).unlink(missing_ok=True)
-        return len(rows)
+        ids = [r[0] for r in rows]
+        log.info("retention (%s) deleted %d results: ids %s", rule, len(ids), ids)
+        self.audit("device", "retention.delete", before={"ids": ids}, after={"rule": rule})
+        return len(ids)
 
     def apply_retention(self) -> int:
-        """Delete oldest-first past the count, the age, and while disk space is short."""
-        removed = 0
-        excess = self.count() - self.cfg.max_results
-        if excess > 0:
-            removed += self._delete_oldest("", (), excess)
-        removed += self._delete_oldest("WHERE created < ?", (time.time() - self.cfg.max_age_days * 86400,))
-        while self.free_mb() < self.cfg.min_free_mb and self.count() > 1:
-            if not self._delete_oldest("", (), 10):
-                break
-            removed += 1
-        return removed
+        """Delete oldest-first beyond the count and beyond the age on the device's running clock."""
+        with self._lock:
+            excess = int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]) - self.cfg.max_results
+            by_count = self._db.execute("SELECT id, image, overlay FROM results ORDER BY id LIMIT ?",
+                                        (max(excess, 0),)).fetchall()
+        removed = self._delete(by_count, f"more than {self.cfg.max_results} results")
+        cutoff = self.run_seconds() - self.cfg.max_age_days * 86400
+        with self._lock:
+            by_age = self._db.execute("SELECT id, image, overlay FROM results WHERE run_seconds < ? ORDER BY id "
+                                      "LIMIT 1000", (cutoff,)).fetchall()
+        return removed + self._delete(by_age, f"older than {self.cfg.max_age_days:g} days of device running time")
 
     def integrity_ok(self) -> bool:
         with self._lock:
             return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def close(self) -> None:
+        """Persist the clock and checkpoint the WAL; on a full disk the WAL stays (it is
+        replayed at the next start) and the connection is still closed."""
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.close()
+            try:
+                self._persist_clock()
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("store: checkpoint at close failed (%s); the WAL is replayed at the next start", exc)
+            finally:
+                self._db.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (triggers contain ';' inside BEGIN ... END)."""
+    out, current = [], ""
+    for line in script.strip().splitlines():
+        current += line + "\n"
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    return out

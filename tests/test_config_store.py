@@ -47,25 +47,27 @@ def _results(bundle_dir, n):
     return [pipeline.process(fields[i % len(fields)]) for i in range(n)]
 
 
-def test_retention_by_count_and_age_removes_oldest_with_files(tmp_path, default_bundle):
+def test_retention_by_count_removes_oldest_with_files(tmp_path, default_bundle):
     store = Store(tmp_path, StoreConfig(max_results=3, max_age_days=1, min_free_mb=0))
     results = _results(default_bundle, 5)
-    results[0].created = time.time() - 3 * 86400  # too old even before the count limit
+    results[0].created = time.time() - 3 * 86400  # an old wall-clock date alone deletes nothing (no RTC on a Pi)
     ids = [store.save(r) for r in results]
     kept = [r["id"] for r in store.recent(10)]
-    assert kept == ids[:1:-1]  # the newest three, newest first
+    assert kept == ids[:1:-1]  # the newest three, newest first: the count rule only
     assert len(list((tmp_path / "images").iterdir())) == 6  # image + overlay each, nothing stale
     assert store.integrity_ok()
     store.close()
 
 
-def test_orphan_files_are_swept_at_start(tmp_path, default_bundle):
+def test_orphan_files_are_quarantined_and_temp_files_removed_at_start(tmp_path, default_bundle):
     store = Store(tmp_path, StoreConfig(min_free_mb=0))
     rid = store.save(_results(default_bundle, 1)[0])
     store.close()
     (tmp_path / "images" / "deadbeef.jpg").write_bytes(b"left by a crash")
     (tmp_path / "images" / "deadbeef.tmp").write_bytes(b"half written")
     reopened = Store(tmp_path, StoreConfig(min_free_mb=0))
-    assert reopened.swept_orphans == 2 and reopened.get(rid) is not None
+    assert reopened.quarantined == 1 and reopened.get(rid) is not None
+    assert (tmp_path / "quarantine" / "deadbeef.jpg").read_bytes() == b"left by a crash"
+    assert not (tmp_path / "images" / "deadbeef.tmp").exists()
     assert reopened.file_path(rid, "overlay").exists()
     reopened.close()

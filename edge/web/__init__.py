@@ -21,6 +21,7 @@ from edge.imagefile import ImageRejected, decode_image
 from edge.labels import DISPLAY_NAMES
 from edge.result import DISCLAIMER
 from edge.service import Service
+from edge.store import StoreFull
 
 
 def _error(status: int, reason: str) -> tuple[Response, int]:
@@ -64,6 +65,10 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
                 f"upload too large: the limit is {cfg.max_upload_mb:g} MB")
             return _error(exc.code or 500, reason)
         return exc
+
+    @app.errorhandler(StoreFull)
+    def store_full(exc: StoreFull):
+        return _error(507, str(exc))
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
