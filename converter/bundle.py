@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, sha256_file
+from edge.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, content_id, sha256_file
 from edge.labels import LABELS
 
 from converter.model_card import MODEL_CARD, render_model_card
@@ -29,11 +29,11 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any]) ->
                 shutil.copyfile(source, staging / name)
         full = {
             "format_version": FORMAT_VERSION,
-            "model_id": sha256_file(staging / CPU_MODEL)[:16],
             "labels": list(LABELS),
             **manifest,
             "files": {name: sha256_file(staging / name) for name in sorted(files)},
         }
+        full = {"format_version": FORMAT_VERSION, "model_id": content_id(full), **full}
         (staging / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
         (staging / MODEL_CARD).write_text(render_model_card(full))
         if out.exists():

@@ -37,6 +37,14 @@ def default_bundle_path() -> Path:
     return installed if not checkout.exists() and installed.exists() else checkout
 
 
+def content_id(manifest: dict[str, Any]) -> str:
+    """The model id: a hash of the manifest without its id. The manifest lists the sha256 of
+    every model file, so the id names the whole content, is a plain hex name (safe as a folder
+    name) and changes whenever any of it does; it is recomputed, never taken on trust."""
+    body = {k: v for k, v in manifest.items() if k != "model_id"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 class BundleError(ValueError):
     """The bundle cannot be used; the message says which file and which check."""
 
@@ -71,8 +79,10 @@ class Bundle:
 
 
 def load_bundle(root: Path | str) -> Bundle:
-    """Read and verify a bundle folder."""
-    root = Path(root)
+    """Read and verify a bundle folder. A symlink (the state directory's ``current``) is
+    resolved here, once: a daemon that later re-opens a model file (an Edge TPU re-probe)
+    must get the bundle it verified at start, not whatever ``current`` points to by then."""
+    root = Path(root).resolve()
     manifest_path = root / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -95,6 +105,9 @@ def load_bundle(root: Path | str) -> Bundle:
         actual = sha256_file(path)
         if actual != expected:
             raise BundleError(f"{path}: sha256 {actual[:12]}... does not match the manifest ({str(expected)[:12]}...); the file is damaged or was changed")
+    if manifest.get("model_id") != content_id(manifest):
+        raise BundleError(f"{manifest_path}: model id {str(manifest.get('model_id'))[:40]!r} does not match the "
+                          f"manifest's content ({content_id(manifest)}); the manifest was changed after it was written")
     if tuple(manifest.get("labels", ())) != LABELS:
         raise BundleError(f"{manifest_path}: labels {manifest.get('labels')} differ from {list(LABELS)}")
     try:

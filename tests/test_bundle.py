@@ -62,3 +62,38 @@ def test_missing_manifest_and_missing_file_are_refused(bundle_copy, tmp_path):
     (bundle_copy / "model.tflite").unlink()
     with pytest.raises(BundleError, match="listed in the manifest but missing"):
         load_bundle(bundle_copy)
+
+
+def test_model_id_is_derived_from_the_content_and_never_taken_on_trust(bundle_copy, tmp_path):
+    """A manifest edited after it was written (thresholds set to 1.0: every malignant field
+    would be called negative) or an id that names a path is refused."""
+    from edge.bundle import content_id
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    assert manifest["model_id"] == content_id(manifest) and manifest["model_id"].isalnum()
+    tampered = dict(manifest, calibration={**manifest["calibration"], "threshold": 1.0})
+    (bundle_copy / "manifest.json").write_text(json.dumps(tampered))
+    with pytest.raises(BundleError, match="does not match the manifest's content"):
+        load_bundle(bundle_copy)
+    (bundle_copy / "manifest.json").write_text(json.dumps(dict(manifest, model_id="../../escaped_bundle")))
+    with pytest.raises(BundleError, match="does not match the manifest's content"):
+        load_bundle(bundle_copy)
+    state = tmp_path / "state"
+    r = run_cli("blastscope-edge", "model", "install", str(bundle_copy), "--state-dir", str(state))
+    assert r.returncode == 2 and "does not match the manifest's content" in r.stderr
+    assert not (tmp_path / "escaped_bundle").exists() and not (state / "models" / "current").exists()
+
+
+def test_a_bundle_loaded_through_current_stays_the_one_verified(tmp_path, default_bundle):
+    """The daemon resolves ``current`` once: a later ``model install`` cannot swap the files
+    under a running daemon's Edge TPU re-probe."""
+    import os
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(default_bundle, models / "a")
+    os.symlink("a", models / "current")
+    bundle = load_bundle(models / "current")
+    os.replace(models / "current", models / "old")
+    os.symlink("b", models / "current")
+    assert bundle.root == (models / "a").resolve() and bundle.cpu_model == (models / "a" / "model.tflite").resolve()
