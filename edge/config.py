@@ -66,10 +66,14 @@ class ServerConfig:
     pin: str = ""  # empty: generated at first start, stored in the state dir
     token: str = ""  # empty: generated at first start, stored in the state dir
     max_upload_mb: float = 16.0
-    max_pixels: int = 40_000_000
+    max_pixels: int = 24_000_000  # per upload, from the header; decoding is bounded (edge/imagefile.py)
     lockout_attempts: int = 5
     lockout_seconds: float = 300.0
     threads: int = 4
+    # waitress keeps a connection per client; a half-sent request costs a socket and a buffer,
+    # not a thread. Room for many, and idle ones are dropped after channel_timeout seconds.
+    connection_limit: int = 400
+    channel_timeout: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,8 @@ def _validate(cfg: Config) -> Config:
         (cfg.server.lockout_attempts >= 1, "server.lockout_attempts", "must be at least 1"),
         (cfg.server.lockout_seconds > 0, "server.lockout_seconds", "must be positive"),
         (cfg.server.threads >= 1, "server.threads", "must be at least 1"),
+        (cfg.server.connection_limit >= 10, "server.connection_limit", "must be at least 10"),
+        (cfg.server.channel_timeout > 0, "server.channel_timeout", "must be positive"),
     ]
     for ok, key, message in checks:
         if not ok:

@@ -55,7 +55,9 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
         print(f"BlastScope first start: PIN {creds.pin}  API token {creds.token}  "
               f"(kept in {cfg.state_dir / 'credentials'})", flush=True)
     server = create_server(create_app(service, creds, cfg.server), host=cfg.server.host, port=cfg.server.port,
-                           threads=cfg.server.threads, ident="BlastScope")
+                           threads=cfg.server.threads, ident="BlastScope",
+                           connection_limit=cfg.server.connection_limit, channel_timeout=cfg.server.channel_timeout,
+                           cleanup_interval=max(1.0, cfg.server.channel_timeout / 3))
     service.camera.start()
     try:
         service.camera.latest(wait_s=5.0)  # READY after the first frame, or after saying why there is none

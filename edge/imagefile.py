@@ -1,12 +1,35 @@
-"""Decoding an uploaded image safely: size and pixel limits before decoding, truncation
-detected, every failure a reason the phone can show."""
+"""Decoding an uploaded image safely, in bounded memory.
+
+Only JPEG and PNG are decoded: what a phone or a camera produces (phones hand a browser's
+file picker a JPEG even for HEIC photos). Every other format is refused before decoding:
+Pillow would otherwise run Ghostscript on an EPS upload. Width, height and pixel count are
+checked from the header, before any pixel is decoded. A large JPEG is decoded at a reduced
+scale (libjpeg's DCT scaling), any image is brought down to ``WORKING_SIDE`` (the field is
+classified at 224 px), at most one large image is decoded at a time, and the EXIF orientation
+is applied (a phone photo taken sideways arrives as the clinician saw it).
+"""
 
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+FORMATS = ("JPEG", "PNG")
+#: Longest side kept after decoding: well above the eyepiece camera's 1024x768 frames.
+WORKING_SIDE = 2048
+#: Longest side accepted at all (a 1 x 40,000,000 PNG is 78 KB and decodes to 1.1 GB).
+MAX_SIDE = 16384
+#: Images above this many pixels are decoded one at a time.
+LARGE_PIXELS = 4_000_000
+_large_decode = threading.BoundedSemaphore(1)
+
+# EXIF orientation -> the transpose that shows the image upright (as PIL.ImageOps.exif_transpose).
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
 
 
 class ImageRejected(ValueError):
@@ -15,21 +38,40 @@ class ImageRejected(ValueError):
         self.status, self.reason = status, reason
 
 
+def _decode(img: Image.Image) -> np.ndarray:
+    orientation = img.getexif().get(0x0112, 1)
+    if img.format == "JPEG":
+        img.draft("RGB", (WORKING_SIDE, WORKING_SIDE))  # decode at 1/2, 1/4 or 1/8 scale when that suffices
+    img.load()
+    factor = -(-max(img.size) // WORKING_SIDE)  # ceiling: the result is at most WORKING_SIDE
+    if factor > 1:
+        img = img.reduce(factor)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if orientation in _ORIENTATION:
+        img = img.transpose(_ORIENTATION[orientation])
+    return np.array(img, dtype=np.uint8)
+
+
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """RGB uint8 array from image bytes, or ``ImageRejected`` with an HTTP status and reason."""
     if not data:
         raise ImageRejected(400, "the uploaded file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             width, height = img.size  # read from the header, before any pixel is decoded
+            if max(width, height) > MAX_SIDE:
+                raise ImageRejected(413, f"image is {width}x{height} pixels; the limit is {MAX_SIDE} pixels a side")
             if width * height > max_pixels:
                 raise ImageRejected(413, f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            if width * height <= LARGE_PIXELS:
+                return _decode(img)
+            with _large_decode:
+                return _decode(img)
     except ImageRejected:
         raise
     except UnidentifiedImageError:
-        raise ImageRejected(400, "not a readable image (expected JPEG, PNG, BMP or TIFF)") from None
+        raise ImageRejected(415, "not a JPEG or PNG image (send the photo as JPEG or PNG)") from None
     except Image.DecompressionBombError:
         raise ImageRejected(413, f"image has too many pixels; the limit is {max_pixels:,} pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:

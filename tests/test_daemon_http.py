@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import struct
+import time
 import zlib
 
 import cv2
@@ -88,13 +89,19 @@ def test_rejected_fields_are_stored_with_reasons(server):
 def test_bad_input_gets_4xx_with_reason_and_daemon_keeps_running(server):
     good = _jpeg(sample_paths()[0])
     cases = [
-        (_classify(server, b"%PDF-1.4 not an image", "report.pdf"), 400, "not a readable image"),
+        (_classify(server, b"%PDF-1.4 not an image", "report.pdf"), 415, "not a JPEG or PNG"),
+        (_classify(server, b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n", "x.eps"), 415,
+         "not a JPEG or PNG"),  # never handed to Ghostscript
+        (_classify(server, _png_header_only(1, 40_000_000), "line.png"), 413, "16384 pixels a side"),
         (_classify(server, good[: len(good) // 2], "cut.jpg"), 400, "truncated"),
         (_classify(server, b"", "empty.jpg"), 400, "empty"),
-        (_classify(server, _png_header_only(20000, 20000), "huge.png"), 413, "limit is 40,000,000 pixels"),
+        (_classify(server, _png_header_only(6000, 6000), "huge.png"), 413, "limit is 24,000,000 pixels"),
         (_classify(server, b"\xff" * (17 * 1024 * 1024), "big.jpg"), 413, "upload too large"),
         (requests.post(f"{server.url}/api/classify", headers=server.headers(), timeout=10), 400, "field 'image'"),
         (requests.get(f"{server.url}/api/results?limit=abc", headers=server.headers(), timeout=10), 400, "limit"),
+        (requests.get(f"{server.url}/api/results?limit=²", headers=server.headers(), timeout=10), 400, "limit"),
+        (requests.get(f"{server.url}/api/results/{2**63}", headers=server.headers(), timeout=10), 404, ""),
+        (requests.get(f"{server.url}/api/results/{2**64}/image", headers=server.headers(), timeout=10), 404, ""),
         (requests.get(f"{server.url}/api/results/999999", headers=server.headers(), timeout=10), 404, "no result"),
         (requests.get(f"{server.url}/api/nothing", headers=server.headers(), timeout=10), 404, ""),
     ]
@@ -185,3 +192,25 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text('[camera]\nsorce = "picamera2"\n')
     r = run_cli("blastscope-edge", "serve", "--config", str(bad))
     assert r.returncode == 2 and "unknown key camera.sorce" in r.stderr
+
+
+def test_half_sent_requests_do_not_lock_out_the_page_or_the_api(server):
+    """110 connections that send half a request and stall (loopback, bounded, closed at the
+    end): /healthz and an authenticated request still answer at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    port = urlparse(server.url).port
+    stalled = []
+    try:
+        for _ in range(110):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npartial")
+            stalled.append(s)
+        started = time.monotonic()
+        assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"{server.url}/api/results?limit=1", headers=server.headers(), timeout=5).status_code == 200
+        assert time.monotonic() - started < 5
+    finally:
+        for s in stalled:
+            s.close()

@@ -24,6 +24,10 @@ from edge.service import Service
 from edge.store import StoreFull
 
 
+#: SQLite's largest integer: a larger id in a URL is a plain 404, not an overflow.
+MAX_ID = 2**63 - 1
+
+
 def _error(status: int, reason: str) -> tuple[Response, int]:
     return jsonify({"error": reason, "status": status}), status
 
@@ -152,17 +156,17 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @api
     def results():
         limit = request.args.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 500:  # "²".isdigit() is True
             return _error(400, "limit must be a whole number from 1 to 500")
         return jsonify({"results": service.store.recent(int(limit))})
 
-    @app.get("/api/results/<int:result_id>")
+    @app.get(f"/api/results/<int(max={MAX_ID}):result_id>")
     @api
     def result(result_id: int):
         record = service.store.get(result_id)
         return jsonify(record) if record else _error(404, f"no result {result_id}")
 
-    @app.get("/api/results/<int:result_id>/<any(image, overlay):kind>")
+    @app.get(f"/api/results/<int(max={MAX_ID}):result_id>/<any(image, overlay):kind>")
     @api
     def result_file(result_id: int, kind: str):
         path = service.store.file_path(result_id, kind)

@@ -1,0 +1,74 @@
+"""Upload decoding on real fields: formats, header bounds, reduced decoding, EXIF orientation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge.imagefile import MAX_SIDE, WORKING_SIDE, ImageRejected, decode_image
+
+from conftest import sample_paths
+
+LIMIT = 24_000_000
+
+
+def _field() -> Image.Image:
+    """A real smear field, made non-square so that a rotation shows in the shape."""
+    img = Image.open(sample_paths()[0]).convert("RGB")
+    return img.crop((0, 0, img.width, img.height * 3 // 4))
+
+
+def _jpeg(img: Image.Image, **kw) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=95, **kw)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("orientation, stored", [
+    (3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+])
+def test_exif_orientation_is_applied(orientation, stored):
+    upright = _field()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    decoded = decode_image(_jpeg(upright.transpose(stored), exif=exif), LIMIT)
+    assert decoded.shape == (upright.height, upright.width, 3)
+    assert np.abs(decoded.astype(int) - np.asarray(upright, dtype=int)).mean() < 4
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size():
+    big = _field().resize((5600, 4200), Image.Resampling.BICUBIC)
+    decoded = decode_image(_jpeg(big), LIMIT)
+    assert max(decoded.shape[:2]) <= WORKING_SIDE and decoded.shape[1] / decoded.shape[0] == pytest.approx(5600 / 4200, 0.01)
+
+
+def test_png_is_brought_down_to_the_working_size():
+    out = io.BytesIO()
+    _field().resize((4400, 3300)).save(out, "PNG")
+    decoded = decode_image(out.getvalue(), LIMIT)
+    assert max(decoded.shape[:2]) <= WORKING_SIDE
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "GIF", "EPS"])
+def test_formats_other_than_jpeg_and_png_are_refused(fmt):
+    out = io.BytesIO()
+    if fmt == "EPS":
+        out.write(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto showpage\n")
+    else:
+        _field().save(out, fmt)
+    with pytest.raises(ImageRejected, match="not a JPEG or PNG") as exc:
+        decode_image(out.getvalue(), LIMIT)
+    assert exc.value.status == 415
+
+
+def test_sides_and_pixels_are_bounded_from_the_header():
+    one_line = Image.new("L", (MAX_SIDE + 1, 1))
+    out = io.BytesIO()
+    one_line.save(out, "PNG")
+    with pytest.raises(ImageRejected, match=f"{MAX_SIDE} pixels a side"):
+        decode_image(out.getvalue(), LIMIT)
+    with pytest.raises(ImageRejected, match="limit is 1,000 pixels"):
+        decode_image(_jpeg(_field()), 1000)
