@@ -165,6 +165,7 @@ class CameraState:
     reconnects: int = 0
     last_frame_at: float | None = None
     fps: float = 0.0
+    heartbeat: float = 0.0  # monotonic time of the worker's last loop, frame or not (watchdog)
 
 
 class CameraWorker:
@@ -182,6 +183,7 @@ class CameraWorker:
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
 
     def start(self) -> "CameraWorker":
+        self.state.heartbeat = time.monotonic()
         self._thread.start()
         return self
 
@@ -189,18 +191,31 @@ class CameraWorker:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    @property
+    def max_frame_age_s(self) -> float:
+        """A frame older than this is never analysed: the camera has stalled since."""
+        return max(2.0, 5 * self.period)
+
+    def alive(self) -> bool:
+        """The worker thread runs and has looped recently (it loops while failing too)."""
+        return self._thread.is_alive() and time.monotonic() - self.state.heartbeat < self.retry_max_s + 10
+
     def latest(self, wait_s: float = 2.0) -> np.ndarray:
         """The newest frame; waits up to ``wait_s`` for one while the camera (re)starts."""
         self._has_frame.wait(wait_s)
         with self._lock:
             if self._frame is None:
                 raise CameraError(self.state.error or "no frame from the camera yet")
+            age = time.monotonic() - (self.state.last_frame_at or 0.0)
+            if age > self.max_frame_age_s:
+                raise CameraError(f"the newest frame is {age:.1f} s old: the camera has stopped delivering")
             return self._frame
 
     def _run(self) -> None:
         source: Source | None = None
         backoff = 0.5
         while not self._stop.is_set():
+            self.state.heartbeat = time.monotonic()
             try:
                 if source is None:
                     source = self._open(self.spec)

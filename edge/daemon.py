@@ -78,7 +78,8 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
     interval = watchdog_interval()
     watchdog = None
     if interval:
-        watchdog = Watchdog(notify, interval, lambda: not stopping.is_set(), lambda: status_line(service)).start()
+        watchdog = Watchdog(notify, interval, lambda: not stopping.is_set() and service.stalled() is None,
+                            lambda: status_line(service)).start()
     print(f"BlastScope serving on http://{cfg.server.host}:{server.effective_port} "
           f"(model {service.bundle.model_id}, backend {service.pipeline.backends.name}, camera {cfg.camera.source}, "
           f"state {cfg.state_dir})", flush=True)

@@ -145,6 +145,7 @@ class BackendManager:
         self.note: str | None = None  # why the Edge TPU is not in use
         self._next_probe = 0.0
         self._lock = threading.Lock()
+        self.busy_since: float | None = None  # monotonic start of the inference under way (watchdog)
         if mode == "cpu":
             self.note = "CPU backend chosen in the configuration"
         elif edgetpu_model is None:
@@ -180,6 +181,13 @@ class BackendManager:
 
     def probabilities(self, original: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, str, float]:
         """Raw probabilities, the backend that produced them and its inference time (ms)."""
+        self.busy_since = time.monotonic()  # set before waiting for the lock: a hung invoke holding it shows too
+        try:
+            return self._probabilities(original, segmented)
+        finally:
+            self.busy_since = None
+
+    def _probabilities(self, original: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, str, float]:
         with self._lock:
             if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
                 self._probe()

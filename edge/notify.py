@@ -46,8 +46,9 @@ def watchdog_interval() -> float | None:
 
 
 class Watchdog:
-    """Pings WATCHDOG=1 (and refreshes STATUS=) while ``healthy()`` says the daemon works,
-    so systemd restarts a daemon that hangs rather than one that is merely degraded."""
+    """Pings WATCHDOG=1 (and refreshes STATUS=) only while ``healthy()`` says the pipeline
+    makes progress (the daemon passes ``Service.stalled``), so systemd restarts a daemon whose
+    inference hangs or whose camera thread died, not one that is merely degraded."""
 
     def __init__(self, notify: Callable[[str], None], interval: float, healthy: Callable[[], bool],
                  status: Callable[[], str]) -> None:

@@ -85,6 +85,19 @@ class Service:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75])
         return data.tobytes()
 
+    #: An inference running longer than this is hung (an Edge TPU invoke takes milliseconds).
+    INFERENCE_STALL_S = 30.0
+
+    def stalled(self) -> str | None:
+        """Why the pipeline is not making progress, or None. Only then does the watchdog stop
+        pinging, so systemd restarts a daemon that hangs, not one that is merely degraded."""
+        busy = self.pipeline.backends.busy_since
+        if busy is not None and time.monotonic() - busy > self.INFERENCE_STALL_S:
+            return f"an inference has not finished for {time.monotonic() - busy:.0f} s"
+        if self.camera is not None and not self.camera.alive():
+            return "the camera thread has stopped"
+        return None
+
     def degraded_reasons(self) -> list[str]:
         reasons = []
         if backend := self.pipeline.backends.degraded:
