@@ -23,6 +23,7 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any]) ->
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it 0700: the device's service user must be able to read a bundle
     try:
         for name, source in files.items():
             if source.resolve() != (staging / name).resolve():

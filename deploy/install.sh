@@ -131,6 +131,7 @@ host "$VENV/bin/pip" install --upgrade "${PIP_ARGS[@]}"
 files mkdir -p "$OPT/models"
 files rm -rf "$OPT/models/default"
 files cp -R "$SOURCE/models/default" "$OPT/models/default"
+files chmod -R u=rwX,go=rX "$OPT/models/default"  # readable by the service user, whatever the source's modes
 say "installed $OPT/models/default"
 files install -m 0644 "$SOURCE/README.md" "$OPT/README.md"
 if [ -f "$ETC/config.toml" ]; then

@@ -51,6 +51,18 @@ def bundle_copy(tmp_path: Path, default_bundle: Path) -> Path:
     return dest
 
 
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a console script from this environment as a user would."""
     exe = Path(sys.executable).parent / args[0]

@@ -17,7 +17,7 @@ import pytest
 from edge.capture import CameraError, CameraWorker, OpenCVSource, ReplaySource, open_source
 from edge.dataset import read_rgb
 
-from conftest import sample_paths
+from conftest import sample_paths, wait_for as _wait
 
 
 def _video(path, frames: int = 6):
@@ -91,15 +91,6 @@ def test_picamera2_missing_is_reported(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(CameraError, match="python3-picamera2"):
         open_source("picamera2")
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_worker_survives_camera_loss_and_reconnects(tmp_path):

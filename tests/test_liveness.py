@@ -19,7 +19,7 @@ from edge.pipeline import Pipeline
 from edge.service import Service
 from edge.store import Store
 
-from conftest import sample_paths
+from conftest import sample_paths, wait_for as _wait
 
 
 class HangingEdgeTpu:
@@ -34,15 +34,6 @@ class HangingEdgeTpu:
     def probabilities(self, original, segmented):
         self.release.wait(30)
         raise RuntimeError("USB transfer timed out")
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _service(tmp_path, default_bundle, backends, camera=None) -> Service:
