@@ -181,28 +181,31 @@ class BackendManager:
 
     def probabilities(self, original: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, str, float]:
         """Raw probabilities, the backend that produced them and its inference time (ms)."""
-        self.busy_since = time.monotonic()  # set before waiting for the lock: a hung invoke holding it shows too
-        try:
-            return self._probabilities(original, segmented)
-        finally:
-            self.busy_since = None
+        with self._lock:
+            # set by the lock holder only: a request that finishes while another waits must not
+            # clear the mark of an invoke that hangs
+            self.busy_since = time.monotonic()
+            try:
+                return self._probabilities(original, segmented)
+            finally:
+                self.busy_since = None
 
     def _probabilities(self, original: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, str, float]:
-        with self._lock:
-            if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
-                self._probe()
-            if self.tpu is not None:
-                start = time.perf_counter()
-                try:
-                    out = self.tpu.probabilities(original, segmented)
-                    return out, "edgetpu", self._record("edgetpu", start)
-                except Exception as exc:  # the accelerator failed mid-run: fall back, re-probe later
-                    self.tpu = None
-                    self.note = f"Edge TPU failed mid-run ({exc})"
-                    self._next_probe = self.clock() + self.reprobe_s
+        """The work of ``probabilities``, under its lock."""
+        if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
+            self._probe()
+        if self.tpu is not None:
             start = time.perf_counter()
-            out = self.cpu.probabilities(original, segmented)
-            return out, "cpu", self._record("cpu", start)
+            try:
+                out = self.tpu.probabilities(original, segmented)
+                return out, "edgetpu", self._record("edgetpu", start)
+            except Exception as exc:  # the accelerator failed mid-run: fall back, re-probe later
+                self.tpu = None
+                self.note = f"Edge TPU failed mid-run ({exc})"
+                self._next_probe = self.clock() + self.reprobe_s
+        start = time.perf_counter()
+        out = self.cpu.probabilities(original, segmented)
+        return out, "cpu", self._record("cpu", start)
 
     def _record(self, name: str, start: float) -> float:
         ms = timed_ms(start)
