@@ -1,4 +1,6 @@
-"""Writing a model bundle: files, sha256 of each, manifest, model card; atomically."""
+"""Writing a model bundle: files, sha256 of each, reference outputs, manifest, model card,
+and optionally its signature; atomically. Any rewrite drops the old signature (it signed
+another manifest): sign last, after ``compile``."""
 
 from __future__ import annotations
 
@@ -8,14 +10,28 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, content_id, sha256_file
+from edge import reference
+from edge.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, Bundle, content_id, sha256_file
+from edge.inference import CpuBackend
 from edge.labels import LABELS
+from edge.screening import Calibration
+from edge.segmentation import SegmentationParams
+from edge.signing import sign_manifest
 
 from converter.model_card import MODEL_CARD, render_model_card
 
 
-def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any]) -> Path:
-    """Write ``files`` (bundle name -> source path) and the manifest into ``out``.
+def _reference_outputs(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The CPU int8 model's raw outputs on the shipped sample fields (``edge.reference``)."""
+    bundle = Bundle(root, manifest, SegmentationParams.from_dict(manifest["segmentation"]),
+                    Calibration.from_dict(manifest["calibration"]))
+    backend = CpuBackend(root / CPU_MODEL, num_threads=1)
+    return {"backend": "cpu", "runtime": backend.runtime, "fields": reference.outputs(bundle, backend)}
+
+
+def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any], sign_key: Path | None = None) -> Path:
+    """Write ``files`` (bundle name -> source path) and the manifest into ``out``, signed
+    with the private key at ``sign_key`` when given.
 
     The bundle is assembled beside ``out`` and swapped in at the end, so a crash never
     leaves a half-written bundle where the device would look for one.
@@ -34,9 +50,12 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any]) ->
             **manifest,
             "files": {name: sha256_file(staging / name) for name in sorted(files)},
         }
+        full["reference_outputs"] = _reference_outputs(staging, full)
         full = {"format_version": FORMAT_VERSION, "model_id": content_id(full), **full}
         (staging / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
         (staging / MODEL_CARD).write_text(render_model_card(full))
+        if sign_key is not None:
+            sign_manifest(staging, sign_key)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -51,13 +70,15 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any]) ->
     return out
 
 
-def rewrite_bundle(root: Path, extra_files: dict[str, Path] | None = None, **updates: Any) -> Path:
+def rewrite_bundle(root: Path, extra_files: dict[str, Path] | None = None, sign_key: Path | None = None,
+                   **updates: Any) -> Path:
     """Rewrite an existing bundle in place: its model files plus ``extra_files``, its manifest
-    with ``updates``; hashes, model id and card are recomputed."""
+    with ``updates``; hashes, reference outputs, model id and card are recomputed, and the
+    result is signed with ``sign_key`` when given (unsigned otherwise)."""
     root = Path(root)
     names = [CPU_MODEL] + ([EDGETPU_MODEL] if (root / EDGETPU_MODEL).exists() else [])
     files = {name: root / name for name in names} | (extra_files or {})
     manifest = json.loads((root / MANIFEST).read_text())
-    for computed in ("format_version", "model_id", "labels", "files"):
+    for computed in ("format_version", "model_id", "labels", "files", "reference_outputs"):
         manifest.pop(computed, None)
-    return write_bundle(root, files, manifest | updates)
+    return write_bundle(root, files, manifest | updates, sign_key)

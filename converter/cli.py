@@ -1,4 +1,5 @@
-"""``blastscope-convert``: build a bundle, check a model for the Edge TPU, compile a bundle."""
+"""``blastscope-convert``: build a bundle, check a model for the Edge TPU, compile a bundle,
+make a signing key and sign a bundle (last: any rewrite drops the signature)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,21 @@ from pathlib import Path
 
 from edge.bundle import CPU_MODEL, EDGETPU_MODEL, BundleError, load_bundle
 from edge.dataset import DatasetError
+from edge.signing import SIGNATURE, SignatureError, Trust, generate_key, key_id, sign_manifest
+
+
+def _as_written(root: Path):
+    """Load a bundle the converter made: every hash and the model id are verified, and a
+    signature, when there is one, must match its own key (which key to trust is the
+    device's decision, not the converter's)."""
+    signature = Path(root) / SIGNATURE
+    keys: tuple[str, ...] = ()
+    if signature.exists():
+        try:
+            keys = (str(json.loads(signature.read_text())["key"]),)
+        except (ValueError, KeyError, TypeError):
+            keys = ()
+    return load_bundle(root, Trust(keys, allow_unsigned=True))
 
 
 def _log(message: str) -> None:
@@ -36,6 +52,10 @@ def _build(args: argparse.Namespace) -> int:
         return 2
     out = build(cfg, _log)
     _log(f"bundle written to {out}")
+    if args.sign_key:
+        _log(f"signed by key {key_id(sign_manifest(out, Path(args.sign_key)))}")
+    else:
+        _log("not signed: a device runs it only after `blastscope-convert sign` (or with inference.allow_unsigned)")
     return 0
 
 
@@ -52,7 +72,7 @@ def _compile(args: argparse.Namespace) -> int:
     from converter.compile import compile_for_edgetpu
 
     root = Path(args.bundle)
-    bundle = load_bundle(root)
+    bundle = _as_written(root)
     with tempfile.TemporaryDirectory() as tmp:
         result = compile_for_edgetpu(bundle.cpu_model, Path(tmp))
         print(result.summary)
@@ -60,6 +80,24 @@ def _compile(args: argparse.Namespace) -> int:
             return 0 if "not installed" in result.summary else 1
         rewrite_bundle(root, {EDGETPU_MODEL: result.model}, edgetpu=result.to_dict())
     print(f"{root / EDGETPU_MODEL} added; {root / CPU_MODEL} kept for CPU fallback")
+    if bundle.signer:
+        print("the manifest changed, so its signature was removed: sign the bundle again (blastscope-convert sign)")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    public = generate_key(Path(args.out))
+    print(f"private key written to {args.out} (mode 0600): keep it off every device")
+    print(f"public key, for the devices' inference.trusted_keys:\n{public}")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    root = Path(args.bundle)
+    bundle = _as_written(root)  # never sign what does not verify
+    public = sign_manifest(root, Path(args.key))
+    load_bundle(root, Trust((public,)))
+    print(f"signed bundle {bundle.model_id} with key {key_id(public)}: {public}")
     return 0
 
 
@@ -79,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--representative-size", type=int, default=300,
                    help="training fields used to calibrate int8 ranges (300 and 1000 measured within noise of each other)")
     b.add_argument("--seed", type=int, default=1234)
+    b.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
     b.set_defaults(func=_build)
     c = sub.add_parser("check", help="static Edge TPU compatibility check of a .tflite model")
     c.add_argument("model")
@@ -87,6 +126,13 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compile", help="compile a bundle's model with edgetpu_compiler when installed")
     k.add_argument("bundle")
     k.set_defaults(func=_compile)
+    g = sub.add_parser("keygen", help="make an Ed25519 signing key (private PEM file, public key printed)")
+    g.add_argument("--out", required=True, help="private key file to create (never overwritten)")
+    g.set_defaults(func=_keygen)
+    s = sub.add_parser("sign", help="sign a bundle's manifest (after compile: any rewrite drops the signature)")
+    s.add_argument("bundle")
+    s.add_argument("--key", required=True, help="Ed25519 private key (PEM) made by keygen")
+    s.set_defaults(func=_sign)
     return p
 
 
@@ -94,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BundleError, DatasetError, ValueError, FileNotFoundError) as exc:
+    except (BundleError, DatasetError, SignatureError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

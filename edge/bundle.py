@@ -1,8 +1,9 @@
 """The model bundle: a folder with the int8 model(s), ``manifest.json`` and a model card.
 
 The device trusts nothing it cannot verify: the format version must be one this code
-reads and every file listed in the manifest must match its sha256, or the bundle is
-refused with a message saying which check failed.
+reads, every file listed in the manifest must match its sha256, the model id must be the
+manifest's own hash and a trusted key must have signed the manifest (``edge.signing``), or
+the bundle is refused with a message saying which check failed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from edge.labels import LABELS
 from edge.screening import Calibration
 from edge.segmentation import SegmentationParams
+from edge.signing import SignatureError, Trust, verify_manifest
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -63,6 +65,7 @@ class Bundle:
     manifest: dict[str, Any]
     segmentation: SegmentationParams
     calibration: Calibration
+    signer: str | None = None  # the trusted public key that signed it; None: unsigned, allowed by config
 
     @property
     def model_id(self) -> str:
@@ -78,17 +81,18 @@ class Bundle:
         return path if EDGETPU_MODEL in self.manifest["files"] else None
 
 
-def load_bundle(root: Path | str) -> Bundle:
-    """Read and verify a bundle folder. A symlink (the state directory's ``current``) is
+def load_bundle(root: Path | str, trust: Trust = Trust()) -> Bundle:
+    """Read and verify a bundle folder; by default only the release key is trusted. A symlink (the state directory's ``current``) is
     resolved here, once: a daemon that later re-opens a model file (an Edge TPU re-probe)
     must get the bundle it verified at start, not whatever ``current`` points to by then."""
     root = Path(root).resolve()
     manifest_path = root / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest_bytes = manifest_path.read_bytes()
+        manifest = json.loads(manifest_bytes)
     except FileNotFoundError:
         raise BundleError(f"{manifest_path}: no manifest; is {root} a BlastScope model bundle?") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path}: manifest is not a JSON object")
@@ -108,6 +112,10 @@ def load_bundle(root: Path | str) -> Bundle:
     if manifest.get("model_id") != content_id(manifest):
         raise BundleError(f"{manifest_path}: model id {str(manifest.get('model_id'))[:40]!r} does not match the "
                           f"manifest's content ({content_id(manifest)}); the manifest was changed after it was written")
+    try:
+        signer = verify_manifest(root, manifest_bytes, trust)
+    except SignatureError as exc:
+        raise BundleError(str(exc)) from None
     if tuple(manifest.get("labels", ())) != LABELS:
         raise BundleError(f"{manifest_path}: labels {manifest.get('labels')} differ from {list(LABELS)}")
     try:
@@ -115,4 +123,4 @@ def load_bundle(root: Path | str) -> Bundle:
         calibration = Calibration.from_dict(manifest["calibration"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: invalid segmentation or calibration section ({exc})") from None
-    return Bundle(root=root, manifest=manifest, segmentation=segmentation, calibration=calibration)
+    return Bundle(root=root, manifest=manifest, segmentation=segmentation, calibration=calibration, signer=signer)

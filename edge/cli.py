@@ -15,6 +15,7 @@ from edge.dataset import DatasetError, load_dataset, read_rgb
 from edge.labels import DISPLAY_NAMES
 from edge.result import DISCLAIMER
 from edge.runtime import RuntimeUnavailable
+from edge.signing import key_id
 
 
 #: The installed device's configuration, used by every command when it exists.
@@ -29,24 +30,32 @@ def _config_path(given: Path | None) -> Path | None:
     return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
 
 
-def _bundle_path(args: argparse.Namespace) -> Path:
+def _load_bundle(args: argparse.Namespace):
     """``--bundle``, else what the daemon would load: the config's bundle, else the model
-    installed with ``model install`` (the state directory's ``current``), else the shipped one."""
-    if args.bundle is not None:
-        return args.bundle
+    installed with ``model install`` (the state directory's ``current``), else the shipped
+    one; verified with the config's trusted keys. ``--allow-unsigned`` measures a
+    development bundle the converter has not signed yet, and says so."""
+    import dataclasses
+
     from edge.config import load_config
 
-    path = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir}).bundle_path
+    cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
+    path = args.bundle if args.bundle is not None else cfg.bundle_path
     if not (path / MANIFEST).exists():
         raise BundleError(f"no model bundle found (looked for {path / MANIFEST}); pass --bundle DIR, or install "
                           "one with: blastscope-edge model install DIR")
-    return path
+    trust = dataclasses.replace(cfg.trust, allow_unsigned=True) if args.allow_unsigned else cfg.trust
+    bundle = load_bundle(path, trust)
+    if bundle.signer is None:
+        print(f"warning: {path}: unsigned bundle, measured on request (--allow-unsigned); a device will not run it "
+              "until it is signed", file=sys.stderr)
+    return bundle
 
 
 def _pipeline(args: argparse.Namespace):
     from edge.pipeline import Pipeline
 
-    return Pipeline.on_cpu(load_bundle(_bundle_path(args)), threads=args.threads)
+    return Pipeline.on_cpu(_load_bundle(args), threads=args.threads)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -67,10 +76,13 @@ def _model(args: argparse.Namespace) -> int:
         if args.bundle_dir is None:
             print("error: model install needs the bundle folder", file=sys.stderr)
             return 2
-        bundle, previous = install_bundle(args.bundle_dir, cfg.state_dir)
-        print(f"installed model {bundle.model_id} (previous: {previous or 'none'}) in {cfg.state_dir / 'models'}")
+        bundle, previous, checked = install_bundle(args.bundle_dir, cfg.state_dir, cfg.trust)
+        for line in checked:
+            print(f"reference outputs {line}")
+        print(f"installed model {bundle.model_id}, signed by key {key_id(bundle.signer) if bundle.signer else 'none (unsigned, allowed by the config)'} "
+              f"(previous: {previous or 'none'}) in {cfg.state_dir / 'models'}")
     else:
-        bundle, replaced = rollback(cfg.state_dir)
+        bundle, replaced = rollback(cfg.state_dir, cfg.trust)
         print(f"rolled back to model {bundle.model_id} (replaced {replaced})")
     print("restart the service to load it: sudo systemctl restart blastscope")
     return 0
@@ -191,6 +203,8 @@ def parser() -> argparse.ArgumentParser:
                         "when it exists)")
     common.add_argument("--state-dir", help="state directory holding the installed model")
     common.add_argument("--threads", type=int, default=2, help="CPU inference threads")
+    common.add_argument("--allow-unsigned", action="store_true",
+                        help="measure a bundle no trusted key has signed yet (a converter output under test)")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the daemon: camera, analysis, web page and JSON API")
     s.add_argument("--demo", action="store_true", help="replay the shipped sample fields with the shipped model on CPU")

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from edge.bundle import default_bundle_path
 from edge.modelstore import current_bundle_path
+from edge.signing import RELEASE_KEY, SignatureError, Trust
 
 BACKENDS = ("auto", "edgetpu", "cpu")
 
@@ -40,6 +41,10 @@ class InferenceConfig:
     bundle: str = ""  # empty: the installed model (state dir's models/current), else the shipped one
     threads: int = 2
     reprobe_seconds: float = 60.0
+    # Public keys whose signed bundles this device runs ("ed25519:<base64>"); setting the
+    # list replaces the default, which trusts the BlastScope release key only.
+    trusted_keys: tuple[str, ...] = (RELEASE_KEY,)
+    allow_unsigned: bool = False  # a development bundle; never on a device screening patients
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ class Config:
         return current_bundle_path(self.state_dir) or default_bundle_path()
 
     @property
+    def trust(self) -> Trust:
+        return Trust(self.inference.trusted_keys, self.inference.allow_unsigned)
+
+    @property
     def state_dir(self) -> Path:
         if self.store.state_dir:
             return Path(self.store.state_dir)
@@ -112,11 +121,22 @@ ENVIRONMENT = {
 }
 
 
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               tuple[str, ...]: "a list of strings"}
 
 
-def _coerce(key: str, kind: type, value: Any) -> Any:
+def _coerce(key: str, kind: Any, value: Any) -> Any:
     wrong = ConfigError(f"config: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):  # from the environment
+            return value.lower() in ("true", "1")
+        raise wrong
+    if kind == tuple[str, ...]:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise wrong
     if isinstance(value, bool):  # TOML true/false is never a number or a string here
         raise wrong
     if kind is float and isinstance(value, (int, float)):
@@ -173,6 +193,10 @@ def _validate(cfg: Config) -> Config:
     for ok, key, message in checks:
         if not ok:
             raise ConfigError(f"config: {key} {message}")
+    try:
+        cfg.trust
+    except SignatureError as exc:
+        raise ConfigError(f"config: inference.trusted_keys: {exc}") from None
     return cfg
 
 

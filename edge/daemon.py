@@ -30,7 +30,7 @@ DEMO_OVERRIDES = {"camera.source": f"replay:{SAMPLES_DIR}", "inference.backend":
 
 
 def build_service(cfg: Config) -> Service:
-    bundle = load_bundle(cfg.bundle_path)
+    bundle = load_bundle(cfg.bundle_path, cfg.trust)
     backends = BackendManager(bundle.cpu_model, bundle.edgetpu_model, cfg.inference.backend,
                               cfg.inference.threads, cfg.inference.reprobe_seconds)
     camera = CameraWorker(cfg.camera.source, lambda spec: open_source(spec, cfg.camera.width, cfg.camera.height),

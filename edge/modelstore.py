@@ -1,10 +1,11 @@
 """Model updates on the device: install a bundle (e.g. from a USB stick) and roll back.
 
 Bundles live under ``<state>/models/<model_id>/``; ``current`` and ``previous`` are
-symlinks to two of them. A new bundle is verified (format version, every sha256) before
-and after it is copied, its model is run once on a shipped sample field, and only then
-does ``current`` switch, by an atomic rename of a
-symlink, so a bad or half-copied bundle never becomes the running model. The daemon loads
+symlinks to two of them. A new bundle is verified (format version, every sha256, model id,
+signature by a trusted key) before and after it is copied, its model is run on the shipped
+sample fields on every backend present and must reproduce the manifest's reference outputs
+(``edge.reference``), and only then does ``current`` switch, by an atomic rename of a
+symlink, so a bad, tampered or half-copied bundle never becomes the running model. The daemon loads
 ``current`` at start (unless the config names a bundle explicitly).
 """
 
@@ -13,10 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
-from edge import SAMPLES_DIR
+from edge import reference
 from edge.bundle import Bundle, BundleError, load_bundle
-from edge.dataset import read_rgb
+from edge.signing import Trust
 
 CURRENT, PREVIOUS = "current", "previous"
 
@@ -52,54 +54,69 @@ def _prune(folder: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def _runs(bundle: Bundle) -> None:
-    """Refuse a bundle whose model cannot load or classify a real field on this device."""
-    from edge.pipeline import Pipeline
+def _reproduces_references(bundle: Bundle, edgetpu_factory: Callable[[Path], object] | None) -> list[str]:
+    """Run the reference fields on the CPU and, when the bundle has an Edge TPU model and an
+    Edge TPU opens, on it too. Returns what was checked; raises ``BundleError`` on a mismatch."""
+    from edge.inference import CpuBackend, EdgeTpuBackend
 
-    field = read_rgb(min(SAMPLES_DIR.glob("*.jpg")))
+    checked = []
     try:
-        result = Pipeline.on_cpu(bundle).process(field)
-    except Exception as exc:  # any failure to run means the bundle must not go live
-        raise BundleError(f"{bundle.root}: the model does not run ({type(exc).__name__}: {exc})") from None
-    if result.raw_probabilities is None or not abs(float(result.raw_probabilities.sum()) - 1.0) < 0.05:
-        raise BundleError(f"{bundle.root}: the model does not give class probabilities")
+        checked.append(reference.check(bundle, CpuBackend(bundle.cpu_model)))
+        if bundle.edgetpu_model is not None:
+            try:
+                tpu = (edgetpu_factory or EdgeTpuBackend)(bundle.edgetpu_model)
+            except Exception as exc:  # no device, or the running daemon holds it: say so, do not guess
+                checked.append(f"edgetpu: not checked, no Edge TPU could be opened ({exc}); it is checked on the "
+                               "next install with the device attached and the service stopped")
+            else:
+                checked.append(reference.check(bundle, tpu))
+    except BundleError:
+        raise
+    except Exception as exc:  # any failure to run or to match means the bundle must not go live
+        raise BundleError(f"{bundle.root}: the model does not reproduce its reference outputs: "
+                          f"{type(exc).__name__ + ': ' if not isinstance(exc, ValueError) else ''}{exc}") from None
+    return checked
 
 
-def install_bundle(source: Path, state_dir: Path) -> tuple[Bundle, str | None]:
-    """Verify, copy and switch to ``source``; returns the new bundle and the previous model id.
-    Raises ``BundleError`` (nothing changed) when the bundle is bad."""
-    incoming = load_bundle(source)
+def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
+                   edgetpu_factory: Callable[[Path], object] | None = None) -> tuple[Bundle, str | None, list[str]]:
+    """Verify, copy and switch to ``source``; returns the new bundle, the previous model id
+    and what the reference check covered. Raises ``BundleError`` (nothing changed) when the
+    bundle is bad."""
+    incoming = load_bundle(source, trust)
     folder = models_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     name = incoming.model_id
     current = _target(folder / CURRENT)
     if current == name:
-        return load_bundle(folder / name), _target(folder / PREVIOUS)
+        return load_bundle(folder / name, trust), _target(folder / PREVIOUS), ["already installed"]
     dest = folder / name
     if not dest.is_dir():
         staging = folder / f".{name}.incoming"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging)
-        try:
-            _runs(load_bundle(staging))  # the copy itself must verify and run, not just the stick
+        try:  # the copy itself must verify and run, not just the stick
+            checked = _reproduces_references(load_bundle(staging, trust), edgetpu_factory)
         except BundleError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         os.replace(staging, dest)
-    installed = load_bundle(dest)
+    else:
+        checked = _reproduces_references(load_bundle(dest, trust), edgetpu_factory)
+    installed = load_bundle(dest, trust)
     _point(folder / PREVIOUS, current)
     _point(folder / CURRENT, name)
     _prune(folder)
-    return installed, current
+    return installed, current, checked
 
 
-def rollback(state_dir: Path) -> tuple[Bundle, str]:
+def rollback(state_dir: Path, trust: Trust = Trust()) -> tuple[Bundle, str]:
     """Swap ``current`` and ``previous``; returns the now-current bundle and the replaced id."""
     folder = models_dir(state_dir)
     previous, current = _target(folder / PREVIOUS), _target(folder / CURRENT)
     if previous is None or not (folder / previous).is_dir():
         raise BundleError(f"{folder}: no previous model to roll back to")
-    restored = load_bundle(folder / previous)
+    restored = load_bundle(folder / previous, trust)
     _point(folder / CURRENT, previous)
     _point(folder / PREVIOUS, current)
     return restored, str(current)

@@ -16,7 +16,7 @@ from edge.inference import BackendManager, timed_ms
 from edge.quality import cells_reason, measure_quality
 from edge.result import Result
 from edge.screening import screen
-from edge.segmentation import segment
+from edge.segmentation import SegmentationParams, segment
 
 
 def fit_to_input(rgb: np.ndarray, side: int) -> np.ndarray:
@@ -24,6 +24,14 @@ def fit_to_input(rgb: np.ndarray, side: int) -> np.ndarray:
     if rgb.shape[:2] == (side, side):
         return rgb
     return cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def model_inputs(frame: np.ndarray, params: SegmentationParams, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two images the model reads for a frame (original field, segmented field), exactly
+    as ``Pipeline.process`` makes them but without the quality gate: reference outputs use it."""
+    cropped, _ = crop_to_field(frame)
+    field_rgb = np.ascontiguousarray(fit_to_input(cropped, side))
+    return field_rgb, segment(field_rgb, params).segmented
 
 
 class Pipeline:

@@ -17,6 +17,7 @@ from edge.capture import CameraError, CameraWorker
 from edge.config import Config
 from edge.pipeline import Pipeline
 from edge.result import Result
+from edge.signing import key_id
 from edge.store import Store
 
 
@@ -110,6 +111,8 @@ class Service:
                            "and every stored result is kept")
         elif free < 2 * floor:
             reasons.append(f"disk space low: {free:.0f} MB free; new fields will be refused below {floor:.0f} MB")
+        if self.bundle.signer is None:
+            reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
         reasons.extend(self.store.recovered)
         return reasons
 
@@ -130,7 +133,8 @@ class Service:
             "model": {"id": self.bundle.model_id, "path": str(self.bundle.root),
                       "created": self.bundle.manifest.get("created"),
                       "test_accuracy": test.get("accuracy"),
-                      "edgetpu_model": self.bundle.edgetpu_model is not None},
+                      "edgetpu_model": self.bundle.edgetpu_model is not None,
+                      "signed_by": key_id(self.bundle.signer) if self.bundle.signer else None},
             "camera": camera,
             "analysis": self.stats.snapshot(),
             "disk": {"state_dir": str(self.store.root), "free_mb": round(self.store.free_mb(), 1),

@@ -51,6 +51,42 @@ def bundle_copy(tmp_path: Path, default_bundle: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def test_key(tmp_path_factory) -> tuple[Path, str]:
+    """A signing key made for the tests: (private PEM path, public key text). The release
+    key's private half is kept off this repository, so test bundles are signed with this."""
+    from edge.signing import generate_key
+
+    path = tmp_path_factory.mktemp("keys") / "test-signing.pem"
+    return path, generate_key(path)
+
+
+@pytest.fixture
+def trusting_config(tmp_path: Path, test_key: tuple[Path, str]) -> Path:
+    """A daemon config that trusts the release key and the tests' key."""
+    from edge.signing import RELEASE_KEY
+
+    path = tmp_path / "trust.toml"
+    path.write_text(f'[inference]\ntrusted_keys = ["{RELEASE_KEY}", "{test_key[1]}"]\n')
+    return path
+
+
+def resign(root: Path, key: Path, **updates) -> Path:
+    """Edit a bundle's manifest the way its author could (new values, file hashes and model id
+    recomputed) and sign it: a bundle that verifies and is signed, whatever it contains."""
+    import json
+
+    from edge.bundle import content_id, sha256_file
+    from edge.signing import sign_manifest
+
+    manifest = json.loads((root / "manifest.json").read_text()) | updates
+    manifest["files"] = {name: sha256_file(root / name) for name in manifest["files"]}
+    manifest["model_id"] = content_id(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    sign_manifest(root, key)
+    return root
+
+
 def wait_for(predicate, timeout: float = 10.0) -> bool:
     """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False)."""
     import time

@@ -7,8 +7,9 @@ import json
 
 from edge.bundle import load_bundle
 from edge.dataset import load_dataset
+from edge.signing import Trust
 
-from conftest import run_cli, tiny_dataset
+from conftest import run_cli, sample_paths, tiny_dataset
 
 
 def test_build_tiny_bundle_and_evaluate_it(tmp_path, dataset_dir, weights_path):
@@ -22,16 +23,22 @@ def test_build_tiny_bundle_and_evaluate_it(tmp_path, dataset_dir, weights_path):
     assert "readme.txt: not an image file" in result.stdout
     assert "[head] epoch 1/1" in result.stdout and "eta" in result.stdout
     assert "Result: PASS" in result.stdout
-    bundle = load_bundle(out)
+    assert "not signed: a device runs it only after" in result.stdout
+    bundle = load_bundle(out, Trust(allow_unsigned=True))
     m = bundle.manifest
     assert set(m["metrics"]) == {"float_val", "int8_val", "float_test", "int8_test"}
     split_keys = [k for keys in m["split"]["keys"].values() for k in keys]
     assert sorted(split_keys) == sorted(s.key for s in load_dataset(data).samples)
     assert m["segmentation"] and m["calibration"]["temperature"] > 0
     assert m["edgetpu"]["compiled"] in (True, False) and m["edgetpu"]["summary"]
+    assert sorted(m["reference_outputs"]["fields"]) == sorted(p.name for p in sample_paths())
 
-    evaluated = run_cli("blastscope-edge", "evaluate", "--bundle", str(out), "--data", str(data), "--json")
+    refused = run_cli("blastscope-edge", "evaluate", "--bundle", str(out), "--data", str(data), "--json")
+    assert refused.returncode == 2 and "the bundle is not signed" in refused.stderr
+    evaluated = run_cli("blastscope-edge", "evaluate", "--bundle", str(out), "--data", str(data), "--json",
+                        "--allow-unsigned")
     assert evaluated.returncode == 0, evaluated.stderr
+    assert "unsigned bundle, measured on request" in evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert report["confusion"] == m["metrics"]["int8_test"]["confusion"]
 

@@ -16,7 +16,7 @@ import pytest
 from edge.bundle import load_bundle
 from edge.config import load_config
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, resign, run_cli
 
 DEPLOY = ROOT / "deploy"
 
@@ -162,9 +162,9 @@ def test_scripts_pass_shellcheck():
     assert r.returncode == 0, r.stdout
 
 
-def _variant(default_bundle: Path, dest: Path, description: str) -> Path:
+def _variant(default_bundle: Path, dest: Path, description: str, key: Path) -> Path:
     """The same network re-serialised with another description: a second, genuinely
-    different, runnable bundle (new model.tflite bytes, new sha256, new model id)."""
+    different, runnable bundle (new model.tflite bytes, new sha256, new model id), signed."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -176,41 +176,44 @@ def _variant(default_bundle: Path, dest: Path, description: str) -> Path:
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     (dest / "model.tflite").write_bytes(bytes(builder.Output()))
-    return rewrite_bundle(dest)
+    return rewrite_bundle(dest, sign_key=key)
 
 
-def test_model_install_refuse_and_rollback(tmp_path, default_bundle):
+def test_model_install_refuse_and_rollback(tmp_path, default_bundle, test_key, trusting_config):
+    from edge.signing import Trust
+
     state = tmp_path / "state"
+    cli = ("--state-dir", str(state), "--config", str(trusting_config))
     first = load_bundle(default_bundle).model_id
-    second_dir = _variant(default_bundle, tmp_path / "usb" / "bundle", "retrained")
-    second = load_bundle(second_dir).model_id
+    second_dir = _variant(default_bundle, tmp_path / "usb" / "bundle", "retrained", test_key[0])
+    second = load_bundle(second_dir, Trust((test_key[1],))).model_id
     assert second != first
 
-    r = run_cli("blastscope-edge", "model", "install", str(default_bundle), "--state-dir", str(state))
-    assert r.returncode == 0 and f"installed model {first} (previous: none)" in r.stdout
-    r = run_cli("blastscope-edge", "model", "install", str(second_dir), "--state-dir", str(state))
-    assert r.returncode == 0 and f"installed model {second} (previous: {first})" in r.stdout
+    r = run_cli("blastscope-edge", "model", "install", str(default_bundle), *cli)
+    assert r.returncode == 0 and f"installed model {first}, signed by key" in r.stdout and "(previous: none)" in r.stdout
+    assert "reference outputs cpu: 8 reference fields match" in r.stdout
+    r = run_cli("blastscope-edge", "model", "install", str(second_dir), *cli)
+    assert r.returncode == 0 and f"installed model {second}, signed by key" in r.stdout and f"(previous: {first})" in r.stdout
     assert load_config(None, environ={}, overrides={"store.state_dir": str(state)}).bundle_path.resolve() == \
         (state / "models" / second).resolve()
 
     broken = tmp_path / "broken"
     shutil.copytree(second_dir, broken)
     (broken / "model.tflite").write_bytes(b"\0" * 64)
-    r = run_cli("blastscope-edge", "model", "install", str(broken), "--state-dir", str(state))
+    r = run_cli("blastscope-edge", "model", "install", str(broken), *cli)
     assert r.returncode == 2 and "does not match the manifest" in r.stderr
-    from converter.bundle import rewrite_bundle
 
-    unrunnable = tmp_path / "unrunnable"
+    unrunnable = tmp_path / "unrunnable"  # signed by a trusted key, hashes right, model broken
     shutil.copytree(default_bundle, unrunnable)
     (unrunnable / "model.tflite").write_bytes(b"TFL3 not really a model")
-    rewrite_bundle(unrunnable)
-    r = run_cli("blastscope-edge", "model", "install", str(unrunnable), "--state-dir", str(state))
-    assert r.returncode == 2 and "the model does not run" in r.stderr
+    resign(unrunnable, test_key[0])
+    r = run_cli("blastscope-edge", "model", "install", str(unrunnable), *cli)
+    assert r.returncode == 2 and "the model does not reproduce its reference outputs" in r.stderr
     assert os.readlink(state / "models" / "current") == second  # the running model stayed
     assert sorted(p.name for p in (state / "models").iterdir() if not p.name.startswith(".")) == \
         sorted([first, second, "current", "previous"])
 
-    r = run_cli("blastscope-edge", "model", "rollback", "--state-dir", str(state))
+    r = run_cli("blastscope-edge", "model", "rollback", *cli)
     assert r.returncode == 0 and f"rolled back to model {first} (replaced {second})" in r.stdout
     assert os.readlink(state / "models" / "current") == first
     assert os.readlink(state / "models" / "previous") == second

@@ -14,6 +14,7 @@ import numpy as np
 from converter.compile import parse_compiler_log
 from converter.edgetpu_check import MAPPED, check_model
 from edge.bundle import EDGETPU_MODEL, load_bundle, sha256_file
+from edge.signing import Trust
 
 from conftest import ROOT, run_cli
 
@@ -94,7 +95,9 @@ def test_compile_with_standin_adds_edgetpu_model_and_log(bundle_copy):
     env = {"PATH": f"{STANDINS}{os.pathsep}{os.environ['PATH']}"}
     result = run_cli("blastscope-convert", "compile", str(bundle_copy), env=env)
     assert result.returncode == 0, result.stderr
-    bundle = load_bundle(bundle_copy)  # hashes verified, including the new file
+    assert "its signature was removed: sign the bundle again" in result.stdout
+    assert not (bundle_copy / "manifest.sig").exists()
+    bundle = load_bundle(bundle_copy, Trust(allow_unsigned=True))  # hashes verified, including the new file
     assert bundle.edgetpu_model == bundle_copy / EDGETPU_MODEL
     edgetpu = bundle.manifest["edgetpu"]
     assert edgetpu["compiled"] and edgetpu["ops_on_edgetpu"] == 136 and edgetpu["ops_on_cpu"] == 0
