@@ -79,6 +79,8 @@ class ServerConfig:
     # not a thread. Room for many, and idle ones are dropped after channel_timeout seconds.
     connection_limit: int = 400
     channel_timeout: float = 15.0
+    # After SIGTERM: requests already received get this long to finish (systemd stops at 20 s).
+    drain_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ def _validate(cfg: Config) -> Config:
         (cfg.server.threads >= 1, "server.threads", "must be at least 1"),
         (cfg.server.connection_limit >= 10, "server.connection_limit", "must be at least 10"),
         (cfg.server.channel_timeout > 0, "server.channel_timeout", "must be positive"),
+        (0 < cfg.server.drain_seconds <= 60, "server.drain_seconds", "must be in (0, 60]"),
     ]
     for ok, key, message in checks:
         if not ok:

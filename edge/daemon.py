@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
-
-from waitress.server import create_server
 
 from edge.auth import load_credentials
 from edge.bundle import default_bundle_path, load_bundle
 from edge.capture import CameraError, CameraWorker, open_source
 from edge import SAMPLES_DIR
 from edge.config import Config, load_config
+from edge.httpserver import HttpServer
 from edge.inference import BackendManager
 from edge.notify import Watchdog, notifier, watchdog_interval
 from edge.pipeline import Pipeline
@@ -54,24 +52,21 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
         # Printed once, on the start that created them; they stay in the state folder (0600).
         print(f"BlastScope first start: PIN {creds.pin}  API token {creds.token}  "
               f"(kept in {cfg.state_dir / 'credentials'})", flush=True)
-    server = create_server(create_app(service, creds, cfg.server), host=cfg.server.host, port=cfg.server.port,
-                           threads=cfg.server.threads, ident="BlastScope",
-                           connection_limit=cfg.server.connection_limit, channel_timeout=cfg.server.channel_timeout,
-                           cleanup_interval=max(1.0, cfg.server.channel_timeout / 3))
+    server = HttpServer(create_app(service, creds, cfg.server), cfg.server)
     service.camera.start()
     try:
         service.camera.latest(wait_s=5.0)  # READY after the first frame, or after saying why there is none
     except CameraError as exc:
         log.warning("camera %s: %s", cfg.camera.source, exc)
     notify = notifier()
-    stopping = threading.Event()
+    stopping = service.stopping
 
     def shutdown(signum: int, _frame: Any) -> None:
         if not stopping.is_set():
-            stopping.set()
-            log.info("signal %d: shutting down", signum)
+            stopping.set()  # the app now answers new requests with 503 and closes connections
+            log.info("signal %d: stopping; requests under way get %.0f s to finish", signum, cfg.server.drain_seconds)
             notify("STOPPING=1")
-            server.close()
+            server.stop()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
@@ -80,19 +75,17 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
     if interval:
         watchdog = Watchdog(notify, interval, lambda: not stopping.is_set() and service.stalled() is None,
                             lambda: status_line(service)).start()
-    print(f"BlastScope serving on http://{cfg.server.host}:{server.effective_port} "
+    print(f"BlastScope serving on http://{cfg.server.host}:{server.port} "
           f"(model {service.bundle.model_id}, backend {service.pipeline.backends.name}, camera {cfg.camera.source}, "
           f"state {cfg.state_dir})", flush=True)
     notify(f"READY=1\nSTATUS={status_line(service)}")
     try:
-        server.run()
-    except (OSError, ValueError):
-        if not stopping.is_set():
-            raise
+        drained = server.run()
     finally:
         if watchdog:
             watchdog.stop()
         service.camera.stop()
-        service.store.close()
-        log.info("stopped; store flushed")
+    service.store.close()  # after the request threads are joined: nothing writes to a closed store
+    print(f"BlastScope stopped: drained in {drained.seconds:.2f} s, {drained.unfinished} request(s) unfinished; "
+          "store closed", flush=True)
     return 0

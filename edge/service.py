@@ -58,6 +58,7 @@ class Service:
         self.config, self.bundle, self.pipeline, self.store, self.camera = config, bundle, pipeline, store, camera
         self.stats = Stats()
         self.started = time.time()
+        self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
 
     def analyze(self, frame: np.ndarray, source: str) -> Result:
         """Run the pipeline on a frame and store the result (classified or rejected).

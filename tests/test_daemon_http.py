@@ -175,7 +175,7 @@ def test_generated_credentials_are_private_and_printed_once(tmp_path):
 def test_sigterm_shuts_down_cleanly_and_flushes(server):
     assert _classify(server, _jpeg(sample_paths()[1])).status_code == 200
     assert server.stop() == 0
-    assert "store flushed" in "".join(server.output)
+    assert "store closed" in "".join(server.output)
     wal = server.state_dir / "results.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0
     with sqlite3.connect(server.state_dir / "results.db") as db:

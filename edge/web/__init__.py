@@ -62,6 +62,16 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             return view(*args, **kwargs)
         return wrapper
 
+    @app.before_request
+    def refuse_while_stopping():
+        """After SIGTERM a request on a connection still open gets a clear answer; the server
+        (edge/httpserver.py) closes the connection after it (WSGI apps may not set Connection)."""
+        if service.stopping.is_set():
+            response, status = _error(503, "the device is restarting; try again in a few seconds")
+            response.headers["Retry-After"] = "5"
+            return response, status
+        return None
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if request.path.startswith("/api/") or request.path == "/healthz":
