@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 CREDENTIALS = "credentials"
 
@@ -63,28 +64,69 @@ def same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-class LockOut:
-    """Counts failed PIN attempts per client; after ``attempts`` failures the client is
-    locked out for ``seconds``. A success clears the count."""
+class LoginGuard:
+    """Limits on guessing the PIN, per client and for the whole device.
 
-    def __init__(self, attempts: int, seconds: float) -> None:
-        self.attempts, self.seconds = attempts, seconds
-        self._failures: dict[str, list[float]] = {}
+    Per client: after ``attempts`` failures within ``seconds`` the client waits out the
+    rest of ``seconds``. Device-wide, because an attacker can cycle source addresses (49
+    addresses found a 6-digit PIN in 0.6 s): after ``free`` failures within the last 24 h,
+    each further attempt anywhere must wait 1, 2, 4 ... seconds after the previous one, up to
+    ``max_delay``. An attempt reserves its delay before the PIN is checked, so parallel
+    requests cannot slip through together. The cost: under attack a clinician may also wait
+    up to ``max_delay`` (the page counts it down). Failures are kept in memory: a restart
+    forgets them, and only a restart the attacker cannot cause (power, systemd) does that.
+    """
+
+    WINDOW_S = 24 * 3600.0
+
+    def __init__(self, attempts: int, seconds: float, free: int, max_delay: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.attempts, self.seconds, self.free, self.max_delay, self.clock = attempts, seconds, free, max_delay, clock
+        self._client_failures: dict[str, list[float]] = {}
+        self._device_failures: list[float] = []
+        self._next_allowed = 0.0
         self._lock = threading.Lock()
 
-    def locked_for(self, client: str) -> float:
-        """Seconds left in the client's lock-out (0 when not locked)."""
+    def delay_after(self, failures: int) -> float:
+        """Device-wide wait after the ``failures``-th failure in the window."""
+        return 0.0 if failures < self.free else float(min(2.0 ** (failures - self.free), self.max_delay))
+
+    def _prune(self, now: float) -> None:
+        self._device_failures = [t for t in self._device_failures if now - t < self.WINDOW_S]
+
+    def begin(self, client: str) -> float:
+        """Seconds the client must wait before this attempt (0: go ahead, delay reserved)."""
         with self._lock:
-            recent = [t for t in self._failures.get(client, []) if time.monotonic() - t < self.seconds]
-            self._failures[client] = recent
+            now = self.clock()
+            recent = [t for t in self._client_failures.get(client, []) if now - t < self.seconds]
+            self._client_failures[client] = recent
             if len(recent) >= self.attempts:
-                return self.seconds - (time.monotonic() - recent[-1])
+                return self.seconds - (now - recent[-1])
+            if now < self._next_allowed:
+                return self._next_allowed - now
+            self._prune(now)
+            self._next_allowed = now + self.delay_after(len(self._device_failures) + 1)
             return 0.0
 
-    def failed(self, client: str) -> None:
+    def failed(self, client: str) -> int:
+        """Record a wrong PIN; returns the device-wide failures in the last 24 h."""
         with self._lock:
-            self._failures.setdefault(client, []).append(time.monotonic())
+            now = self.clock()
+            self._client_failures.setdefault(client, []).append(now)
+            self._device_failures.append(now)
+            self._prune(now)
+            return len(self._device_failures)
 
     def succeeded(self, client: str) -> None:
         with self._lock:
-            self._failures.pop(client, None)
+            self._client_failures.pop(client, None)
+            self._next_allowed = min(self._next_allowed, self.clock())  # release this attempt's reservation
+
+    def brute_force_figures(self, digits: int) -> dict[str, float]:
+        """How long guessing a ``digits``-digit PIN takes at the device-wide limit (per-client
+        limits ignored: the attacker has many addresses)."""
+        per_day = self.WINDOW_S / self.max_delay + self.free
+        space = 10 ** digits
+        return {"pin_digits": digits, "guesses_per_day": round(per_day, 1),
+                "days_to_50_percent": round(space / 2 / per_day, 1), "days_to_search_all": round(space / per_day, 1),
+                "chance_within_90_days": round(min(1.0, 90 * per_day / space), 4)}

@@ -72,8 +72,13 @@ class ServerConfig:
     token: str = ""  # empty: generated at first start, stored in the state dir
     max_upload_mb: float = 16.0
     max_pixels: int = 24_000_000  # per upload, from the header; decoding is bounded (edge/imagefile.py)
-    lockout_attempts: int = 5
+    lockout_attempts: int = 5  # per client: wrong PINs before it waits lockout_seconds
     lockout_seconds: float = 300.0
+    # Device-wide, whatever the client address: wrong PINs in 24 h before attempts are spaced
+    # 1, 2, 4 ... seconds apart, up to login_max_delay_seconds (edge/auth.py, README figures).
+    login_free_failures: int = 10
+    login_max_delay_seconds: float = 120.0
+    session_hours: float = 12.0  # a login lasts one shift at most; logout ends it at once
     threads: int = 4
     # waitress keeps a connection per client; a half-sent request costs a socket and a buffer,
     # not a thread. Room for many, and idle ones are dropped after channel_timeout seconds.
@@ -188,6 +193,9 @@ def _validate(cfg: Config) -> Config:
         (cfg.server.max_pixels > 0, "server.max_pixels", "must be positive"),
         (cfg.server.lockout_attempts >= 1, "server.lockout_attempts", "must be at least 1"),
         (cfg.server.lockout_seconds > 0, "server.lockout_seconds", "must be positive"),
+        (cfg.server.login_free_failures >= 1, "server.login_free_failures", "must be at least 1"),
+        (1 <= cfg.server.login_max_delay_seconds <= 3600, "server.login_max_delay_seconds", "must be 1-3600"),
+        (0 < cfg.server.session_hours <= 24 * 31, "server.session_hours", "must be in (0, 744]"),
         (cfg.server.threads >= 1, "server.threads", "must be at least 1"),
         (cfg.server.connection_limit >= 10, "server.connection_limit", "must be at least 10"),
         (cfg.server.channel_timeout > 0, "server.channel_timeout", "must be positive"),

@@ -1,27 +1,33 @@
 """The web page and JSON API (Flask application factory).
 
-People log in with the PIN (session cookie, CSRF token on every state-changing request,
-lock-out after repeated failures); scripts send ``Authorization: Bearer <token>``.
+People log in with the PIN (a server-side session whose id is in the cookie, CSRF token on
+every state-changing request including logout, per-client and device-wide limits on wrong
+PINs, each failure logged and audited); scripts send ``Authorization: Bearer <token>``.
 Everything the page needs is served from here: no CDN, no external fonts or scripts.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+from datetime import timedelta
 from functools import wraps
 from typing import Any, Callable
 
 from flask import Flask, Response, jsonify, redirect, render_template, request, send_file, session, url_for
 from werkzeug.exceptions import HTTPException
 
-from edge.auth import Credentials, LockOut, same_secret
+from edge.auth import Credentials, LoginGuard, same_secret
 from edge.capture import CameraError
 from edge.config import ServerConfig
 from edge.imagefile import ImageRejected, decode_image
 from edge.labels import DISPLAY_NAMES
 from edge.result import DISCLAIMER
 from edge.service import Service
+from edge.sessions import Sessions, pin_fingerprint
 from edge.store import StoreFull
+
+log = logging.getLogger("blastscope")
 
 
 #: SQLite's largest integer: a larger id in a URL is a plain 404, not an overflow.
@@ -39,15 +45,30 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         MAX_CONTENT_LENGTH=int(cfg.max_upload_mb * 1024 * 1024),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=cfg.session_hours),
     )
-    lockout = LockOut(cfg.lockout_attempts, cfg.lockout_seconds)
+    guard = LoginGuard(cfg.lockout_attempts, cfg.lockout_seconds, cfg.login_free_failures, cfg.login_max_delay_seconds)
+    sessions = Sessions(service.config.state_dir, pin_fingerprint(credentials.secret_key, credentials.pin),
+                        cfg.session_hours * 3600)
+    app.extensions["blastscope"] = {"sessions": sessions, "login_guard": guard}
+
+    def audit(action: str, after: Any = None) -> None:
+        """Security events go to the append-only audit log; a full disk must not block a login."""
+        try:
+            service.store.audit(request.remote_addr or "unknown", action, after=after)
+        except Exception as exc:  # noqa: BLE001 - logged instead; the journal still has it
+            log.error("audit of %s failed: %s", action, exc)
 
     def authenticated() -> str | None:
         """'token', 'session', or None."""
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer ") and same_secret(header[7:].strip(), credentials.token):
             return "token"
-        return "session" if session.get("auth") else None
+        return "session" if sessions.lookup(session.get("sid")) else None
+
+    def session_csrf() -> str:
+        record = sessions.lookup(session.get("sid"))
+        return record.csrf if record else ""
 
     def api(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
@@ -57,7 +78,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
                 return _error(401, "authentication required: log in with the PIN or send 'Authorization: Bearer <token>'")
             if how == "session" and request.method not in ("GET", "HEAD"):
                 sent = request.headers.get("X-CSRF-Token", "")
-                if not sent or not same_secret(sent, session.get("csrf", "")):
+                if not sent or not same_secret(sent, session_csrf() or "-"):
                     return _error(403, "CSRF token missing or wrong: reload the page")
             return view(*args, **kwargs)
         return wrapper
@@ -99,35 +120,52 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         session.setdefault("csrf", secrets.token_hex(16))
         return render_template("login.html", csrf=session["csrf"], error=None)
 
+    def login_refused(wait: float):
+        seconds = int(wait) + 1
+        page = render_template("login.html", csrf=session.get("csrf", ""), wait=seconds,
+                               error=f"Too many wrong PINs. Try again in {seconds} s.")
+        return page, 429, {"Retry-After": str(seconds)}
+
     @app.post("/login")
     def login():
         client = request.remote_addr or "unknown"
-        wait = lockout.locked_for(client)
-        if wait > 0:
-            return render_template("login.html", csrf=session.get("csrf", ""),
-                                   error=f"Too many wrong PINs. Try again in {int(wait) + 1} s."), 429
         if not same_secret(request.form.get("csrf", ""), session.get("csrf", "") or "-"):
             session["csrf"] = secrets.token_hex(16)
             return render_template("login.html", csrf=session["csrf"], error="The form expired. Enter the PIN again."), 403
+        wait = guard.begin(client)
+        if wait > 0:
+            return login_refused(wait)
         if not same_secret(request.form.get("pin", ""), credentials.pin):
-            lockout.failed(client)
-            return render_template("login.html", csrf=session["csrf"], error="Wrong PIN."), 401
-        lockout.succeeded(client)
+            failures = guard.failed(client)
+            log.warning("wrong PIN from %s (%d wrong PINs on this device in 24 h)", client, failures)
+            audit("login_failed", {"device_failures_24h": failures})
+            next_wait = guard.delay_after(failures)
+            error = "Wrong PIN." + (f" The next attempt is possible in {int(next_wait)} s." if next_wait >= 1 else "")
+            return render_template("login.html", csrf=session["csrf"], error=error,
+                                   wait=int(next_wait) if next_wait >= 1 else None), 401
+        guard.succeeded(client)
+        session_id, _ = sessions.create()
         session.clear()
-        session["auth"] = True
-        session["csrf"] = secrets.token_hex(16)
+        session.permanent = True
+        session["sid"] = session_id
+        audit("login")
         return redirect(url_for("index"))
 
     @app.post("/logout")
     def logout():
+        if not same_secret(request.form.get("csrf", ""), session_csrf() or "-"):
+            return _error(403, "CSRF token missing or wrong: reload the page")
+        sessions.revoke(session.get("sid"))
+        audit("logout")
         session.clear()
         return redirect(url_for("login_page"))
 
     @app.get("/")
     def index():
-        if not session.get("auth"):
+        record = sessions.lookup(session.get("sid"))
+        if record is None:
             return redirect(url_for("login_page"))
-        return render_template("index.html", csrf=session["csrf"], disclaimer=DISCLAIMER, names=DISPLAY_NAMES)
+        return render_template("index.html", csrf=record.csrf, disclaimer=DISCLAIMER, names=DISPLAY_NAMES)
 
     @app.get("/api/status")
     @api
@@ -169,6 +207,14 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 500:  # "²".isdigit() is True
             return _error(400, "limit must be a whole number from 1 to 500")
         return jsonify({"results": service.store.recent(int(limit))})
+
+    @app.get("/api/audit")
+    @api
+    def audit_log():
+        limit = request.args.get("limit", "100")
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 1000:
+            return _error(400, "limit must be a whole number from 1 to 1000")
+        return jsonify({"audit": service.store.audit_log(int(limit))})
 
     @app.get(f"/api/results/<int(max={MAX_ID}):result_id>")
     @api
