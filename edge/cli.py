@@ -194,6 +194,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hardening(args: argparse.Namespace) -> int:
+    from edge.hardening import run, table
+
+    report = run(parallel=args.parallel, connections=args.connections, seconds=args.seconds)
+    print(json.dumps(report, indent=2) if args.json else table(report))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="blastscope-edge", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -242,6 +250,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=20)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench)
+    h = sub.add_parser("hardening", help="measure a demo daemon: peak RSS under parallel worst-case uploads, "
+                       "requests served under half-open connections, time to stop under load")
+    h.add_argument("--parallel", type=int, default=4, help="parallel uploads per worst case")
+    h.add_argument("--connections", type=int, default=300, help="half-open connections to hold")
+    h.add_argument("--seconds", type=float, default=5.0, help="how long to send requests while they are held")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=_hardening)
     return p
 
 

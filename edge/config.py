@@ -186,8 +186,9 @@ def _validate(cfg: Config) -> Config:
         (cfg.store.max_age_days > 0, "store.max_age_days", "must be positive"),
         (cfg.store.min_free_mb >= 0, "store.min_free_mb", "must not be negative"),
         (0 <= cfg.server.port < 65536, "server.port", "must be 0-65535 (0: any free port)"),
-        (cfg.server.pin == "" or (cfg.server.pin.isdigit() and 4 <= len(cfg.server.pin) <= 12), "server.pin",
-         "must be 4-12 digits"),
+        # 4 digits fall to the device-wide login limit in about 7 days (README, "Login"); 6 take years
+        (cfg.server.pin == "" or (cfg.server.pin.isascii() and cfg.server.pin.isdigit() and 6 <= len(cfg.server.pin) <= 12),
+         "server.pin", "must be 6-12 digits"),
         (cfg.server.token == "" or len(cfg.server.token) >= 16, "server.token", "must be at least 16 characters"),
         (cfg.server.max_upload_mb > 0, "server.max_upload_mb", "must be positive"),
         (cfg.server.max_pixels > 0, "server.max_pixels", "must be positive"),

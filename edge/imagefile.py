@@ -22,6 +22,10 @@ FORMATS = ("JPEG", "PNG")
 WORKING_SIDE = 2048
 #: Longest side accepted at all (a 1 x 40,000,000 PNG is 78 KB and decodes to 1.1 GB).
 MAX_SIDE = 16384
+#: A PNG cannot be decoded at reduced scale (a JPEG can): a 24 Mpx PNG costs 72 MB before it is
+#: reduced, and four in parallel took the daemon past 300 MB (``blastscope-edge hardening``).
+#: 12 Mpx is a 4000x3000 phone photo or screenshot; larger fields should come as JPEG.
+MAX_PNG_PIXELS = 12_000_000
 #: Images above this many pixels are decoded one at a time.
 LARGE_PIXELS = 4_000_000
 _large_decode = threading.BoundedSemaphore(1)
@@ -38,10 +42,18 @@ class ImageRejected(ValueError):
         self.status, self.reason = status, reason
 
 
+def draft(img: Image.Image) -> None:
+    """Make a JPEG decode at 1/2, 1/4 or 1/8 scale when that still leaves WORKING_SIDE on the
+    long side. Pillow keeps both sides >= the requested size, so ask for the image's own aspect:
+    asking for a square decoded a 6000x4000 JPEG at full size (72 MB) because 4000/2 < 2048."""
+    if img.format == "JPEG":
+        k = min(1.0, WORKING_SIDE / max(img.size))
+        img.draft("RGB", (max(1, int(img.size[0] * k)), max(1, int(img.size[1] * k))))
+
+
 def _decode(img: Image.Image) -> np.ndarray:
     orientation = img.getexif().get(0x0112, 1)
-    if img.format == "JPEG":
-        img.draft("RGB", (WORKING_SIDE, WORKING_SIDE))  # decode at 1/2, 1/4 or 1/8 scale when that suffices
+    draft(img)
     img.load()
     factor = -(-max(img.size) // WORKING_SIDE)  # ceiling: the result is at most WORKING_SIDE
     if factor > 1:
@@ -64,6 +76,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                 raise ImageRejected(413, f"image is {width}x{height} pixels; the limit is {MAX_SIDE} pixels a side")
             if width * height > max_pixels:
                 raise ImageRejected(413, f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+            if img.format == "PNG" and width * height > MAX_PNG_PIXELS:
+                raise ImageRejected(413, f"PNG is {width}x{height} pixels; PNGs are limited to {MAX_PNG_PIXELS:,} pixels "
+                                         "because they cannot be decoded at reduced size: send a JPEG")
             if width * height <= LARGE_PIXELS:
                 return _decode(img)
             with _large_decode:

@@ -17,7 +17,7 @@ from conftest import sample_paths
 
 def test_config_layers_toml_environment_and_flags(tmp_path):
     toml = tmp_path / "config.toml"
-    toml.write_text('[server]\nport = 9000\npin = "1234"\n[camera]\nsource = "opencv:0"\nfps = 2\n')
+    toml.write_text('[server]\nport = 9000\npin = "123456"\n[camera]\nsource = "opencv:0"\nfps = 2\n')
     cfg = load_config(toml, environ={"BLASTSCOPE_PIN": "98765", "BLASTSCOPE_STATE_DIR": "/srv/state"},
                       overrides={"server.port": 9100})
     assert cfg.server.port == 9100 and cfg.server.pin == "98765" and cfg.camera.fps == 2.0
@@ -27,7 +27,7 @@ def test_config_layers_toml_environment_and_flags(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('[inference]\nbackend = "tpu"\n', "inference.backend must be one of auto, edgetpu, cpu"),
     ('[quality]\nmax_clipped = 2\n', "quality.max_clipped must be in (0, 1]"),
-    ('[server]\npin = "12"\n', "server.pin must be 4-12 digits"),
+    ('[server]\npin = "12"\n', "server.pin must be 6-12 digits"),
     ('[camera]\nsource = "usb"\n', "camera.source must be picamera2, opencv:N or replay:PATH"),
     ('[store]\nmax_results = true\n', "store.max_results must be an integer"),
     ('[cloud]\nurl = "x"\n', "unknown section [cloud]"),

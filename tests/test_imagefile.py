@@ -47,7 +47,7 @@ def test_a_large_jpeg_is_decoded_at_reduced_size():
 
 def test_png_is_brought_down_to_the_working_size():
     out = io.BytesIO()
-    _field().resize((4400, 3300)).save(out, "PNG")
+    _field().resize((4000, 3000)).save(out, "PNG")
     decoded = decode_image(out.getvalue(), LIMIT)
     assert max(decoded.shape[:2]) <= WORKING_SIDE
 
@@ -72,3 +72,23 @@ def test_sides_and_pixels_are_bounded_from_the_header():
         decode_image(out.getvalue(), LIMIT)
     with pytest.raises(ImageRejected, match="limit is 1,000 pixels"):
         decode_image(_jpeg(_field()), 1000)
+
+
+def test_a_3_to_2_jpeg_is_drafted_at_half_size_not_full_size():
+    """A 6000x4000 JPEG: asking Pillow for a 2048 square kept it at full size (4000/2 < 2048),
+    72 MB per upload; asking in the image's own aspect decodes it at 3000x2000."""
+    from edge.imagefile import draft
+
+    with Image.open(io.BytesIO(_jpeg(_field().resize((6000, 4000))))) as img:
+        draft(img)
+        assert img.size == (3000, 2000)
+
+
+def test_a_png_above_12_mpx_is_refused_with_advice():
+    from edge.imagefile import MAX_PNG_PIXELS
+
+    out = io.BytesIO()
+    Image.new("RGB", (4001, 3000)).save(out, "PNG")
+    with pytest.raises(ImageRejected, match="PNGs are limited to 12,000,000 pixels .* send a JPEG") as exc:
+        decode_image(out.getvalue(), LIMIT)
+    assert exc.value.status == 413 and 4001 * 3000 > MAX_PNG_PIXELS

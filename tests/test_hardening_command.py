@@ -1,0 +1,27 @@
+"""``blastscope-edge hardening`` runs its three scenarios on a real daemon and reports what
+happened. The figures themselves (memory, counts, seconds) belong to the README, not to
+assertions; what is asserted is the behaviour behind them."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+
+
+def test_hardening_command_reports_all_three_scenarios():
+    r = run_cli("blastscope-edge", "hardening", "--parallel", "2", "--connections", "120", "--seconds", "1", "--json",
+                timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    cases = {c["upload"]: set(c["statuses"]) for c in report["memory"]["cases"]}
+    assert cases == {"JPEG 6000x4000 (24 Mpx, accepted)": {200}, "PNG 16384x732 (12 Mpx, accepted)": {200},
+                     "PNG 16384x1464 (24 Mpx, refused: PNG limit)": {413},
+                     "PNG 1x40,000,000 (refused from its header)": {413}}
+    assert report["memory"]["peak_rss_mb"] > report["memory"]["idle_rss_mb"] > 0
+    half_open = report["half_open"]
+    assert half_open["half_open_connections"] == 120 and half_open["request_pairs_failed"] == 0
+    assert half_open["request_pairs_served"] > 0
+    stop = report["stop"]
+    assert stop["exit_code"] == 0 and "0 request(s) unfinished" in stop["daemon_says"]
+    assert set(stop["status_codes"]) <= {200, 503}
