@@ -18,9 +18,9 @@ from conftest import sample_paths
 def test_config_layers_toml_environment_and_flags(tmp_path):
     toml = tmp_path / "config.toml"
     toml.write_text('[server]\nport = 9000\npin = "123456"\n[camera]\nsource = "opencv:0"\nfps = 2\n')
-    cfg = load_config(toml, environ={"BLASTSCOPE_PIN": "98765", "BLASTSCOPE_STATE_DIR": "/srv/state"},
+    cfg = load_config(toml, environ={"BLASTSCOPE_PIN": "987650", "BLASTSCOPE_STATE_DIR": "/srv/state"},
                       overrides={"server.port": 9100})
-    assert cfg.server.port == 9100 and cfg.server.pin == "98765" and cfg.camera.fps == 2.0
+    assert cfg.server.port == 9100 and cfg.server.pin == "987650" and cfg.camera.fps == 2.0
     assert cfg.camera.source == "opencv:0" and str(cfg.state_dir) == "/srv/state"
 
 
