@@ -35,6 +35,7 @@ from converter.edgetpu_check import check_model
 from converter.inputs import load_fields, model_inputs
 from converter.model import build_model
 from converter.quantize import quantize
+from converter.refit import case_figures, fit_case_rule
 from converter.split import SplitConfig, select, split_record, split_samples
 from converter.train import TrainConfig, train
 
@@ -120,6 +121,11 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
         calibration = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
         log(f"calibration {calibration}")
         pipeline = Pipeline(dataclasses.replace(provisional, calibration=calibration), backends)
+        case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_raw, "validation split, int8 on the device pipeline")
+        log(f"case rule {case_rule.to_dict()}")
+        pipeline = Pipeline(dataclasses.replace(pipeline.bundle, manifest={
+            "model_id": "provisional", "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}),
+            backends)
         truth = {name: [s.label for s in parts[name]] for name in ("val", "test")}
         metrics = {
             "float_val": summarize(truth["val"], _float_probabilities(model, fields["val"], cfg.segmentation,
@@ -128,8 +134,11 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             "float_test": summarize(truth["test"], _float_probabilities(model, fields["test"], cfg.segmentation,
                                                                        [r is None for r in test_raw]), calibration),
             "int8_test": evaluation_report(pipeline, parts["test"], test_raw, test_ms),
+            "cases_test": case_figures(pipeline.bundle, parts["test"], test_raw),
         }
         for name, m in metrics.items():
+            if name == "cases_test":
+                continue
             log(f"{name}: accuracy={m['accuracy']:.4f} sensitivity={m['malignant_sensitivity']} specificity={m['benign_specificity']}")
 
         check = check_model(cpu_model)
@@ -153,6 +162,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
                                         "zero_point": int(backend.output["quantization"][1])}},
             "segmentation": cfg.segmentation.to_dict(),
             "calibration": calibration.to_dict(),
+            "case_rule": case_rule.to_dict(),
             "split": split_record(split, cfg.split),
             "metrics": metrics,
             "training": {"weights": str(cfg.weights), "history": history, "representative_size": int(len(pick)),

@@ -85,6 +85,19 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refit(args: argparse.Namespace) -> int:
+    from converter.bundle import rewrite_bundle
+    from converter.refit import refit
+
+    root = Path(args.bundle)
+    updates = refit(_as_written(root), Path(args.data), _log)
+    rewrite_bundle(root, sign_key=Path(args.sign_key) if args.sign_key else None, **updates)
+    bundle = _as_written(root)
+    _log(f"bundle {root} re-measured: model id {bundle.model_id}, "
+         f"{'signed by key ' + key_id(bundle.signer) if bundle.signer else 'not signed (sign it before a device runs it)'}")
+    return 0
+
+
 def _keygen(args: argparse.Namespace) -> int:
     public = generate_key(Path(args.out))
     print(f"private key written to {args.out} (mode 0600): keep it off every device")
@@ -126,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compile", help="compile a bundle's model with edgetpu_compiler when installed")
     k.add_argument("bundle")
     k.set_defaults(func=_compile)
+    r = sub.add_parser("refit", help="re-measure a bundle as the device runs it (int8 metrics on the label shown, "
+                       "case rule from validation, case figures on test) without retraining")
+    r.add_argument("bundle")
+    r.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
+    r.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
+    r.set_defaults(func=_refit)
     g = sub.add_parser("keygen", help="make an Ed25519 signing key (private PEM file, public key printed)")
     g.add_argument("--out", required=True, help="private key file to create (never overwritten)")
     g.set_defaults(func=_keygen)

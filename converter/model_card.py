@@ -38,9 +38,36 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def _confusion(m: dict[str, Any]) -> str:
-    rows = ["| true \\ predicted | " + " | ".join(LABELS) + " |", "|---" * (len(LABELS) + 1) + "|"]
-    for label, row in zip(LABELS, m["confusion"]):
-        rows.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    extra = [name for name in ("uncertain_by_class", "rejected_by_class") if name in m]
+    rows = ["| true \\ shown | " + " | ".join(list(LABELS) + [e.split("_")[0] for e in extra]) + " |",
+            "|---" * (len(LABELS) + len(extra) + 1) + "|"]
+    for i, (label, row) in enumerate(zip(LABELS, m["confusion"])):
+        rows.append(f"| {label} | " + " | ".join([str(v) for v in row] + [str(m[e][i]) for e in extra]) + " |")
+    return "\n".join(rows)
+
+
+def _cases(manifest: dict[str, Any]) -> str:
+    rule = manifest.get("case_rule")
+    cases = manifest.get("metrics", {}).get("cases_test")
+    if not rule:
+        return "This bundle has no case rule (built before cases)."
+    rows = [f"Rule: a binomial count of the fields' own calls. Benign field false-positive rate "
+            f"{rule['field_fp_rate']} and malignant field detection rate {rule['field_tp_rate']} ({rule['fitted_on']}; "
+            f"bounded to at least 0.05 and at most 0.95); a case is positive when a benign slide would give that many "
+            f"positive fields with probability <= {rule['alpha']}, negative when a malignant slide would give that few "
+            f"with probability <= {rule['beta']}, uncertain between; at least {rule['min_fields']} fields.", ""]
+    if cases:
+        rows += ["| fields per case | malignant cases | benign cases | case sensitivity (95% CI) | "
+                 "case specificity (95% CI) | uncertain or pending |", "|---|---|---|---|---|---|"]
+        for c in cases:
+            sens = "n/a" if c["sensitivity"] is None else f"{_pct(c['sensitivity'])} ({_ci(c['sensitivity_ci95'])})"
+            spec = "n/a" if c["specificity"] is None else f"{_pct(c['specificity'])} ({_ci(c['specificity_ci95'])})"
+            if c["pending"] == c["n"]:
+                sens = spec = f"none called: below the rule's minimum of {rule['min_fields']} fields"
+            rows.append(f"| {c['size']} | {c['n_malignant']} | {c['n_benign']} | {sens} | {spec} | {c['uncertain']} |")
+        rows += ["", "Cases are non-overlapping runs of consecutive fields from one patient-proxy block of the "
+                 "test split; with few benign blocks the specificity intervals are wide. Reproduce with "
+                 "`blastscope-edge evaluate --bundle <this folder> --data <dataset> --case-size 1 3 5 10`."]
     return "\n".join(rows)
 
 
@@ -51,7 +78,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     tools = manifest.get("tools", {})
     edgetpu = manifest.get("edgetpu", {})
     classes = "\n".join(f"- `{label}`: {DISPLAY_NAMES[label]}" for label in LABELS)
-    test_metrics = {name: m for name, m in metrics.items() if name.endswith("test")}
+    test_metrics = {name: m for name, m in metrics.items() if name.endswith("test") and "confusion" in m}
     confusions = "\n\n".join(f"**{name}**\n\n{_confusion(m)}" for name, m in test_metrics.items())
     return f"""# BlastScope model card: `{manifest.get('model_id')}`
 
@@ -85,13 +112,17 @@ Validation was used for early stopping and calibration; test was used only for t
 ## Metrics (test split)
 {_metrics_table(test_metrics)}
 
-Sensitivity and specificity are malignant (any B-ALL subtype) versus benign at the malignant
-threshold. With the uncertain band, the device's calls are: *flagged* = malignant fields called
+The int8 rows score the label the device shows (`edge.screening.screen`):
+accuracy counts uncertain and rejected fields as not correct; sensitivity is malignant fields
+called positive, specificity benign fields called negative. *Flagged* = malignant fields called
 positive or uncertain (not cleared), *cleared* = benign fields called negative; uncertain fields
 go to a human read. *Rejected* fields failed the quality gate and count as errors everywhere.
-Intervals are Wilson 95%.
+Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}. Intervals are Wilson 95%.
 
 {confusions}
+
+## Case call (one slide)
+{_cases(manifest)}
 
 ## Calibration
 Temperature {cal.get('temperature')} (fitted on validation); malignant threshold {cal.get('malignant_threshold')};

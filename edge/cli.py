@@ -127,14 +127,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     for path, reason in dataset.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     samples = samples_for_split(pipeline.bundle, dataset, args.split)
-    report = evaluate(pipeline, samples)
+    if args.case_size and min(args.case_size) < 1:
+        print("error: --case-size must be at least 1", file=sys.stderr)
+        return 2
+    report = evaluate(pipeline, samples, args.case_size)
     report["split"] = args.split
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        print(f"{report['n']} fields ({args.split} split), backend {report['backend']}, model {report['model_id']}")
-        print(f"accuracy {report['accuracy']:.4f}  malignant sensitivity {report['malignant_sensitivity']:.4f}  "
-              f"benign specificity {report['benign_specificity']:.4f}  {report['ms_per_field']:.1f} ms/field")
+        return 0
+    print(f"{report['n']} fields ({args.split} split), backend {report['backend']}, model {report['model_id']}; "
+          f"scoring the label the device shows")
+    print(f"accuracy {report['accuracy']:.4f}  malignant sensitivity {report['malignant_sensitivity']:.4f}  "
+          f"benign specificity {report['benign_specificity']:.4f}  uncertain {report['uncertain']}  "
+          f"{report['ms_per_field']:.1f} ms/field")
+    cases = report.get("cases")
+    for c in ([cases] if isinstance(cases, dict) else cases or []):
+        sens = "n/a" if c["sensitivity"] is None else f"{c['sensitivity']:.3f} ({c['sensitivity_ci95'][0]:.3f}-{c['sensitivity_ci95'][1]:.3f})"
+        spec = "n/a" if c["specificity"] is None else f"{c['specificity']:.3f} ({c['specificity_ci95'][0]:.3f}-{c['specificity_ci95'][1]:.3f})"
+        print(f"cases of {c['size']} fields: {c['n_malignant']} malignant, {c['n_benign']} benign; sensitivity {sens}, "
+              f"specificity {spec}, uncertain or pending {c['uncertain']}")
     return 0
 
 
@@ -238,6 +249,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, type=Path)
     e.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
                    help="which of the bundle's recorded splits to use (default: test)")
+    e.add_argument("--case-size", type=int, nargs="+", metavar="K",
+                   help="also call non-overlapping cases of K fields from one patient-proxy block (several K allowed)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
     v = sub.add_parser("survey", help="quality figures (focus, saturation, brightness) over a folder of fields")

@@ -8,9 +8,12 @@ from typing import Any
 import numpy as np
 
 from edge.bundle import Bundle
+from edge.case import CaseRule, case_call
 from edge.dataset import Dataset, read_rgb
-from edge.metrics import summarize
+from edge.labels import BENIGN
+from edge.metrics import _rate, summarize
 from edge.pipeline import Pipeline
+from edge.screening import screen
 
 
 def samples_for_split(bundle: Bundle, dataset: Dataset, split: str) -> list:
@@ -49,5 +52,57 @@ def evaluation_report(pipeline: Pipeline, samples: list, raws: list[np.ndarray |
     return report
 
 
-def evaluate(pipeline: Pipeline, samples: list) -> dict[str, Any]:
-    return evaluation_report(pipeline, samples, *classify_samples(pipeline, samples))
+def evaluate(pipeline: Pipeline, samples: list, case_sizes: list[int] | None = None) -> dict[str, Any]:
+    raws, field_ms = classify_samples(pipeline, samples)
+    report = evaluation_report(pipeline, samples, raws, field_ms)
+    if case_sizes:
+        if "case_rule" not in pipeline.bundle.manifest:
+            raise ValueError(f"{pipeline.bundle.root}: the bundle has no case rule (built before cases); rebuild it")
+        cases = [case_report(pipeline.bundle, samples, raws, k) for k in case_sizes]
+        report["cases"] = cases[0] if len(cases) == 1 else cases
+    return report
+
+
+def field_records(bundle: Bundle, raws: list[np.ndarray | None]) -> list[dict[str, Any]]:
+    """What the device would store for each field: status, the shown label and the call."""
+    out = []
+    for raw in raws:
+        if raw is None:
+            out.append({"status": "rejected", "label": None, "call": None})
+        else:
+            shown = screen(raw, bundle.calibration)
+            out.append({"status": "classified", "label": shown.label, "call": shown.call})
+    return out
+
+
+def case_report(bundle: Bundle, samples: list, raws: list[np.ndarray | None], size: int,
+                min_fields: int | None = None) -> dict[str, Any]:
+    """Case-level figures: non-overlapping cases of ``size`` consecutive fields drawn from one
+    patient-proxy block (the split's blocks of file numbers per class), called by the
+    bundle's case rule exactly as the device calls a case. A case the rule leaves pending
+    (too few usable fields) or uncertain is neither detected nor cleared."""
+    rule = CaseRule.from_dict(bundle.manifest["case_rule"])
+    block_size = int(bundle.manifest.get("split", {}).get("block_size", 25))
+    records = field_records(bundle, raws)
+    blocks: dict[tuple[str, int], list[int]] = {}
+    for i, sample in enumerate(samples):
+        number = sample.number if sample.number is not None else -1
+        blocks.setdefault((sample.label, number // block_size), []).append(i)
+    calls = {"malignant": [], "benign": []}
+    for (label, _), members in sorted(blocks.items()):
+        members.sort(key=lambda i: (samples[i].number or -1, samples[i].key))
+        for start in range(0, len(members) - size + 1, size):
+            call = case_call([records[i] for i in members[start:start + size]], rule, min_fields).call
+            calls["benign" if label == BENIGN else "malignant"].append(call)
+    sens = _rate(calls["malignant"].count("positive"), len(calls["malignant"]))
+    spec = _rate(calls["benign"].count("negative"), len(calls["benign"]))
+    every = calls["malignant"] + calls["benign"]
+    return {
+        "size": size, "n": len(every), "n_malignant": len(calls["malignant"]), "n_benign": len(calls["benign"]),
+        "sensitivity": sens["value"], "sensitivity_ci95": sens["ci95"],
+        "specificity": spec["value"], "specificity_ci95": spec["ci95"],
+        "uncertain": every.count("uncertain") + every.count("pending"), "pending": every.count("pending"),
+        "malignant_called_negative": calls["malignant"].count("negative"),
+        "benign_called_positive": calls["benign"].count("positive"),
+        "rule": rule.to_dict(),
+    }

@@ -1,12 +1,15 @@
-"""Screening metrics with 95% confidence intervals.
+"""Screening metrics with 95% confidence intervals, scoring the label the device shows.
 
-Three views of the same predictions:
-- 4-class: argmax of the calibrated probabilities, the confusion matrix, accuracy;
-- malignant vs benign at the manifest's threshold (``malignant_sensitivity``,
-  ``benign_specificity``): the classic operating point;
-- the screening calls with the uncertain band: malignant fields *flagged* (called positive
-  or uncertain, i.e. not cleared), benign fields *cleared* (called negative), and how many
-  fields were left uncertain for a human read.
+One definition for the page, the call and the metrics (``edge.screening.screen``): a field's
+label is the one the page shows (benign when called negative, the most likely subtype when
+called positive, ``uncertain`` inside the band), and that label is what is scored. The
+argmax of the probabilities is never scored: it can differ from what a clinician sees.
+- 4-class: accuracy of the shown label over all fields (uncertain and rejected fields count
+  as not correct) and over decided fields; confusion of truth (rows) by shown label
+  (columns), with uncertain and rejected fields counted per class beside it;
+- malignant sensitivity: malignant fields called positive; benign specificity: benign fields
+  called negative (an uncertain field is neither: it is counted in ``uncertain``);
+- screening: malignant fields *flagged* (not called negative), benign fields *cleared*.
 A field the device rejected (quality gate, no cells) counts as an error in every view.
 """
 
@@ -42,7 +45,8 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
     k = len(LABELS)
     confusion = np.zeros((k, k), dtype=int)
     rejected = np.zeros(k, dtype=int)
-    sens_hits = sens_n = spec_hits = spec_n = uncertain = flagged = cleared = 0
+    uncertain_by_class = np.zeros(k, dtype=int)
+    sens_hits = sens_n = spec_hits = spec_n = flagged = cleared = 0
     for truth, raw in zip(true_labels, raw_probabilities):
         t = LABELS.index(truth)
         malignant = truth != BENIGN
@@ -52,35 +56,43 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
             rejected[t] += 1
             continue
         result = screen(raw, calibration)
-        confusion[t, int(np.argmax(list(result.probabilities.values())))] += 1
-        above = result.malignant_probability >= calibration.malignant_threshold
-        sens_hits += malignant and above
-        spec_hits += (not malignant) and not above
-        uncertain += result.call == "uncertain"
+        if result.label == "uncertain":
+            uncertain_by_class[t] += 1
+        else:
+            confusion[t, LABELS.index(result.label)] += 1
+        sens_hits += malignant and result.call == "positive"
+        spec_hits += (not malignant) and result.call == "negative"
         flagged += malignant and result.call != "negative"
         cleared += (not malignant) and result.call == "negative"
     n = len(true_labels)
     correct = int(np.trace(confusion))
+    decided = int(confusion.sum())
     per_class = {}
     for i, label in enumerate(LABELS):
-        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum() + rejected[i])
+        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum() + rejected[i] + uncertain_by_class[i])
         per_class[label] = {
             "precision": confusion[i, i] / predicted if predicted else None,
             "recall": confusion[i, i] / actual if actual else None,
             "support": actual,
         }
     acc = _rate(correct, n)
+    acc_decided = _rate(correct, decided)
     sens = _rate(sens_hits, sens_n)
     spec = _rate(spec_hits, spec_n)
     flag = _rate(flagged, sens_n)
     clear = _rate(cleared, spec_n)
     return {
+        "scored": "the label the device shows (edge.screening.screen)",
         "n": n,
         "accuracy": acc["value"],
         "accuracy_ci95": acc["ci95"],
+        "accuracy_decided": acc_decided["value"],
+        "accuracy_decided_ci95": acc_decided["ci95"],
         "per_class": per_class,
         "labels": list(LABELS),
         "confusion": confusion.tolist(),
+        "uncertain_by_class": uncertain_by_class.tolist(),
+        "rejected_by_class": rejected.tolist(),
         "malignant_sensitivity": sens["value"],
         "malignant_sensitivity_ci95": sens["ci95"],
         "benign_specificity": spec["value"],
@@ -89,6 +101,6 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
             "malignant_flagged": flag["value"], "malignant_flagged_ci95": flag["ci95"],
             "benign_cleared": clear["value"], "benign_cleared_ci95": clear["ci95"],
         },
-        "uncertain": uncertain,
+        "uncertain": int(uncertain_by_class.sum()),
         "unclassified": int(rejected.sum()),
     }

@@ -55,12 +55,28 @@ def test_summarize_counts_unclassified_and_uncertain_against_the_model():
     m = summarize(truth, raws, cal)
     assert m["n"] == 5 and m["accuracy"] == pytest.approx(2 / 5)
     assert m["unclassified"] == 1 and m["uncertain"] == 1
-    assert m["malignant_sensitivity"] == pytest.approx(2 / 3)  # binary, at the threshold
+    assert m["malignant_sensitivity"] == pytest.approx(1 / 3)  # called positive: the uncertain one is not
+    assert m["accuracy_decided"] == pytest.approx(2 / 3) and m["uncertain_by_class"] == [0, 0, 0, 1]
     assert m["benign_specificity"] == pytest.approx(1 / 2)
     assert m["screening"]["malignant_flagged"] == pytest.approx(2 / 3)  # positive or uncertain
     assert m["screening"]["benign_cleared"] == pytest.approx(1 / 2)  # called negative
     assert m["confusion"][0] == [1, 1, 0, 0]
     assert m["per_class"]["early_pre_b"]["recall"] == 0.0
+
+
+def test_the_label_shown_is_the_label_scored():
+    """Benign is the top class, but the malignant probability passes the threshold: the page
+    shows Pre-B with a positive call, so the metrics count Pre-B, not the argmax."""
+    from edge.screening import screen
+
+    cal = Calibration(temperature=1.0, malignant_threshold=0.3, uncertain_low=0.3, uncertain_high=0.3)
+    raw = np.array([0.6, 0.1, 0.25, 0.05])
+    shown = screen(raw, cal)
+    assert int(np.argmax(raw)) == 0 and shown.call == "positive" and shown.label == "pre_b"
+    m = summarize(["pre_b"], [raw], cal)
+    assert m["accuracy"] == 1.0 and m["confusion"][2] == [0, 0, 1, 0] and m["malignant_sensitivity"] == 1.0
+    m = summarize(["benign"], [raw], cal)
+    assert m["accuracy"] == 0.0 and m["confusion"][0] == [0, 0, 1, 0] and m["benign_specificity"] == 0.0
 
 
 def _probs(malignant_p: np.ndarray) -> np.ndarray:
@@ -87,8 +103,10 @@ def test_overlapping_classes_get_a_band_between_the_two_targets():
     cal = fit_calibration(raw, truth)
     assert cal.uncertain_low == cal.malignant_threshold < cal.uncertain_high
     m = summarize([LABELS[t] for t in truth], list(raw), cal)
-    assert m["malignant_sensitivity"] >= 0.995 and m["uncertain"] > 0
-    assert m["screening"]["benign_cleared"] < m["benign_specificity"] or m["uncertain"] > 0
+    # the band keeps 99.5% of malignant fields from being cleared; those inside it are shown as
+    # uncertain, so they are flagged for a read but not counted as detected
+    assert m["screening"]["malignant_flagged"] >= 0.995 and m["uncertain"] > 0
+    assert m["malignant_sensitivity"] == pytest.approx(m["screening"]["malignant_flagged"] - m["uncertain_by_class"][2] / 400)
 
 
 def test_fit_calibration_on_synthetic_validation():

@@ -1,4 +1,4 @@
 {
   "key": "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E=",
-  "signature": "WMeuPALYigkx3ZGis9zJU8KtYM3mVySWJfj6F12nfAjzcrhre+jx8EuqV3fF1PGzvWg/j+/UFibzdtUob/1xCw=="
+  "signature": "H18l8/Uv8Xm8AkaLd7SVhRmK7RVEm3dPfteCalq58Jw20714Z+JPfF/89xFoTwB+BRKwdlXJs8r+VKMqkkA0Cw=="
 }

@@ -1,0 +1,72 @@
+"""The case call: one slide, many fields, one answer (issue 7). Rule arithmetic with known
+binomial values, the call on stored-field records, and the case figures on real fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge.bundle import load_bundle
+from edge.case import CaseRule, case_call
+
+from conftest import run_cli
+
+RULE = CaseRule(field_fp_rate=0.05, field_tp_rate=0.95)
+
+
+def _fields(*calls: str) -> list[dict]:
+    label = {"positive": "pre_b", "negative": "benign", "uncertain": "uncertain"}
+    return [{"status": "rejected", "call": None, "label": None} if c == "rejected" else
+            {"status": "classified", "call": c, "label": label[c]} for c in calls]
+
+
+def test_thresholds_follow_the_binomial_tails():
+    # n=2, q=0.05: P(X>=2) = 0.0025 <= 1%, P(X>=1) = 0.0975 > 1%; s=0.95: P(X<=0) = 0.0025 <= 0.5%
+    assert RULE.thresholds(2) == (0, 2)
+    # n=5: P(X>=2 | q) = 0.0226 > 1%, P(X>=3 | q) = 0.00116; P(X<=2 | s) = 0.00116, P(X<=3 | s) = 0.0226
+    assert RULE.thresholds(5) == (2, 3)
+    assert RULE.thresholds(1) == (-1, 2) and RULE.min_fields == 2
+
+
+def test_fit_smooths_and_bounds_the_field_rates():
+    rule = CaseRule.fit(["negative"] * 99 + ["positive"] + ["uncertain"] * 5, ["positive"] * 300, "unit")
+    assert rule.field_fp_rate == 0.05 and rule.field_tp_rate == 0.95  # 2/102 floored, 301/302 capped
+    rule = CaseRule.fit(["negative"] * 70 + ["positive"] * 30, ["positive"] * 90 + ["negative"] * 10, "unit")
+    assert rule.field_fp_rate == pytest.approx(31 / 102, abs=1e-4) and rule.field_tp_rate == pytest.approx(91 / 102, abs=1e-4)
+    assert "30/100 benign fields called positive" in rule.fitted_on
+
+
+def test_case_calls_from_field_records():
+    assert case_call(_fields("positive"), RULE).call == "pending"
+    pending = case_call(_fields("positive", "rejected", "uncertain"), RULE)
+    assert pending.call == "pending" and pending.fields_needed == 1 and "Analyse 1 more" in pending.next_step
+    positive = case_call(_fields("positive", "positive", "negative", "positive", "negative"), RULE)
+    assert positive.call == "positive" and positive.subtype_pattern == "mostly Pre-B ALL 3/3"
+    assert "Refer for confirmatory testing" in positive.next_step and "positive at >= 3 of 5" in positive.rule
+    negative = case_call(_fields("negative", "negative", "positive", "negative", "negative"), RULE)
+    assert negative.call == "negative" and "No B-ALL pattern in 5 fields" in negative.next_step
+    assert negative.counts == {"benign": 4, "pre_b": 1}
+    assert case_call(_fields("positive", "negative"), RULE).call == "uncertain"  # 1 of 2: neither
+    assert case_call(_fields("negative", "negative", "uncertain", "uncertain", "uncertain"), RULE).call == "uncertain"
+    excluded = _fields("positive", "positive", "negative", "negative")
+    excluded[0]["excluded"] = excluded[1]["excluded"] = True
+    call = case_call(excluded, RULE)
+    assert call.call == "negative" and call.excluded == 2 and call.positive == 0
+    assert case_call(_fields("negative", "negative"), RULE, min_fields=5).call == "pending"
+
+
+def test_evaluate_case_size_on_real_fields_reproduces_the_manifest(default_bundle, dataset_dir):
+    r = run_cli("blastscope-edge", "evaluate", "--bundle", str(default_bundle), "--data", str(dataset_dir),
+                "--case-size", "3", "10", "--json")
+    assert r.returncode == 0, r.stderr
+    cases = {c["size"]: c for c in json.loads(r.stdout)["cases"]}
+    recorded = {c["size"]: c for c in load_bundle(default_bundle).manifest["metrics"]["cases_test"]}
+    for k in (3, 10):
+        got = {key: v for key, v in cases[k].items() if key != "rule"}
+        assert got == recorded[k]
+        assert got["n_malignant"] + got["n_benign"] == got["n"] and got["malignant_called_negative"] == 0
+    assert cases[10]["sensitivity"] == 1.0 and cases[10]["n_benign"] >= 3
+    bad = run_cli("blastscope-edge", "evaluate", "--bundle", str(default_bundle), "--data", str(dataset_dir),
+                  "--case-size", "0")
+    assert bad.returncode == 2 and "--case-size must be at least 1" in bad.stderr
