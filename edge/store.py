@@ -71,6 +71,24 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """,
+    # Version 3: cases (one slide of one patient); a field belongs to at most one case, may be
+    # excluded from it with a reason, and may carry a clinician's review; exports are recorded.
+    3: """
+CREATE TABLE IF NOT EXISTS cases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL UNIQUE,
+    note TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    call TEXT NOT NULL DEFAULT 'pending',
+    review TEXT,
+    exported REAL
+);
+ALTER TABLE results ADD COLUMN case_id INTEGER REFERENCES cases(id);
+ALTER TABLE results ADD COLUMN excluded TEXT;
+ALTER TABLE results ADD COLUMN review TEXT;
+ALTER TABLE results ADD COLUMN exported REAL;
+CREATE INDEX IF NOT EXISTS results_case ON results(case_id);
+""",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 IMAGES = "images"
@@ -238,9 +256,9 @@ class Store:
                             "floor; new fields are refused and every stored result is kept. Free space on the "
                             "device (or export and archive results) to continue")
 
-    def save(self, result: Result) -> int:
-        """Persist a result durably and return its id (also set on ``result.id``).
-        Raises ``StoreFull`` (nothing written, nothing deleted) when space is short."""
+    def save(self, result: Result, case_id: int | None = None) -> int:
+        """Persist a result durably (in case ``case_id`` when given) and return its id (also set
+        on ``result.id``). Raises ``StoreFull`` (nothing written, nothing deleted) when space is short."""
         self.ensure_space()
         stem = uuid.uuid4().hex
         files = StoredFiles(self.images / f"{stem}.jpg", self.images / f"{stem}_overlay.jpg")
@@ -251,10 +269,10 @@ class Store:
             _fsync_dir(self.images)
             with self._lock, self._transaction():
                 cur = self._db.execute(
-                    "INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds, case_id) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
                     (result.created, result.status, record.get("label"), record.get("call"),
-                     files.image.name, files.overlay.name, json.dumps(record), self.run_seconds()),
+                     files.image.name, files.overlay.name, json.dumps(record), self.run_seconds(), case_id),
                 )
                 self._persist_clock()
                 result.id = int(cur.lastrowid)
@@ -268,9 +286,7 @@ class Store:
     def audit(self, client: str, action: str, before: Any = None, after: Any = None) -> None:
         """Append to the audit log (the table refuses updates and deletes)."""
         with self._lock, self._transaction():
-            self._db.execute("INSERT INTO audit(at, client, action, before, after) VALUES (?,?,?,?,?)",
-                             (time.time(), client, action, None if before is None else json.dumps(before),
-                              None if after is None else json.dumps(after)))
+            self._audit_locked(client, action, before, after)
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
@@ -282,21 +298,119 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------
 
+    _COLUMNS = "id, data, case_id, excluded, review, exported"
+
     def _row(self, row: tuple) -> dict[str, Any]:
-        rid, data = row
+        rid, data, case_id, excluded, review, exported = row
         record = json.loads(data)
-        record["id"] = rid
+        record.update(id=rid, case_id=case_id, excluded=json.loads(excluded) if excluded else None,
+                      review=json.loads(review) if review else None, exported=exported)
         return record
 
     def get(self, result_id: int) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT id, data FROM results WHERE id = ?", (result_id,)).fetchone()
+            row = self._db.execute(f"SELECT {self._COLUMNS} FROM results WHERE id = ?", (result_id,)).fetchone()
         return self._row(row) if row else None
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT id, data FROM results ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM results ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [self._row(r) for r in rows]
+
+    def between(self, start: float, end: float, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Results created in [start, end) by the device clock, oldest first (exports)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM results WHERE created >= ? AND created < ? "
+                                    "ORDER BY id LIMIT ?", (start, end, limit)).fetchall()
+        return [self._row(r) for r in rows]
+
+    # -- cases --------------------------------------------------------------------------
+
+    def new_case_code(self, now: float | None = None) -> str:
+        """``YYYY-MM-DD-NNN``: the device's date and the next number that day."""
+        day = time.strftime("%Y-%m-%d", time.localtime(now if now is not None else time.time()))
+        with self._lock:
+            codes = [r[0] for r in self._db.execute("SELECT code FROM cases WHERE code LIKE ?", (f"{day}-%",))]
+        numbers = [int(c.rsplit("-", 1)[1]) for c in codes if c.rsplit("-", 1)[1].isdigit()]
+        return f"{day}-{max(numbers, default=0) + 1:03d}"
+
+    def create_case(self, code: str, note: str, client: str) -> int:
+        """A new case; raises ``ValueError`` when the code is taken."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    cur = self._db.execute("INSERT INTO cases(code, note, created) VALUES (?,?,?)", (code, note, time.time()))
+                    case_id = int(cur.lastrowid)
+                    self._audit_locked(client, "case.create", None, {"case_id": case_id, "code": code, "note": note})
+            except sqlite3.IntegrityError:
+                raise ValueError(f"case code {code!r} already exists") from None
+        return case_id
+
+    def _case_row(self, row: tuple) -> dict[str, Any]:
+        cid, code, note, created, call, review, exported, fields = row
+        return {"id": cid, "code": code, "note": note, "created": created,
+                "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)), "call": call,
+                "review": json.loads(review) if review else None, "exported": exported, "field_count": fields}
+
+    _CASE_SELECT = ("SELECT c.id, c.code, c.note, c.created, c.call, c.review, c.exported, "
+                    "(SELECT COUNT(*) FROM results r WHERE r.case_id = c.id AND r.excluded IS NULL) FROM cases c")
+
+    def get_case(self, case_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"{self._CASE_SELECT} WHERE c.id = ?", (case_id,)).fetchone()
+            if row is None:
+                return None
+            fields = self._db.execute(f"SELECT {self._COLUMNS} FROM results WHERE case_id = ? ORDER BY id",
+                                      (case_id,)).fetchall()
+        return {**self._case_row(row), "fields": [self._row(r) for r in fields]}
+
+    def list_cases(self, limit: int, offset: int, call: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        where, args = ("WHERE c.call = ?", (call,)) if call else ("", ())
+        with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM cases c {where}", args).fetchone()[0])
+            rows = self._db.execute(f"{self._CASE_SELECT} {where} ORDER BY c.id DESC LIMIT ? OFFSET ?",
+                                    (*args, limit, offset)).fetchall()
+        return [self._case_row(r) for r in rows], total
+
+    def set_case_call(self, case_id: int, call: str) -> None:
+        """The model's case call, kept for the history filter (recomputed from the fields)."""
+        with self._lock, self._transaction():
+            self._db.execute("UPDATE cases SET call = ? WHERE id = ?", (call, case_id))
+
+    def _audit_locked(self, client: str, action: str, before: Any, after: Any) -> None:
+        self._db.execute("INSERT INTO audit(at, client, action, before, after) VALUES (?,?,?,?,?)",
+                         (time.time(), client, action, None if before is None else json.dumps(before),
+                          None if after is None else json.dumps(after)))
+
+    def _set_json(self, table: str, column: str, row_id: int, value: Any, client: str, action: str) -> Any:
+        """Set a JSON column and audit before/after in one transaction; None when the row is missing."""
+        assert (table, column) in {("results", "excluded"), ("results", "review"), ("cases", "review")}
+        with self._lock, self._transaction():
+            row = self._db.execute(f"SELECT {column} FROM {table} WHERE id = ?", (row_id,)).fetchone()
+            if row is None:
+                return None
+            before = json.loads(row[0]) if row[0] else None
+            self._db.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (json.dumps(value), row_id))
+            self._audit_locked(client, action, {"id": row_id, column: before}, {"id": row_id, column: value})
+        return value
+
+    def exclude_result(self, result_id: int, reason: str, client: str) -> Any:
+        return self._set_json("results", "excluded", result_id, {"reason": reason, "at": time.time()}, client,
+                              "result.exclude")
+
+    def review_result(self, result_id: int, review: dict[str, Any], client: str) -> Any:
+        return self._set_json("results", "review", result_id, {**review, "at": time.time()}, client, "result.review")
+
+    def review_case(self, case_id: int, review: dict[str, Any], client: str) -> Any:
+        return self._set_json("cases", "review", case_id, {**review, "at": time.time()}, client, "case.review")
+
+    def mark_exported(self, result_ids: list[int], case_id: int | None, client: str, what: str) -> None:
+        now = time.time()
+        with self._lock, self._transaction():
+            self._db.executemany("UPDATE results SET exported = ? WHERE id = ?", [(now, i) for i in result_ids])
+            if case_id is not None:
+                self._db.execute("UPDATE cases SET exported = ? WHERE id = ?", (now, case_id))
+            self._audit_locked(client, "export", None, {"what": what, "case_id": case_id, "results": len(result_ids)})
 
     def file_path(self, result_id: int, kind: str) -> Path | None:
         if kind not in ("image", "overlay"):  # a column name: never interpolate anything else
@@ -324,17 +438,23 @@ class Store:
         self.audit("device", "retention.delete", before={"ids": ids}, after={"rule": rule})
         return len(ids)
 
+    #: Results retention may touch: never a field of an open case (a case nobody has reviewed);
+    #: reviewed or exported results go first, then the oldest.
+    _DELETABLE = ("FROM results WHERE (case_id IS NULL OR case_id IN (SELECT id FROM cases WHERE review IS NOT NULL))")
+    _DELETION_ORDER = "ORDER BY (review IS NULL AND exported IS NULL AND case_id IS NULL), id"  # deletable case_id: reviewed
+
     def apply_retention(self) -> int:
-        """Delete oldest-first beyond the count and beyond the age on the device's running clock."""
+        """Delete beyond the count and beyond the age on the device's running clock: reviewed or
+        exported first, then oldest first; never a field of an open case."""
         with self._lock:
             excess = int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]) - self.cfg.max_results
-            by_count = self._db.execute("SELECT id, image, overlay FROM results ORDER BY id LIMIT ?",
+            by_count = self._db.execute(f"SELECT id, image, overlay {self._DELETABLE} {self._DELETION_ORDER} LIMIT ?",
                                         (max(excess, 0),)).fetchall()
         removed = self._delete(by_count, f"more than {self.cfg.max_results} results")
         cutoff = self.run_seconds() - self.cfg.max_age_days * 86400
         with self._lock:
-            by_age = self._db.execute("SELECT id, image, overlay FROM results WHERE run_seconds < ? ORDER BY id "
-                                      "LIMIT 1000", (cutoff,)).fetchall()
+            by_age = self._db.execute(f"SELECT id, image, overlay {self._DELETABLE} AND run_seconds < ? "
+                                      f"{self._DELETION_ORDER} LIMIT 1000", (cutoff,)).fetchall()
         return removed + self._delete(by_age, f"older than {self.cfg.max_age_days:g} days of device running time")
 
     def integrity_ok(self) -> bool:

@@ -1,0 +1,100 @@
+"""Cases in the record (issue 7): schema version 3 migrated in place from a database made by
+the previous release (version 2), review and exclusion never change the model's output and
+are audited, and retention never deletes a field of an open case (issue 9). Real SQLite,
+real result files from real sample fields."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from edge.bundle import load_bundle
+from edge.config import StoreConfig
+from edge.dataset import read_rgb
+from edge.pipeline import Pipeline
+from edge.store import DATABASE, MIGRATIONS, SCHEMA, SCHEMA_VERSION, Store, _statements
+
+from conftest import sample_paths
+
+
+@pytest.fixture(scope="module")
+def results(default_bundle):
+    pipeline = Pipeline.on_cpu(load_bundle(default_bundle))
+    return [pipeline.process(read_rgb(p), source=f"upload:{p.name}") for p in sample_paths()]
+
+
+def test_a_version_2_database_is_migrated_in_place(tmp_path):
+    db = sqlite3.connect(tmp_path / DATABASE, isolation_level=None)
+    db.executescript(SCHEMA)
+    for statement in _statements(MIGRATIONS[2]):  # what release 0.2 created
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 2")
+    (tmp_path / "images").mkdir()
+    for name in ("a.jpg", "a_overlay.jpg"):
+        (tmp_path / "images" / name).write_bytes(b"jpeg")
+    db.execute("INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds) VALUES "
+               "(1700000000, 'classified', 'pre_b', 'positive', 'a.jpg', 'a_overlay.jpg', '{\"label\": \"pre_b\"}', 5)")
+    db.execute("INSERT INTO audit(at, client, action) VALUES (1700000000, 'device', 'old.entry')")
+    db.close()
+    store = Store(tmp_path, StoreConfig(min_free_mb=0))
+    try:
+        assert SCHEMA_VERSION == 3 and store._db.execute("PRAGMA user_version").fetchone()[0] == 3
+        old = store.get(1)
+        assert old["label"] == "pre_b" and old["case_id"] is None and old["review"] is None
+        assert store.audit_log()[0]["action"] == "old.entry" and store.quarantined == 0
+        case_id = store.create_case("LAB-1", "", "test")
+        assert store.get_case(case_id)["field_count"] == 0
+    finally:
+        store.close()
+
+
+def test_case_fields_reviews_and_exclusions_are_audited_and_keep_the_model_output(tmp_path, results):
+    store = Store(tmp_path, StoreConfig(min_free_mb=0))
+    try:
+        case_id = store.create_case("2026-11-23-001", "left arm", "10.0.0.7")
+        with pytest.raises(ValueError, match="already exists"):
+            store.create_case("2026-11-23-001", "", "10.0.0.7")
+        assert store.new_case_code() .endswith("-001") or store.new_case_code().count("-") == 3
+        ids = [store.save(r, case_id) for r in results[:3]]
+        model_label = store.get(ids[0])["label"]
+        store.review_result(ids[0], {"call": "negative", "reason": "artefact", "reviewer": "AB"}, "10.0.0.7")
+        store.exclude_result(ids[1], "wrong slide", "10.0.0.7")
+        case = store.get_case(case_id)
+        assert case["code"] == "2026-11-23-001" and case["field_count"] == 2 and len(case["fields"]) == 3
+        first = case["fields"][0]
+        assert first["label"] == model_label and first["review"]["call"] == "negative"  # the model output stays
+        assert case["fields"][1]["excluded"]["reason"] == "wrong slide"
+        store.review_case(case_id, {"call": "positive", "reason": "blasts seen", "reviewer": "AB"}, "10.0.0.7")
+        actions = [a["action"] for a in store.audit_log()]
+        assert actions[:4] == ["case.review", "result.exclude", "result.review", "case.create"]
+        review = next(a for a in store.audit_log() if a["action"] == "result.review")
+        assert review["before"] == {"id": ids[0], "review": None} and review["after"]["review"]["reviewer"] == "AB"
+        assert store.review_result(10**9, {"call": "negative"}, "x") is None
+        page, total = store.list_cases(limit=10, offset=0)
+        assert total == 1 and page[0]["review"]["call"] == "positive"
+    finally:
+        store.close()
+
+
+def test_retention_never_deletes_a_field_of_an_open_case(tmp_path, results):
+    store = Store(tmp_path, StoreConfig(min_free_mb=0, max_results=5))
+    try:
+        open_case = store.create_case("OPEN", "", "t")
+        kept = [store.save(results[i], open_case) for i in range(3)]
+        a = store.save(results[3])  # no case
+        reviewed = store.create_case("DONE", "", "t")
+        d = store.save(results[4], reviewed)
+        store.review_case(reviewed, {"call": "negative", "reason": "", "reviewer": "AB"}, "t")
+        b = store.save(results[5])  # 6 > 5: the reviewed case's field goes first, though A is older
+        assert store.get(d) is None and store.get(a) is not None
+        c = store.save(results[6])  # then the oldest loose one
+        assert store.get(a) is None and store.get(b) and store.get(c)
+        for _ in range(4):  # far over the count: the open case's fields are never touched
+            store.save(results[7])
+        assert all(store.get(i) for i in kept) and store.count() == 5
+        deletions = [x for x in store.audit_log(1000) if x["action"] == "retention.delete"]
+        assert sorted(i for x in deletions for i in x["before"]["ids"]) == sorted([d, a, b, c] + list(range(c + 1, c + 3)))
+    finally:
+        store.close()
