@@ -14,7 +14,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge.case import CaseRule
 
 from edge.labels import LABELS
 from edge.screening import Calibration
@@ -70,6 +73,14 @@ class Bundle:
     @property
     def model_id(self) -> str:
         return str(self.manifest["model_id"])
+
+    @property
+    def case_rule(self) -> "CaseRule | None":
+        """The rule that calls a case from its fields; None for a bundle built before cases."""
+        from edge.case import CaseRule
+
+        data = self.manifest.get("case_rule")
+        return CaseRule.from_dict(data) if data else None
 
     @property
     def cpu_model(self) -> Path:

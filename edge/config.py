@@ -65,9 +65,17 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class CasesConfig:
+    # Usable fields before a case is called: 0 uses the bundle's case rule (fitted on
+    # validation); a larger number asks for more fields, a smaller one is ignored.
+    min_fields: int = 0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
+    device_name: str = ""  # shown on reports and exports; empty: the host name
     pin: str = ""  # empty: generated at first start, stored in the state dir
     token: str = ""  # empty: generated at first start, stored in the state dir
     max_upload_mb: float = 16.0
@@ -94,6 +102,7 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    cases: CasesConfig = field(default_factory=CasesConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
     @property
@@ -102,6 +111,12 @@ class Config:
         if self.inference.bundle:
             return Path(self.inference.bundle)
         return current_bundle_path(self.state_dir) or default_bundle_path()
+
+    @property
+    def device_name(self) -> str:
+        import socket
+
+        return self.server.device_name or socket.gethostname()
 
     @property
     def trust(self) -> Trust:
@@ -185,6 +200,7 @@ def _validate(cfg: Config) -> Config:
         (cfg.store.max_results >= 1, "store.max_results", "must be at least 1"),
         (cfg.store.max_age_days > 0, "store.max_age_days", "must be positive"),
         (cfg.store.min_free_mb >= 0, "store.min_free_mb", "must not be negative"),
+        (0 <= cfg.cases.min_fields <= 100, "cases.min_fields", "must be 0-100"),
         (0 <= cfg.server.port < 65536, "server.port", "must be 0-65535 (0: any free port)"),
         # 4 digits fall to the device-wide login limit in about 7 days (README, "Login"); 6 take years
         (cfg.server.pin == "" or (cfg.server.pin.isascii() and cfg.server.pin.isdigit() and 6 <= len(cfg.server.pin) <= 12),

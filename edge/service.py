@@ -14,6 +14,7 @@ import numpy as np
 import edge
 from edge.bundle import Bundle
 from edge.capture import CameraError, CameraWorker
+from edge.case import CaseCall, case_call
 from edge.config import Config
 from edge.pipeline import Pipeline
 from edge.result import Result
@@ -60,22 +61,55 @@ class Service:
         self.started = time.time()
         self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
 
-    def analyze(self, frame: np.ndarray, source: str) -> Result:
-        """Run the pipeline on a frame and store the result (classified or rejected).
-        Raises ``StoreFull`` before any work when the record has no room left."""
+    def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None) -> Result:
+        """Run the pipeline on a frame and store the result (classified or rejected) in
+        ``case_id``, else in the active case (if any). Raises ``StoreFull`` before any work
+        when the record has no room left."""
         self.store.ensure_space()
+        case_id = case_id if case_id is not None else self.store.active_case()
         result = self.pipeline.process(frame, source=source)
         start = time.perf_counter()
-        self.store.save(result)
+        self.store.save(result, case_id)
         store_ms = (time.perf_counter() - start) * 1000.0
         result.timings_ms["store"] = store_ms
         self.stats.record(result, store_ms)
+        if case_id is not None:
+            self.refresh_case_call(case_id)
         return result
 
-    def capture(self) -> Result:
+    def capture(self, case_id: int | None = None) -> Result:
         if self.camera is None:
             raise CameraError("no camera source is configured")
-        return self.analyze(self.camera.latest(), source=self.camera.spec)
+        return self.analyze(self.camera.latest(), source=self.camera.spec, case_id=case_id)
+
+    # -- cases ----------------------------------------------------------------------------
+
+    def case_call(self, fields: list[dict[str, Any]]) -> CaseCall | None:
+        rule = self.bundle.case_rule
+        return None if rule is None else case_call(fields, rule, self.config.cases.min_fields)
+
+    def refresh_case_call(self, case_id: int) -> None:
+        case = self.store.get_case(case_id)
+        if case is not None and (call := self.case_call(case["fields"])) is not None:
+            self.store.set_case_call(case_id, call.call)
+
+    def create_case(self, code: str, note: str, client: str) -> dict[str, Any]:
+        """A new case, made the active one (new fields go into it)."""
+        case_id = self.store.create_case(code or self.store.new_case_code(), note, client)
+        self.store.set_active_case(case_id)
+        return self.case(case_id)
+
+    def case(self, case_id: int) -> dict[str, Any] | None:
+        """A case with its fields, counts, the model's call, the review and the final call."""
+        case = self.store.get_case(case_id)
+        if case is None:
+            return None
+        call = self.case_call(case["fields"])
+        case["case_call"] = call.to_dict() if call else None
+        case["final_call"] = (case["review"] or {}).get("call") or (call.call if call else None)
+        case["active"] = self.store.active_case() == case_id
+        case["model_id"] = self.bundle.model_id
+        return case
 
     def preview_jpeg(self, max_side: int = 640) -> bytes:
         if self.camera is None:

@@ -372,6 +372,17 @@ class Store:
                                     (*args, limit, offset)).fetchall()
         return [self._case_row(r) for r in rows], total
 
+    def active_case(self) -> int | None:
+        """The case new fields go into (kept across restarts), or None."""
+        with self._lock:
+            value = self._meta("active_case", "")
+        return int(value) if value.isdigit() else None
+
+    def set_active_case(self, case_id: int | None) -> None:
+        with self._lock, self._transaction():
+            self._db.execute("INSERT INTO meta(key, value) VALUES ('active_case', ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", ("" if case_id is None else str(case_id),))
+
     def set_case_call(self, case_id: int, call: str) -> None:
         """The model's case call, kept for the history filter (recomputed from the fields)."""
         with self._lock, self._transaction():

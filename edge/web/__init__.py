@@ -29,9 +29,7 @@ from edge.store import StoreFull
 
 log = logging.getLogger("blastscope")
 
-
-#: SQLite's largest integer: a larger id in a URL is a plain 404, not an overflow.
-MAX_ID = 2**63 - 1
+from edge.web.cases import MAX_ID, make_blueprint  # MAX_ID: SQLite's largest integer; beyond it, a plain 404
 
 
 def _error(status: int, reason: str) -> tuple[Response, int]:
@@ -230,4 +228,5 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             return _error(404, f"no {kind} for result {result_id}")
         return send_file(path, mimetype="image/jpeg", max_age=3600)
 
+    app.register_blueprint(make_blueprint(service, api))
     return app

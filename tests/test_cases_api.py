@@ -1,0 +1,144 @@
+"""The case flow over real HTTP against a real daemon (issue 7): create, analyse real fields
+into a case, the case call, review and exclusion with audit, exports (CSV, JSON, FHIR
+validated with fhir.resources), history paging and filters. Labels are asserted from the
+sample files' names, which carry the truth."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+
+import pytest
+import requests
+
+from conftest import ServerProcess, sample_paths
+
+
+def _sample(prefix: str):
+    return [p for p in sample_paths() if p.name.startswith(prefix)]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("cases") / "state", "--demo")
+    yield srv
+    srv.stop()
+
+
+def _post(srv, path, **kw):
+    return requests.post(srv.url + path, headers=srv.headers(), timeout=30, **kw)
+
+
+def _get(srv, path, **kw):
+    return requests.get(srv.url + path, headers=srv.headers(), timeout=30, **kw)
+
+
+def _upload(srv, case_id, path):
+    r = _post(srv, f"/api/cases/{case_id}/classify", files={"image": (path.name, path.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_malignant_slide_and_a_benign_slide(daemon):
+    r = _post(daemon, "/api/cases", json={"code": "", "note": "ward 3"})
+    assert r.status_code == 201 and re.fullmatch(r"\d{4}-\d{2}-\d{2}-\d{3}", r.json()["code"]) and r.json()["active"]
+    malignant = r.json()["id"]
+    assert _post(daemon, "/api/cases", json={"code": r.json()["code"]}).status_code == 409
+    assert _post(daemon, "/api/cases", json={"code": "<script>"}).status_code == 400
+    assert _post(daemon, "/api/cases", data="not json").status_code == 400
+
+    first = _upload(daemon, malignant, _sample("pro_b__")[0])
+    assert first["label"] == "pro_b" and first["call"] == "positive"
+    case = _get(daemon, f"/api/cases/{malignant}").json()
+    assert case["case_call"]["call"] == "pending" and "Analyse 1 more" in case["case_call"]["next_step"]
+    for path in _sample("pre_b__") + _sample("early_pre_b__"):
+        assert _upload(daemon, malignant, path)["label"] == path.name.split("__")[0]
+    # /api/classify without a case goes into the active case
+    r = _post(daemon, "/api/classify", files={"image": ("x.jpg", _sample("pro_b__")[1].read_bytes())})
+    assert r.status_code == 200 and r.json()["label"] == "pro_b"
+    case = _get(daemon, f"/api/cases/{malignant}").json()
+    call = case["case_call"]
+    assert case["field_count"] == 6 and call["call"] == "positive" and call["positive"] == 6
+    assert "Refer for confirmatory testing" in call["next_step"] and call["subtype_pattern"].startswith("mixed")
+    assert call["counts"] == {"pro_b": 2, "pre_b": 2, "early_pre_b": 2}
+    assert all(f["source"].startswith("upload:") and f["created_iso"] for f in case["fields"])
+
+    benign = _post(daemon, "/api/cases", json={"code": "LAB-77", "note": ""}).json()["id"]
+    path = _sample("benign__WBC-Benign-221")[0]
+    for _ in range(2):
+        assert _upload(daemon, benign, path)["label"] == "benign"
+    case = _get(daemon, f"/api/cases/{benign}").json()
+    assert case["case_call"]["call"] == "negative" and "No B-ALL pattern in 2 fields" in case["case_call"]["next_step"]
+
+    listing = _get(daemon, "/api/cases?limit=1&offset=0").json()
+    assert listing["total"] == 2 and listing["cases"][0]["code"] == "LAB-77" and listing["active_case"] == benign
+    assert [c["id"] for c in _get(daemon, "/api/cases?call=positive").json()["cases"]] == [malignant]
+    assert _get(daemon, "/api/cases?limit=0").status_code == 400 and _get(daemon, "/api/cases?call=maybe").status_code == 400
+    assert _get(daemon, "/api/cases/999999").status_code == 404
+
+
+def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
+    case_id = _post(daemon, "/api/cases", json={"code": "REV-1"}).json()["id"]
+    fields = [_upload(daemon, case_id, p) for p in _sample("benign__WBC-Benign-221") * 2 + _sample("pre_b__")[:1]]
+    assert _get(daemon, f"/api/cases/{case_id}").json()["case_call"]["call"] == "uncertain"  # 1 of 3
+
+    r = _post(daemon, f"/api/results/{fields[2]['id']}/review", json={"call": "negative", "reason": "stain artefact"})
+    assert r.status_code == 400 and "reviewer" in r.json()["error"]
+    r = _post(daemon, f"/api/results/{fields[2]['id']}/review",
+              json={"call": "negative", "reason": "stain artefact", "reviewer": "AB"})
+    assert r.status_code == 200 and r.json()["label"] == "pre_b" and r.json()["review"]["call"] == "negative"
+    r = _post(daemon, f"/api/results/{fields[2]['id']}/exclude", json={"reason": "wrong slide"})
+    assert r.status_code == 200 and r.json()["excluded"]["reason"] == "wrong slide"
+    case = _get(daemon, f"/api/cases/{case_id}").json()
+    assert case["case_call"]["call"] == "negative" and case["case_call"]["excluded"] == 1 and case["field_count"] == 2
+    r = _post(daemon, f"/api/cases/{case_id}/review", json={"call": "negative", "reason": "agree", "reviewer": "CD"})
+    assert r.status_code == 200 and r.json()["final_call"] == "negative" and r.json()["review"]["reviewer"] == "CD"
+    assert _post(daemon, "/api/results/999999/review", json={"call": "negative", "reason": "x", "reviewer": "y"}).status_code == 404
+
+    audit = _get(daemon, "/api/audit?limit=50").json()["audit"]
+    actions = [a["action"] for a in audit]
+    assert actions[:4] == ["case.review", "result.exclude", "result.review", "case.create"]
+    assert audit[2]["before"]["review"] is None and audit[2]["after"]["review"]["reviewer"] == "AB"
+    assert all(a["client"] == "127.0.0.1" for a in audit[:4])
+
+
+def test_exports_csv_json_fhir_and_by_date(daemon):
+    from fhir.resources.R4B.bundle import Bundle
+
+    case_id = _post(daemon, "/api/cases", json={"code": "EXP/9"}).json()["id"]
+    for path in _sample("pro_b__") + _sample("benign__WBC-Benign-221"):
+        _upload(daemon, case_id, path)
+    r = _get(daemon, f"/api/cases/{case_id}/export.csv")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
+    assert 'filename="blastscope-case-EXP-9.csv"' in r.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [row["label"] for row in rows] == ["pro_b", "pro_b", "benign"] and {row["case_code"] for row in rows} == {"EXP/9"}
+    data = _get(daemon, f"/api/cases/{case_id}/export.json").json()
+    assert data["case"]["code"] == "EXP/9" and len(data["fields"]) == 3 and "not a diagnosis" in data["disclaimer"]
+
+    r = _get(daemon, f"/api/cases/{case_id}/fhir")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate(r.json())  # a FHIR library validates what was served
+    report = bundle.entry[0].resource
+    assert report.__resource_type__ == "DiagnosticReport" and report.identifier[0].value == "EXP/9"
+    assert len(report.result) == 3 and report.status == "preliminary" and "not a diagnosis" in report.conclusion
+    observations = [e.resource for e in bundle.entry[1:]]
+    assert [o.valueCodeableConcept.text for o in observations] == ["Pro-B ALL", "Pro-B ALL", "Benign (hematogones)"]
+    assert {e.fullUrl for e in bundle.entry[1:]} == {ref.reference for ref in report.result}
+
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    r = _get(daemon, f"/api/export.csv?from={today}&to={today}")
+    assert r.status_code == 200 and "EXP/9" in r.text
+    assert _get(daemon, "/api/export.csv?from=yesterday").status_code == 400
+    exports = [a for a in _get(daemon, "/api/audit").json()["audit"] if a["action"] == "export"]
+    assert {a["after"]["what"] for a in exports} >= {"csv", "json", "fhir", "range csv"}
+
+
+def test_case_routes_need_authentication(daemon):
+    assert requests.get(daemon.url + "/api/cases", timeout=10).status_code == 401
+    assert requests.post(daemon.url + "/api/cases", json={"code": "X"}, timeout=10).status_code == 401
+    report = _get(daemon, "/api/cases/1/report")
+    assert report.status_code == 200 and "Screening aid, not a diagnosis" in report.text and "Model id" in report.text
