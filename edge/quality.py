@@ -40,11 +40,11 @@ def measure_quality(field_rgb: np.ndarray, cfg: QualityConfig) -> Quality:
     brightness = float(grey.mean())
     reasons = []
     if clipped > cfg.max_clipped:
-        reasons.append(f"overexposed: {clipped:.0%} of the field is saturated (lower the lamp or exposure)")
+        reasons.append(f"overexposed: lower the lamp or the exposure and analyse again ({clipped:.0%} of the field is saturated)")
     elif brightness < cfg.min_brightness:
-        reasons.append(f"too dark: mean brightness {brightness:.0f} (raise the lamp or open the diaphragm)")
+        reasons.append(f"too dark: raise the lamp or open the diaphragm and analyse again (mean brightness {brightness:.0f})")
     elif focus < cfg.min_focus:
-        reasons.append(f"out of focus: sharpness {focus:.0f} below {cfg.min_focus:.0f} (adjust the fine focus)")
+        reasons.append(f"out of focus: turn the fine focus and analyse again (sharpness {focus:.0f}, needs {cfg.min_focus:.0f})")
     return Quality(focus, clipped, brightness, reasons)
 
 

@@ -116,6 +116,7 @@ def test_exports_csv_json_fhir_and_by_date(daemon):
     assert 'filename="blastscope-case-EXP-9.csv"' in r.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["label"] for row in rows] == ["pro_b", "pro_b", "benign"] and {row["case_code"] for row in rows} == {"EXP/9"}
+    assert rows[0]["review_call"] == "" and rows[0]["excluded_reason"] == ""  # empty cells stay empty
     data = _get(daemon, f"/api/cases/{case_id}/export.json").json()
     assert data["case"]["code"] == "EXP/9" and len(data["fields"]) == 3 and "not a diagnosis" in data["disclaimer"]
 

@@ -1,12 +1,32 @@
-// BlastScope page: preview, Analyze, upload, result card, history. No external scripts.
+// BlastScope page: the active case, preview, Analyze, upload, the field card, the case card,
+// reviews, cases history with paging. No external scripts; everything comes from the device.
 "use strict";
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 const names = window.LABEL_NAMES;
+const CALL_TEXT = { positive: "▲ Screen positive", negative: "● Screen negative", uncertain: "◆ Uncertain",
+                    pending: "◆ More fields needed", rejected: "✕ Not classified" };
+const PAGE = 10;
+let status = null;       // the last /api/status
+let activeCase = null;   // the active case, as the API returns it
+let shownCase = null;    // the case in the case card
+let shownResult = null;  // the result in the field card
+let reviewTarget = null; // {kind: "result"|"case", id}
+let historyOffset = 0;
+let offline = false;
+
+class Offline extends Error {}
 
 async function api(path, options = {}) {
   const headers = Object.assign({ "X-CSRF-Token": csrf }, options.headers || {});
-  const response = await fetch(path, Object.assign({ credentials: "same-origin" }, options, { headers }));
+  let response;
+  try {
+    response = await fetch(path, Object.assign({ credentials: "same-origin" }, options, { headers }));
+  } catch (e) {
+    setOffline(true);
+    throw new Offline("The device cannot be reached. Check the Wi-Fi and try again.");
+  }
+  setOffline(false);
   let body = null;
   try { body = await response.json(); } catch (e) { /* not JSON */ }
   if (response.status === 401) { window.location = "/login"; throw new Error("logged out"); }
@@ -16,23 +36,51 @@ async function api(path, options = {}) {
 
 function show(el, on) { el.hidden = !on; }
 
+function setOffline(on) {
+  if (on === offline) return;
+  offline = on;
+  show($("offline"), on);
+  if (on) { const chip = $("health"); chip.textContent = "Offline"; chip.className = "chip offline-chip"; }
+}
+
 // A calibrated probability is never certainty: never show 0% or 100%.
 function percent(p) { return p >= 0.995 ? ">99%" : p < 0.005 ? "<1%" : `${(100 * p).toFixed(0)}%`; }
 
+function chip(el, call) {
+  el.textContent = CALL_TEXT[call] || call;
+  el.className = "chip " + call;
+  show(el, true);
+}
+
+// What the operating point means for this field, in words.
+function operatingPoint(r) {
+  const c = status && status.model.calibration;
+  const m = `Probability of B-ALL ${percent(r.malignant_probability)}`;
+  if (!c) return m;
+  const t = percent(c.malignant_threshold), hi = percent(c.uncertain_high);
+  if (c.uncertain_high > c.uncertain_low) return `${m}. Negative below ${t}, uncertain from ${t} to ${hi}, positive from ${hi}.`;
+  return `${m}. Positive from ${t}.`;
+}
+
+const FIELD_NEXT = {
+  positive: "This field shows a B-ALL pattern. Keep analysing fields of this slide; the case call decides.",
+  negative: "No B-ALL pattern in this field. Keep analysing fields of this slide.",
+  uncertain: "The model cannot place this field. Analyse other fields, or ask for an expert read.",
+};
+
 function renderCard(r) {
-  const card = $("card");
-  show(card, true);
-  const call = $("call");
+  shownResult = r;
+  show($("card"), true);
   if (r.classified) {
     $("label").textContent = r.label_name;
-    call.textContent = r.call === "positive" ? "Screen positive" : r.call === "negative" ? "Screen negative" : "Uncertain";
-    call.className = "chip " + r.call;
-    $("malignant").textContent = `Probability of B-ALL: ${percent(r.malignant_probability)}`;
+    chip($("call"), r.call);
+    $("malignant").textContent = operatingPoint(r);
+    $("next-step").textContent = FIELD_NEXT[r.call] || "";
   } else {
     $("label").textContent = "Field rejected";
-    call.textContent = "Not classified";
-    call.className = "chip rejected";
-    $("malignant").textContent = "Fix the field and analyse again.";
+    chip($("call"), "rejected");
+    $("malignant").textContent = "This field was not classified:";
+    $("next-step").textContent = "";
   }
   const bars = $("bars");
   bars.replaceChildren();
@@ -47,27 +95,86 @@ function renderCard(r) {
       bars.appendChild(row);
     }
   }
-  const reasons = $("reasons");
-  reasons.replaceChildren(...r.reasons.map((text) => { const li = document.createElement("li"); li.textContent = text; return li; }));
+  // plain words first; the measurement behind them is in brackets at the end
+  $("reasons").replaceChildren(...r.reasons.map((text) => {
+    const li = document.createElement("li");
+    const cut = text.lastIndexOf(" (");
+    li.textContent = cut > 0 ? text.slice(0, cut) : text;
+    if (cut > 0) li.title = text.slice(cut + 2, -1);
+    return li;
+  }));
   $("overlay").src = `/api/results/${r.id}/overlay`;
   const when = new Date(r.created * 1000).toLocaleString();
-  const ms = Object.values(r.timings_ms).reduce((a, b) => a + b, 0);
-  $("meta").textContent = `#${r.id} · ${when} · ${r.backend || "not run"} · ${ms.toFixed(0)} ms · ${r.cell_count} cells · model ${r.model_id}`;
-  card.scrollIntoView({ behavior: "smooth", block: "start" });
+  const ms = Object.values(r.timings_ms || {}).reduce((a, b) => a + b, 0);
+  const source = r.source && r.source.startsWith("upload:") ? `uploaded file ${r.source.slice(7)}` : "camera";
+  $("meta").textContent = `Field #${r.id} · ${when} · from ${source} · ${r.backend === "edgetpu" ? "Edge TPU" : r.backend ? "CPU" : "not run"}` +
+    ` · ${ms.toFixed(0)} ms · ${r.cell_count} cells · model ${r.model_id}` +
+    (r.review ? ` · reviewed by ${r.review.reviewer}: ${r.review.call}` : "") + (r.excluded ? ` · excluded: ${r.excluded.reason}` : "");
+  show($("exclude-field"), r.case_id != null && !r.excluded);
+}
+
+// Bring the result's label and call into view below the top of the screen (not past it).
+function revealCard() {
+  const head = $("card").querySelector(".card-head");
+  const top = head.getBoundingClientRect().top + window.scrollY - 8;
+  window.scrollTo({ top: Math.max(0, top), behavior: "auto" });
+}
+
+function renderCaseBar(c) {
+  activeCase = c;
+  $("case-code").textContent = c ? c.code : "none: start a case for each slide";
+  const call = c && c.case_call;
+  if (call) chip($("case-chip"), call.call); else show($("case-chip"), false);
+  $("case-next").textContent = call ? call.next_step : c ? "" : "Fields analysed without a case are kept, but get no case call.";
+  $("show-case").disabled = !c;
+}
+
+function renderCaseCard(c) {
+  shownCase = c;
+  show($("case-card"), true);
+  $("cc-code").textContent = c.code;
+  const call = c.case_call;
+  if (call) {
+    chip($("cc-call"), call.call);
+    $("cc-next").textContent = call.next_step;
+    const counts = Object.entries(call.counts).map(([k, v]) => `${names[k] || "Uncertain"} ${v}`).join(", ");
+    $("cc-counts").textContent = `${call.fields} usable fields (${counts || "none yet"}); ${call.rejected} rejected; ${call.excluded} excluded.`;
+    $("cc-pattern").textContent = call.subtype_pattern ? `Positive fields point to: ${call.subtype_pattern}.` : "";
+    $("cc-rule").textContent = call.rule;
+  } else {
+    show($("cc-call"), false);
+    $("cc-next").textContent = "This model bundle has no case rule: review the fields one by one.";
+  }
+  $("cc-review").textContent = c.review ? `Reviewed by ${c.review.reviewer}: ${c.review.call} (${c.review.reason}).` : "Not reviewed yet.";
+  for (const [id, path] of [["cc-report", "report"], ["cc-csv", "export.csv"], ["cc-json", "export.json"], ["cc-fhir", "fhir"]]) {
+    $(id).href = `/api/cases/${c.id}/${path}`;
+  }
+  show($("activate-case"), !c.active);
+}
+
+async function loadActiveCase() {
+  const { active_case } = await api("/api/cases?limit=1");
+  renderCaseBar(active_case ? await api(`/api/cases/${active_case}`) : null);
 }
 
 async function run(action) {
   show($("error"), false);
-  show($("busy"), true);
+  show($("card"), false);  // never leave the previous result on screen while a new one is made
+  $("busy").textContent = "Analysing…";
   $("analyze").disabled = true;
   try {
-    renderCard(await action());
+    const r = await action();
+    renderCard(r);
+    if (activeCase) renderCaseBar(await api(`/api/cases/${activeCase.id}`));
+    if (shownCase && activeCase && shownCase.id === activeCase.id) renderCaseCard(activeCase);
+    revealCard();  // after everything above the card has its new height
     loadHistory();
+    $("busy").textContent = r.classified ? `Result: ${r.label_name}, ${CALL_TEXT[r.call]}` : "Field rejected";
   } catch (e) {
+    $("busy").textContent = "";
     $("error").textContent = e.message;
     show($("error"), true);
   } finally {
-    show($("busy"), false);
     $("analyze").disabled = false;
   }
 }
@@ -81,45 +188,126 @@ $("upload").addEventListener("change", (event) => {
   run(() => api("/api/classify", { method: "POST", body: form }));
   event.target.value = "";
 });
+$("upload-label").tabIndex = 0;
+$("upload-label").addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("upload").click(); } });
+
+$("new-case").addEventListener("click", () => { show($("case-form"), true); $("case-code-input").focus(); });
+$("cancel-case").addEventListener("click", () => show($("case-form"), false));
+$("case-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const c = await api("/api/cases", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ code: $("case-code-input").value.trim(), note: $("case-note-input").value.trim() }) });
+    $("case-form").reset();
+    show($("case-form"), false);
+    show($("card"), false);
+    renderCaseBar(c);
+    renderCaseCard(c);
+    historyOffset = 0;
+    loadHistory();
+  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+});
+$("show-case").addEventListener("click", async () => {
+  if (!activeCase) return;
+  renderCaseCard(await api(`/api/cases/${activeCase.id}`));
+  $("case-card").scrollIntoView({ block: "start" });
+});
+$("activate-case").addEventListener("click", async () => {
+  const c = await api(`/api/cases/${shownCase.id}/activate`, { method: "POST" });
+  renderCaseBar(c); renderCaseCard(c); loadHistory();
+});
+
+function openReview(kind, id, title) {
+  reviewTarget = { kind, id };
+  $("review-title").textContent = title;
+  show($("review-form"), true);
+  $("review-form").scrollIntoView({ block: "start" });
+}
+$("review-field").addEventListener("click", () => shownResult && openReview("result", shownResult.id, `Review field #${shownResult.id}`));
+$("review-case").addEventListener("click", () => shownCase && openReview("case", shownCase.id, `Review case ${shownCase.code}`));
+$("cancel-review").addEventListener("click", () => show($("review-form"), false));
+$("review-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData($("review-form"));
+  const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), reviewer: form.get("reviewer") });
+  try {
+    const path = reviewTarget.kind === "case" ? `/api/cases/${reviewTarget.id}/review` : `/api/results/${reviewTarget.id}/review`;
+    const saved = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    show($("review-form"), false);
+    $("review-reason").value = "";
+    if (reviewTarget.kind === "case") { renderCaseCard(saved); $("case-card").scrollIntoView({ block: "start" }); }
+    else renderCard(saved);
+    loadHistory();
+  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+});
+$("exclude-field").addEventListener("click", async () => {
+  const reason = window.prompt("Why exclude this field from the case? (wrong slide, artefact…)");
+  if (!reason) return;
+  try {
+    renderCard(await api(`/api/results/${shownResult.id}/exclude`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }) }));
+    if (activeCase) renderCaseBar(await api(`/api/cases/${activeCase.id}`));
+  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+});
 
 async function loadHistory() {
-  const { results } = await api("/api/results?limit=20");
-  const list = $("history");
-  list.replaceChildren(...results.map((r) => {
+  const filter = $("history-filter").value;
+  const data = await api(`/api/cases?limit=${PAGE}&offset=${historyOffset}${filter ? `&call=${filter}` : ""}`);
+  $("history").replaceChildren(...data.cases.map((c) => {
     const li = document.createElement("li");
     const b = document.createElement("button");
-    const what = r.classified ? r.label_name : "Rejected";
-    b.innerHTML = "<span></span><span class='chip'></span>";
-    b.children[0].textContent = `#${r.id} ${new Date(r.created * 1000).toLocaleTimeString()} · ${what}`;
-    b.children[1].textContent = r.classified ? r.call : "rejected";
-    b.children[1].className = "chip " + (r.classified ? r.call : "rejected");
-    b.addEventListener("click", () => renderCard(r));
+    b.type = "button";
+    b.innerHTML = "<span class='what'></span><span class='chip'></span>";
+    const when = new Date(c.created * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    b.children[0].textContent = `${c.code} · ${when} · ${c.field_count} fields${c.review ? " · reviewed" : ""}${c.active ? " · active" : ""}`;
+    chip(b.children[1], c.final_call || c.call);
+    b.addEventListener("click", async () => { renderCaseCard(await api(`/api/cases/${c.id}`)); $("case-card").scrollIntoView({ block: "start" }); });
     li.appendChild(b);
     return li;
   }));
+  if (!data.cases.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = "No cases yet."; $("history").appendChild(li); }
+  $("page-info").textContent = data.total ? `${historyOffset + 1}-${historyOffset + data.cases.length} of ${data.total}` : "";
+  $("newer").disabled = historyOffset === 0;
+  $("older").disabled = historyOffset + PAGE >= data.total;
 }
+$("history-filter").addEventListener("change", () => { historyOffset = 0; loadHistory(); });
+$("newer").addEventListener("click", () => { historyOffset = Math.max(0, historyOffset - PAGE); loadHistory(); });
+$("older").addEventListener("click", () => { historyOffset += PAGE; loadHistory(); });
+$("export-today").addEventListener("click", (e) => {
+  const today = new Date().toISOString().slice(0, 10);
+  e.currentTarget.href = `/api/export.csv?from=${today}&to=${today}`;
+});
 
 async function refreshStatus() {
   try {
-    const s = await api("/api/status");
-    const chip = $("health");
-    chip.textContent = `${s.status === "ok" ? "OK" : "Degraded"} · ${s.backend.active.toUpperCase()}`;
-    chip.className = "chip " + s.status;
-    $("degraded").textContent = s.degraded_reasons.join(" · ");
-    show($("degraded"), s.degraded_reasons.length > 0);
-  } catch (e) { /* shown on the next action */ }
+    status = await api("/api/status");
+    const h = $("health");
+    h.textContent = status.status === "ok" ? "Ready" : "Needs attention";
+    h.className = "chip " + status.status;
+    $("degraded").textContent = status.degraded_reasons.join(" · ");
+    show($("degraded"), status.degraded_reasons.length > 0 && !$("degraded").dataset.closed);
+  } catch (e) { /* the offline banner says it */ }
 }
+$("health").addEventListener("click", () => {
+  const d = $("degraded");
+  if (!d.hidden) { show(d, false); d.dataset.closed = "1"; return; }
+  const reasons = status ? status.degraded_reasons : [];
+  d.textContent = reasons.length ? reasons.join(" · ") : status ? `All working: model ${status.model.id}, ` +
+    `${status.backend.active === "edgetpu" ? "Edge TPU" : "CPU"}, camera ${status.camera && status.camera.connected ? "on" : "off"}.` : "";
+  delete d.dataset.closed;
+  show(d, true);
+});
+$("retry").addEventListener("click", async () => { await refreshStatus(); if (!offline) { loadActiveCase(); loadHistory(); } });
 
 function refreshPreview() {
-  if (document.hidden) return;
+  if (document.hidden || offline) return;
   const img = new Image();
   img.onload = () => { $("preview").src = img.src; show($("preview-error"), false); };
-  img.onerror = () => { $("preview-error").textContent = "No live view: camera not delivering frames."; show($("preview-error"), true); };
+  img.onerror = () => { $("preview-error").textContent = "No live view: the camera is not delivering pictures."; show($("preview-error"), true); };
   img.src = `/api/preview.jpg?t=${Date.now()}`;
 }
 
 refreshPreview();
-refreshStatus();
-loadHistory();
+refreshStatus().then(() => { loadActiveCase().catch(() => {}); loadHistory().catch(() => {}); });
 setInterval(refreshPreview, 1000);
 setInterval(refreshStatus, 5000);

@@ -1,0 +1,152 @@
+"""The case flow from a phone in a real browser (issue 7): headless Debian Chromium at
+360x740 and 390x844, and 740x360 landscape; the report printed to PDF by Chromium and its
+text checked; the offline banner with a daemon that goes away and comes back."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+
+import pytest
+
+from conftest import PIN, ServerProcess, sample_paths
+from test_browser import _driver
+
+
+def _log_in(driver, url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 20)
+    driver.get(url + "/login")
+    wait.until(ec.element_to_be_clickable((By.ID, "pin"))).send_keys(PIN)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(ec.element_to_be_clickable((By.ID, "analyze")))
+    return wait
+
+
+def _in_view(driver, element_id: str) -> bool:
+    return driver.execute_script(
+        "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
+        "return r.top >= 0 && r.bottom <= window.innerHeight && r.width > 0;", element_id)
+
+
+def _no_sideways_overflow(driver) -> bool:
+    return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+
+
+@pytest.mark.parametrize("width, height", [(360, 740), (390, 844)])
+def test_case_flow_on_a_phone(server, tmp_path, width, height):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = _driver(tmp_path / "profile", width, height)
+    try:
+        wait = _log_in(driver, server.url)
+        assert "none" in driver.find_element(By.ID, "case-code").text
+        driver.find_element(By.ID, "new-case").click()
+        driver.find_element(By.ID, "case-code-input").send_keys(f"LAB-{width}")
+        driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), f"LAB-{width}"))
+        assert driver.find_element(By.ID, "cc-code").text == f"LAB-{width}"
+
+        upload = driver.find_element(By.ID, "upload")
+        pro_b = [p for p in sample_paths() if p.name.startswith("pro_b__")]
+        for n, path in enumerate(pro_b, start=1):
+            upload.send_keys(str(path))
+            wait.until(lambda d: d.find_element(By.ID, "busy").text.startswith("Result:") and
+                       d.find_element(By.ID, "card").is_displayed() and f"#" in d.find_element(By.ID, "meta").get_attribute("textContent")
+                       and path.name in d.find_element(By.ID, "meta").get_attribute("textContent"))
+            assert driver.find_element(By.ID, "label").text == "Pro-B ALL"
+            assert driver.find_element(By.ID, "call").text == "▲ Screen positive"
+            assert _in_view(driver, "label") and _in_view(driver, "call")  # fix 1: not scrolled past
+            assert "positive from 37%" in driver.find_element(By.ID, "malignant").text  # fix 4: the operating point
+        chip = driver.find_element(By.ID, "call")
+        assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth + 1", chip)  # fix 3
+        assert _no_sideways_overflow(driver)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "case-chip"), "Screen positive"))
+        assert "Refer for confirmatory testing" in driver.find_element(By.ID, "case-next").text
+
+        driver.find_element(By.ID, "show-case").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "review-case"))).click()
+        driver.find_element(By.CSS_SELECTOR, "#review-form input[value=positive]").click()
+        driver.find_element(By.ID, "review-reason").send_keys("blasts on two fields")
+        driver.find_element(By.ID, "review-reviewer").send_keys("AB")
+        driver.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by AB: positive"))
+        wait.until(lambda d: "reviewed" in d.find_element(By.ID, "history").text)
+        assert f"LAB-{width}" in driver.find_element(By.ID, "history").text and _no_sideways_overflow(driver)
+
+        csv_text = driver.execute_script(
+            "return await (await fetch(document.getElementById('cc-csv').href)).text()")
+        import csv
+
+        rows = list(csv.DictReader(io.StringIO(csv_text)))
+        assert [r["label"] for r in rows] == ["pro_b", "pro_b"] and {r["case_code"] for r in rows} == {f"LAB-{width}"}
+        fhir = driver.execute_script("return await (await fetch(document.getElementById('cc-fhir').href)).json()")
+        assert fhir["resourceType"] == "Bundle" and len(fhir["entry"]) == 3
+
+        driver.get(driver.find_element(By.ID, "cc-report").get_attribute("href"))
+        from pypdf import PdfReader
+        from selenium.webdriver.common.print_page_options import PrintOptions
+
+        pdf = PdfReader(io.BytesIO(base64.b64decode(driver.print_page(PrintOptions()))))
+        import unicodedata
+
+        text = unicodedata.normalize("NFKC", " ".join(page.extract_text() for page in pdf.pages))  # fi ligatures
+        for expected in (f"LAB-{width}", "Screening aid, not a diagnosis", "By AB: blasts on two fields",
+                         "Reviewer's final call: ▲ positive", "Case call (model): ▲ positive",
+                         "Refer for confirmatory testing", "Pro-B ALL", "Model id"):
+            assert expected in text, (expected, text)
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".field img")) == 2
+    finally:
+        driver.quit()
+
+
+def test_landscape_keeps_analyze_above_the_fold_and_upload_is_keyboard_reachable(server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    driver = _driver(tmp_path / "profile", 740, 360)
+    try:
+        wait = _log_in(driver, server.url)
+        wait.until(lambda d: d.execute_script("return document.getElementById('preview').naturalWidth") > 0)
+        assert _in_view(driver, "analyze")  # fix 8
+        driver.execute_script("document.getElementById('upload-label').focus()")
+        assert driver.execute_script("return document.activeElement.id") == "upload-label"  # fix 10
+        assert driver.find_element(By.ID, "busy").get_attribute("role") == "status"
+    finally:
+        driver.quit()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_banner_and_recovery(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    port = str(_free_port())
+    srv = ServerProcess(tmp_path / "state", "--demo", "--port", port)
+    driver = _driver(tmp_path / "profile", 390, 844)
+    try:
+        wait = _log_in(driver, f"http://127.0.0.1:{port}")
+        driver.find_element(By.ID, "analyze").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "card")))
+        assert srv.stop() == 0
+        driver.find_element(By.ID, "analyze").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "offline")))
+        assert driver.find_element(By.ID, "health").text == "Offline"
+        assert not driver.find_element(By.ID, "card").is_displayed()  # fix 5: no stale result under the error
+        assert "cannot be reached" in driver.find_element(By.ID, "error").text
+        srv = ServerProcess(tmp_path / "state", "--demo", "--port", port)
+        driver.find_element(By.ID, "retry").click()
+        wait.until(ec.invisibility_of_element_located((By.ID, "offline")))
+        assert driver.find_element(By.ID, "health").text == "Ready"
+    finally:
+        driver.quit()
+        srv.stop()
