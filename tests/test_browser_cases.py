@@ -88,6 +88,9 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
         fhir = driver.execute_script("return await (await fetch(document.getElementById('cc-fhir').href)).json()")
         assert fhir["resourceType"] == "Bundle" and len(fhir["entry"]) == 3
 
+        driver.find_element(By.CSS_SELECTOR, "#audit-section summary").click()
+        wait.until(lambda d: "case.review" in d.find_element(By.ID, "audit").text)
+        assert "case.create" in driver.find_element(By.ID, "audit").text
         driver.get(driver.find_element(By.ID, "cc-report").get_attribute("href"))
         from pypdf import PdfReader
         from selenium.webdriver.common.print_page_options import PrintOptions

@@ -273,9 +273,20 @@ async function loadHistory() {
 $("history-filter").addEventListener("change", () => { historyOffset = 0; loadHistory(); });
 $("newer").addEventListener("click", () => { historyOffset = Math.max(0, historyOffset - PAGE); loadHistory(); });
 $("older").addEventListener("click", () => { historyOffset += PAGE; loadHistory(); });
-$("export-today").addEventListener("click", (e) => {
+{
   const today = new Date().toISOString().slice(0, 10);
-  e.currentTarget.href = `/api/export.csv?from=${today}&to=${today}`;
+  $("export-from").value = today;
+  $("export-to").value = today;
+}
+$("audit-section").addEventListener("toggle", async () => {
+  if (!$("audit-section").open) return;
+  const { audit } = await api("/api/audit?limit=50");
+  $("audit").replaceChildren(...audit.map((a) => {
+    const li = document.createElement("li");
+    const after = a.after ? JSON.stringify(a.after) : "";
+    li.textContent = `${new Date(a.at * 1000).toLocaleString()} · ${a.client} · ${a.action}${after ? " · " + after : ""}`;
+    return li;
+  }));
 });
 
 async function refreshStatus() {
