@@ -69,11 +69,15 @@ class CaseRule:
         rejected and uncertain fields carry no count, as on the device)."""
         benign = [c for c in benign_calls if c in ("positive", "negative")]
         malignant = [c for c in malignant_calls if c in ("positive", "negative")]
-        q = (benign.count("positive") + 1) / (len(benign) + 2)
-        s = (malignant.count("positive") + 1) / (len(malignant) + 2)
-        return cls(round(max(q, Q_FLOOR), 4), round(min(s, S_CEILING), 4), alpha, beta,
+        q = max((benign.count("positive") + 1) / (len(benign) + 2), Q_FLOOR)
+        s = min((malignant.count("positive") + 1) / (len(malignant) + 2), S_CEILING)
+        note = ""
+        if s - q < 0.02:  # the fields do not separate: a rule that (nearly) never calls a case
+            q, s = min(q, 0.49), max(s, 0.51)
+            note = "; the fields do not separate, so only (nearly) unanimous fields call a case"
+        return cls(round(q, 4), round(s, 4), alpha, beta,
                    f"{fitted_on}: {benign.count('positive')}/{len(benign)} benign fields called positive, "
-                   f"{malignant.count('positive')}/{len(malignant)} malignant fields called positive")
+                   f"{malignant.count('positive')}/{len(malignant)} malignant fields called positive{note}")
 
     def thresholds(self, n: int) -> tuple[int, int]:
         """(most positives still negative, fewest positives that are positive) for n fields;

@@ -35,6 +35,9 @@ def test_fit_smooths_and_bounds_the_field_rates():
     rule = CaseRule.fit(["negative"] * 70 + ["positive"] * 30, ["positive"] * 90 + ["negative"] * 10, "unit")
     assert rule.field_fp_rate == pytest.approx(31 / 102, abs=1e-4) and rule.field_tp_rate == pytest.approx(91 / 102, abs=1e-4)
     assert "30/100 benign fields called positive" in rule.fitted_on
+    useless = CaseRule.fit(["positive"] * 8 + ["negative"] * 2, ["positive"] * 2 + ["negative"] * 8, "tiny")
+    assert useless.field_fp_rate < useless.field_tp_rate and "do not separate" in useless.fitted_on
+    assert useless.min_fields >= 8 and useless.thresholds(8) == (0, 8)  # only unanimous fields can call it
 
 
 def test_case_calls_from_field_records():

@@ -26,7 +26,8 @@ def test_build_tiny_bundle_and_evaluate_it(tmp_path, dataset_dir, weights_path):
     assert "not signed: a device runs it only after" in result.stdout
     bundle = load_bundle(out, Trust(allow_unsigned=True))
     m = bundle.manifest
-    assert set(m["metrics"]) == {"float_val", "int8_val", "float_test", "int8_test"}
+    assert set(m["metrics"]) == {"float_val", "int8_val", "float_test", "int8_test", "cases_test"}
+    assert [c["size"] for c in m["metrics"]["cases_test"]] == [1, 3, 5, 10] and m["case_rule"]["min_fields"] >= 2
     split_keys = [k for keys in m["split"]["keys"].values() for k in keys]
     assert sorted(split_keys) == sorted(s.key for s in load_dataset(data).samples)
     assert m["segmentation"] and m["calibration"]["temperature"] > 0

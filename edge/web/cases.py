@@ -146,15 +146,20 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         except CameraError as exc:
             return _error(503, f"camera unavailable: {exc}")
 
-    @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
-    @api
-    def review_result(result_id: int):
+    def reviewed(save: Callable[[int, dict[str, str], str], Any], target: int, what: str,
+                 answer: Callable[[int], Any]):
+        """Validate the review in the body, save it beside the model's output, answer."""
         review = _review(_json_body())
         if not isinstance(review, dict):
             return review
-        if store.review_result(result_id, review, _client()) is None:
-            return _error(404, f"no result {result_id}")
-        return jsonify(store.get(result_id))
+        if save(target, review, _client()) is None:
+            return _error(404, f"no {what} {target}")
+        return jsonify(answer(target))
+
+    @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
+    @api
+    def review_result(result_id: int):
+        return reviewed(store.review_result, result_id, "result", store.get)
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/exclude")
     @api
@@ -173,12 +178,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/review")
     @api
     def review_case(case_id: int):
-        review = _review(_json_body())
-        if not isinstance(review, dict):
-            return review
-        if store.review_case(case_id, review, _client()) is None:
-            return _error(404, f"no case {case_id}")
-        return jsonify(service.case(case_id))
+        return reviewed(store.review_case, case_id, "case", service.case)
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report")
     @api
