@@ -153,3 +153,29 @@ def test_offline_banner_and_recovery(tmp_path):
     finally:
         driver.quit()
         srv.stop()
+
+
+def test_login_wait_counts_down_and_the_button_comes_back(tmp_path):
+    """Fix 7: after wrong PINs the page counts the wait down and re-enables the button."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    config = tmp_path / "login.toml"
+    config.write_text("[server]\nlogin_free_failures = 1\nlogin_max_delay_seconds = 3\n")
+    srv = ServerProcess(tmp_path / "state", "--demo", "--config", str(config))
+    driver = _driver(tmp_path / "profile", 360, 740)
+    try:
+        driver.get(srv.url + "/login")
+        button = driver.find_element(By.ID, "login-button")
+        assert "primary" in button.get_attribute("class") and button.is_enabled()  # looks like a button
+        driver.find_element(By.ID, "pin").send_keys("000000")
+        button.click()
+        WebDriverWait(driver, 10).until(lambda d: "Try again in" in d.find_element(By.ID, "login-error").text)
+        assert not driver.find_element(By.ID, "login-button").is_enabled()
+        first = driver.find_element(By.ID, "login-error").text
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "login-error").text != first)
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "login-button").is_enabled())
+        assert "You can try again now" in driver.find_element(By.ID, "login-error").text
+    finally:
+        driver.quit()
+        srv.stop()
