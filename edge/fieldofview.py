@@ -55,9 +55,21 @@ def find_field_of_view(rgb: np.ndarray) -> FieldOfView | None:
     return FieldOfView(cx, cy, r, (x0, y0, x0 + side, y0 + side))
 
 
+def centre_square(rgb: np.ndarray) -> np.ndarray:
+    """The largest centred square: what is classified when no eyepiece disc is found. Squashing
+    a 4:3 frame into the model's square input distorts every cell the model was trained on."""
+    h, w = rgb.shape[:2]
+    if h == w:
+        return rgb
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return rgb[y0:y0 + side, x0:x0 + side]
+
+
 def crop_to_field(rgb: np.ndarray) -> tuple[np.ndarray, FieldOfView | None]:
+    """The square inside the eyepiece disc, else the centre square (``None``: no disc found)."""
     fov = find_field_of_view(rgb)
     if fov is None:
-        return rgb, None
+        return centre_square(rgb), None
     x0, y0, x1, y1 = fov.box
     return rgb[y0:y1, x0:x1], fov

@@ -34,6 +34,22 @@ def test_frames_without_vignette_pass_through():
         assert fov is None and crop is field
 
 
+def test_a_frame_without_a_disc_is_cropped_to_its_centre_never_squashed(default_bundle):
+    """A 4:3 frame with no eyepiece disc (a C-mount camera, or stray light hiding the disc):
+    the centre square is classified; squashing the whole frame would distort every cell."""
+    from edge.bundle import load_bundle
+    from edge.pipeline import Pipeline
+
+    pipeline = Pipeline.on_cpu(load_bundle(default_bundle))
+    for path in [p for p in sample_paths() if not p.name.startswith("benign__WBC-Benign-384")]:
+        field = cv2.resize(read_rgb(path), (768, 768), interpolation=cv2.INTER_CUBIC)
+        frame = cv2.copyMakeBorder(field, 0, 0, 128, 128, cv2.BORDER_REFLECT)  # 1024x768, bright to the edges
+        crop, fov = crop_to_field(frame)
+        assert fov is None and crop.shape == (768, 768, 3) and np.array_equal(crop, field)
+        result = pipeline.process(frame)
+        assert result.classified and result.screening.label == path.name.split("__")[0], path.name
+
+
 def test_quality_passes_sharp_fields_and_names_the_problem_otherwise():
     cfg = QualityConfig()
     sharp = read_rgb(sample_paths()[0])
