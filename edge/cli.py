@@ -205,6 +205,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustness(args: argparse.Namespace) -> int:
+    from edge.evaluate import samples_for_split
+    from edge.robustness import run, table
+
+    pipeline = _pipeline(args)
+    samples = samples_for_split(pipeline.bundle, load_dataset(args.data), args.split)[:: args.every]
+    report = run(pipeline, samples, args.condition, args.seed)
+    report["split"], report["every"] = args.split, args.every
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['n_fields']} fields ({args.split} split, every {args.every}), model {report['model_id']}, "
+              f"seed {args.seed}; scoring the label the device shows")
+        print(table(report))
+    return 0
+
+
 def _hardening(args: argparse.Namespace) -> int:
     from edge.hardening import run, table
 
@@ -263,6 +280,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=20)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench)
+    r = sub.add_parser("robustness", parents=[common], help="the device pipeline under seeded capture conditions "
+                       "(eyepiece, stray light, colour, exposure, defocus, noise, JPEG, orientation)")
+    r.add_argument("--data", required=True, type=Path)
+    r.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
+    r.add_argument("--condition", action="append", help="run only this condition (repeatable; default: all)")
+    r.add_argument("--every", type=int, default=1, help="use every Nth field of the split")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_robustness)
     h = sub.add_parser("hardening", help="measure a demo daemon: peak RSS under parallel worst-case uploads, "
                        "requests served under half-open connections, time to stop under load")
     h.add_argument("--parallel", type=int, default=4, help="parallel uploads per worst case")
