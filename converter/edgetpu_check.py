@@ -5,9 +5,14 @@ check answers the same question wherever the converter runs: will every operatio
 to the Edge TPU? It applies the rules Coral documents for compatible models:
 - tensors are 8-bit quantized (int32 only for constant biases and operation parameters);
 - tensor sizes and model parameters are constant at compile time (static shapes, batch 1);
-- activation tensors have at most 3 dimensions larger than 1;
+- tensors have at most 3 dimensions, or only the 3 innermost may be larger than 1
+  ([1, 128, 128, 3] is fine, [3, 128, 128, 1] is not);
 - a single subgraph (the compiler cannot compile a model with more);
-- every operation is on the supported list and meets its listed constraints.
+- every operation is on the supported list and meets its listed constraints (MEAN: no
+  reduction in the batch dimension, and a reduction over z needs z a multiple of 4);
+- the compiler partitions the graph once: the first operation that cannot map and every
+  operation after it run on the CPU.
+Operation versions are not checked: Coral documents no per-version table to check against.
 The output is a per-operation table shaped like the compiler's own log.
 """
 
@@ -93,7 +98,13 @@ def _concat_rule(op: _Op) -> str | None:
 
 
 def _mean_rule(op: _Op) -> str | None:
-    return _not_batch_axis(1)(op)
+    if batch := _not_batch_axis(1)(op):
+        return batch
+    shape = [int(d) for d in op.inputs[0].shape]
+    axes = {int(a) % len(shape) for a in np.ravel(op.input_values[1])}
+    if len(shape) - 1 in axes and shape[-1] % 4:
+        return f"reduces over z = {shape[-1]}, which is not a multiple of 4"
+    return None
 
 
 #: Coral's supported-operations table: operation -> constraint checks (empty: none listed).
@@ -192,8 +203,9 @@ def check_model(path: Path | str) -> CheckReport:
             signature = t.shapeSignature if t.shapeSignature is not None else t.shape
             if signature is not None and any(int(d) < 0 for d in signature):
                 problems.append(f"tensor {t.name.decode()} has a dynamic shape")
-            if _buffer(model, t) is None and t.shape is not None and sum(int(d) > 1 for d in t.shape) > 3:
-                problems.append(f"tensor {t.name.decode()} has more than 3 dimensions larger than 1")
+            if _buffer(model, t) is None and t.shape is not None and any(int(d) > 1 for d in t.shape[:-3]):
+                problems.append(f"tensor {t.name.decode()} has shape {[int(d) for d in t.shape]}: only the 3 "
+                                "innermost dimensions may be larger than 1")
         for t in outs:
             if t.type not in EIGHT_BIT:
                 problems.append(f"output {t.name.decode()} is {TYPE_NAMES.get(t.type)}, not 8-bit")
@@ -203,4 +215,9 @@ def check_model(path: Path | str) -> CheckReport:
             view = _Op(name, op.builtinOptions, ins, outs, [_buffer(model, t) for t in ins])
             problems += [p for rule in SUPPORTED[name] if (p := rule(view))]
         report.ops.append((name, "; ".join(dict.fromkeys(problems)) or MAPPED))
+    first = next((i for i, (_, status) in enumerate(report.ops) if status != MAPPED), None)
+    if first is not None:  # one partition: everything after the first unmapped operation runs on the CPU
+        report.ops = report.ops[:first + 1] + [
+            (name, f"runs on the CPU: after the first unmapped operation ({report.ops[first][0]})"
+             if status == MAPPED else status) for name, status in report.ops[first + 1:]]
     return report

@@ -43,6 +43,63 @@ def _tflite(tmp_path: Path, name: str, batch: int | None, quantized: bool, exp: 
     return path
 
 
+def _int8(tmp_path: Path, name: str, channels: int, tail) -> Path:
+    """A small full-int8 model: a 3x3 convolution to ``channels`` channels, then ``tail``."""
+    import tensorflow as tf
+
+    kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, channels)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def net(x):
+        return tail(tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME")))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([np.random.rand(1, 16, 16, 3).astype(np.float32)] for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    path = tmp_path / name
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_only_the_three_innermost_dimensions_may_exceed_one(tmp_path):
+    import tensorflow as tf
+
+    bad = check_model(_int8(tmp_path, "outer.tflite", 4, lambda y: tf.reshape(y, [4, 16, 16, 1]) * 2.0))
+    status = dict(bad.ops)
+    assert not bad.ok and "shape [4, 16, 16, 1]: only the 3 innermost dimensions" in status["RESHAPE"]
+    good = check_model(_int8(tmp_path, "inner.tflite", 4, lambda y: tf.reshape(y, [1, 16, 64, 1]) * 2.0))
+    assert all("innermost" not in s for _, s in good.ops), good.table()
+
+
+def test_mean_over_z_needs_a_multiple_of_four(tmp_path):
+    import tensorflow as tf
+
+    bad = check_model(_int8(tmp_path, "mean3.tflite", 3, lambda y: tf.reduce_mean(y, axis=3, keepdims=True)))
+    assert "reduces over z = 3, which is not a multiple of 4" in dict(bad.ops)["MEAN"]
+    good = check_model(_int8(tmp_path, "mean4.tflite", 4, lambda y: tf.reduce_mean(y, axis=3, keepdims=True)))
+    assert dict(good.ops)["MEAN"] == MAPPED and good.ok, good.table()
+    spatial = check_model(_int8(tmp_path, "mean_hw.tflite", 3, lambda y: tf.reduce_mean(y, axis=[1, 2])))
+    assert dict(spatial.ops)["MEAN"] == MAPPED
+
+
+def test_everything_after_the_first_unmapped_operation_runs_on_the_cpu(tmp_path):
+    import tensorflow as tf
+
+    kernel = tf.constant(np.random.default_rng(1).normal(size=(1, 1, 4, 4)).astype(np.float32))
+    report = check_model(_int8(tmp_path, "split.tflite", 4,
+                               lambda y: tf.nn.relu(tf.nn.conv2d(tf.nn.leaky_relu(y, 0.1), kernel, 1, "SAME"))))
+    names = [name for name, _ in report.ops]
+    statuses = [status for _, status in report.ops]
+    first = names.index("LEAKY_RELU")
+    assert statuses[first] == "operation is not supported by the Edge TPU"
+    assert all(s == MAPPED for s in statuses[:first])
+    assert statuses[first + 1:] and all(s.startswith("runs on the CPU: after the first unmapped operation (LEAKY_RELU)")
+                                        for s in statuses[first + 1:])
+
+
 def test_shipped_model_passes_every_rule(default_bundle):
     report = check_model(default_bundle / "model.tflite")
     assert report.ok, report.table()
