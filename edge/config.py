@@ -52,7 +52,13 @@ class QualityConfig:
     # Measured on the training images at 224 px: sharp fields have Laplacian variance >= 55,
     # a sigma-2 defocus <= 14 (README, "Quality gate").
     min_focus: float = 30.0
-    max_clipped: float = 0.9  # fraction of saturated pixels; smear background is near-white
+    # Fraction of saturated pixels. Clean training fields reach 0.42 at most (Pro-B fields are
+    # the brightest); at 0.9, fields 1.25x too bright passed and malignant ones were called
+    # negative (README, "Capture conditions").
+    max_clipped: float = 0.5
+    # Pixel noise sigma (edge/quality.py): clean training fields reach 3.2 at most; Gaussian noise
+    # of sigma 8 measures 4.4 or more.
+    max_noise: float = 3.5
     min_brightness: float = 40.0
 
 
@@ -196,6 +202,7 @@ def _validate(cfg: Config) -> Config:
         (cfg.inference.reprobe_seconds > 0, "inference.reprobe_seconds", "must be positive"),
         (cfg.quality.min_focus >= 0, "quality.min_focus", "must not be negative"),
         (0 < cfg.quality.max_clipped <= 1, "quality.max_clipped", "must be in (0, 1]"),
+        (cfg.quality.max_noise > 0, "quality.max_noise", "must be positive"),
         (0 <= cfg.quality.min_brightness < 255, "quality.min_brightness", "must be in [0, 255)"),
         (cfg.store.max_results >= 1, "store.max_results", "must be at least 1"),
         (cfg.store.max_age_days > 0, "store.max_age_days", "must be positive"),

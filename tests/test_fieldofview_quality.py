@@ -60,3 +60,23 @@ def test_quality_passes_sharp_fields_and_names_the_problem_otherwise():
     assert washed.reasons[0].startswith("overexposed")
     dark = measure_quality((sharp // 10).astype(np.uint8), cfg)
     assert dark.reasons[0].startswith("too dark")
+
+
+def test_noise_is_caught_before_focus_whatever_the_class():
+    """Pixel noise inflates the Laplacian: noisy fields must be rejected as too noisy, not
+    classified (the robustness suite saw malignant fields called negative under noise)."""
+    cfg = QualityConfig()
+    rng = np.random.default_rng(0)
+    for path in sample_paths():  # every class, clean: passes
+        field = read_rgb(path)
+        assert measure_quality(field, cfg).ok, path.name
+        noisy = np.clip(field + rng.normal(0, 8, field.shape), 0, 255).astype(np.uint8)
+        q = measure_quality(noisy, cfg)
+        assert q.reasons[0].startswith("too noisy") and q.noise > cfg.max_noise, path.name
+
+
+def test_a_field_too_bright_by_a_quarter_is_overexposed():
+    cfg = QualityConfig()
+    bright = [measure_quality(np.clip(read_rgb(p) * 1.25, 0, 255).astype(np.uint8), cfg) for p in sample_paths()]
+    assert sum(bool(q.reasons) and q.reasons[0].startswith("overexposed") for q in bright) >= 6
+    assert sum(q.clipped_fraction > 0.9 for q in bright) <= 1  # the old limit let nearly all of them through
