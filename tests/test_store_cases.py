@@ -5,7 +5,6 @@ real result files from real sample fields."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import pytest
