@@ -163,14 +163,21 @@ def _survey(args: argparse.Namespace) -> int:
     if not paths:
         print(f"error: {args.folder}: no images found", file=sys.stderr)
         return 2
-    variants = {"as is": None, **({f"blurred sigma {args.blur:g}": args.blur} if args.blur else {})}
+    variants: dict[str, tuple[float, float]] = {"as is": (0.0, 0.0)}
+    if args.blur:
+        variants[f"blurred sigma {args.blur:g}"] = (args.blur, 0.0)
+    if args.noise:
+        variants[f"noise sigma {args.noise:g}"] = (0.0, args.noise)
+    rng = np.random.default_rng(0)
     report: dict[str, dict[str, list[float]]] = {}
-    for name, sigma in variants.items():
-        figures: dict[str, list[float]] = {"focus": [], "clipped_fraction": [], "brightness": []}
+    for name, (sigma, noise) in variants.items():
+        figures: dict[str, list[float]] = {"focus": [], "clipped_fraction": [], "brightness": [], "noise": []}
         for path in paths:
             field = fit_to_input(read_rgb(path), 224)
             if sigma:
                 field = cv2.GaussianBlur(field, (0, 0), sigma)
+            if noise:
+                field = np.clip(field + rng.normal(0, noise, field.shape), 0, 255).astype(np.uint8)
             q = measure_quality(field, QualityConfig())
             for key in figures:
                 figures[key].append(getattr(q, key))
@@ -274,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("folder", type=Path)
     v.add_argument("--every", type=int, default=1, help="use every Nth image")
     v.add_argument("--blur", type=float, default=0.0, help="also measure after a Gaussian blur of this sigma")
+    v.add_argument("--noise", type=float, default=0.0, help="also measure after Gaussian noise of this sigma")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_survey)
     b = sub.add_parser("bench", parents=[common], help="time the per-field path on the shipped sample fields")

@@ -52,13 +52,13 @@ class QualityConfig:
     # Measured on the training images at 224 px: sharp fields have Laplacian variance >= 55,
     # a sigma-2 defocus <= 14 (README, "Quality gate").
     min_focus: float = 30.0
-    # Fraction of saturated pixels. Clean training fields reach 0.42 at most (Pro-B fields are
-    # the brightest); at 0.9, fields 1.25x too bright passed and malignant ones were called
-    # negative (README, "Capture conditions").
-    max_clipped: float = 0.5
-    # Pixel noise sigma (edge/quality.py): clean training fields reach 3.2 at most; Gaussian noise
-    # of sigma 8 measures 4.4 or more.
-    max_noise: float = 3.5
+    # Fraction of saturated pixels: above every clean field of the dataset (0.537 at most;
+    # `blastscope-edge survey`); at 0.9, fields 1.25x too bright passed and malignant ones were
+    # called negative (README, "Capture conditions").
+    max_clipped: float = 0.6
+    # Pixel noise sigma (edge/quality.py): above every clean field of the dataset (3.88 at most);
+    # Gaussian noise of sigma 8 measures 4.29 or more.
+    max_noise: float = 4.2
     min_brightness: float = 40.0
 
 

@@ -21,15 +21,9 @@ from conftest import ROOT, run_cli
 STANDINS = ROOT / "tests" / "standins"
 
 
-def _tflite(tmp_path: Path, name: str, batch: int | None, quantized: bool, exp: bool) -> Path:
+def _convert(tmp_path: Path, name: str, net, quantized: bool) -> Path:
+    """Convert a tf.function to TFLite, full int8 with uint8 input and output when ``quantized``."""
     import tensorflow as tf
-
-    kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32))
-
-    @tf.function(input_signature=[tf.TensorSpec([batch, 16, 16, 3], tf.float32)])
-    def net(x):
-        y = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME"))
-        return tf.math.exp(y) if exp else y
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
     if quantized:
@@ -43,6 +37,19 @@ def _tflite(tmp_path: Path, name: str, batch: int | None, quantized: bool, exp: 
     return path
 
 
+def _tflite(tmp_path: Path, name: str, batch: int | None, quantized: bool, exp: bool) -> Path:
+    import tensorflow as tf
+
+    kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([batch, 16, 16, 3], tf.float32)])
+    def net(x):
+        y = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME"))
+        return tf.math.exp(y) if exp else y
+
+    return _convert(tmp_path, name, net, quantized)
+
+
 def _int8(tmp_path: Path, name: str, channels: int, tail) -> Path:
     """A small full-int8 model: a 3x3 convolution to ``channels`` channels, then ``tail``."""
     import tensorflow as tf
@@ -53,15 +60,7 @@ def _int8(tmp_path: Path, name: str, channels: int, tail) -> Path:
     def net(x):
         return tail(tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME")))
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.random.rand(1, 16, 16, 3).astype(np.float32)] for _ in range(8))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    path = tmp_path / name
-    path.write_bytes(converter.convert())
-    return path
+    return _convert(tmp_path, name, net, quantized=True)
 
 
 def test_only_the_three_innermost_dimensions_may_exceed_one(tmp_path):
