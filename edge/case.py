@@ -103,6 +103,11 @@ class CaseRule:
                    float(data.get("beta", 0.005)), str(data.get("fitted_on", "")))
 
 
+def final_call(review: Mapping[str, Any] | None, model_call: str | None) -> str | None:
+    """The call that stands: the clinician's review when there is one, else the model's."""
+    return (review or {}).get("call") or model_call
+
+
 #: What each case call asks the clinician to do.
 NEXT_STEP = {
     "positive": "Refer for confirmatory testing (flow cytometry and a hematologist's review).",

@@ -14,7 +14,7 @@ import numpy as np
 import edge
 from edge.bundle import Bundle
 from edge.capture import CameraError, CameraWorker
-from edge.case import CaseCall, case_call
+from edge.case import CaseCall, case_call, final_call
 from edge.config import Config
 from edge.pipeline import Pipeline
 from edge.result import Result
@@ -106,7 +106,7 @@ class Service:
             return None
         call = self.case_call(case["fields"])
         case["case_call"] = call.to_dict() if call else None
-        case["final_call"] = (case["review"] or {}).get("call") or (call.call if call else None)
+        case["final_call"] = final_call(case["review"], call.call if call else case["call"])
         case["active"] = self.store.active_case() == case_id
         case["model_id"] = self.bundle.model_id
         return case

@@ -20,20 +20,16 @@ from werkzeug.exceptions import HTTPException
 from edge.auth import Credentials, LoginGuard, same_secret
 from edge.capture import CameraError
 from edge.config import ServerConfig
-from edge.imagefile import ImageRejected, decode_image
+from edge.imagefile import ImageRejected
 from edge.labels import DISPLAY_NAMES
 from edge.result import DISCLAIMER
 from edge.service import Service
 from edge.sessions import Sessions, pin_fingerprint
 from edge.store import StoreFull
+from edge.web.cases import make_blueprint
+from edge.web.common import MAX_ID, Refused, json_error as _error, uploaded_frame, whole_number
 
 log = logging.getLogger("blastscope")
-
-from edge.web.cases import MAX_ID, make_blueprint  # MAX_ID: SQLite's largest integer; beyond it, a plain 404
-
-
-def _error(status: int, reason: str) -> tuple[Response, int]:
-    return jsonify({"error": reason, "status": status}), status
 
 
 def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) -> Flask:
@@ -48,7 +44,6 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     guard = LoginGuard(cfg.lockout_attempts, cfg.lockout_seconds, cfg.login_free_failures, cfg.login_max_delay_seconds)
     sessions = Sessions(service.config.state_dir, pin_fingerprint(credentials.secret_key, credentials.pin),
                         cfg.session_hours * 3600)
-    app.extensions["blastscope"] = {"sessions": sessions, "login_guard": guard}
 
     def audit(action: str, after: Any = None) -> None:
         """Security events go to the append-only audit log; a full disk must not block a login."""
@@ -57,27 +52,22 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         except Exception as exc:  # noqa: BLE001 - logged instead; the journal still has it
             log.error("audit of %s failed: %s", action, exc)
 
-    def authenticated() -> str | None:
-        """'token', 'session', or None."""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and same_secret(header[7:].strip(), credentials.token):
-            return "token"
-        return "session" if sessions.lookup(session.get("sid")) else None
-
-    def session_csrf() -> str:
-        record = sessions.lookup(session.get("sid"))
-        return record.csrf if record else ""
+    def current_session():
+        return sessions.lookup(session.get("sid"))
 
     def api(view: Callable[..., Any]) -> Callable[..., Any]:
+        """A route for scripts (bearer token) or a logged-in page (session, CSRF on changes)."""
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            how = authenticated()
-            if how is None:
-                return _error(401, "authentication required: log in with the PIN or send 'Authorization: Bearer <token>'")
-            if how == "session" and request.method not in ("GET", "HEAD"):
-                sent = request.headers.get("X-CSRF-Token", "")
-                if not sent or not same_secret(sent, session_csrf() or "-"):
-                    return _error(403, "CSRF token missing or wrong: reload the page")
+            header = request.headers.get("Authorization", "")
+            if not (header.startswith("Bearer ") and same_secret(header[7:].strip(), credentials.token)):
+                record = current_session()
+                if record is None:
+                    return _error(401, "authentication required: log in with the PIN or send 'Authorization: Bearer <token>'")
+                if request.method not in ("GET", "HEAD"):
+                    sent = request.headers.get("X-CSRF-Token", "")
+                    if not sent or not same_secret(sent, record.csrf):
+                        return _error(403, "CSRF token missing or wrong: reload the page")
             return view(*args, **kwargs)
         return wrapper
 
@@ -102,6 +92,15 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.errorhandler(StoreFull)
     def store_full(exc: StoreFull):
         return _error(507, str(exc))
+
+    @app.errorhandler(Refused)
+    @app.errorhandler(ImageRejected)
+    def refused(exc: Refused | ImageRejected):
+        return _error(exc.status, exc.reason)
+
+    @app.errorhandler(CameraError)
+    def camera_unavailable(exc: CameraError):
+        return _error(503, f"camera unavailable: {exc}")
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
@@ -151,7 +150,8 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
 
     @app.post("/logout")
     def logout():
-        if not same_secret(request.form.get("csrf", ""), session_csrf() or "-"):
+        record = current_session()
+        if not same_secret(request.form.get("csrf", ""), record.csrf if record else "-"):
             return _error(403, "CSRF token missing or wrong: reload the page")
         sessions.revoke(session.get("sid"))
         audit("logout")
@@ -160,7 +160,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
 
     @app.get("/")
     def index():
-        record = sessions.lookup(session.get("sid"))
+        record = current_session()
         if record is None:
             return redirect(url_for("login_page"))
         return render_template("index.html", csrf=record.csrf, disclaimer=DISCLAIMER, names=DISPLAY_NAMES)
@@ -173,46 +173,28 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.post("/api/classify")
     @api
     def classify():
-        upload = request.files.get("image")
-        if upload is None:
-            return _error(400, "multipart field 'image' is required")
-        try:
-            frame = decode_image(upload.read(), cfg.max_pixels)
-        except ImageRejected as exc:
-            return _error(exc.status, exc.reason)
-        return jsonify(service.analyze(frame, source=f"upload:{upload.filename or 'image'}").to_dict())
+        frame, source = uploaded_frame(cfg.max_pixels)
+        return jsonify(service.analyze(frame, source=source).to_dict())
 
     @app.post("/api/capture")
     @api
     def capture():
-        try:
-            return jsonify(service.capture().to_dict())
-        except CameraError as exc:
-            return _error(503, f"camera unavailable: {exc}")
+        return jsonify(service.capture().to_dict())
 
     @app.get("/api/preview.jpg")
     @api
     def preview():
-        try:
-            return Response(service.preview_jpeg(), mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
-        except CameraError as exc:
-            return _error(503, f"camera unavailable: {exc}")
+        return Response(service.preview_jpeg(), mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/results")
     @api
     def results():
-        limit = request.args.get("limit", "20")
-        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 500:  # "²".isdigit() is True
-            return _error(400, "limit must be a whole number from 1 to 500")
-        return jsonify({"results": service.store.recent(int(limit))})
+        return jsonify({"results": service.store.recent(whole_number("limit", 20, 1, 500))})
 
     @app.get("/api/audit")
     @api
     def audit_log():
-        limit = request.args.get("limit", "100")
-        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 1000:
-            return _error(400, "limit must be a whole number from 1 to 1000")
-        return jsonify({"audit": service.store.audit_log(int(limit))})
+        return jsonify({"audit": service.store.audit_log(whole_number("limit", 100, 1, 1000))})
 
     @app.get(f"/api/results/<int(max={MAX_ID}):result_id>")
     @api

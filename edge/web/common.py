@@ -1,0 +1,41 @@
+"""What the page's routes share: JSON errors, the one way a request is refused, and reading
+the parameters and uploads every route checks the same way."""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Response, jsonify, request
+
+from edge.imagefile import decode_image
+
+#: SQLite's largest integer: a larger id in a URL is a plain 404, not an overflow.
+MAX_ID = 2**63 - 1
+
+
+class Refused(Exception):
+    """A request the API answers with ``status`` and ``reason`` (a 4xx), raised anywhere in a
+    route and turned into JSON by the app's error handler."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def json_error(status: int, reason: str) -> tuple[Response, int]:
+    return jsonify({"error": reason, "status": status}), status
+
+
+def whole_number(name: str, default: int, low: int, high: int) -> int:
+    """A query parameter that must be a plain whole number in [low, high] ("²".isdigit() is True)."""
+    text = request.args.get(name, str(default))
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise Refused(400, f"{name} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def uploaded_frame(max_pixels: int) -> tuple[np.ndarray, str]:
+    """The decoded multipart ``image`` and its source label; ``ImageRejected`` says why not."""
+    upload = request.files.get("image")
+    if upload is None:
+        raise Refused(400, "multipart field 'image' is required")
+    return decode_image(upload.read(), max_pixels), f"upload:{upload.filename or 'image'}"
