@@ -28,6 +28,7 @@ from edge.bundle import Bundle
 from edge.screening import Calibration
 from edge.segmentation import SegmentationParams
 
+from converter.augment import augment
 from converter.bundle import write_bundle
 from converter.calibration import fit_calibration
 from converter.compile import compile_for_edgetpu
@@ -68,6 +69,19 @@ def _float_probabilities(model: keras.Model, fields: np.ndarray, params: Segment
     return [None if r else p for p, r in zip(probs, rejected)]
 
 
+def representative_fields(fields: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The int8 calibration set: the same number of training fields from each class, every
+    other one augmented as in training, so the quantization ranges cover the capture
+    conditions the device meets and not only clean fields of the commonest class."""
+    rng = np.random.default_rng(seed)
+    per_class = max(1, size // len(LABELS))
+    chosen = []
+    for k in range(len(LABELS)):
+        members = np.flatnonzero(labels == k)
+        chosen.extend(rng.choice(members, size=min(per_class, len(members)), replace=False).tolist())
+    return np.stack([augment(fields[i], rng) if n % 2 else fields[i] for n, i in enumerate(sorted(chosen))])
+
+
 def _tool_versions() -> dict[str, str]:
     import tensorflow as tf
 
@@ -102,10 +116,9 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             history_path.write_text(json.dumps(history, indent=2))
             log(f"saved {trained_path}")
 
-    rng = np.random.default_rng(cfg.split.seed)
-    pick = rng.choice(len(fields["train"]), size=min(cfg.representative_size, len(fields["train"])), replace=False)
-    log(f"quantizing with {len(pick)} representative training fields")
-    tflite = quantize(model, model_inputs(fields["train"][np.sort(pick)], cfg.segmentation))
+    representative = representative_fields(fields["train"], labels["train"], cfg.representative_size, cfg.split.seed)
+    log(f"quantizing with {len(representative)} representative training fields (stratified, half augmented)")
+    tflite = quantize(model, model_inputs(representative, cfg.segmentation))
 
     with tempfile.TemporaryDirectory() as tmp:
         cpu_model = Path(tmp) / CPU_MODEL
@@ -165,7 +178,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             "case_rule": case_rule.to_dict(),
             "split": split_record(split, cfg.split),
             "metrics": metrics,
-            "training": {"weights": str(cfg.weights), "history": history, "representative_size": int(len(pick)),
+            "training": {"weights": str(cfg.weights), "history": history, "representative_size": int(len(representative)),
                          "seconds": round(time.monotonic() - started, 1)},
             "edgetpu_check": check.to_dict(),
             "edgetpu": compiled.to_dict(),

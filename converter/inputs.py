@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from edge.dataset import Sample, read_rgb
+from edge.normalisation import normalise
 from edge.segmentation import SegmentationParams, segment
 
 from converter.model import INPUT_SIDE
@@ -25,6 +26,8 @@ def load_fields(samples: Sequence[Sample]) -> np.ndarray:
 
 
 def model_inputs(fields: np.ndarray, params: SegmentationParams) -> dict[str, np.ndarray]:
-    """The two float32 model inputs (raw 0..255 pixels) for a batch of fields."""
-    segmented = np.stack([segment(f, params).segmented for f in fields])
-    return {"original": fields.astype(np.float32), "segmented": segmented.astype(np.float32)}
+    """The two float32 model inputs (0..255 pixels) for a batch of raw fields: normalised to
+    the smear background, then segmented, as ``edge.pipeline`` does on the device."""
+    normalised = np.stack([normalise(f).rgb for f in fields])
+    segmented = np.stack([segment(f, params).segmented for f in normalised])
+    return {"original": normalised.astype(np.float32), "segmented": segmented.astype(np.float32)}

@@ -81,6 +81,38 @@ class Dataset:
         return {label: sum(s.label == label for s in self.samples) for label in LABELS}
 
 
+def number_blocks(samples: list[Sample], block_size: int) -> list[tuple[str, int]]:
+    """Each sample's patient-proxy block: ``(label, first file number of the block)``.
+
+    Blocks follow the capture sequence, not a grid: within a class, a gap in the file
+    numbers (the dataset's curators held runs out, with a gap around each) always ends a
+    block, and a run of consecutive numbers is cut every ``block_size`` fields counted from
+    the run's own start. A remainder shorter than half a block joins the block before it,
+    so no block is a sliver. Samples without a number form one block per class.
+    """
+    numbered: dict[str, list[int]] = {}
+    for s in samples:
+        if s.number is not None:
+            numbered.setdefault(s.label, []).append(s.number)
+    start_of: dict[tuple[str, int], int] = {}
+    for label, numbers in numbered.items():
+        numbers = sorted(set(numbers))
+        runs: list[list[int]] = [[numbers[0]]]
+        for n in numbers[1:]:
+            if n == runs[-1][-1] + 1:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+        for run in runs:
+            chunks = [run[i:i + block_size] for i in range(0, len(run), block_size)]
+            if len(chunks) > 1 and len(chunks[-1]) < block_size / 2:
+                chunks[-2].extend(chunks.pop())
+            for chunk in chunks:
+                for n in chunk:
+                    start_of[(label, n)] = chunk[0]
+    return [(s.label, start_of[(s.label, s.number)] if s.number is not None else -1) for s in samples]
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file to RGB uint8, raising ``ValueError`` naming the file."""
     data = np.fromfile(str(path), dtype=np.uint8)

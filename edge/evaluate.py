@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.case import CaseRule, case_call
-from edge.dataset import Dataset, read_rgb
+from edge.dataset import Dataset, number_blocks, read_rgb
 from edge.labels import BENIGN
 from edge.metrics import _rate, summarize
 from edge.pipeline import Pipeline
@@ -85,9 +85,8 @@ def case_report(bundle: Bundle, samples: list, raws: list[np.ndarray | None], si
     block_size = int(bundle.manifest.get("split", {}).get("block_size", 25))
     records = field_records(bundle, raws)
     blocks: dict[tuple[str, int], list[int]] = {}
-    for i, sample in enumerate(samples):
-        number = sample.number if sample.number is not None else -1
-        blocks.setdefault((sample.label, number // block_size), []).append(i)
+    for i, block in enumerate(number_blocks(samples, block_size)):
+        blocks.setdefault(block, []).append(i)
     calls = {"malignant": [], "benign": []}
     for (label, _), members in sorted(blocks.items()):
         members.sort(key=lambda i: (samples[i].number or -1, samples[i].key))

@@ -1,5 +1,5 @@
-"""One frame in, one result out: field of view, resize, quality, segmentation, inference,
-screening. Every command (classify, evaluate, bench, the daemon, the converter's own
+"""One frame in, one result out: field of view, resize, quality, normalisation,
+segmentation, inference, screening. Every command (classify, evaluate, bench, the daemon, the converter's own
 evaluation) runs this same path, so what is measured offline is what the device does."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from edge.bundle import Bundle
 from edge.config import QualityConfig
 from edge.fieldofview import crop_to_field
 from edge.inference import BackendManager, timed_ms
+from edge.normalisation import normalise
 from edge.quality import cells_reason, measure_quality
 from edge.result import Result
 from edge.screening import screen
@@ -30,7 +31,7 @@ def model_inputs(frame: np.ndarray, params: SegmentationParams, side: int) -> tu
     """The two images the model reads for a frame (original field, segmented field), exactly
     as ``Pipeline.process`` makes them but without the quality gate: reference outputs use it."""
     cropped, _ = crop_to_field(frame)
-    field_rgb = np.ascontiguousarray(fit_to_input(cropped, side))
+    field_rgb = normalise(np.ascontiguousarray(fit_to_input(cropped, side))).rgb
     return field_rgb, segment(field_rgb, params).segmented
 
 
@@ -56,7 +57,10 @@ class Pipeline:
         quality = measure_quality(field_rgb, self.quality)
         timings["quality"] = timed_ms(t)
         t = time.perf_counter()
-        seg = segment(field_rgb, self.bundle.segmentation)
+        normalised = normalise(field_rgb)
+        timings["normalisation"] = timed_ms(t)
+        t = time.perf_counter()
+        seg = segment(normalised.rgb, self.bundle.segmentation)
         timings["segmentation"] = timed_ms(t)
         reasons = list(quality.reasons)
         if not reasons and (no_cells := cells_reason(seg)):
@@ -65,7 +69,7 @@ class Pipeline:
                       source=source, field_of_view=fov)
         if reasons:
             return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
-        raw, backend, inference_ms = self.backends.probabilities(field_rgb, seg.segmented)
+        raw, backend, inference_ms = self.backends.probabilities(normalised.rgb, seg.segmented)
         timings["inference"] = inference_ms
         t = time.perf_counter()
         screening = screen(raw, self.bundle.calibration)

@@ -16,10 +16,10 @@ import zlib
 from collections import Counter
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from edge.bench import eyepiece_frame
+from edge.degradation import blur, gain, gaussian_noise, glow, jpeg, shot_noise, vignette
 from edge.dataset import read_rgb
 from edge.labels import BENIGN
 from edge.pipeline import Pipeline
@@ -27,46 +27,14 @@ from edge.pipeline import Pipeline
 Condition = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
-def _vignette(frame: np.ndarray, strength: float, centre: tuple[int, int], radius: int) -> np.ndarray:
-    h, w = frame.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    d = np.sqrt((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / radius
-    gain = 1.0 - strength * np.clip(d, 0, 1) ** 2
-    return np.clip(frame * gain[..., None], 0, 255).astype(np.uint8)
-
-
 def eyepiece(field: np.ndarray, rng: np.random.Generator, centre: tuple[int, int] = (512, 384)) -> np.ndarray:
     """The field at about 3x inside a 330 px disc of a 1024x768 frame, 25% vignette."""
-    return _vignette(eyepiece_frame(field, centre=centre), 0.25, centre, 330)
+    return vignette(eyepiece_frame(field, centre=centre), 0.25, centre, 330)
 
 
 def stray_light(field: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    frame = eyepiece(field, rng).astype(np.float32)
-    h, w = frame.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    glow = 110 * np.exp(-((xx - rng.uniform(0, w)) ** 2 + (yy - rng.uniform(0, h)) ** 2) / (2 * 260.0 ** 2))
-    return np.clip(frame + glow[..., None], 0, 255).astype(np.uint8)
-
-
-def _gain(rgb: np.ndarray, r: float, g: float, b: float) -> np.ndarray:
-    return np.clip(rgb.astype(np.float32) * np.array([r, g, b], np.float32), 0, 255).astype(np.uint8)
-
-
-def _blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
-    return cv2.GaussianBlur(rgb, (0, 0), sigma)
-
-
-def _noise(rgb: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    return np.clip(rgb + rng.normal(0, sigma, rgb.shape), 0, 255).astype(np.uint8)
-
-
-def _shot(rgb: np.ndarray, rng: np.random.Generator, photons: float = 40.0) -> np.ndarray:
-    return np.clip(rng.poisson(rgb.astype(np.float64) / 255 * photons) / photons * 255, 0, 255).astype(np.uint8)
-
-
-def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    """The eyepiece frame under room light leaking in: a broad haze at a random place."""
+    return glow(eyepiece(field, rng), 110, (rng.uniform(0, 1024), rng.uniform(0, 768)), 260.0)
 
 
 #: Named conditions, from the issue's measurements. Field-level ones act on the 224 px field;
@@ -76,20 +44,20 @@ CONDITIONS: dict[str, Condition] = {
     "eyepiece disc, vignette 25%": eyepiece,
     "eyepiece disc off centre": lambda f, r: eyepiece(f, r, centre=(620, 430)),
     "stray light around the disc": stray_light,
-    "white balance warm": lambda f, r: _gain(f, 1.12, 1.0, 0.85),
-    "white balance cool": lambda f, r: _gain(f, 0.88, 1.0, 1.15),
-    "green cast": lambda f, r: _gain(f, 0.92, 1.08, 0.92),
-    "brightness x1.25": lambda f, r: _gain(f, 1.25, 1.25, 1.25),
-    "brightness x0.75": lambda f, r: _gain(f, 0.75, 0.75, 0.75),
-    "defocus sigma 1": lambda f, r: _blur(f, 1.0),
-    "defocus sigma 2": lambda f, r: _blur(f, 2.0),
-    "JPEG quality 50": lambda f, r: _jpeg(f, 50),
-    "Gaussian noise sigma 8": lambda f, r: _noise(f, r, 8.0),
-    "shot noise, 40 photons at white": lambda f, r: _shot(f, r),
-    "defocus sigma 2 + noise sigma 5": lambda f, r: _noise(_blur(f, 2.0), r, 5.0),
+    "white balance warm": lambda f, r: gain(f, 1.12, 1.0, 0.85),
+    "white balance cool": lambda f, r: gain(f, 0.88, 1.0, 1.15),
+    "green cast": lambda f, r: gain(f, 0.92, 1.08, 0.92),
+    "brightness x1.25": lambda f, r: gain(f, 1.25, 1.25, 1.25),
+    "brightness x0.75": lambda f, r: gain(f, 0.75, 0.75, 0.75),
+    "defocus sigma 1": lambda f, r: blur(f, 1.0),
+    "defocus sigma 2": lambda f, r: blur(f, 2.0),
+    "JPEG quality 50": lambda f, r: jpeg(f, 50),
+    "Gaussian noise sigma 8": lambda f, r: gaussian_noise(f, r, 8.0),
+    "shot noise, 40 photons at white": lambda f, r: shot_noise(f, r, 40.0),
+    "defocus sigma 2 + noise sigma 5": lambda f, r: gaussian_noise(blur(f, 2.0), r, 5.0),
     "rotated 90": lambda f, r: np.ascontiguousarray(np.rot90(f)),
     "flipped": lambda f, r: np.ascontiguousarray(f[:, ::-1]),
-    "mix: eyepiece, warm, defocus 1, JPEG 70": lambda f, r: eyepiece(_jpeg(_blur(_gain(f, 1.08, 1.0, 0.9), 1.0), 70), r),
+    "mix: eyepiece, warm, defocus 1, JPEG 70": lambda f, r: eyepiece(jpeg(blur(gain(f, 1.08, 1.0, 0.9), 1.0), 70), r),
 }
 
 
