@@ -32,6 +32,7 @@ from converter.augment import augment
 from converter.bundle import write_bundle
 from converter.calibration import fit_calibration
 from converter.compile import compile_for_edgetpu
+from converter.gate import clean_figures, fit_gate
 from converter.edgetpu_check import check_model
 from converter.inputs import load_fields, model_inputs
 from converter.model import build_model
@@ -129,23 +130,34 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
 
         pipeline = Pipeline(provisional, backends)
         val_raw, _ = classify_samples(pipeline, parts["val"])
+        usable = [i for i, r in enumerate(val_raw) if r is not None]
+        fit = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
+        calibration = fit.calibration
+        log(f"calibration {calibration}; bootstrap {fit.report}")
+
+        gate = fit_gate(Pipeline(dataclasses.replace(provisional, calibration=calibration), backends), parts["val"],
+                        clean_figures(parts["train"] + parts["val"]), log=log)
+        gated = dataclasses.replace(provisional, calibration=calibration,
+                                    manifest={"model_id": "provisional", "quality_gate": gate})
+        pipeline = Pipeline(gated, backends)
+        val_raw, _ = classify_samples(pipeline, parts["val"])
         test_raw, test_ms = classify_samples(pipeline, parts["test"])
         usable = [i for i, r in enumerate(val_raw) if r is not None]
-        calibration = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
-        log(f"calibration {calibration}")
-        pipeline = Pipeline(dataclasses.replace(provisional, calibration=calibration), backends)
+        float_val = _float_probabilities(model, fields["val"], cfg.segmentation, [r is None for r in val_raw])
+        float_fit = fit_calibration(np.stack([float_val[i] for i in usable]), labels["val"][usable])
+        log(f"float calibration {float_fit.calibration}")
         case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_raw, "validation split, int8 on the device pipeline")
         log(f"case rule {case_rule.to_dict()}")
-        pipeline = Pipeline(dataclasses.replace(pipeline.bundle, manifest={
-            "model_id": "provisional", "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}),
+        pipeline = Pipeline(dataclasses.replace(gated, manifest={
+            **gated.manifest, "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}),
             backends)
         truth = {name: [s.label for s in parts[name]] for name in ("val", "test")}
         metrics = {
-            "float_val": summarize(truth["val"], _float_probabilities(model, fields["val"], cfg.segmentation,
-                                                                     [r is None for r in val_raw]), calibration),
+            "float_val": summarize(truth["val"], float_val, float_fit.calibration),
             "int8_val": summarize(truth["val"], val_raw, calibration),
             "float_test": summarize(truth["test"], _float_probabilities(model, fields["test"], cfg.segmentation,
-                                                                       [r is None for r in test_raw]), calibration),
+                                                                       [r is None for r in test_raw]),
+                                    float_fit.calibration),
             "int8_test": evaluation_report(pipeline, parts["test"], test_raw, test_ms),
             "cases_test": case_figures(pipeline.bundle, parts["test"], test_raw),
         }
@@ -175,6 +187,9 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
                                         "zero_point": int(backend.output["quantization"][1])}},
             "segmentation": cfg.segmentation.to_dict(),
             "calibration": calibration.to_dict(),
+            "quality_gate": gate,
+            "calibration_fit": {"int8": fit.report, "float": {**float_fit.report,
+                                                              "calibration": float_fit.calibration.to_dict()}},
             "case_rule": case_rule.to_dict(),
             "split": split_record(split, cfg.split),
             "metrics": metrics,

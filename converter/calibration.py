@@ -1,20 +1,32 @@
-"""Fit the manifest's calibration on the validation split (never on test).
+"""Fit a model's calibration on the validation split (never on test, never on data that
+chose the weights: training runs a fixed schedule, see ``converter.train``).
 
-Temperature: the value minimising validation negative log-likelihood of the int8
-model's probabilities. Then, on the calibrated malignant probability m:
-- ``low``: the highest threshold that keeps validation sensitivity at the target
-  (at most that share of malignant fields below it);
-- ``high``: the lowest threshold that keeps validation specificity at the target
-  (that share of benign fields below it).
-When ``low >= high`` the classes separate at both targets: the threshold is their
-midpoint and there is no uncertain band. Otherwise the threshold is ``low`` (sensitivity
-comes first in screening) and ``[low, high)`` is the uncertain band: the fields the
-model cannot place at the required sensitivity and specificity, sent for a human read.
+Temperature: the value minimising validation negative log-likelihood, rounded to the
+precision the manifest keeps *before* anything else is fitted with it, so the thresholds
+are fitted on exactly the probabilities the device computes. Then, on the calibrated
+malignant probability m:
+- ``low``: the threshold keeping validation sensitivity at the target (at most that share
+  of malignant fields below it);
+- ``high``: the threshold keeping validation specificity at the target.
+Each is an order statistic of a few hundred scores, so one field more or less moves it a
+long way (the previous release's threshold was the second-lowest of 348 malignant scores,
+with a bootstrap 90% range of 0.23-0.53). Each is therefore the mean over bootstrap
+resamples of the validation split (bagging; in effect the Harrell-Davis quantile, a weighted
+average of the neighbouring order statistics instead of one of them), and the 5th-95th
+percentile range of those resamples is recorded beside it, so the manifest says how stable
+the operating point is.
+When ``low >= high`` the classes separate at both targets: the threshold is their midpoint
+and there is no uncertain band. Otherwise the threshold is ``low`` (sensitivity comes first
+in screening) and ``[low, high)`` is the uncertain band, sent for a human read.
+
+The float model and the int8 model are each calibrated on their own outputs.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +34,13 @@ from edge.labels import BENIGN, LABELS
 from edge.screening import Calibration, calibrated
 
 TEMPERATURES = np.geomspace(0.2, 5.0, 161)
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    calibration: Calibration
+    report: dict[str, Any] = field(default_factory=dict)  # bootstrap intervals, for the manifest
 
 
 def fit_temperature(raw: np.ndarray, truth: np.ndarray) -> float:
@@ -29,17 +48,49 @@ def fit_temperature(raw: np.ndarray, truth: np.ndarray) -> float:
     return float(TEMPERATURES[int(np.argmin(nll))])
 
 
+def _low(malignant: np.ndarray, target_sensitivity: float) -> float:
+    """The sensitivity threshold of a sorted array of malignant scores."""
+    return float(malignant[math.floor((1 - target_sensitivity) * len(malignant))]) if len(malignant) else 1.0
+
+
+def _high(benign: np.ndarray, target_specificity: float) -> float:
+    """The specificity threshold of a sorted array of benign scores."""
+    return float(np.nextafter(benign[math.ceil(target_specificity * len(benign)) - 1], 2.0)) if len(benign) else 0.0
+
+
+def _bagged(scores: np.ndarray, statistic, target: float, rng: np.random.Generator) -> tuple[float, list[float]]:
+    """Mean and 5th-95th percentile range of ``statistic`` over bootstrap resamples."""
+    if len(scores) == 0:
+        value = statistic(scores, target)
+        return value, [value, value]
+    values = np.array([statistic(np.sort(rng.choice(scores, size=len(scores))), target)
+                       for _ in range(BOOTSTRAP_RESAMPLES)])
+    return float(np.mean(values)), [round(float(v), 6) for v in np.percentile(values, [5, 95])]
+
+
 def fit_calibration(raw: np.ndarray, truth: np.ndarray, target_sensitivity: float = 0.995,
-                    target_specificity: float = 0.97) -> Calibration:
-    """``raw``: (N, 4) int8-model probabilities on validation; ``truth``: label indices."""
-    temperature = fit_temperature(raw, truth)
+                    target_specificity: float = 0.97, seed: int = 1234) -> CalibrationFit:
+    """``raw``: (N, 4) model probabilities on validation; ``truth``: label indices."""
+    temperature = round(fit_temperature(raw, truth), 4)
     m = 1.0 - calibrated(raw, temperature)[:, LABELS.index(BENIGN)]
     is_malignant = truth != LABELS.index(BENIGN)
-    malignant, benign = np.sort(m[is_malignant]), np.sort(m[~is_malignant])
-    low = float(malignant[math.floor((1 - target_sensitivity) * len(malignant))]) if len(malignant) else 1.0
-    high = float(np.nextafter(benign[math.ceil(target_specificity * len(benign)) - 1], 2.0)) if len(benign) else 0.0
+    rng = np.random.default_rng(seed)
+    low, low_range = _bagged(m[is_malignant], _low, target_sensitivity, rng)
+    high, high_range = _bagged(m[~is_malignant], _high, target_specificity, rng)
     low, high = round(min(low, 1.0), 6), round(min(high, 1.0), 6)
     if low >= high:
         threshold = round((low + high) / 2, 6)
-        return Calibration(round(temperature, 4), threshold, threshold, threshold)
-    return Calibration(round(temperature, 4), low, low, high)
+        calibration = Calibration(temperature, threshold, threshold, threshold)
+    else:
+        calibration = Calibration(temperature, low, low, high)
+    report = {
+        "fitted_on": "validation split",
+        "targets": {"sensitivity": target_sensitivity, "specificity": target_specificity},
+        "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+        "sensitivity_threshold": {"bagged": low, "range_90": low_range,
+                                  "single_fit": round(_low(np.sort(m[is_malignant]), target_sensitivity), 6)},
+        "specificity_threshold": {"bagged": high, "range_90": high_range,
+                                  "single_fit": round(min(_high(np.sort(m[~is_malignant]), target_specificity), 1.0), 6)},
+        "validation_malignant": int(is_malignant.sum()), "validation_benign": int((~is_malignant).sum()),
+    }
+    return CalibrationFit(calibration, report)

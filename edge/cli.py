@@ -154,10 +154,9 @@ def _survey(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from edge.config import QualityConfig
     from edge.dataset import IMAGE_SUFFIXES
     from edge.pipeline import fit_to_input
-    from edge.quality import measure_quality
+    from edge.quality import GateLimits, measure_quality
 
     paths = sorted(p for p in Path(args.folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:: args.every]
     if not paths:
@@ -178,7 +177,7 @@ def _survey(args: argparse.Namespace) -> int:
                 field = cv2.GaussianBlur(field, (0, 0), sigma)
             if noise:
                 field = np.clip(field + rng.normal(0, noise, field.shape), 0, 255).astype(np.uint8)
-            q = measure_quality(field, QualityConfig())
+            q = measure_quality(field, GateLimits())
             for key in figures:
                 figures[key].append(getattr(q, key))
         report[name] = {k: [round(float(np.percentile(v, p)), 3) for p in (0, 5, 50, 95, 100)] for k, v in figures.items()}

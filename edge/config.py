@@ -49,17 +49,15 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    # Measured on the training images at 224 px: sharp fields have Laplacian variance >= 55,
-    # a sigma-2 defocus <= 14 (README, "Quality gate").
-    min_focus: float = 30.0
-    # Fraction of saturated pixels: above every clean field of the dataset (0.537 at most;
-    # `blastscope-edge survey`); at 0.9, fields 1.25x too bright passed and malignant ones were
-    # called negative (README, "Capture conditions").
-    max_clipped: float = 0.6
-    # Pixel noise sigma (edge/quality.py): above every clean field of the dataset (3.88 at most);
-    # Gaussian noise of sigma 8 measures 4.29 or more.
-    max_noise: float = 4.2
-    min_brightness: float = 40.0
+    """Per-device overrides of the quality gate. Unset (the default), each limit is the one
+    the converter fitted for the installed bundle (``edge.quality.GateLimits``); set one only
+    after measuring this camera with ``blastscope-edge survey``."""
+
+    min_focus: float | None = None  # sharpness (edge/quality.py), fitted from accuracy under blur
+    max_clipped: float | None = None  # fraction of saturated pixels, fitted above every clean field
+    max_noise: float | None = None  # pixel noise sigma (grey levels), fitted above every clean field
+    max_border: float | None = None  # share of the field showing the field stop's dark surround
+    min_brightness: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +152,9 @@ _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 
 def _coerce(key: str, kind: Any, value: Any) -> Any:
+    optional = [a for a in typing.get_args(kind) if a is not type(None)]
+    if len(optional) == 1 and type(None) in typing.get_args(kind):  # "float | None": unset means None
+        kind = optional[0]
     wrong = ConfigError(f"config: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
@@ -200,10 +201,13 @@ def _validate(cfg: Config) -> Config:
         (cfg.camera.retry_max_seconds > 0, "camera.retry_max_seconds", "must be positive"),
         (cfg.inference.threads >= 1, "inference.threads", "must be at least 1"),
         (cfg.inference.reprobe_seconds > 0, "inference.reprobe_seconds", "must be positive"),
-        (cfg.quality.min_focus >= 0, "quality.min_focus", "must not be negative"),
-        (0 < cfg.quality.max_clipped <= 1, "quality.max_clipped", "must be in (0, 1]"),
-        (cfg.quality.max_noise > 0, "quality.max_noise", "must be positive"),
-        (0 <= cfg.quality.min_brightness < 255, "quality.min_brightness", "must be in [0, 255)"),
+        (cfg.quality.min_focus is None or cfg.quality.min_focus >= 0, "quality.min_focus", "must not be negative"),
+        (cfg.quality.max_clipped is None or 0 < cfg.quality.max_clipped <= 1, "quality.max_clipped",
+         "must be in (0, 1]"),
+        (cfg.quality.max_noise is None or cfg.quality.max_noise > 0, "quality.max_noise", "must be positive"),
+        (cfg.quality.max_border is None or 0 < cfg.quality.max_border <= 1, "quality.max_border", "must be in (0, 1]"),
+        (cfg.quality.min_brightness is None or 0 <= cfg.quality.min_brightness < 255, "quality.min_brightness",
+         "must be in [0, 255)"),
         (cfg.store.max_results >= 1, "store.max_results", "must be at least 1"),
         (cfg.store.max_age_days > 0, "store.max_age_days", "must be positive"),
         (cfg.store.min_free_mb >= 0, "store.min_free_mb", "must not be negative"),

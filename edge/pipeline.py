@@ -14,7 +14,7 @@ from edge.config import QualityConfig
 from edge.fieldofview import crop_to_field
 from edge.inference import BackendManager, timed_ms
 from edge.normalisation import normalise
-from edge.quality import cells_reason, measure_quality
+from edge.quality import GateLimits, cells_reason, measure_quality
 from edge.result import Result
 from edge.screening import screen
 from edge.segmentation import SegmentationParams, segment
@@ -37,7 +37,8 @@ def model_inputs(frame: np.ndarray, params: SegmentationParams, side: int) -> tu
 
 class Pipeline:
     def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig()) -> None:
-        self.bundle, self.backends, self.quality = bundle, backends, quality
+        self.bundle, self.backends = bundle, backends
+        self.limits = GateLimits.resolve(bundle.manifest.get("quality_gate", {}).get("limits"), quality)
 
     @classmethod
     def on_cpu(cls, bundle: Bundle, threads: int = 2, quality: QualityConfig = QualityConfig()) -> "Pipeline":
@@ -54,7 +55,7 @@ class Pipeline:
         field_rgb = np.ascontiguousarray(fit_to_input(cropped, self.backends.input_side))
         timings["resize"] = timed_ms(t)
         t = time.perf_counter()
-        quality = measure_quality(field_rgb, self.quality)
+        quality = measure_quality(field_rgb, self.limits)
         timings["quality"] = timed_ms(t)
         t = time.perf_counter()
         normalised = normalise(field_rgb)

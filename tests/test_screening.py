@@ -90,7 +90,7 @@ def test_one_confident_miss_does_not_make_every_benign_field_uncertain():
     benign = rng.uniform(0.05, 0.2, 100)  # soft, label-smoothed outputs
     raw = _probs(np.concatenate([malignant, benign]))
     truth = np.array([2] * len(malignant) + [0] * len(benign))
-    cal = fit_calibration(raw, truth)
+    cal = fit_calibration(raw, truth).calibration
     m = summarize([LABELS[t] for t in truth], list(raw), cal)
     assert m["screening"]["benign_cleared"] >= 0.97 and m["uncertain"] <= 5
     assert m["malignant_sensitivity"] >= 0.995 * 300 / 301
@@ -100,7 +100,7 @@ def test_overlapping_classes_get_a_band_between_the_two_targets():
     rng = np.random.default_rng(2)
     raw = _probs(np.concatenate([rng.uniform(0.3, 1.0, 400), rng.uniform(0.0, 0.6, 200)]))
     truth = np.array([2] * 400 + [0] * 200)
-    cal = fit_calibration(raw, truth)
+    cal = fit_calibration(raw, truth).calibration
     assert cal.uncertain_low == cal.malignant_threshold < cal.uncertain_high
     m = summarize([LABELS[t] for t in truth], list(raw), cal)
     # the band keeps 99.5% of malignant fields from being cleared; those inside it are shown as
@@ -117,8 +117,37 @@ def test_fit_calibration_on_synthetic_validation():
     raw = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     t = fit_temperature(raw, truth)
     assert 0.2 <= t <= 5.0
-    cal = fit_calibration(raw, truth)
+    cal = fit_calibration(raw, truth).calibration
     malignant = 1 - calibrated(raw, cal.temperature)[:, 0]
     assert np.mean(malignant[truth != 0] >= cal.malignant_threshold) >= 0.995
     assert np.mean(malignant[truth == 0] < cal.uncertain_high) >= 0.97
     assert cal.uncertain_low <= cal.malignant_threshold <= cal.uncertain_high
+
+
+def test_bagged_threshold_is_steadier_than_one_order_statistic():
+    """Ten validation splits drawn from the same model: the bagged sensitivity threshold moves
+    less between them than the single order statistic the previous release used."""
+    bagged, single = [], []
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        malignant = np.concatenate([rng.beta(8, 1.2, 340), rng.uniform(0.05, 0.6, 8)])  # a thin tail of misses
+        benign = rng.beta(1.2, 12, 62)
+        raw = _probs(np.concatenate([malignant, benign]))
+        truth = np.array([2] * len(malignant) + [0] * len(benign))
+        fit = fit_calibration(raw, truth)
+        report = fit.report["sensitivity_threshold"]
+        assert report["range_90"][0] <= report["bagged"] <= report["range_90"][1]
+        bagged.append(report["bagged"])
+        single.append(report["single_fit"])
+    assert np.std(bagged) < np.std(single)
+
+
+def test_thresholds_are_fitted_with_the_temperature_the_device_uses():
+    rng = np.random.default_rng(3)
+    raw = _probs(np.concatenate([rng.uniform(0.3, 1.0, 400), rng.uniform(0.0, 0.6, 200)]))
+    truth = np.array([2] * 400 + [0] * 200)
+    cal = fit_calibration(raw, truth).calibration
+    assert cal.temperature == round(cal.temperature, 4)
+    shown = [screen(r, cal) for r in raw]
+    m = np.array([s.malignant_probability for s in shown])
+    assert np.array_equal(m >= cal.malignant_threshold, (1 - calibrated(raw, cal.temperature)[:, 0]) >= cal.malignant_threshold)
