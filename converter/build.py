@@ -24,6 +24,7 @@ from edge.inference import BackendManager
 from edge.labels import LABELS
 from edge.metrics import summarize
 from edge.pipeline import Pipeline
+from edge.robustness import run as run_suite, table as robustness_table
 from edge.bundle import Bundle
 from edge.screening import Calibration
 from edge.segmentation import SegmentationParams
@@ -166,6 +167,10 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
                 continue
             log(f"{name}: accuracy={m['accuracy']:.4f} sensitivity={m['malignant_sensitivity']} specificity={m['benign_specificity']}")
 
+        log("capture-condition suite on the test split (blastscope-edge robustness)")
+        robustness = run_suite(pipeline, parts["test"])
+        log(robustness_table(robustness))
+
         check = check_model(cpu_model)
         log(check.table())
         files = {CPU_MODEL: cpu_model}
@@ -193,6 +198,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             "case_rule": case_rule.to_dict(),
             "split": split_record(split, cfg.split),
             "metrics": metrics,
+            "robustness_test": robustness,
             "training": {"weights": str(cfg.weights), "history": history, "representative_size": int(len(representative)),
                          "seconds": round(time.monotonic() - started, 1)},
             "edgetpu_check": check.to_dict(),

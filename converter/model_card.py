@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from edge.labels import DISPLAY_NAMES, LABELS
+from edge.robustness import table as robustness_table
+
+from converter.gate import gate_table
 
 MODEL_CARD = "MODEL_CARD.md"
 
@@ -46,6 +49,14 @@ def _confusion(m: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _split_use(manifest: dict[str, Any]) -> str:
+    history = manifest.get("training", {}).get("history", {})
+    if "patience" in history.get("config", {}):
+        return "Validation was used for early stopping and calibration; test was used only for the figures below."
+    return ("Training ran a fixed schedule (no early stopping), so validation did not choose the weights; it was "
+            "used for calibration, the case rule and the gate limits. Test was used only for the figures below.")
+
+
 def _cases(manifest: dict[str, Any]) -> str:
     rule = manifest.get("case_rule")
     cases = manifest.get("metrics", {}).get("cases_test")
@@ -71,10 +82,71 @@ def _cases(manifest: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _calibration(manifest: dict[str, Any]) -> str:
+    cal = manifest.get("calibration", {})
+    text = (f"Temperature {cal.get('temperature')} (fitted on validation, rounded before the thresholds were fitted); "
+            f"malignant threshold {cal.get('malignant_threshold')}; uncertain band [{cal.get('uncertain_low')}, "
+            f"{cal.get('uncertain_high')}) of malignant probability.")
+    fit = manifest.get("calibration_fit", {}).get("int8")
+    if not fit:
+        return text
+    sens, spec = fit["sensitivity_threshold"], fit["specificity_threshold"]
+    float_cal = manifest["calibration_fit"].get("float", {}).get("calibration", {})
+    return text + f"""
+
+Targets on validation: sensitivity {fit['targets']['sensitivity']}, specificity {fit['targets']['specificity']}
+({fit['validation_malignant']} malignant, {fit['validation_benign']} benign fields). Each threshold is the mean
+over {fit['bootstrap_resamples']} bootstrap resamples of validation (a single order statistic moves a long way
+with one field more or less):
+
+| threshold | bagged (used) | bootstrap 90% range | single fit |
+|---|---|---|---|
+| sensitivity (low end of the band) | {sens['bagged']} | {sens['range_90'][0]}-{sens['range_90'][1]} | {sens['single_fit']} |
+| specificity (high end of the band) | {spec['bagged']} | {spec['range_90'][0]}-{spec['range_90'][1]} | {spec['single_fit']} |
+
+The float model was calibrated on its own validation outputs (temperature {float_cal.get('temperature')},
+threshold {float_cal.get('malignant_threshold')}, band [{float_cal.get('uncertain_low')}, {float_cal.get('uncertain_high')}))."""
+
+
+def _gate(manifest: dict[str, Any]) -> str:
+    gate = manifest.get("quality_gate")
+    if not gate:
+        return "This bundle has no fitted gate limits; the device uses its defaults."
+    limits = ", ".join(f"`{k}` {v}" for k, v in gate["limits"].items())
+    return f"""Limits: {limits}. Fitted on the {gate['fitted_on']}. Focus: {gate['focus_rule']}
+(criteria: accuracy over classified fields more than {100 * gate['criteria']['accuracy_drop']:.0f} points
+below clean, or malignant sensitivity below {100 * gate['criteria']['min_sensitivity']:.0f}%). Noise, overexposure
+and the field-stop check sit just above every clean field (clean extremes: {gate['clean']}).
+
+Each ladder below runs the device pipeline with that one check switched off, so the accuracy
+columns show what the model does without the check, and the last column shows, per class, the share of
+fields the fitted limit rejects (the check for a class-independent gate: a level is either passed
+or rejected for every class alike, apart from the transition between the two).
+
+{gate_table(gate)}"""
+
+
+def _robustness(manifest: dict[str, Any]) -> str:
+    report = manifest.get("robustness_test")
+    if not report:
+        return "Not measured for this bundle."
+    return f"""Every field of the test split under each named, seeded capture condition, through the device
+pipeline (field of view, quality gate, normalisation, segmentation, inference, screening), scoring the label
+the device shows. *All* counts a rejected field as not correct; *classified* leaves rejected fields out. What
+matters for screening is the last column: malignant fields called negative without a warning. Reproduce with
+`blastscope-edge robustness --bundle <this folder> --data <dataset>`.
+
+{robustness_table(report)}
+
+What the table means: a rejected field costs the technician one more field, with a reason to act on; a
+classified field under a condition should be read as well as a clean one. The conditions are simulated on
+the dataset's own fields; they are not images from a Pi camera, and they do not reproduce another laboratory's
+stain or microscope."""
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     split = manifest.get("split", {})
     metrics = manifest.get("metrics", {})
-    cal = manifest.get("calibration", {})
     tools = manifest.get("tools", {})
     edgetpu = manifest.get("edgetpu", {})
     classes = "\n".join(f"- `{label}`: {DISPLAY_NAMES[label]}" for label in LABELS)
@@ -107,7 +179,7 @@ Full-integer quantized (uint8 inputs/output, int8 operations), batch 1, 224x224x
 
 ## Split
 {split.get('method', 'n/a')}. Seed {split.get('seed')}. Counts: {split.get('counts')}.
-Validation was used for early stopping and calibration; test was used only for the figures below.
+{_split_use(manifest)}
 
 ## Metrics (test split)
 {_metrics_table(test_metrics)}
@@ -125,18 +197,29 @@ Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}. I
 {_cases(manifest)}
 
 ## Calibration
-Temperature {cal.get('temperature')} (fitted on validation); malignant threshold {cal.get('malignant_threshold')};
-uncertain band [{cal.get('uncertain_low')}, {cal.get('uncertain_high')}) of malignant probability.
+{_calibration(manifest)}
+
+## Quality gate
+{_gate(manifest)}
+
+## Capture conditions (test split)
+{_robustness(manifest)}
 
 ## Edge TPU
 {edgetpu.get('summary', 'not compiled')}
 
 ## Limitations
-- Trained and tested on images from a single hospital, camera and staining protocol. Expect a
-  shift on a Pi camera through an eyepiece (vignetting, white balance, focus); validate locally
-  on a set of known cases before clinical use.
-- The split groups consecutive file numbers as a proxy for patients; patient identities are
-  not available, so some leakage across split boundaries cannot be excluded.
+- **Single site.** Trained, calibrated and tested on images from one hospital, one camera and one
+  staining protocol. It has not been validated on any other laboratory: on ALL-IDB2 (another
+  hospital, camera and stain; single-cell crops, so not like-for-like) an earlier model of the same
+  design separated blasts from normal cells at chance. Nothing here shows that it transfers.
+- **A clinic must check it on its own known slides before relying on it**: capture fields of slides
+  whose diagnosis is known (flow cytometry), put them in class folders, and run
+  `blastscope-edge evaluate --data <folder>` on the device; compare sensitivity and specificity
+  with the table above. Re-check after changing the microscope, camera, lamp or stain.
+- The capture-condition table is simulated on this dataset's fields; real eyepiece images differ.
+- The split groups runs of file numbers and near-duplicate fields as a proxy for patients; patient
+  identities are not available, so some leakage across split boundaries cannot be excluded.
 - About 15% of the original dataset is held out by the dataset's curators and was not used.
 - Field-level classification: a patient-level decision must combine many fields and a human read.
 """

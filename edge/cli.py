@@ -170,7 +170,8 @@ def _survey(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     report: dict[str, dict[str, list[float]]] = {}
     for name, (sigma, noise) in variants.items():
-        figures: dict[str, list[float]] = {"focus": [], "clipped_fraction": [], "brightness": [], "noise": []}
+        figures: dict[str, list[float]] = {"focus": [], "clipped_fraction": [], "brightness": [], "noise": [],
+                                           "border": []}
         for path in paths:
             field = fit_to_input(read_rgb(path), 224)
             if sigma:
@@ -276,7 +277,8 @@ def parser() -> argparse.ArgumentParser:
                    help="also call non-overlapping cases of K fields from one patient-proxy block (several K allowed)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
-    v = sub.add_parser("survey", help="quality figures (focus, saturation, brightness) over a folder of fields")
+    v = sub.add_parser("survey", help="quality figures (focus, saturation, brightness, noise, "
+                       "dark border) over a folder of fields")
     v.add_argument("folder", type=Path)
     v.add_argument("--every", type=int, default=1, help="use every Nth image")
     v.add_argument("--blur", type=float, default=0.0, help="also measure after a Gaussian blur of this sigma")

@@ -51,6 +51,7 @@ CONDITIONS: dict[str, Condition] = {
     "brightness x0.75": lambda f, r: gain(f, 0.75, 0.75, 0.75),
     "defocus sigma 1": lambda f, r: blur(f, 1.0),
     "defocus sigma 2": lambda f, r: blur(f, 2.0),
+    "defocus sigma 4": lambda f, r: blur(f, 4.0),
     "JPEG quality 50": lambda f, r: jpeg(f, 50),
     "Gaussian noise sigma 8": lambda f, r: gaussian_noise(f, r, 8.0),
     "shot noise, 40 photons at white": lambda f, r: shot_noise(f, r, 40.0),

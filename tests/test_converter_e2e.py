@@ -33,6 +33,20 @@ def test_build_tiny_bundle_and_evaluate_it(tmp_path, dataset_dir, weights_path):
     assert m["segmentation"] and m["calibration"]["temperature"] > 0
     assert m["edgetpu"]["compiled"] in (True, False) and m["edgetpu"]["summary"]
     assert sorted(m["reference_outputs"]["fields"]) == sorted(p.name for p in sample_paths())
+    # gate limits fitted from the ladders, and the device pipeline applies them
+    limits = m["quality_gate"]["limits"]
+    assert set(limits) >= {"min_focus", "max_noise", "max_clipped", "max_border"}
+    assert limits["max_noise"] > m["quality_gate"]["clean"]["max_noise"]
+    assert [row["level"] for row in m["quality_gate"]["ladders"]["defocus sigma"]][:2] == [0.0, 0.5]
+    from edge.pipeline import Pipeline
+    assert Pipeline.on_cpu(bundle).limits.min_focus == limits["min_focus"]
+    assert len(m["robustness_test"]["conditions"]) == 19
+    fit = m["calibration_fit"]["int8"]["sensitivity_threshold"]
+    assert fit["range_90"][0] <= fit["bagged"] <= fit["range_90"][1]
+    card = (out / "MODEL_CARD.md").read_text()
+    for heading in ("## Quality gate", "## Capture conditions (test split)", "not been validated on any other laboratory",
+                    "fixed schedule"):
+        assert heading in card, heading
 
     refused = run_cli("blastscope-edge", "evaluate", "--bundle", str(out), "--data", str(data), "--json")
     assert refused.returncode == 2 and "the bundle is not signed" in refused.stderr

@@ -119,6 +119,27 @@ def test_status_tells_the_operator_what_runs(server):
     assert s["camera"]["source"].startswith("replay:")
     assert {"free_mb", "results", "state_dir"} <= set(s["disk"])
     assert s["uptime_s"] >= 0 and "mean_latency_ms" in s["analysis"]
+    from edge.bundle import load_bundle, default_bundle_path
+    fitted = load_bundle(default_bundle_path()).manifest["quality_gate"]["limits"]
+    assert {k: s["quality_limits"][k] for k in fitted} == fitted and s["quality_limits"]["overridden"] == []
+
+
+def test_a_device_setting_overrides_the_bundles_gate_limit(tmp_path):
+    """``[quality] min_focus`` in the device's config wins over the bundle's fitted limit, and
+    the status says which limits were overridden."""
+    from conftest import ServerProcess
+
+    config = tmp_path / "config.toml"
+    config.write_text("[quality]\nmin_focus = 1000.0\n")
+    server = ServerProcess(tmp_path / "state", "--demo", "--config", str(config))
+    try:
+        s = requests.get(f"{server.url}/api/status", headers=server.headers(), timeout=10).json()
+        assert s["quality_limits"]["min_focus"] == 1000.0 and s["quality_limits"]["overridden"] == ["min_focus"]
+        r = _classify(server, _jpeg(sample_paths()[0]))
+        assert r.status_code == 200 and r.json()["status"] == "rejected"
+        assert r.json()["reasons"][0].startswith("out of focus")
+    finally:
+        server.stop()
 
 
 def _login_page(session: requests.Session, url: str) -> str:
