@@ -1,0 +1,42 @@
+"""The shipped bundle's fitted quality gate, re-measured independently on real validation
+fields: clean fields pass, the failing blur is rejected for every class alike, and the limits
+the device applies are the ones the manifest records."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.bundle import load_bundle
+from edge.dataset import load_dataset, read_rgb
+from edge.degradation import blur
+from edge.evaluate import samples_for_split
+from edge.labels import LABELS
+from edge.pipeline import Pipeline, fit_to_input
+from edge.quality import measure_quality
+
+
+def test_fitted_gate_passes_clean_fields_and_rejects_the_failing_blur_in_every_class(default_bundle, dataset_dir):
+    bundle = load_bundle(default_bundle)
+    gate = bundle.manifest["quality_gate"]
+    limits = Pipeline.on_cpu(bundle).limits
+    assert limits.to_dict() == {**limits.to_dict(), **gate["limits"]}
+    val = samples_for_split(bundle, load_dataset(dataset_dir, verify=False), "val")
+    sigma = gate["focus_failing_sigma"]
+    rejected = {label: [] for label in LABELS}
+    for sample in val:
+        field = fit_to_input(read_rgb(sample.path), 224)
+        assert measure_quality(field, limits).ok, sample.key  # no clean validation field is rejected
+        if sigma is not None:
+            q = measure_quality(blur(field, sigma), limits)
+            rejected[sample.label].append(bool(q.reasons) and q.reasons[0].startswith("out of focus"))
+    if sigma is not None:
+        for label, flags in rejected.items():
+            assert np.mean(flags) >= 0.95, (label, sigma, np.mean(flags))
+
+
+def test_fitted_limits_sit_above_every_clean_field_of_the_dataset(default_bundle, dataset_dir):
+    """A third of the fields of all three splits, test included, not just those the limits were fitted on."""
+    limits = Pipeline.on_cpu(load_bundle(default_bundle)).limits
+    for sample in load_dataset(dataset_dir, verify=False).samples[::3]:
+        q = measure_quality(fit_to_input(read_rgb(sample.path), 224), limits)
+        assert q.ok, (sample.key, q.reasons)
