@@ -131,7 +131,8 @@ def measure_quality(field_rgb: np.ndarray, cfg: GateLimits) -> Quality:
     brightness = float(grey.mean())
     reasons = []
     if clipped > cfg.max_clipped:
-        reasons.append(f"overexposed: lower the lamp or the exposure and analyse again ({clipped:.0%} of the field is saturated)")
+        reasons.append(f"overexposed: lower the lamp or the exposure, shade the eyepiece from room light, and analyse "
+                       f"again ({clipped:.0%} of the field is saturated)")
     elif brightness < cfg.min_brightness:
         reasons.append(f"too dark: raise the lamp or open the diaphragm and analyse again (mean brightness {brightness:.0f})")
     elif border > cfg.max_border:

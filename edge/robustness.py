@@ -21,7 +21,7 @@ import numpy as np
 from edge.bench import eyepiece_frame
 from edge.degradation import blur, gain, gaussian_noise, glow, jpeg, shot_noise, vignette
 from edge.dataset import read_rgb
-from edge.labels import BENIGN
+from edge.labels import BENIGN, LABELS
 from edge.pipeline import Pipeline
 
 Condition = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -72,10 +72,12 @@ def run_condition(pipeline: Pipeline, samples: list, name: str, seed: int = 0) -
     n = correct = classified = correct_classified = uncertain = 0
     mal = mal_pos = mal_cls = ben = ben_neg = ben_cls = mal_negative = 0
     by_class_rejected: Counter[str] = Counter()
+    by_class: Counter[str] = Counter()
     for i, sample in enumerate(samples):
         rng = np.random.default_rng([seed, zlib.crc32(name.encode()), i])
         result = pipeline.process(condition(read_rgb(sample.path), rng), source=f"robustness:{name}")
         malignant = sample.label != BENIGN
+        by_class[sample.label] += 1
         n += 1
         mal += malignant
         ben += not malignant
@@ -102,6 +104,7 @@ def run_condition(pipeline: Pipeline, samples: list, name: str, seed: int = 0) -
         "malignant_sensitivity": _rate(mal_pos, mal), "malignant_sensitivity_classified": _rate(mal_pos, mal_cls),
         "benign_specificity": _rate(ben_neg, ben), "benign_specificity_classified": _rate(ben_neg, ben_cls),
         "uncertain": uncertain, "rejected": dict(rejected), "rejected_by_class": dict(by_class_rejected),
+        "n_by_class": dict(by_class),
         "malignant_called_negative": mal_negative,
     }
 
@@ -120,12 +123,16 @@ def table(report: dict[str, Any]) -> str:
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
     rows = ["| condition | n | accuracy (all / classified) | malignant sensitivity (all / classified) | "
-            "benign specificity (all / classified) | uncertain | rejected | malignant called negative |",
-            "|---|---|---|---|---|---|---|---|"]
+            "benign specificity (all / classified) | uncertain | rejected | rejected share by class "
+            "(benign / early / pre / pro) | malignant called negative |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for c in report["conditions"]:
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(c["rejected"].items())) or "0"
+        n_by_class = c.get("n_by_class", {})
+        shares = " / ".join(f"{100 * c['rejected_by_class'].get(label, 0) / n_by_class[label]:.0f}%"
+                            if n_by_class.get(label) else "n/a" for label in LABELS)
         rows.append(f"| {c['condition']} | {c['n']} | {pct(c['accuracy'])} / {pct(c['accuracy_classified'])} | "
                     f"{pct(c['malignant_sensitivity'])} / {pct(c['malignant_sensitivity_classified'])} | "
                     f"{pct(c['benign_specificity'])} / {pct(c['benign_specificity_classified'])} | {c['uncertain']} | "
-                    f"{rejected} | {c['malignant_called_negative']} |")
+                    f"{rejected} | {shares} | {c['malignant_called_negative']} |")
     return "\n".join(rows)
