@@ -92,3 +92,15 @@ def test_altered_copy_far_away_is_grouped_with_its_original(tmp_path, dataset_di
     for seed in range(10):
         where = _where(split_samples(ds.samples, SplitConfig(block_size=10, seed=seed)))
         assert where[f"pre_b/{original.name}"] == where["pre_b/WBC-Malignant-Pre-900.jpg"]
+
+
+def test_the_shipped_bundles_split_has_no_near_duplicate_across_splits(default_bundle, dataset_dir):
+    import json
+
+    recorded = json.loads((default_bundle / "manifest.json").read_text())["split"]
+    where = _where(recorded["keys"])
+    ds = load_dataset(dataset_dir, verify=False)
+    pairs = near_duplicate_pairs(ds.samples, SplitConfig().near_duplicate_correlation)
+    crossing = [(ds.samples[i].key, ds.samples[j].key) for i, j in pairs
+                if where[ds.samples[i].key] != where[ds.samples[j].key]]
+    assert not crossing, crossing
