@@ -30,14 +30,17 @@ def _config_path(given: Path | None) -> Path | None:
     return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
 
 
-def _load_bundle(args: argparse.Namespace):
-    """``--bundle``, else what the daemon would load: the config's bundle, else the model
-    installed with ``model install`` (the state directory's ``current``), else the shipped
-    one; verified with the config's trusted keys. ``--allow-unsigned`` measures a
-    development bundle the converter has not signed yet, and says so."""
+def _pipeline(args: argparse.Namespace):
+    """The device's pipeline for ``classify``, ``evaluate``, ``bench`` and ``robustness``:
+    ``--bundle``, else what the daemon would load (the config's bundle, else the model
+    installed with ``model install``, the state directory's ``current``, else the shipped
+    one), verified with the config's trusted keys, and gated with the config's ``[quality]``
+    overrides as the daemon gates. ``--allow-unsigned`` measures a development bundle the
+    converter has not signed yet, and says so."""
     import dataclasses
 
     from edge.config import load_config
+    from edge.pipeline import Pipeline
 
     cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
     path = args.bundle if args.bundle is not None else cfg.bundle_path
@@ -49,13 +52,7 @@ def _load_bundle(args: argparse.Namespace):
     if bundle.signer is None:
         print(f"warning: {path}: unsigned bundle, measured on request (--allow-unsigned); a device will not run it "
               "until it is signed", file=sys.stderr)
-    return bundle
-
-
-def _pipeline(args: argparse.Namespace):
-    from edge.pipeline import Pipeline
-
-    return Pipeline.on_cpu(_load_bundle(args), threads=args.threads)
+    return Pipeline.on_cpu(bundle, threads=args.threads, quality=cfg.quality)
 
 
 def _serve(args: argparse.Namespace) -> int:
