@@ -147,5 +147,9 @@ def measure_quality(field_rgb: np.ndarray, cfg: GateLimits) -> Quality:
 
 
 def cells_reason(segmentation: Segmentation) -> str | None:
-    """The rejection reason when segmentation found no cells."""
-    return None if not segmentation.empty else f"no cells in view: {segmentation.reason}"
+    """The rejection reason when segmentation found no cells. A faintly stained field is not
+    rejected: it is classified from the field itself, as in training (``Segmentation.faint``);
+    rejecting it rejected 7% of Pro-B test fields and no other class."""
+    if not segmentation.empty or segmentation.faint:
+        return None
+    return f"no cells in view: {segmentation.reason}"

@@ -25,6 +25,9 @@ import numpy as np
 
 #: Frame side (pixels) at which the morphology radii and minimum area are specified.
 REFERENCE_SIDE = 224
+#: a* centre gap below which a field has no stain at all: background with pixel noise of sigma
+#: up to 5 measures at most 5.3; the faintest malignant field of the dataset measures 6.6.
+BLANK_GAP = 6.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,11 @@ class Segmentation:
     area_fraction: float
     threshold: int | None  # a* level separating the clusters (pixels above it are kept)
     reason: str | None  # why the mask is empty, in words a technician understands
+    #: Empty only because the stain is faint (a* centres ``BLANK_GAP`` to ``min_centre_gap``
+    #: apart): weakly stained fields exist among real malignant ones (Pro-B 336-345 of the
+    #: dataset). Training gave the model such fields with an empty segmented image and their
+    #: labels, so the device classifies them the same way instead of calling them empty.
+    faint: bool = False
 
     @property
     def empty(self) -> bool:
@@ -101,7 +109,7 @@ def _disc(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
 
 
-def _empty(rgb: np.ndarray, threshold: int | None, reason: str) -> Segmentation:
+def _empty(rgb: np.ndarray, threshold: int | None, reason: str, faint: bool = False) -> Segmentation:
     h, w = rgb.shape[:2]
     return Segmentation(
         mask=np.zeros((h, w), dtype=bool),
@@ -110,6 +118,7 @@ def _empty(rgb: np.ndarray, threshold: int | None, reason: str) -> Segmentation:
         area_fraction=0.0,
         threshold=threshold,
         reason=reason,
+        faint=faint,
     )
 
 
@@ -129,7 +138,8 @@ def segment(rgb: np.ndarray, params: SegmentationParams = SegmentationParams()) 
         return _empty(rgb, None, "blank field: no colour contrast")
     t, low_centre, high_centre = split
     if high_centre - low_centre < params.min_centre_gap:
-        return _empty(rgb, t, "no stained cells: colour contrast too low (blank or overexposed field)")
+        return _empty(rgb, t, "no stained cells: colour contrast too low (blank or overexposed field)",
+                      faint=high_centre - low_centre >= BLANK_GAP)
 
     _, binary = cv2.threshold(a_star, t, 255, cv2.THRESH_BINARY)
     scale = min(rgb.shape[:2]) / REFERENCE_SIDE

@@ -111,3 +111,20 @@ def test_params_round_trip_and_refuse_unknown_keys():
     assert SegmentationParams.from_dict(params.to_dict()) == params
     with pytest.raises(ValueError, match="unknown segmentation parameter"):
         SegmentationParams.from_dict({**params.to_dict(), "k": 3})
+
+
+def test_faintly_stained_malignant_fields_are_classified_not_called_empty(default_bundle, dataset_dir):
+    """Pro-B 336-345 are real malignant fields with a weak a* contrast. They used to be rejected
+    as "no cells in view" (7% of Pro-B test fields, no other class); a blank field still is."""
+    from edge.bundle import load_bundle
+    from edge.pipeline import Pipeline
+
+    pipeline = Pipeline.on_cpu(load_bundle(default_bundle))
+    for number in (336, 340, 342, 345):
+        result = pipeline.process(read_rgb(dataset_dir / "Pro" / f"WBC-Malignant-Pro-{number}.jpg"))
+        assert result.segmentation.empty and result.segmentation.faint, number
+        assert result.classified and result.screening.label == "pro_b", number
+    rng = np.random.default_rng(0)
+    background = np.clip(rng.normal((230, 200, 210), 3, (224, 224, 3)), 0, 255).astype(np.uint8)
+    blank = pipeline.process(background)
+    assert not blank.classified and blank.reasons[0].startswith("no cells in view")
