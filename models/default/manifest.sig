@@ -1,4 +1,4 @@
 {
   "key": "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E=",
-  "signature": "H18l8/Uv8Xm8AkaLd7SVhRmK7RVEm3dPfteCalq58Jw20714Z+JPfF/89xFoTwB+BRKwdlXJs8r+VKMqkkA0Cw=="
+  "signature": "XASes0u6OXlhL1ku363tAi/c88+mNKRM21fWlfi33WlJ3VxfMn0GaOz2VCOuAm6OYCA5y55s2j2ikKDlMENgBw=="
 }
