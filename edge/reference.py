@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from edge.inference import Backend
 
 #: Largest allowed difference per class probability, in output steps of 1/256. The CPU
-#: runtimes differ a little: tflite-runtime 2.14 (Debian 12 venv, tests/test_bookworm.py)
-#: gave 5 steps more benign on benign__WBC-Benign-384 than ai-edge-litert 2.x, hence 8. The
-#: Edge TPU runs the same quantized graph with its own arithmetic: 16 steps (not measured on
-#: hardware here). A wrong model, delegate or runtime is off by far more.
-TOLERANCE = {"cpu": 8 / 256 + 1e-6, "edgetpu": 16 / 256 + 1e-6}
+#: runtimes differ: on identical inputs, tflite-runtime 2.14 (Debian 12 venv,
+#: tests/test_bookworm.py) gave the previous model 5 steps more benign on one sample, and the
+#: current model (b9e956c9eec0d4a9) 17 steps less Early Pre-B on Early-703 (0.781 against
+#: 0.844, same class) than ai-edge-litert 2.x, hence 24. The Edge TPU runs the same quantized
+#: graph with its own arithmetic: 32 steps (not measured on hardware here). The class named by
+#: every output must also agree, and a wrong model or delegate is off by far more.
+TOLERANCE = {"cpu": 24 / 256 + 1e-6, "edgetpu": 32 / 256 + 1e-6}
 
 
 def sample_fields() -> list[Path]:

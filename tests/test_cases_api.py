@@ -66,7 +66,7 @@ def test_a_malignant_slide_and_a_benign_slide(daemon):
     assert all(f["source"].startswith("upload:") and f["created_iso"] for f in case["fields"])
 
     benign = _post(daemon, "/api/cases", json={"code": "LAB-77", "note": ""}).json()["id"]
-    path = _sample("benign__WBC-Benign-221")[0]
+    path = _sample("benign__WBC-Benign-182")[0]
     for _ in range(2):
         assert _upload(daemon, benign, path)["label"] == "benign"
     case = _get(daemon, f"/api/cases/{benign}").json()
@@ -81,7 +81,7 @@ def test_a_malignant_slide_and_a_benign_slide(daemon):
 
 def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
     case_id = _post(daemon, "/api/cases", json={"code": "REV-1"}).json()["id"]
-    fields = [_upload(daemon, case_id, p) for p in _sample("benign__WBC-Benign-221") * 2 + _sample("pre_b__")[:1]]
+    fields = [_upload(daemon, case_id, p) for p in _sample("benign__WBC-Benign-182") * 2 + _sample("pre_b__")[:1]]
     assert _get(daemon, f"/api/cases/{case_id}").json()["case_call"]["call"] == "uncertain"  # 1 of 3
 
     r = _post(daemon, f"/api/results/{fields[2]['id']}/review", json={"call": "negative", "reason": "stain artefact"})
@@ -108,7 +108,7 @@ def test_exports_csv_json_fhir_and_by_date(daemon):
     from fhir.resources.R4B.bundle import Bundle
 
     case_id = _post(daemon, "/api/cases", json={"code": "EXP/9"}).json()["id"]
-    for path in _sample("pro_b__") + _sample("benign__WBC-Benign-221"):
+    for path in _sample("pro_b__") + _sample("benign__WBC-Benign-182"):
         _upload(daemon, case_id, path)
     r = _get(daemon, f"/api/cases/{case_id}/export.csv")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")

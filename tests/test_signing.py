@@ -32,7 +32,7 @@ def test_shipped_bundle_is_signed_by_the_release_key_and_records_reference_outpu
     fields = bundle.manifest["reference_outputs"]["fields"]
     assert sorted(fields) == sorted(p.name for p in sample_paths())
     for name, probabilities in fields.items():  # the recorded outputs name the sample's own class
-        assert bundle.manifest["labels"][int(np.argmax(probabilities))] == name.split("__")[0] or name.startswith("benign__WBC-Benign-384")
+        assert bundle.manifest["labels"][int(np.argmax(probabilities))] == name.split("__")[0]
 
 
 def test_a_manifest_edited_and_re_hashed_by_an_attacker_is_refused(bundle_copy, tmp_path, trusting_config):
@@ -87,7 +87,7 @@ def test_a_signed_bundle_whose_model_does_not_reproduce_its_references_is_refuse
     key_path, public = test_key
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     fields = manifest["reference_outputs"]["fields"]
-    name = "pro_b__WBC-Malignant-Pro-234.jpg"
+    name = "pro_b__WBC-Malignant-Pro-326.jpg"
     fields[name] = list(reversed(fields[name]))
     resign(bundle_copy, key_path, reference_outputs=manifest["reference_outputs"])
     with pytest.raises(BundleError, match=f"cpu: on sample {name} the model gives"):
@@ -123,8 +123,8 @@ def test_install_checks_reference_outputs_on_each_backend_present(bundle_copy, t
     _with_edgetpu_model(bundle_copy, key_path, tmp_path)
     trust = Trust((public,))
 
-    with pytest.raises(BundleError, match="edgetpu: on sample .* allowed 0.063"):
-        install_bundle(bundle_copy, tmp_path / "a", trust, edgetpu_factory=lambda p: StandInEdgeTpu(p, bias=0.08))
+    with pytest.raises(BundleError, match="edgetpu: on sample .* allowed 0.125"):
+        install_bundle(bundle_copy, tmp_path / "a", trust, edgetpu_factory=lambda p: StandInEdgeTpu(p, bias=0.2))
 
     bundle, previous, checked = install_bundle(bundle_copy, tmp_path / "b", trust,
                                                edgetpu_factory=lambda p: StandInEdgeTpu(p, bias=0.01))

@@ -1,4 +1,4 @@
 {
   "key": "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E=",
-  "signature": "XASes0u6OXlhL1ku363tAi/c88+mNKRM21fWlfi33WlJ3VxfMn0GaOz2VCOuAm6OYCA5y55s2j2ikKDlMENgBw=="
+  "signature": "ZDYoYzuKw1dcyQf5SyNIXfTQN+4wJsYqDSAG5bMItvIEFuwQijS1wZYPP+rrKi3wXxaqzp531z2qWDcCWC1TAw=="
 }
