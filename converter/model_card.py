@@ -49,6 +49,10 @@ def _confusion(m: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _float_calibration_note(manifest: dict[str, Any]) -> str:
+    return ", with the float model's own calibration" if manifest.get("calibration_fit", {}).get("float") else ""
+
+
 def _split_use(manifest: dict[str, Any]) -> str:
     history = manifest.get("training", {}).get("history", {})
     if "patience" in history.get("config", {}):
@@ -169,9 +173,11 @@ or clinically suspicious case needs a hematologist's read and confirmatory testi
 {classes}
 
 ## Model
-Dual-input MobileNetV2 (ImageNet start): one branch sees the field, the other the same
-field segmented (CIE-LAB, exact 2-means on a*, morphology, small-object removal; parameters
-in the manifest). Branch features are concatenated, then a softmax over 4 classes.
+Dual-input MobileNetV2 (ImageNet start). Each field is first normalised to its smear
+background (per-channel gains that bring the brightest quarter of the field to one neutral
+level; `edge/normalisation.py`, the same code in training and on the device); one branch sees
+the normalised field, the other the same field segmented (CIE-LAB, exact 2-means on a*,
+morphology, small-object removal; parameters in the manifest). Branch features are concatenated, then a softmax over 4 classes.
 Full-integer quantized (uint8 inputs/output, int8 operations), batch 1, 224x224x3 inputs.
 
 ## Data
@@ -189,7 +195,7 @@ accuracy counts uncertain and rejected fields as not correct; sensitivity is mal
 called positive, specificity benign fields called negative. *Flagged* = malignant fields called
 positive or uncertain (not cleared), *cleared* = benign fields called negative; uncertain fields
 go to a human read. *Rejected* fields failed the quality gate and count as errors everywhere.
-Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}. Intervals are Wilson 95%.
+Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}{_float_calibration_note(manifest)}. Intervals are Wilson 95%.
 
 {confusions}
 
