@@ -12,9 +12,10 @@ field's own variance (x1000). The old measure, the raw variance of the Laplacian
 twice: pixel noise inflated it (a field blurred at sigma 2 with noise sigma 5 measured
 sharper than a clean one, and malignant fields were called negative), and it scaled with
 contrast and cell density (at sigma 1 blur it rejected every Pro-B field but few Pre-B).
-Smoothing at sigma 1 removes pixel noise while keeping the cell edges defocus erases, and
-dividing by the field's variance removes exposure and most of the dependence on how many
-cells are in view. The limits are fitted per bundle by the converter from how the model's
+Smoothing at sigma 1 removes most pixel noise while keeping the cell edges defocus erases;
+what noise survives the smoothing is predictable from the measured noise sigma and is
+subtracted; dividing by the field's variance removes exposure and most of the dependence on
+how many cells are in view. The limits are fitted per bundle by the converter from how the model's
 accuracy falls as blur grows (``converter.gate``), stored in the manifest, and can be
 overridden per device in ``[quality]``.
 

@@ -22,16 +22,15 @@ def test_fitted_gate_passes_clean_fields_and_rejects_the_failing_blur_in_every_c
     assert limits.to_dict() == {**limits.to_dict(), **gate["limits"]}
     val = samples_for_split(bundle, load_dataset(dataset_dir, verify=False), "val")
     sigma = gate["focus_failing_sigma"]
+    assert sigma is not None, "the shipped gate's focus limit must come from a blur the model fails at"
     rejected = {label: [] for label in LABELS}
     for sample in val:
         field = fit_to_input(read_rgb(sample.path), 224)
         assert measure_quality(field, limits).ok, sample.key  # no clean validation field is rejected
-        if sigma is not None:
-            q = measure_quality(blur(field, sigma), limits)
-            rejected[sample.label].append(bool(q.reasons) and q.reasons[0].startswith("out of focus"))
-    if sigma is not None:
-        for label, flags in rejected.items():
-            assert np.mean(flags) >= 0.95, (label, sigma, np.mean(flags))
+        q = measure_quality(blur(field, sigma), limits)
+        rejected[sample.label].append(bool(q.reasons) and q.reasons[0].startswith("out of focus"))
+    for label, flags in rejected.items():
+        assert np.mean(flags) >= 0.95, (label, sigma, np.mean(flags))
 
 
 def test_fitted_limits_sit_above_every_clean_field_of_the_dataset(default_bundle, dataset_dir):
