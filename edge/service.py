@@ -61,15 +61,15 @@ class Service:
         self.started = time.time()
         self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
 
-    def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None) -> Result:
+    def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device") -> Result:
         """Run the pipeline on a frame and store the result (classified or rejected) in
-        ``case_id``, else in the active case (if any). Raises ``StoreFull`` before any work
-        when the record has no room left."""
+        ``case_id``, or in no case when it is None. There is no device-wide "active case" to
+        fall back on: several phones share one device, and a field must land only in the case
+        the request names. Raises ``StoreFull`` before any work when the record has no room left."""
         self.store.ensure_space()
-        case_id = case_id if case_id is not None else self.store.active_case()
         result = self.pipeline.process(frame, source=source)
         start = time.perf_counter()
-        self.store.save(result, case_id)
+        self.store.save(result, case_id, client)
         store_ms = (time.perf_counter() - start) * 1000.0
         result.timings_ms["store"] = store_ms
         self.stats.record(result, store_ms)
@@ -77,10 +77,10 @@ class Service:
             self.refresh_case_call(case_id)
         return result
 
-    def capture(self, case_id: int | None = None) -> Result:
+    def capture(self, case_id: int | None = None, client: str = "device") -> Result:
         if self.camera is None:
             raise CameraError("no camera source is configured")
-        return self.analyze(self.camera.latest(), source=self.camera.spec, case_id=case_id)
+        return self.analyze(self.camera.latest(), source=self.camera.spec, case_id=case_id, client=client)
 
     # -- cases ----------------------------------------------------------------------------
 
@@ -94,9 +94,8 @@ class Service:
             self.store.set_case_call(case_id, call.call)
 
     def create_case(self, code: str, note: str, client: str) -> dict[str, Any]:
-        """A new case, made the active one (new fields go into it)."""
+        """A new case (the phone that made it opens it; see ``edge.web``)."""
         case_id = self.store.create_case(code or self.store.new_case_code(), note, client)
-        self.store.set_active_case(case_id)
         return self.case(case_id)
 
     def case(self, case_id: int) -> dict[str, Any] | None:
@@ -107,7 +106,6 @@ class Service:
         call = self.case_call(case["fields"])
         case["case_call"] = call.to_dict() if call else None
         case["final_call"] = final_call(case["review"], call.call if call else case["call"])
-        case["active"] = self.store.active_case() == case_id
         case["model_id"] = self.bundle.model_id
         return case
 

@@ -256,9 +256,11 @@ class Store:
                             "floor; new fields are refused and every stored result is kept. Free space on the "
                             "device (or export and archive results) to continue")
 
-    def save(self, result: Result, case_id: int | None = None) -> int:
+    def save(self, result: Result, case_id: int | None = None, client: str = "device") -> int:
         """Persist a result durably (in case ``case_id`` when given) and return its id (also set
-        on ``result.id``). Raises ``StoreFull`` (nothing written, nothing deleted) when space is short."""
+        on ``result.id``). Adding a field to a case changes a patient's record, so it is audited
+        in the same transaction. Raises ``StoreFull`` (nothing written, nothing deleted) when
+        space is short."""
         self.ensure_space()
         stem = uuid.uuid4().hex
         files = StoredFiles(self.images / f"{stem}.jpg", self.images / f"{stem}_overlay.jpg")
@@ -276,6 +278,10 @@ class Store:
                 )
                 self._persist_clock()
                 result.id = int(cur.lastrowid)
+                if case_id is not None:
+                    self._audit_locked(client, "case.field_added", None,
+                                       {"case_id": case_id, "result_id": result.id, "status": result.status,
+                                        "label": record.get("label"), "source": result.source})
         except (OSError, sqlite3.OperationalError) as exc:
             files.image.unlink(missing_ok=True)
             files.overlay.unlink(missing_ok=True)
@@ -371,17 +377,6 @@ class Store:
             rows = self._db.execute(f"{self._CASE_SELECT} {where} ORDER BY c.id DESC LIMIT ? OFFSET ?",
                                     (*args, limit, offset)).fetchall()
         return [self._case_row(r) for r in rows], total
-
-    def active_case(self) -> int | None:
-        """The case new fields go into (kept across restarts), or None."""
-        with self._lock:
-            value = self._meta("active_case", "")
-        return int(value) if value.isdigit() else None
-
-    def set_active_case(self, case_id: int | None) -> None:
-        with self._lock, self._transaction():
-            self._db.execute("INSERT INTO meta(key, value) VALUES ('active_case', ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", ("" if case_id is None else str(case_id),))
 
     def set_case_call(self, case_id: int, call: str) -> None:
         """The model's case call, kept for the history filter (recomputed from the fields)."""

@@ -43,7 +43,8 @@ def _upload(srv, case_id, path):
 
 def test_a_malignant_slide_and_a_benign_slide(daemon):
     r = _post(daemon, "/api/cases", json={"code": "", "note": "ward 3"})
-    assert r.status_code == 201 and re.fullmatch(r"\d{4}-\d{2}-\d{2}-\d{3}", r.json()["code"]) and r.json()["active"]
+    assert r.status_code == 201 and re.fullmatch(r"\d{4}-\d{2}-\d{2}-\d{3}", r.json()["code"])
+    assert r.json()["active"] is False  # a script has no phone session: nothing is opened device-wide
     malignant = r.json()["id"]
     assert _post(daemon, "/api/cases", json={"code": r.json()["code"]}).status_code == 409
     assert _post(daemon, "/api/cases", json={"code": "<script>"}).status_code == 400
@@ -55,9 +56,12 @@ def test_a_malignant_slide_and_a_benign_slide(daemon):
     assert case["case_call"]["call"] == "pending" and "Analyse 1 more" in case["case_call"]["next_step"]
     for path in _sample("pre_b__") + _sample("early_pre_b__"):
         assert _upload(daemon, malignant, path)["label"] == path.name.split("__")[0]
-    # /api/classify without a case goes into the active case
+    # a request that names no case goes into no case, never into the last case created
     r = _post(daemon, "/api/classify", files={"image": ("x.jpg", _sample("pro_b__")[1].read_bytes())})
-    assert r.status_code == 200 and r.json()["label"] == "pro_b"
+    assert r.status_code == 200 and r.json()["label"] == "pro_b" and r.json()["case_id"] is None
+    assert _get(daemon, f"/api/cases/{malignant}").json()["field_count"] == 5
+    r = _upload(daemon, malignant, _sample("pro_b__")[1])
+    assert r["case_id"] == malignant and r["case_code"] == case["code"]
     case = _get(daemon, f"/api/cases/{malignant}").json()
     call = case["case_call"]
     assert case["field_count"] == 6 and call["call"] == "positive" and call["positive"] == 6
@@ -73,7 +77,7 @@ def test_a_malignant_slide_and_a_benign_slide(daemon):
     assert case["case_call"]["call"] == "negative" and "No B-ALL pattern in 2 fields" in case["case_call"]["next_step"]
 
     listing = _get(daemon, "/api/cases?limit=1&offset=0").json()
-    assert listing["total"] == 2 and listing["cases"][0]["code"] == "LAB-77" and listing["active_case"] == benign
+    assert listing["total"] == 2 and listing["cases"][0]["code"] == "LAB-77" and listing["active_case"] is None
     assert [c["id"] for c in _get(daemon, "/api/cases?call=positive").json()["cases"]] == [malignant]
     assert _get(daemon, "/api/cases?limit=0").status_code == 400 and _get(daemon, "/api/cases?call=maybe").status_code == 400
     assert _get(daemon, "/api/cases/999999").status_code == 404
@@ -99,9 +103,12 @@ def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
 
     audit = _get(daemon, "/api/audit?limit=50").json()["audit"]
     actions = [a["action"] for a in audit]
-    assert actions[:4] == ["case.review", "result.exclude", "result.review", "case.create"]
+    assert actions[:7] == ["case.review", "result.exclude", "result.review"] + ["case.field_added"] * 3 + ["case.create"]
     assert audit[2]["before"]["review"] is None and audit[2]["after"]["review"]["reviewer"] == "AB"
-    assert all(a["client"] == "127.0.0.1" for a in audit[:4])
+    # adding a field to a patient's case is in the record: which field, which case, what it said
+    assert [(a["after"]["case_id"], a["after"]["result_id"], a["after"]["label"]) for a in audit[3:6]] == \
+        [(case_id, f["id"], f["label"]) for f in reversed(fields)]
+    assert all(a["client"] == "127.0.0.1" for a in audit[:7])
 
 
 def test_exports_csv_json_fhir_and_by_date(daemon):

@@ -56,7 +56,7 @@ def test_case_fields_reviews_and_exclusions_are_audited_and_keep_the_model_outpu
         with pytest.raises(ValueError, match="already exists"):
             store.create_case("2026-11-23-001", "", "10.0.0.7")
         assert store.new_case_code() .endswith("-001") or store.new_case_code().count("-") == 3
-        ids = [store.save(r, case_id) for r in results[:3]]
+        ids = [store.save(r, case_id, "10.0.0.7") for r in results[:3]]
         model_label = store.get(ids[0])["label"]
         store.review_result(ids[0], {"call": "negative", "reason": "artefact", "reviewer": "AB"}, "10.0.0.7")
         store.exclude_result(ids[1], "wrong slide", "10.0.0.7")
@@ -67,7 +67,10 @@ def test_case_fields_reviews_and_exclusions_are_audited_and_keep_the_model_outpu
         assert case["fields"][1]["excluded"]["reason"] == "wrong slide"
         store.review_case(case_id, {"call": "positive", "reason": "blasts seen", "reviewer": "AB"}, "10.0.0.7")
         actions = [a["action"] for a in store.audit_log()]
-        assert actions[:4] == ["case.review", "result.exclude", "result.review", "case.create"]
+        assert actions[:7] == ["case.review", "result.exclude", "result.review"] + ["case.field_added"] * 3 + ["case.create"]
+        added = [a for a in store.audit_log() if a["action"] == "case.field_added"]
+        assert [(a["client"], a["after"]["case_id"], a["after"]["result_id"]) for a in added] == \
+            [("10.0.0.7", case_id, i) for i in reversed(ids)]
         review = next(a for a in store.audit_log() if a["action"] == "result.review")
         assert review["before"] == {"id": ids[0], "review": None} and review["after"]["review"]["reviewer"] == "AB"
         assert store.review_result(10**9, {"call": "negative"}, "x") is None

@@ -27,7 +27,7 @@ from edge.service import Service
 from edge.sessions import Sessions, pin_fingerprint
 from edge.store import StoreFull
 from edge.web.cases import make_blueprint
-from edge.web.common import MAX_ID, Refused, json_error as _error, uploaded_frame, whole_number
+from edge.web.common import MAX_ID, Refused, client, json_error as _error, uploaded_frame, whole_number
 
 log = logging.getLogger("blastscope")
 
@@ -170,16 +170,18 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     def status():
         return jsonify(service.status())
 
+    # Without a case in the URL a field goes into no case, whatever another phone has open:
+    # the page names its case (/api/cases/<id>/classify) on every analysis.
     @app.post("/api/classify")
     @api
     def classify():
         frame, source = uploaded_frame(cfg.max_pixels)
-        return jsonify(service.analyze(frame, source=source).to_dict())
+        return jsonify({**service.analyze(frame, source=source, client=client()).to_dict(), "case_id": None})
 
     @app.post("/api/capture")
     @api
     def capture():
-        return jsonify(service.capture().to_dict())
+        return jsonify({**service.capture(client=client()).to_dict(), "case_id": None})
 
     @app.get("/api/preview.jpg")
     @api

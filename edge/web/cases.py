@@ -21,15 +21,11 @@ from edge.export import case_rows, csv_text, fhir_bundle
 from edge.labels import DISPLAY_NAMES
 from edge.result import DISCLAIMER
 from edge.service import Service
-from edge.web.common import MAX_ID, Refused, uploaded_frame, whole_number
+from edge.web.common import MAX_ID, Refused, client as _client, open_case, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
 CALLS = ("positive", "negative", "uncertain")
 FILTER_CALLS = CALLS + ("pending",)
-
-
-def _client() -> str:
-    return request.remote_addr or "unknown"
 
 
 def _json_body(example: str) -> dict[str, Any]:
@@ -72,10 +68,17 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     store = service.store
 
     def existing_case(case_id: int) -> dict[str, Any]:
+        """The case with ``active`` meaning "open on the phone that asks" (never device-wide)."""
         case = service.case(case_id)
         if case is None:
             raise Refused(404, f"no case {case_id}")
+        case["active"] = case_id == open_case()
         return case
+
+    def analysed_into(case_id: int, result: Any) -> Response:
+        """The result with the case it was stored in, so the page shows where it went."""
+        case = existing_case(case_id)
+        return jsonify({**result.to_dict(), "case_id": case_id, "case_code": case["code"]})
 
     @bp.post("/api/cases")
     @api
@@ -87,9 +90,11 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         if len(note) > 500:
             raise Refused(400, "note: at most 500 characters")
         try:
-            return jsonify(service.create_case(code, note, _client())), 201
+            case = service.create_case(code, note, _client())
         except ValueError as exc:
             raise Refused(409, str(exc)) from None
+        set_open_case(case["id"])
+        return jsonify(existing_case(case["id"])), 201
 
     @bp.get("/api/cases")
     @api
@@ -98,7 +103,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         if call and call not in FILTER_CALLS:
             raise Refused(400, f"call must be one of {', '.join(FILTER_CALLS)}")
         cases, total = store.list_cases(limit, offset, call or None)
-        active = store.active_case()
+        active = open_case()
         for case in cases:
             case["active"] = case["id"] == active
             case["final_call"] = final_call(case["review"], case["call"])
@@ -113,22 +118,22 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     @api
     def activate(case_id: int):
         existing_case(case_id)
-        store.set_active_case(case_id)
+        set_open_case(case_id)
         store.audit(_client(), "case.activate", after={"case_id": case_id})
-        return jsonify(service.case(case_id))
+        return jsonify(existing_case(case_id))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/classify")
     @api
     def classify_into(case_id: int):
         existing_case(case_id)
         frame, source = uploaded_frame(service.config.server.max_pixels)
-        return jsonify({**service.analyze(frame, source=source, case_id=case_id).to_dict(), "case_id": case_id})
+        return analysed_into(case_id, service.analyze(frame, source=source, case_id=case_id, client=_client()))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/capture")
     @api
     def capture_into(case_id: int):
         existing_case(case_id)
-        return jsonify({**service.capture(case_id).to_dict(), "case_id": case_id})
+        return analysed_into(case_id, service.capture(case_id, client=_client()))
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
     @api
@@ -155,7 +160,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     def review_case(case_id: int):
         if store.review_case(case_id, _review(), _client()) is None:
             raise Refused(404, f"no case {case_id}")
-        return jsonify(service.case(case_id))
+        return jsonify(existing_case(case_id))
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report")
     @api

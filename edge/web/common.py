@@ -4,7 +4,7 @@ the parameters and uploads every route checks the same way."""
 from __future__ import annotations
 
 import numpy as np
-from flask import Response, jsonify, request
+from flask import Response, jsonify, request, session
 
 from edge.imagefile import decode_image
 
@@ -39,3 +39,29 @@ def uploaded_frame(max_pixels: int) -> tuple[np.ndarray, str]:
     if upload is None:
         raise Refused(400, "multipart field 'image' is required")
     return decode_image(upload.read(), max_pixels), f"upload:{upload.filename or 'image'}"
+
+
+def client() -> str:
+    """Who made the request, for the audit log."""
+    return request.remote_addr or "unknown"
+
+
+#: The key in a phone's session cookie for the case that phone has open. It is per phone
+#: (per login), never per device: two phones on one device each work their own patient.
+OPEN_CASE = "case_id"
+
+
+def open_case() -> int | None:
+    """The case this phone has open, or None (a script with a bearer token has none)."""
+    value = session.get(OPEN_CASE)
+    return value if isinstance(value, int) else None
+
+
+def set_open_case(case_id: int | None) -> None:
+    """Open ``case_id`` on this phone only; a bearer-token request has no session to keep it."""
+    if "sid" not in session:
+        return
+    if case_id is None:
+        session.pop(OPEN_CASE, None)
+    else:
+        session[OPEN_CASE] = case_id

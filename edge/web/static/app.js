@@ -8,7 +8,7 @@ const CALL_TEXT = { positive: "▲ Screen positive", negative: "● Screen negat
                     pending: "◆ More fields needed", rejected: "✕ Not classified" };
 const PAGE = 10;
 let status = null;       // the last /api/status
-let activeCase = null;   // the active case, as the API returns it
+let activeCase = null;   // the case this phone has open (never another phone's), as the API returns it
 let shownCase = null;    // the case in the case card
 let shownResult = null;  // the result in the field card
 let reviewTarget = null; // {kind: "result"|"case", id}
@@ -71,6 +71,9 @@ const FIELD_NEXT = {
 function renderCard(r) {
   shownResult = r;
   show($("card"), true);
+  // where the field was stored, from the server's answer, not from what the page assumed
+  $("card-case").textContent = r.case_id != null ? `Saved in case ${r.case_code || "#" + r.case_id}` :
+    "Saved without a case: it gets no case call";
   if (r.classified) {
     $("label").textContent = r.label_name;
     chip($("call"), r.call);
@@ -121,6 +124,11 @@ function revealCard() {
 }
 
 function renderCaseBar(c) {
+  // a field card of another case (or of none) never stays under a newly opened case
+  if (shownResult && (c ? shownResult.case_id !== c.id : shownResult.case_id != null)) {
+    show($("card"), false);
+    shownResult = null;
+  }
   activeCase = c;
   $("case-code").textContent = c ? c.code : "none: start a case for each slide";
   const call = c && c.case_call;
@@ -164,9 +172,14 @@ async function run(action) {
   $("analyze").disabled = true;
   try {
     const r = await action();
+    // the case bar follows the case the server stored the field in
+    if (r.case_id != null) {
+      const stored = await api(`/api/cases/${r.case_id}`);
+      shownResult = null;
+      renderCaseBar(stored);
+      if (shownCase && shownCase.id === stored.id) renderCaseCard(stored);
+    }
     renderCard(r);
-    if (activeCase) renderCaseBar(await api(`/api/cases/${activeCase.id}`));
-    if (shownCase && activeCase && shownCase.id === activeCase.id) renderCaseCard(activeCase);
     revealCard();  // after everything above the card has its new height
     loadHistory();
     $("busy").textContent = r.classified ? `Result: ${r.label_name}, ${CALL_TEXT[r.call]}` : "Field rejected";
@@ -179,13 +192,16 @@ async function run(action) {
   }
 }
 
-$("analyze").addEventListener("click", () => run(() => api("/api/capture", { method: "POST" })));
+// Every analysis names this phone's case in its URL, so it can never land in the case another
+// phone opened in the meantime; without an open case the field is kept in no case.
+const intoCase = (what) => activeCase ? `/api/cases/${activeCase.id}/${what}` : `/api/${what}`;
+$("analyze").addEventListener("click", () => run(() => api(intoCase("capture"), { method: "POST" })));
 $("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) return;
   const form = new FormData();
   form.append("image", file);
-  run(() => api("/api/classify", { method: "POST", body: form }));
+  run(() => api(intoCase("classify"), { method: "POST", body: form }));
   event.target.value = "";
 });
 $("upload-label").tabIndex = 0;

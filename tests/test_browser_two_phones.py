@@ -1,0 +1,92 @@
+"""Two phones on one device, each working its own patient (hardening 3, item 1), in two real
+headless Chromium profiles at 360x740 and 390x844 against one real daemon.
+
+Before the fix the active case was one per device: phone B creating PATIENT-Y sent phone A's
+next field into PATIENT-Y while A's page still showed PATIENT-X. Every analysis now names its
+case in the request; the result says which case it went into; adding a field is audited; a
+new login opens no case; a new case never shows the last patient's result card."""
+
+from __future__ import annotations
+
+import requests
+
+from conftest import sample_paths
+from test_browser import _driver
+from test_browser_cases import _log_in
+
+
+def _new_case(driver, wait, code: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver.find_element(By.ID, "new-case").click()
+    driver.find_element(By.ID, "case-code-input").send_keys(code)
+    driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), code))
+
+
+def _analyze(driver, wait) -> str:
+    """Press Analyze and wait for a new result card; returns its 'saved in' line."""
+    from selenium.webdriver.common.by import By
+
+    before = driver.execute_script("return window.__lastMeta || ''")
+    driver.find_element(By.ID, "analyze").click()
+    wait.until(lambda d: d.find_element(By.ID, "card").is_displayed() and
+               d.find_element(By.ID, "meta").get_attribute("textContent") not in ("", before))
+    driver.execute_script("window.__lastMeta = document.getElementById('meta').textContent")
+    return driver.find_element(By.ID, "card-case").text
+
+
+def _case(server, code: str) -> dict:
+    cases = requests.get(server.url + "/api/cases?limit=50", headers=server.headers(), timeout=10).json()["cases"]
+    case_id = next(c["id"] for c in cases if c["code"] == code)
+    return requests.get(f"{server.url}/api/cases/{case_id}", headers=server.headers(), timeout=10).json()
+
+
+def test_each_phone_analyses_into_its_own_case(server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    phone_a = _driver(tmp_path / "a", 390, 844)
+    phone_b = _driver(tmp_path / "b", 360, 740)
+    try:
+        wait_a, wait_b = _log_in(phone_a, server.url), _log_in(phone_b, server.url)
+        _new_case(phone_a, wait_a, "PATIENT-X")
+        _new_case(phone_b, wait_b, "PATIENT-Y")  # B opens another patient after A
+
+        assert _analyze(phone_a, wait_a) == "Saved in case PATIENT-X"
+        assert phone_a.find_element(By.ID, "case-code").text == "PATIENT-X"
+        pro_b = next(p for p in sample_paths() if p.name.startswith("pro_b__"))
+        phone_a.find_element(By.ID, "upload").send_keys(str(pro_b))
+        wait_a.until(lambda d: pro_b.name in d.find_element(By.ID, "meta").get_attribute("textContent"))
+        assert phone_a.find_element(By.ID, "card-case").text == "Saved in case PATIENT-X"
+        assert _analyze(phone_b, wait_b) == "Saved in case PATIENT-Y"
+
+        x, y = _case(server, "PATIENT-X"), _case(server, "PATIENT-Y")
+        assert x["field_count"] == 2 and y["field_count"] == 1
+        assert {f["id"] for f in x["fields"]}.isdisjoint(f["id"] for f in y["fields"])
+        # the case bar counts what the server stored, not what the page assumed
+        wait_a.until(lambda d: d.find_element(By.ID, "case-next").text == x["case_call"]["next_step"])
+        assert phone_a.find_element(By.ID, "case-code").text == "PATIENT-X"
+
+        audit = requests.get(server.url + "/api/audit?limit=50", headers=server.headers(), timeout=10).json()["audit"]
+        added = sorted((a["after"]["case_id"], a["after"]["result_id"]) for a in audit if a["action"] == "case.field_added")
+        assert added == sorted([(x["id"], f["id"]) for f in x["fields"]] + [(y["id"], f["id"]) for f in y["fields"]])
+
+        # a reload keeps this phone's own case; a new case never shows the last patient's field
+        phone_b.refresh()
+        wait_b.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "PATIENT-Y"))
+        _new_case(phone_a, wait_a, "PATIENT-Z")
+        assert not phone_a.find_element(By.ID, "card").is_displayed()
+
+        # a new login starts with no case open, on this phone and on the other
+        phone_a.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+        wait_a.until(ec.element_to_be_clickable((By.ID, "pin")))
+        _log_in(phone_a, server.url)
+        wait_a.until(lambda d: "none" in d.find_element(By.ID, "case-code").text)
+        assert _analyze(phone_a, wait_a) == "Saved without a case: it gets no case call"
+        assert _case(server, "PATIENT-Z")["field_count"] == 0 and _case(server, "PATIENT-Y")["field_count"] == 1
+        assert phone_b.find_element(By.ID, "case-code").text == "PATIENT-Y"
+    finally:
+        phone_a.quit()
+        phone_b.quit()
