@@ -6,7 +6,7 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-.PHONY: demo test bench
+.PHONY: demo test bench lint
 # The daemon on its embedded default (no TensorFlow): replayed sample fields, shipped model, CPU.
 demo: $(PY)
 	$(PY) -m pip install --quiet -e '.[litert]'
@@ -20,3 +20,8 @@ test: $(PY)
 bench: $(PY)
 	$(PY) -m pip install --quiet -e '.[litert]'
 	$(VENV)/bin/blastscope-edge bench
+
+# The architecture contract (pyproject.toml, [tool.importlinter]): layers, no cycle.
+lint: $(PY)
+	$(PY) -m pip install --quiet -e '.[converter,test,systemd]'
+	$(VENV)/bin/lint-imports

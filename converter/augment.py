@@ -2,7 +2,7 @@
 
 The training images come from one camera and one staining protocol; the device sees a Pi
 camera through an eyepiece. Each training field is turned and flipped, then passed through
-the same degradations the capture-condition suite measures (``edge.degradation``), in the
+the same degradations the capture-condition suite measures (``edge.evaluation.degradation``), in the
 order a camera meets them: light (white balance, exposure, stray light, vignetting), optics
 (defocus), sensor (noise), encoder (JPEG). Strengths reach a little past what the quality
 gate lets through, so a field at the gate's limit is not new to the model. Normalisation and
@@ -14,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.degradation import blur, gain, gaussian_noise, glow, jpeg, shot_noise, vignette
+from edge.evaluation.degradation import blur, gain, gaussian_noise, glow, jpeg, shot_noise, vignette
 
 
 def augment(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

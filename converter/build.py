@@ -17,17 +17,17 @@ import keras
 import numpy as np
 
 import edge
-from edge.bundle import CPU_MODEL, EDGETPU_MODEL
-from edge.dataset import Sample, load_dataset
-from edge.evaluate import classify_samples, evaluation_report
-from edge.inference import BackendManager
-from edge.labels import LABELS
-from edge.metrics import summarize
+from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL
+from edge.evaluation.dataset import Sample, load_dataset
+from edge.evaluation.evaluate import classify_samples, evaluation_report
+from edge.model.inference import BackendManager
+from edge.analysis.labels import LABELS
+from edge.evaluation.metrics import summarize
 from edge.pipeline import Pipeline
-from edge.robustness import run as run_suite, table as robustness_table
-from edge.bundle import Bundle
-from edge.screening import Calibration
-from edge.segmentation import SegmentationParams
+from edge.evaluation.robustness import run as run_suite, table as robustness_table
+from edge.model.bundle import Bundle
+from edge.analysis.screening import Calibration
+from edge.analysis.segmentation import SegmentationParams
 
 from converter.augment import augment
 from converter.bundle import write_bundle

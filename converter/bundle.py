@@ -10,19 +10,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edge import reference
-from edge.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, Bundle, content_id, sha256_file
-from edge.inference import CpuBackend
-from edge.labels import LABELS
-from edge.screening import Calibration
-from edge.segmentation import SegmentationParams
-from edge.signing import sign_manifest
+from edge.model import reference
+from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, Bundle, content_id, sha256_file
+from edge.model.inference import CpuBackend
+from edge.analysis.labels import LABELS
+from edge.analysis.screening import Calibration
+from edge.analysis.segmentation import SegmentationParams
+from edge.model.signing import sign_manifest
 
 from converter.model_card import MODEL_CARD, render_model_card
 
 
 def _reference_outputs(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The CPU int8 model's raw outputs on the shipped sample fields (``edge.reference``)."""
+    """The CPU int8 model's raw outputs on the shipped sample fields (``edge.model.reference``)."""
     bundle = Bundle(root, manifest, SegmentationParams.from_dict(manifest["segmentation"]),
                     Calibration.from_dict(manifest["calibration"]))
     backend = CpuBackend(root / CPU_MODEL, num_threads=1)

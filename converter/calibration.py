@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.labels import BENIGN, LABELS
-from edge.screening import Calibration, calibrated
+from edge.analysis.labels import BENIGN, LABELS
+from edge.analysis.screening import Calibration, calibrated
 
 TEMPERATURES = np.geomspace(0.2, 5.0, 161)
 BOOTSTRAP_RESAMPLES = 2000
@@ -69,8 +69,14 @@ def _bagged(scores: np.ndarray, statistic, target: float, rng: np.random.Generat
 
 
 def fit_calibration(raw: np.ndarray, truth: np.ndarray, target_sensitivity: float = 0.995,
-                    target_specificity: float = 0.97, seed: int = 1234) -> CalibrationFit:
-    """``raw``: (N, 4) model probabilities on validation; ``truth``: label indices."""
+                    target_specificity: float = 0.97, seed: int = 1234, band: str = "targets") -> CalibrationFit:
+    """``raw``: (N, 4) model probabilities on validation; ``truth``: label indices.
+
+    ``band="targets"``: the uncertain band is ``[low, high)`` and vanishes when they cross.
+    ``band="bootstrap"``: the band spans every place either threshold fell in 90% of the
+    bootstrap resamples, so a field whose score lies where the operating point itself is
+    unsure is called "uncertain" (sent for a human read), never "negative"; it has width
+    even when the classes separate on validation."""
     temperature = round(fit_temperature(raw, truth), 4)
     m = 1.0 - calibrated(raw, temperature)[:, LABELS.index(BENIGN)]
     is_malignant = truth != LABELS.index(BENIGN)
@@ -78,13 +84,18 @@ def fit_calibration(raw: np.ndarray, truth: np.ndarray, target_sensitivity: floa
     low, low_range = _bagged(m[is_malignant], _low, target_sensitivity, rng)
     high, high_range = _bagged(m[~is_malignant], _high, target_specificity, rng)
     low, high = round(min(low, 1.0), 6), round(min(high, 1.0), 6)
-    if low >= high:
-        threshold = round((low + high) / 2, 6)
+    threshold = round((low + high) / 2, 6) if low >= high else low
+    if band == "bootstrap":
+        lo = round(min(low_range[0], high_range[0], threshold), 6)
+        hi = round(min(1.0, max(low_range[1], high_range[1], threshold)), 6)
+        calibration = Calibration(temperature, threshold, lo, hi)
+    elif low >= high:
         calibration = Calibration(temperature, threshold, threshold, threshold)
     else:
         calibration = Calibration(temperature, low, low, high)
     report = {
         "fitted_on": "validation split",
+        "band": band,
         "targets": {"sensitivity": target_sensitivity, "specificity": target_specificity},
         "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
         "sensitivity_threshold": {"bagged": low, "range_90": low_range,

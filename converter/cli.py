@@ -9,9 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edge.bundle import CPU_MODEL, EDGETPU_MODEL, BundleError, load_bundle
-from edge.dataset import DatasetError
-from edge.signing import SIGNATURE, SignatureError, Trust, generate_key, key_id, sign_manifest
+from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL, BundleError, load_bundle
+from edge.evaluation.dataset import DatasetError
+from edge.model.signing import SIGNATURE, SignatureError, Trust, generate_key, key_id, sign_manifest
 
 
 def _as_written(root: Path):
@@ -51,6 +51,31 @@ def _build(args: argparse.Namespace) -> int:
         print(f"error: {args.weights}: weights file not found", file=sys.stderr)
         return 2
     out = build(cfg, _log)
+    _log(f"bundle written to {out}")
+    if args.sign_key:
+        _log(f"signed by key {key_id(sign_manifest(out, Path(args.sign_key)))}")
+    else:
+        _log("not signed: a device runs it only after `blastscope-convert sign` (or with inference.allow_unsigned)")
+    return 0
+
+
+def _build_cells(args: argparse.Namespace) -> int:
+    from converter.cell_build import CellBuildConfig, build_cells
+    from converter.cell_train import CellTrainConfig
+    from converter.split import SplitConfig
+
+    if args.weights != "imagenet" and not Path(args.weights).is_file():
+        print(f"error: {args.weights}: weights file not found", file=sys.stderr)
+        return 2
+    cfg = CellBuildConfig(
+        data=Path(args.data), out=Path(args.out), weights=args.weights, work=Path(args.work) if args.work else None,
+        train=CellTrainConfig(seed=args.seed, **{k: v for k, v in (
+            ("head_epochs", args.head_epochs), ("finetune_epochs", args.finetune_epochs),
+            ("cells_per_epoch", args.cells_per_epoch)) if v is not None}),
+        split=SplitConfig(block_size=args.block_size, seed=args.seed),
+        command=" ".join(["blastscope-convert", *sys.argv[1:]]),
+    )
+    out = build_cells(cfg, _log)
     _log(f"bundle written to {out}")
     if args.sign_key:
         _log(f"signed by key {key_id(sign_manifest(out, Path(args.sign_key)))}")
@@ -132,6 +157,19 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=1234)
     b.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
     b.set_defaults(func=_build)
+    bc = sub.add_parser("build-cells", help="the cell model: cut the white cells, train, quantize, fit the "
+                        "out-of-distribution check, calibration, gate and case rule, evaluate, write a bundle")
+    bc.add_argument("--data", required=True, help="labelled image folder (class folders or Kaggle ALL layout)")
+    bc.add_argument("--weights", default="imagenet", help="MobileNetV2 no-top .weights.h5 path, or 'imagenet'")
+    bc.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    bc.add_argument("--work", help="folder that keeps the cell crops and the trained model; reused when present")
+    bc.add_argument("--head-epochs", type=int, help="default: CellTrainConfig.head_epochs")
+    bc.add_argument("--finetune-epochs", type=int, help="default: CellTrainConfig.finetune_epochs")
+    bc.add_argument("--cells-per-epoch", type=int, help="default: CellTrainConfig.cells_per_epoch")
+    bc.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
+    bc.add_argument("--seed", type=int, default=1234)
+    bc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
+    bc.set_defaults(func=_build_cells)
     c = sub.add_parser("check", help="static Edge TPU compatibility check of a .tflite model")
     c.add_argument("model")
     c.add_argument("--json", action="store_true")

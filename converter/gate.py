@@ -1,7 +1,7 @@
 """Fit the quality gate's limits for one model, from evidence on the validation split.
 
 A limit is worth having only where the model stops reading fields correctly, so each is set
-from a ladder of growing degradation (``edge.degradation``), run through the device pipeline
+from a ladder of growing degradation (``edge.evaluation.degradation``), run through the device pipeline
 with that one check switched off:
 - **focus**: defocus sigma 0 to 4 px. The *failing level* is the first sigma at which accuracy
   over classified fields falls more than 2 points below clean or malignant sensitivity drops
@@ -26,12 +26,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.config import QualityConfig
-from edge.dataset import Sample, read_rgb
-from edge.degradation import blur, gain, gaussian_noise
-from edge.labels import BENIGN, LABELS
-from edge.pipeline import Pipeline, fit_to_input
-from edge.quality import GateLimits, measure_quality
+from edge.analysis.quality import QualityConfig
+from edge.evaluation.dataset import Sample
+from edge.analysis.imagefile import read_rgb
+from edge.evaluation.degradation import blur, gain, gaussian_noise
+from edge.analysis.labels import BENIGN, LABELS
+from edge.pipeline import Pipeline
+from edge.analysis.preprocess import fit_to_input
+from edge.analysis.quality import GateLimits, measure_quality
 
 BLUR_LADDER = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 NOISE_LADDER = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0)

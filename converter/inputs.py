@@ -7,9 +7,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from edge.dataset import Sample, read_rgb
-from edge.normalisation import normalise
-from edge.segmentation import SegmentationParams, segment
+from edge.evaluation.dataset import Sample
+
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.normalisation import normalise
+from edge.analysis.segmentation import SegmentationParams, segment
 
 from converter.model import INPUT_SIDE
 

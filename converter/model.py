@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from edge.labels import LABELS
+from edge.analysis.labels import LABELS
 
 INPUT_SIDE = 224
 INPUT_NAMES = ("original", "segmented")

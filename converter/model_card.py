@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.labels import DISPLAY_NAMES, LABELS
-from edge.robustness import table as robustness_table
+from edge.analysis.labels import DISPLAY_NAMES, LABELS
+from edge.evaluation.robustness import table as robustness_table
 
 from converter.gate import gate_table
 
@@ -175,7 +175,7 @@ or clinically suspicious case needs a hematologist's read and confirmatory testi
 ## Model
 Dual-input MobileNetV2 (ImageNet start). Each field is first normalised to its smear
 background (per-channel gains that bring the brightest quarter of the field to one neutral
-level; `edge/normalisation.py`, the same code in training and on the device); one branch sees
+level; `edge/analysis/normalisation.py`, the same code in training and on the device); one branch sees
 the normalised field, the other the same field segmented (CIE-LAB, exact 2-means on a*,
 morphology, small-object removal; parameters in the manifest). Branch features are concatenated, then a softmax over 4 classes.
 Full-integer quantized (uint8 inputs/output, int8 operations), batch 1, 224x224x3 inputs.
@@ -190,7 +190,7 @@ Full-integer quantized (uint8 inputs/output, int8 operations), batch 1, 224x224x
 ## Metrics (test split)
 {_metrics_table(test_metrics)}
 
-The int8 rows score the label the device shows (`edge.screening.screen`):
+The int8 rows score the label the device shows (`edge.analysis.screening.screen`):
 accuracy counts uncertain and rejected fields as not correct; sensitivity is malignant fields
 called positive, specificity benign fields called negative. *Flagged* = malignant fields called
 positive or uncertain (not cleared), *cleared* = benign fields called negative; uncertain fields

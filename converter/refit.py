@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from edge.bundle import Bundle
-from edge.case import CaseRule
-from edge.dataset import load_dataset
-from edge.evaluate import case_report, classify_samples, evaluation_report, field_records, samples_for_split
-from edge.labels import BENIGN
+from edge.model.bundle import Bundle
+from edge.analysis.case import CaseRule
+from edge.evaluation.dataset import load_dataset
+from edge.evaluation.evaluate import case_report, classify_samples, evaluation_report, field_records, samples_for_split
+from edge.analysis.labels import BENIGN
 from edge.pipeline import Pipeline
 
 CASE_SIZES = (1, 3, 5, 10)

@@ -2,7 +2,7 @@
 
 File numbers follow capture order, and neighbouring numbers are often the same patient
 (sometimes near-identical frames). A per-image random split leaks patients between train
-and test, so samples are grouped into patient-proxy blocks (``edge.dataset.number_blocks``:
+and test, so samples are grouped into patient-proxy blocks (``edge.evaluation.dataset.number_blocks``:
 runs of consecutive file numbers, cut from each run's own start, never at multiples of a
 grid), near-duplicate fields are merged into one group wherever they sit, and whole groups
 are assigned to splits, stratified by class, from a seeded shuffle.
@@ -26,8 +26,10 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from edge.dataset import Sample, number_blocks, read_rgb
-from edge.labels import LABELS
+from edge.evaluation.dataset import Sample, number_blocks
+
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.labels import LABELS
 
 SPLITS = ("train", "val", "test")
 _THUMB = 32

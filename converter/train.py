@@ -20,8 +20,8 @@ from typing import Callable
 import keras
 import numpy as np
 
-from edge.labels import LABELS
-from edge.segmentation import SegmentationParams
+from edge.analysis.labels import LABELS
+from edge.analysis.segmentation import SegmentationParams
 
 from converter.augment import augment
 from converter.inputs import model_inputs

@@ -8,14 +8,15 @@ import os
 import sys
 from pathlib import Path
 
-from edge.bundle import MANIFEST, BundleError, load_bundle
-from edge.capture import CameraError
-from edge.config import ConfigError
-from edge.dataset import DatasetError, load_dataset, read_rgb
-from edge.labels import DISPLAY_NAMES
-from edge.result import DISCLAIMER
-from edge.runtime import RuntimeUnavailable
-from edge.signing import key_id
+from edge.model.bundle import MANIFEST, BundleError, load_bundle
+from edge.device.capture import CameraError
+from edge.device.config import ConfigError
+from edge.evaluation.dataset import DatasetError, load_dataset
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.result import DISCLAIMER
+from edge.model.runtime import RuntimeUnavailable
+from edge.model.signing import key_id
 
 
 #: The installed device's configuration, used by every command when it exists.
@@ -39,7 +40,7 @@ def _pipeline(args: argparse.Namespace):
     converter has not signed yet, and says so."""
     import dataclasses
 
-    from edge.config import load_config
+    from edge.device.config import load_config
     from edge.pipeline import Pipeline
 
     cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
@@ -65,8 +66,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> int:
-    from edge.config import load_config
-    from edge.modelstore import install_bundle, rollback
+    from edge.device.config import load_config
+    from edge.device.modelstore import install_bundle, rollback
 
     cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
     if args.action == "install":
@@ -117,7 +118,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from edge.evaluate import evaluate, samples_for_split
+    from edge.evaluation.evaluate import evaluate, samples_for_split
 
     pipeline = _pipeline(args)
     dataset = load_dataset(args.data)
@@ -151,9 +152,9 @@ def _survey(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from edge.dataset import IMAGE_SUFFIXES
-    from edge.pipeline import fit_to_input
-    from edge.quality import GateLimits, measure_quality
+    from edge.analysis.imagefile import IMAGE_SUFFIXES
+    from edge.analysis.preprocess import fit_to_input
+    from edge.analysis.quality import GateLimits, measure_quality
 
     paths = sorted(p for p in Path(args.folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:: args.every]
     if not paths:
@@ -190,7 +191,7 @@ def _survey(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from edge.bench import run_bench
+    from edge.evaluation.bench import run_bench
 
     pipeline = _pipeline(args)
     report = run_bench(pipeline, pipeline.bundle, repeats=args.repeats)
@@ -210,8 +211,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _robustness(args: argparse.Namespace) -> int:
-    from edge.evaluate import samples_for_split
-    from edge.robustness import run, table
+    from edge.evaluation.evaluate import samples_for_split
+    from edge.evaluation.robustness import run, table
 
     pipeline = _pipeline(args)
     samples = samples_for_split(pipeline.bundle, load_dataset(args.data), args.split)[:: args.every]
@@ -226,11 +227,22 @@ def _robustness(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hardening(args: argparse.Namespace) -> int:
-    from edge.hardening import run, table
+def _shortcuts(args: argparse.Namespace) -> int:
+    from edge.evaluation.evaluate import samples_for_split
+    from edge.evaluation.shortcuts import run, table
 
-    report = run(parallel=args.parallel, connections=args.connections, seconds=args.seconds)
-    print(json.dumps(report, indent=2) if args.json else table(report))
+    pipeline = _pipeline(args)
+    dataset = load_dataset(args.data)
+    test = samples_for_split(pipeline.bundle, dataset, args.split)[:: args.every]
+    train = samples_for_split(pipeline.bundle, dataset, "train")[:: args.every]
+    report = run(pipeline, test, train, args.seed, log=lambda m: print(m, file=sys.stderr))
+    report["split"], report["every"] = args.split, args.every
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['n']} fields ({args.split} split, every {args.every}), model {report['model_id']}, seed "
+              f"{args.seed}; scoring the label the device shows")
+        print(table(report))
     return 0
 
 
@@ -295,13 +307,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_robustness)
-    h = sub.add_parser("hardening", help="measure a demo daemon: peak RSS under parallel worst-case uploads, "
-                       "requests served under half-open connections, time to stop under load")
-    h.add_argument("--parallel", type=int, default=4, help="parallel uploads per worst case")
-    h.add_argument("--connections", type=int, default=300, help="half-open connections to hold")
-    h.add_argument("--seconds", type=float, default=5.0, help="how long to send requests while they are held")
-    h.add_argument("--json", action="store_true")
-    h.set_defaults(func=_hardening)
+    t = sub.add_parser("shortcuts", parents=[common], help="does the model read the cells? leukocyte-free, swap and "
+                       "restain fields through the device pipeline, beside colour-only baselines")
+    t.add_argument("--data", required=True, type=Path)
+    t.add_argument("--split", default="test", choices=["test", "val"])
+    t.add_argument("--every", type=int, default=1, help="use every Nth field of the split (and of training)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_shortcuts)
     return p
 
 

@@ -8,17 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.auth import load_credentials
-from edge.bundle import default_bundle_path, load_bundle
-from edge.capture import CameraError, CameraWorker, open_source
+from edge.web.auth import load_credentials
+from edge.model.bundle import default_bundle_path, load_bundle
+from edge.device.capture import CameraError, CameraWorker, open_source
 from edge import SAMPLES_DIR
-from edge.config import Config, load_config
-from edge.httpserver import HttpServer
-from edge.inference import BackendManager
-from edge.notify import Watchdog, notifier, watchdog_interval
+from edge.device.config import Config, load_config
+from edge.device.httpserver import HttpServer
+from edge.model.inference import BackendManager
+from edge.device.notify import Watchdog, notifier, watchdog_interval
 from edge.pipeline import Pipeline
-from edge.service import Service
-from edge.store import Store
+from edge.device.service import Service
+from edge.record.store import Store
 from edge.web import create_app
 
 log = logging.getLogger("blastscope")

@@ -1,44 +1,39 @@
 """One frame in, one result out: field of view, resize, quality, normalisation,
-segmentation, inference, screening. Every command (classify, evaluate, bench, the daemon, the converter's own
+segmentation, then either the field model (a field bundle) or the white cells one by one
+(a cell bundle: magnification from the red cells, cell detection, per-cell inference, the
+out-of-distribution check, the field call pooled from the cells), then screening. Every command (classify, evaluate, bench, the daemon, the converter's own
 evaluation) runs this same path, so what is measured offline is what the device does."""
 
 from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
-from edge.bundle import Bundle
-from edge.config import QualityConfig
-from edge.fieldofview import crop_to_field
-from edge.inference import BackendManager, timed_ms
-from edge.normalisation import normalise
-from edge.quality import GateLimits, cells_reason, measure_quality
-from edge.result import Result
-from edge.screening import screen
-from edge.segmentation import SegmentationParams, segment
-
-
-def fit_to_input(rgb: np.ndarray, side: int) -> np.ndarray:
-    """Resize a field to the model's square input as training did (area interpolation)."""
-    if rgb.shape[:2] == (side, side):
-        return rgb
-    return cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
-
-
-def model_inputs(frame: np.ndarray, params: SegmentationParams, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """The two images the model reads for a frame (original field, segmented field), exactly
-    as ``Pipeline.process`` makes them but without the quality gate: reference outputs use it."""
-    cropped, _ = crop_to_field(frame)
-    field_rgb = normalise(np.ascontiguousarray(fit_to_input(cropped, side))).rgb
-    return field_rgb, segment(field_rgb, params).segmented
+from edge.model.bundle import Bundle
+from edge.analysis.quality import QualityConfig
+from edge.analysis.fieldofview import crop_to_field
+from edge.analysis.preprocess import fit_to_input
+from edge.model.inference import BackendManager, timed_ms
+from edge.analysis.normalisation import normalise
+from edge.analysis.quality import GateLimits, cells_reason, measure_quality
+from edge.analysis.cells import (NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, measure_magnification,
+                                 model_inputs as cell_inputs, pool, working_scale)
+from edge.analysis.labels import LABELS
+from edge.analysis.result import Result
+from edge.model.ood import OUT_OF_DISTRIBUTION
+from edge.analysis.screening import screen
+from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, SegmentationParams, segment
 
 
 class Pipeline:
     def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig()) -> None:
         self.bundle, self.backends = bundle, backends
         self.limits = GateLimits.resolve(bundle.manifest.get("quality_gate", {}).get("limits"), quality)
+        #: The side the field is analysed at: the field model's input, or for a cell bundle the
+        #: side its gate and its cell scale were fitted at (cells are cut from that field).
+        self.field_side = int(bundle.manifest.get("field_side", FIELD_SIDE)) if bundle.kind == "cells" \
+            else backends.input_side
 
     @classmethod
     def on_cpu(cls, bundle: Bundle, threads: int = 2, quality: QualityConfig = QualityConfig()) -> "Pipeline":
@@ -52,7 +47,7 @@ class Pipeline:
         cropped, fov = crop_to_field(frame)
         timings["field_of_view"] = timed_ms(t)
         t = time.perf_counter()
-        field_rgb = np.ascontiguousarray(fit_to_input(cropped, self.backends.input_side))
+        field_rgb = np.ascontiguousarray(fit_to_input(cropped, self.field_side))
         timings["resize"] = timed_ms(t)
         t = time.perf_counter()
         quality = measure_quality(field_rgb, self.limits)
@@ -64,10 +59,12 @@ class Pipeline:
         seg = segment(normalised.rgb, self.bundle.segmentation)
         timings["segmentation"] = timed_ms(t)
         reasons = list(quality.reasons)
-        if not reasons and (no_cells := cells_reason(seg)):
-            reasons.append(no_cells)
         common = dict(quality=quality, segmentation=seg, field_rgb=field_rgb, model_id=self.bundle.model_id,
                       source=source, field_of_view=fov)
+        if self.bundle.kind == "cells":
+            return self._cells(normalised.rgb, seg, reasons, timings, common)
+        if not reasons and (no_cells := cells_reason(seg)):
+            reasons.append(no_cells)
         if reasons:
             return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
         raw, backend, inference_ms = self.backends.probabilities(normalised.rgb, seg.segmented)
@@ -76,3 +73,47 @@ class Pipeline:
         screening = screen(raw, self.bundle.calibration)
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings, **common)
+
+    def _cells(self, rgb: np.ndarray, seg, reasons: list[str], timings: dict[str, float], common: dict) -> Result:
+        """A cell bundle's reading of a normalised field that passed (or failed) the gate."""
+        params, ood = self.bundle.cells, self.bundle.ood
+        assert params is not None and ood is not None  # load_bundle checked both
+        rbc = None
+        if not reasons:
+            t = time.perf_counter()
+            magnification = measure_magnification(rgb, seg.mask)
+            rbc = magnification.ruler_px
+            px_per_um, wrong_scale = working_scale(magnification, params)
+            cells, labels = ([], None) if wrong_scale else detect_cells(seg, px_per_um, params)
+            timings["cells"] = timed_ms(t)
+            if wrong_scale:
+                reasons.append(wrong_scale)
+            elif not cells:
+                reasons.append(NO_WHITE_CELLS)
+        if reasons:
+            return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings,
+                          ruler_px=rbc, **common)
+        t = time.perf_counter()
+        first, second = cell_inputs(cut_cells(rgb, labels, cells, px_per_um, params))
+        timings["cell_crops"] = timed_ms(t)
+        outputs, inference_ms, backend = [], 0.0, "cpu"
+        for a, b in zip(first, second):
+            out, backend, ms = self.backends.infer(a, b)
+            outputs.append(out)
+            inference_ms += ms
+        timings["inference"] = inference_ms
+        t = time.perf_counter()
+        probabilities = np.stack([o.probabilities for o in outputs])
+        distances = ood.distances(np.stack([o.embedding for o in outputs]))
+        familiar = distances <= ood.limit
+        calls = [CellCall(cell, LABELS[int(np.argmax(p))], {l: float(v) for l, v in zip(LABELS, p)}, float(d), bool(f))
+                 for cell, p, d, f in zip(cells, probabilities, distances, familiar)]
+        if 2 * familiar.sum() < len(cells):  # most cells unlike the training cells: refuse the field
+            timings["screening"] = timed_ms(t)
+            return Result("rejected", [OUT_OF_DISTRIBUTION], None, raw_probabilities=None, backend=backend,
+                          timings_ms=timings, cells=calls, ruler_px=rbc, **common)
+        raw = pool(probabilities[familiar]).astype(np.float32)
+        screening = screen(raw, self.bundle.calibration)
+        timings["screening"] = timed_ms(t)
+        return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings,
+                      cells=calls, ruler_px=rbc, **common)

@@ -55,7 +55,7 @@ def bundle_copy(tmp_path: Path, default_bundle: Path) -> Path:
 def test_key(tmp_path_factory) -> tuple[Path, str]:
     """A signing key made for the tests: (private PEM path, public key text). The release
     key's private half is kept off this repository, so test bundles are signed with this."""
-    from edge.signing import generate_key
+    from edge.model.signing import generate_key
 
     path = tmp_path_factory.mktemp("keys") / "test-signing.pem"
     return path, generate_key(path)
@@ -64,7 +64,7 @@ def test_key(tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture
 def trusting_config(tmp_path: Path, test_key: tuple[Path, str]) -> Path:
     """A daemon config that trusts the release key and the tests' key."""
-    from edge.signing import RELEASE_KEY
+    from edge.model.signing import RELEASE_KEY
 
     path = tmp_path / "trust.toml"
     path.write_text(f'[inference]\ntrusted_keys = ["{RELEASE_KEY}", "{test_key[1]}"]\n')
@@ -76,8 +76,8 @@ def resign(root: Path, key: Path, **updates) -> Path:
     recomputed) and sign it: a bundle that verifies and is signed, whatever it contains."""
     import json
 
-    from edge.bundle import content_id, sha256_file
-    from edge.signing import sign_manifest
+    from edge.model.bundle import content_id, sha256_file
+    from edge.model.signing import sign_manifest
 
     manifest = json.loads((root / "manifest.json").read_text()) | updates
     manifest["files"] = {name: sha256_file(root / name) for name in manifest["files"]}

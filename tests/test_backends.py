@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
-from edge.dataset import read_rgb
-from edge.inference import BackendManager, CpuBackend, EdgeTpuBackend, InferenceError
+from edge.model.bundle import load_bundle
+from edge.analysis.imagefile import read_rgb
+from edge.model.inference import BackendManager, CpuBackend, EdgeTpuBackend, InferenceError
 from edge.pipeline import Pipeline
 
 from conftest import sample_paths
@@ -27,11 +27,11 @@ class FakeEdgeTpu:
         self.input_side = self.cpu.input_side
         self.calls, self.fail_after = 0, fail_after
 
-    def probabilities(self, original, segmented):
+    def infer(self, original, segmented):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("USB transfer failed: device unplugged")
-        return self.cpu.probabilities(original, segmented)
+        return self.cpu.infer(original, segmented)
 
 
 def _inputs():

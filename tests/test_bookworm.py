@@ -104,7 +104,7 @@ def test_system_site_venv_keeps_the_system_numpy(tmp_path, system_numpy, default
     assert r.returncode == 0, r.stderr[-2000:]
     probe = subprocess.run([str(py), "-c", (
         "import json, numpy, cv2, edge\n"
-        "from edge.runtime import interpreter_module\n"
+        "from edge.model.runtime import interpreter_module\n"
         "print(json.dumps({'numpy': numpy.__version__, 'numpy_file': numpy.__file__, 'cv2': cv2.__version__,\n"
         "                  'runtime': interpreter_module()[1], 'edge': edge.__file__}))")],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from edge.bundle import default_bundle_path, load_bundle
+from edge.model.bundle import default_bundle_path, load_bundle
 
 from conftest import PIN, ServerProcess, sample_paths
 from test_browser import _driver

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from edge.bundle import FORMAT_VERSION, BundleError, load_bundle
-from edge.labels import LABELS
+from edge.model.bundle import FORMAT_VERSION, BundleError, load_bundle
+from edge.analysis.labels import LABELS
 
 from conftest import run_cli, sample_paths
 
@@ -67,7 +67,7 @@ def test_missing_manifest_and_missing_file_are_refused(bundle_copy, tmp_path):
 def test_model_id_is_derived_from_the_content_and_never_taken_on_trust(bundle_copy, tmp_path):
     """A manifest edited after it was written (thresholds set to 1.0: every malignant field
     would be called negative) or an id that names a path is refused."""
-    from edge.bundle import content_id
+    from edge.model.bundle import content_id
 
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     assert manifest["model_id"] == content_id(manifest) and manifest["model_id"].isalnum()

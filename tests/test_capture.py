@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import CameraError, CameraWorker, OpenCVSource, ReplaySource, open_source
-from edge.dataset import read_rgb
+from edge.device.capture import CameraError, CameraWorker, OpenCVSource, ReplaySource, open_source
+from edge.analysis.imagefile import read_rgb
 
 from conftest import sample_paths, wait_for as _wait
 

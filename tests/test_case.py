@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from edge.bundle import load_bundle
-from edge.case import CaseRule, case_call
+from edge.model.bundle import load_bundle
+from edge.analysis.case import CaseRule, case_call
 
 from conftest import run_cli
 

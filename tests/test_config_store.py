@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from edge.bundle import load_bundle
-from edge.config import ConfigError, StoreConfig, load_config
-from edge.dataset import read_rgb
+from edge.model.bundle import load_bundle
+from edge.device.config import ConfigError, StoreConfig, load_config
+from edge.analysis.imagefile import read_rgb
 from edge.pipeline import Pipeline
-from edge.store import Store
+from edge.record.store import Store
 
 from conftest import sample_paths
 

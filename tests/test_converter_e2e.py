@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from edge.bundle import load_bundle
-from edge.dataset import load_dataset
-from edge.signing import Trust
+from edge.model.bundle import load_bundle
+from edge.evaluation.dataset import load_dataset
+from edge.model.signing import Trust
 
 from conftest import run_cli, sample_paths, tiny_dataset
 

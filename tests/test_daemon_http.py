@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import requests
 
-from edge.labels import LABELS
+from edge.analysis.labels import LABELS
 
 from conftest import PIN, ServerProcess, sample_paths
 
@@ -119,7 +119,7 @@ def test_status_tells_the_operator_what_runs(server):
     assert s["camera"]["source"].startswith("replay:")
     assert {"free_mb", "results", "state_dir"} <= set(s["disk"])
     assert s["uptime_s"] >= 0 and "mean_latency_ms" in s["analysis"]
-    from edge.bundle import load_bundle, default_bundle_path
+    from edge.model.bundle import load_bundle, default_bundle_path
     fitted = load_bundle(default_bundle_path()).manifest["quality_gate"]["limits"]
     assert {k: s["quality_limits"][k] for k in fitted} == fitted and s["quality_limits"]["overridden"] == []
 

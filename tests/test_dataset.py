@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.dataset import DatasetError, file_number, label_for_folder, load_dataset
-from edge.labels import LABELS
+from edge.evaluation.dataset import DatasetError, file_number, label_for_folder, load_dataset
+from edge.analysis.labels import LABELS
 
 from conftest import sample_paths
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import load_bundle
-from edge.config import load_config
+from edge.model.bundle import load_bundle
+from edge.device.config import load_config
 
 from conftest import ROOT, resign, run_cli
 
@@ -180,7 +180,7 @@ def _variant(default_bundle: Path, dest: Path, description: str, key: Path) -> P
 
 
 def test_model_install_refuse_and_rollback(tmp_path, default_bundle, test_key, trusting_config):
-    from edge.signing import Trust
+    from edge.model.signing import Trust
 
     state = tmp_path / "state"
     cli = ("--state-dir", str(state), "--config", str(trusting_config))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.config import Config, load_config
+from edge.device.config import Config, load_config
 
 from conftest import ROOT
 

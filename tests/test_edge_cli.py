@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 
-from edge.bundle import load_bundle
-from edge.labels import LABELS
+from edge.model.bundle import load_bundle
+from edge.analysis.labels import LABELS
 
 from conftest import run_cli, sample_paths
 
@@ -74,7 +74,7 @@ def test_bench_prints_figures():
 
 
 def test_survey_reports_quality_figures(tmp_path):
-    from edge.bundle import default_bundle_path, load_bundle
+    from edge.model.bundle import default_bundle_path, load_bundle
     from edge.pipeline import Pipeline
 
     limit = Pipeline.on_cpu(load_bundle(default_bundle_path())).limits.min_focus

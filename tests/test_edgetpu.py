@@ -13,8 +13,8 @@ import numpy as np
 
 from converter.compile import parse_compiler_log
 from converter.edgetpu_check import MAPPED, check_model
-from edge.bundle import EDGETPU_MODEL, load_bundle, sha256_file
-from edge.signing import Trust
+from edge.model.bundle import EDGETPU_MODEL, load_bundle, sha256_file
+from edge.model.signing import Trust
 
 from conftest import ROOT, run_cli
 

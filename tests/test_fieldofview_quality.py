@@ -5,11 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.bench import eyepiece_frame
-from edge.quality import GateLimits
-from edge.dataset import read_rgb
-from edge.fieldofview import crop_to_field, find_field_of_view
-from edge.quality import measure_quality
+from edge.evaluation.bench import eyepiece_frame
+from edge.analysis.quality import GateLimits
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.fieldofview import crop_to_field, find_field_of_view
+from edge.analysis.quality import measure_quality
 
 from conftest import sample_paths
 
@@ -37,7 +37,7 @@ def test_frames_without_vignette_pass_through():
 def test_a_frame_without_a_disc_is_cropped_to_its_centre_never_squashed(default_bundle):
     """A 4:3 frame with no eyepiece disc (a C-mount camera, or stray light hiding the disc):
     the centre square is classified; squashing the whole frame would distort every cell."""
-    from edge.bundle import load_bundle
+    from edge.model.bundle import load_bundle
     from edge.pipeline import Pipeline
 
     pipeline = Pipeline.on_cpu(load_bundle(default_bundle))
@@ -78,7 +78,7 @@ def test_noise_is_caught_before_focus_whatever_the_class():
 def test_a_field_too_bright_by_a_quarter_is_rejected_or_read_correctly(default_bundle):
     """At 1.25x exposure every sample is either rejected as overexposed or still read correctly
     by the shipped model; the old limit (90% saturated) would have let every one through."""
-    from edge.bundle import load_bundle
+    from edge.model.bundle import load_bundle
     from edge.pipeline import Pipeline
 
     pipeline = Pipeline.on_cpu(load_bundle(default_bundle))
@@ -97,7 +97,7 @@ def test_a_field_too_bright_by_a_quarter_is_rejected_or_read_correctly(default_b
 def test_stray_light_does_not_hide_the_disc():
     """The suite's stray-light frames: a haze over part of the black surround. The old
     detector missed the disc in 14 of 67 such frames and classified the whole centre square."""
-    from edge.robustness import stray_light
+    from edge.evaluation.robustness import stray_light
 
     for i, path in enumerate(sample_paths()):
         for seed in range(4):
@@ -110,10 +110,10 @@ def test_stray_light_does_not_hide_the_disc():
 def test_a_missed_disc_is_rejected_as_field_stop_in_view_not_classified(default_bundle):
     """Light leaking in at three corners hides the disc from the detector; the centre square then
     shows the black surround, and the gate says so instead of classifying it."""
-    from edge.bundle import load_bundle
-    from edge.degradation import glow
+    from edge.model.bundle import load_bundle
+    from edge.evaluation.degradation import glow
     from edge.pipeline import Pipeline
-    from edge.robustness import eyepiece
+    from edge.evaluation.robustness import eyepiece
 
     pipeline = Pipeline.on_cpu(load_bundle(default_bundle))
     for path in sample_paths():
@@ -129,8 +129,8 @@ def test_sharpness_is_not_fooled_by_noise_and_does_not_depend_on_the_class():
     """Every class: a sharp field measures well above the same field defocused at sigma 3, and
     adding noise to the defocused field does not lift it back (the old Laplacian variance rose
     from about 4 to about 200 with noise sigma 5)."""
-    from edge.degradation import blur, gaussian_noise
-    from edge.quality import sharpness
+    from edge.evaluation.degradation import blur, gaussian_noise
+    from edge.analysis.quality import sharpness
 
     rng = np.random.default_rng(0)
     for path in sample_paths():
@@ -144,7 +144,7 @@ def test_sharpness_is_not_fooled_by_noise_and_does_not_depend_on_the_class():
 
 
 def test_fitted_limits_come_from_the_bundle_and_a_device_setting_wins():
-    from edge.config import QualityConfig
+    from edge.analysis.quality import QualityConfig
 
     fitted = {"min_focus": 7.5, "max_noise": 3.9, "max_clipped": 0.58}
     limits = GateLimits.resolve(fitted)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.bundle import load_bundle
-from edge.dataset import load_dataset, read_rgb
-from edge.degradation import blur
-from edge.evaluate import samples_for_split
-from edge.labels import LABELS
-from edge.pipeline import Pipeline, fit_to_input
-from edge.quality import measure_quality
+from edge.model.bundle import load_bundle
+from edge.evaluation.dataset import load_dataset
+from edge.analysis.imagefile import read_rgb
+from edge.evaluation.degradation import blur
+from edge.evaluation.evaluate import samples_for_split
+from edge.analysis.labels import LABELS
+from edge.pipeline import Pipeline
+from edge.analysis.preprocess import fit_to_input
+from edge.analysis.quality import measure_quality
 
 
 def test_fitted_gate_passes_clean_fields_and_rejects_the_failing_blur_in_every_class(default_bundle, dataset_dir):

@@ -1,4 +1,4 @@
-"""``blastscope-edge hardening`` runs its three scenarios on a real daemon and reports what
+"""``python -m tools.hardening`` (a developer tool: it is not installed on a device) runs its three scenarios on a real daemon and reports what
 happened. The figures themselves (memory, counts, seconds) belong to the README, not to
 assertions; what is asserted is the behaviour behind them."""
 
@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+import subprocess
+import sys
+
+from conftest import ROOT
 
 
 def test_hardening_command_reports_all_three_scenarios():
-    r = run_cli("blastscope-edge", "hardening", "--parallel", "2", "--connections", "120", "--seconds", "1", "--json",
-                timeout=300)
+    r = subprocess.run([sys.executable, "-m", "tools.hardening", "--parallel", "2", "--connections", "120", "--seconds",
+                        "1", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)
     cases = {c["upload"]: set(c["statuses"]) for c in report["memory"]["cases"]}

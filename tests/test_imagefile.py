@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.imagefile import MAX_SIDE, WORKING_SIDE, ImageRejected, decode_image
+from edge.analysis.imagefile import MAX_SIDE, WORKING_SIDE, ImageRejected, decode_image
 
 from conftest import sample_paths
 
@@ -77,7 +77,7 @@ def test_sides_and_pixels_are_bounded_from_the_header():
 def test_a_3_to_2_jpeg_is_drafted_at_half_size_not_full_size():
     """A 6000x4000 JPEG: asking Pillow for a 2048 square kept it at full size (4000/2 < 2048),
     72 MB per upload; asking in the image's own aspect decodes it at 3000x2000."""
-    from edge.imagefile import draft
+    from edge.analysis.imagefile import draft
 
     with Image.open(io.BytesIO(_jpeg(_field().resize((6000, 4000))))) as img:
         draft(img)
@@ -85,7 +85,7 @@ def test_a_3_to_2_jpeg_is_drafted_at_half_size_not_full_size():
 
 
 def test_a_png_above_12_mpx_is_refused_with_advice():
-    from edge.imagefile import MAX_PNG_PIXELS
+    from edge.analysis.imagefile import MAX_PNG_PIXELS
 
     out = io.BytesIO()
     Image.new("RGB", (4001, 3000)).save(out, "PNG")

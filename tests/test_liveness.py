@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from edge.bundle import load_bundle
-from edge.capture import CameraError, CameraWorker
-from edge.config import load_config
-from edge.dataset import read_rgb
-from edge.inference import BackendManager, CpuBackend
-from edge.notify import Watchdog
+from edge.model.bundle import load_bundle
+from edge.device.capture import CameraError, CameraWorker
+from edge.device.config import load_config
+from edge.analysis.imagefile import read_rgb
+from edge.model.inference import BackendManager, CpuBackend
+from edge.device.notify import Watchdog
 from edge.pipeline import Pipeline
-from edge.service import Service
-from edge.store import Store
+from edge.device.service import Service
+from edge.record.store import Store
 
 from conftest import sample_paths, wait_for as _wait
 
@@ -31,7 +31,7 @@ class HangingEdgeTpu:
         self.input_side = CpuBackend(model_path).input_side
         self.release = threading.Event()
 
-    def probabilities(self, original, segmented):
+    def infer(self, original, segmented):
         self.release.wait(30)
         raise RuntimeError("USB transfer timed out")
 

@@ -11,7 +11,7 @@ import urllib.parse
 
 import requests
 
-from edge.auth import LoginGuard
+from edge.web.auth import LoginGuard
 
 from conftest import PIN, ServerProcess, wait_for
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.dataset import read_rgb
-from edge.degradation import gain
-from edge.normalisation import TARGET_LEVEL, background_colour, normalise
-from edge.segmentation import SegmentationParams, segment
+from edge.analysis.imagefile import read_rgb
+from edge.evaluation.degradation import gain
+from edge.analysis.normalisation import TARGET_LEVEL, background_colour, normalise
+from edge.analysis.segmentation import SegmentationParams, segment
 
 from conftest import sample_paths
 

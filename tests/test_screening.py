@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from converter.calibration import fit_calibration, fit_temperature
-from edge.labels import LABELS
-from edge.metrics import summarize, wilson_interval
-from edge.screening import Calibration, calibrated, screen
+from edge.analysis.labels import LABELS
+from edge.evaluation.metrics import summarize, wilson_interval
+from edge.analysis.screening import Calibration, calibrated, screen
 
 
 def test_temperature_one_is_identity_and_rows_sum_to_one():
@@ -67,7 +67,7 @@ def test_summarize_counts_unclassified_and_uncertain_against_the_model():
 def test_the_label_shown_is_the_label_scored():
     """Benign is the top class, but the malignant probability passes the threshold: the page
     shows Pre-B with a positive call, so the metrics count Pre-B, not the argmax."""
-    from edge.screening import screen
+    from edge.analysis.screening import screen
 
     cal = Calibration(temperature=1.0, malignant_threshold=0.3, uncertain_low=0.3, uncertain_high=0.3)
     raw = np.array([0.6, 0.1, 0.25, 0.05])

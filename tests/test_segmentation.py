@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.dataset import read_rgb
-from edge.segmentation import (SegmentationParams, kmeans_threshold_reference, segment,
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.segmentation import (SegmentationParams, kmeans_threshold_reference, segment,
                                two_means_threshold)
 
 from conftest import sample_paths
@@ -116,7 +116,7 @@ def test_params_round_trip_and_refuse_unknown_keys():
 def test_faintly_stained_malignant_fields_are_classified_not_called_empty(default_bundle, dataset_dir):
     """Pro-B 336-345 are real malignant fields with a weak a* contrast. They used to be rejected
     as "no cells in view" (7% of Pro-B test fields, no other class); a blank field still is."""
-    from edge.bundle import load_bundle
+    from edge.model.bundle import load_bundle
     from edge.pipeline import Pipeline
 
     pipeline = Pipeline.on_cpu(load_bundle(default_bundle))

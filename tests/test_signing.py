@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from converter.bundle import rewrite_bundle
-from edge.bundle import EDGETPU_MODEL, BundleError, content_id, load_bundle
-from edge.inference import CpuBackend
-from edge.modelstore import install_bundle
-from edge.signing import RELEASE_KEY, Trust, key_id
+from edge.model.bundle import EDGETPU_MODEL, BundleError, content_id, load_bundle
+from edge.model.inference import CpuBackend, Inference
+from edge.device.modelstore import install_bundle
+from edge.model.signing import RELEASE_KEY, Trust, key_id
 
 from conftest import ServerProcess, resign, run_cli, sample_paths
 
@@ -106,10 +106,11 @@ class StandInEdgeTpu(CpuBackend):
         super().__init__(model_path, 1)
         self.bias = bias
 
-    def probabilities(self, original, segmented):
-        out = super().probabilities(original, segmented).copy()
-        out[0] += self.bias
-        return out
+    def infer(self, original, segmented):
+        out = super().infer(original, segmented)
+        probabilities = out.probabilities.copy()
+        probabilities[0] += self.bias
+        return Inference(probabilities, out.embedding)
 
 
 def _with_edgetpu_model(bundle_copy, key_path, tmp_path):

@@ -8,8 +8,9 @@ from collections import Counter
 import cv2
 
 from converter.split import SplitConfig, near_duplicate_pairs, split_samples
-from edge.dataset import load_dataset, number_blocks, read_rgb
-from edge.labels import LABELS
+from edge.evaluation.dataset import load_dataset, number_blocks
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.labels import LABELS
 
 from conftest import tiny_dataset
 

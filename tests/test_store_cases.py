@@ -9,11 +9,11 @@ import sqlite3
 
 import pytest
 
-from edge.bundle import load_bundle
-from edge.config import StoreConfig
-from edge.dataset import read_rgb
+from edge.model.bundle import load_bundle
+from edge.record.store import StoreConfig
+from edge.analysis.imagefile import read_rgb
 from edge.pipeline import Pipeline
-from edge.store import DATABASE, MIGRATIONS, SCHEMA, SCHEMA_VERSION, Store, _statements
+from edge.record.store import DATABASE, MIGRATIONS, SCHEMA, SCHEMA_VERSION, Store, _statements
 
 from conftest import sample_paths
 

@@ -8,8 +8,8 @@ import time
 
 import requests
 
-from edge.config import StoreConfig
-from edge.store import Store
+from edge.record.store import StoreConfig
+from edge.record.store import Store
 
 from conftest import ServerProcess, sample_paths
 

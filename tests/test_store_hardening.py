@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from edge.bundle import load_bundle
-from edge.config import StoreConfig
-from edge.dataset import read_rgb
+from edge.model.bundle import load_bundle
+from edge.record.store import StoreConfig
+from edge.analysis.imagefile import read_rgb
 from edge.pipeline import Pipeline
-from edge.store import DATABASE, QUARANTINE, SCHEMA, SCHEMA_VERSION, Store, StoreFull
+from edge.record.store import DATABASE, QUARANTINE, SCHEMA, SCHEMA_VERSION, Store, StoreFull
 
 from conftest import ServerProcess, sample_paths
 

@@ -37,7 +37,7 @@ def test_ready_status_watchdog_and_stopping(tmp_path):
 
 
 def test_no_notify_socket_is_a_no_op(monkeypatch):
-    from edge.notify import notifier, watchdog_interval
+    from edge.device.notify import notifier, watchdog_interval
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)

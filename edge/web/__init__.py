@@ -17,15 +17,15 @@ from typing import Any, Callable
 from flask import Flask, Response, jsonify, redirect, render_template, request, send_file, session, url_for
 from werkzeug.exceptions import HTTPException
 
-from edge.auth import Credentials, LoginGuard, same_secret
-from edge.capture import CameraError
-from edge.config import ServerConfig
-from edge.imagefile import ImageRejected
-from edge.labels import DISPLAY_NAMES
-from edge.result import DISCLAIMER
-from edge.service import Service
-from edge.sessions import Sessions, pin_fingerprint
-from edge.store import StoreFull
+from edge.web.auth import Credentials, LoginGuard, same_secret
+from edge.device.capture import CameraError
+from edge.device.httpserver import ServerConfig
+from edge.analysis.imagefile import ImageRejected
+from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.result import DISCLAIMER
+from edge.device.service import Service
+from edge.web.sessions import Sessions, pin_fingerprint
+from edge.record.store import StoreFull
 from edge.web.cases import make_blueprint
 from edge.web.common import MAX_ID, Refused, client, json_error as _error, uploaded_frame, whole_number
 
@@ -74,7 +74,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.before_request
     def refuse_while_stopping():
         """After SIGTERM a request on a connection still open gets a clear answer; the server
-        (edge/httpserver.py) closes the connection after it (WSGI apps may not set Connection)."""
+        (edge/device/httpserver.py) closes the connection after it (WSGI apps may not set Connection)."""
         if service.stopping.is_set():
             response, status = _error(503, "the device is restarting; try again in a few seconds")
             response.headers["Retry-After"] = "5"

@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from edge.case import final_call
-from edge.export import case_rows, csv_text, fhir_bundle
-from edge.labels import DISPLAY_NAMES
-from edge.result import DISCLAIMER
-from edge.service import Service
+from edge.analysis.case import final_call
+from edge.record.export import case_rows, csv_text, fhir_bundle
+from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.result import DISCLAIMER
+from edge.device.service import Service
 from edge.web.common import MAX_ID, Refused, client as _client, open_case, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Response, jsonify, request, session
 
-from edge.imagefile import decode_image
+from edge.analysis.imagefile import decode_image
 
 #: SQLite's largest integer: a larger id in a URL is a plain 404, not an overflow.
 MAX_ID = 2**63 - 1

@@ -1,0 +1,264 @@
+"""The cell model's whole build: cells -> train -> int8 -> out-of-distribution check ->
+calibration with an uncertain band -> gate -> case rule -> evaluation, capture conditions and
+shortcut tests -> bundle.
+
+Everything after training runs the device pipeline (``edge.pipeline``) on the int8 model, so
+what the manifest says is what the device does. Validation fits the out-of-distribution
+limit, the calibration, the gate and the case rule; it never chooses the weights (the
+schedule is fixed, ``converter.cell_train``). Test is only reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from edge.analysis.cells import CellCrops, CellParams, model_inputs
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.labels import LABELS
+from edge.analysis.screening import Calibration
+from edge.analysis.segmentation import SegmentationParams
+from edge.evaluation.dataset import Sample, load_dataset
+from edge.evaluation.evaluate import classify_samples, evaluation_report
+from edge.evaluation.metrics import summarize
+from edge.evaluation.robustness import CONDITIONS, run as run_suite, table as robustness_table
+from edge.evaluation.shortcuts import run as run_shortcuts, table as shortcut_table
+from edge.model import ood
+from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL, Bundle
+from edge.model.inference import BackendManager
+from edge.pipeline import Pipeline
+
+from converter.bundle import write_bundle
+from converter.calibration import fit_calibration
+from converter.cell_data import CellSet, extract
+from converter.cell_model import build_cell_model
+from converter.cell_train import CellTrainConfig, augment_cell, train_cells
+from converter.compile import compile_for_edgetpu
+from converter.edgetpu_check import check_model
+from converter.gate import clean_figures, fit_gate
+from converter.quantize import quantize_cells
+from converter.refit import case_figures, fit_case_rule
+from converter.split import SplitConfig, select, split_record, split_samples
+
+#: The capture suite's benign perturbations: a working device must still read these, so the
+#: out-of-distribution limit is fitted to pass them (and the restain shortcut test's shift).
+BENIGN_CONDITIONS = ("clean", "white balance warm", "white balance cool", "green cast", "brightness x0.75",
+                     "defocus sigma 1", "JPEG quality 50", "mix: eyepiece, warm, defocus 1, JPEG 70")
+#: Percentile of the benign-perturbed validation cells' distances taken as the limit.
+OOD_PERCENTILE = 99.5
+
+
+@dataclass(frozen=True)
+class CellBuildConfig:
+    data: Path
+    out: Path
+    weights: str = "imagenet"
+    work: Path | None = None  # cell crops and the trained Keras model; reused when present
+    train: CellTrainConfig = field(default_factory=CellTrainConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    segmentation: SegmentationParams = field(default_factory=SegmentationParams)
+    cells: CellParams = field(default_factory=CellParams)
+    representative_size: int = 400
+    command: str = "blastscope-convert build-cells"
+
+
+def _cells(cfg: CellBuildConfig, parts: dict[str, list[Sample]], log: Callable[[str], None]) -> dict[str, CellSet]:
+    out = {}
+    for name, samples in parts.items():
+        cache = cfg.work / f"cells_{name}.npz" if cfg.work else None
+        if cache is not None and cache.exists():
+            out[name] = CellSet.load(cache)
+            log(f"reusing {cache}: {len(out[name].field)} cells")
+            continue
+        out[name] = extract(samples, cfg.segmentation, cfg.cells, log)
+        log(f"{name}: {len(out[name].field)} cells from {len(samples)} fields, {len(out[name].refused)} refused")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            out[name].save(cache)
+    return out
+
+
+def representative_cells(cells: CellSet, size: int, seed: int) -> dict[str, np.ndarray]:
+    """The int8 calibration set: the same number of training cells per class, every other one
+    stain-jittered as in training."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for k in range(len(LABELS)):
+        members = np.flatnonzero(cells.labels == k)
+        chosen.extend(rng.choice(members, size=min(size // len(LABELS), len(members)), replace=False).tolist())
+    parts = [augment_cell(cells.rgb[i], cells.own[i], cells.near[i], rng) if n % 2 else
+             (cells.rgb[i], cells.own[i], cells.near[i]) for n, i in enumerate(sorted(chosen))]
+    first, second = model_inputs(CellCrops(*(np.stack([p[j] for p in parts]) for j in range(3))))
+    return {"cell": first.astype(np.float32), "cell_masked": second.astype(np.float32)}
+
+
+def _embeddings(backend, cells: CellSet, every: int) -> np.ndarray:
+    idx = np.arange(0, len(cells.field), every)
+    first, second = model_inputs(CellCrops(cells.rgb[idx], cells.own[idx], cells.near[idx]))
+    return np.stack([backend.infer(a, b).embedding for a, b in zip(first, second)])
+
+
+def fit_ood_limit(pipeline: Pipeline, val: list[Sample], check: ood.OodCheck, every: int,
+                  log: Callable[[str], None]) -> tuple[float, dict[str, Any]]:
+    """The limit: ``OOD_PERCENTILE`` of the distances of validation cells under each benign
+    condition, through the device pipeline (the highest over conditions)."""
+    open_check = dataclasses.replace(check, limit=float("inf"))
+    bundle = dataclasses.replace(pipeline.bundle, manifest={**pipeline.bundle.manifest, "ood": open_check.to_dict()})
+    probe = Pipeline(bundle, pipeline.backends)
+    per_condition = {}
+    for name in BENIGN_CONDITIONS:
+        distances = []
+        for i, sample in enumerate(val[::every]):
+            rng = np.random.default_rng([zlib.crc32(name.encode()), i])
+            result = probe.process(CONDITIONS[name](read_rgb(sample.path), rng), source="ood-fit")
+            distances.extend(c.distance for c in result.cells or [])
+        per_condition[name] = float(np.percentile(distances, OOD_PERCENTILE)) if distances else 0.0
+        log(f"ood: {name}: {len(distances)} cells, p{OOD_PERCENTILE:g} distance {per_condition[name]:.2f}")
+    limit = max(per_condition.values())
+    return limit, {"fitted_on": f"validation split (every {every}th field) under benign capture conditions",
+                   "percentile": OOD_PERCENTILE, "per_condition": {k: round(v, 3) for k, v in per_condition.items()}}
+
+
+def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Path:
+    started = time.monotonic()
+    dataset = load_dataset(cfg.data)
+    split = split_samples(dataset.samples, cfg.split)
+    parts = {name: select(dataset.samples, keys) for name, keys in split.items()}
+    log(f"{len(dataset.samples)} fields; split " + ", ".join(f"{k}={len(v)}" for k, v in parts.items()))
+    cells = _cells(cfg, parts, log)
+    ruler = float(np.nanmedian(cells["train"].rbc_px))
+    log(f"training scale: median ruler {ruler:.2f} px (cells cut with model_ruler_px {cfg.cells.model_ruler_px})")
+    if abs(ruler / cfg.cells.model_ruler_px - 1) > 0.05:
+        raise ValueError(f"the training fields' ruler is {ruler:.2f} px, the cell parameters say "
+                         f"{cfg.cells.model_ruler_px}: set CellParams.model_ruler_px and rebuild the cell crops")
+
+    trained = cfg.work / "cell_model.keras" if cfg.work else None
+    history_path = cfg.work / "cell_training.json" if cfg.work else None
+    if trained is not None and trained.exists():
+        log(f"reusing trained model {trained}")
+        model = keras.models.load_model(trained)
+        history = json.loads(history_path.read_text()) if history_path and history_path.exists() else {}
+    else:
+        model = build_cell_model(cfg.weights, side=cfg.cells.crop_px)
+        history = train_cells(model, cells["train"], cells["val"], cfg.train, log)
+        if trained is not None:
+            model.save(trained)
+            history_path.write_text(json.dumps(history, indent=2))
+
+    representative = representative_cells(cells["train"], cfg.representative_size, cfg.split.seed)
+    log(f"quantizing with {len(representative['cell'])} representative training cells")
+    tflite = quantize_cells(model, representative)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu_model = Path(tmp) / CPU_MODEL
+        cpu_model.write_bytes(tflite)
+        backends = BackendManager(cpu_model, None, mode="cpu")
+        embeddings = _embeddings(backends.cpu, cells["train"], every=3)
+        mean, precision = ood.fit(embeddings)
+        check = ood.OodCheck(mean, precision, float("inf"))
+        base = {"model_id": "provisional", "kind": "cells", "cells": cfg.cells.to_dict(), "field_side": 224}
+        provisional = Bundle(Path(tmp), {**base, "ood": check.to_dict()}, cfg.segmentation, Calibration())
+        limit, ood_report = fit_ood_limit(Pipeline(provisional, backends), parts["val"], check, every=4, log=log)
+        check = dataclasses.replace(check, limit=limit)
+        ood_report["training_cells"] = int(len(embeddings))
+        log(f"ood limit {limit:.2f}")
+        provisional = Bundle(Path(tmp), {**base, "ood": check.to_dict()}, cfg.segmentation, Calibration())
+
+        val_raw, _ = classify_samples(Pipeline(provisional, backends), parts["val"])
+        val_labels = np.array([LABELS.index(s.label) for s in parts["val"]])
+        usable = [i for i, r in enumerate(val_raw) if r is not None]
+        fit = fit_calibration(np.stack([val_raw[i] for i in usable]), val_labels[usable], target_specificity=0.95,
+                              band="bootstrap")
+        calibration = fit.calibration
+        log(f"calibration {calibration}; bootstrap {fit.report}")
+
+        gate = fit_gate(Pipeline(dataclasses.replace(provisional, calibration=calibration), backends), parts["val"],
+                        clean_figures(parts["train"] + parts["val"]), log=log)
+        gated = dataclasses.replace(provisional, calibration=calibration,
+                                    manifest={**provisional.manifest, "quality_gate": gate})
+        pipeline = Pipeline(gated, backends)
+        val_raw, _ = classify_samples(pipeline, parts["val"])
+        test_raw, test_ms = classify_samples(pipeline, parts["test"])
+        case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_raw, "validation split, int8 on the device pipeline")
+        log(f"case rule {case_rule.to_dict()}")
+        pipeline = Pipeline(dataclasses.replace(gated, manifest={
+            **gated.manifest, "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}), backends)
+        metrics = {
+            "int8_val": summarize([s.label for s in parts["val"]], val_raw, calibration),
+            "int8_test": evaluation_report(pipeline, parts["test"], test_raw, test_ms),
+            "cases_test": case_figures(pipeline.bundle, parts["test"], test_raw),
+        }
+        for name in ("int8_val", "int8_test"):
+            m = metrics[name]
+            log(f"{name}: accuracy={m['accuracy']:.4f} sensitivity={m['malignant_sensitivity']} "
+                f"specificity={m['benign_specificity']} uncertain={m['uncertain']}")
+        log("capture-condition suite on the test split")
+        robustness = run_suite(pipeline, parts["test"])
+        log(robustness_table(robustness))
+        log("shortcut tests on the test split")
+        shortcuts = run_shortcuts(pipeline, parts["test"], parts["train"], log=log)
+        log(shortcut_table(shortcuts))
+
+        check_report = check_model(cpu_model)
+        log(check_report.table())
+        files = {CPU_MODEL: cpu_model}
+        compiled = compile_for_edgetpu(cpu_model, Path(tmp) / "edgetpu")
+        log(compiled.summary)
+        if compiled.model is not None:
+            files[EDGETPU_MODEL] = compiled.model
+        backend = backends.cpu
+        manifest = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": cfg.command,
+            **base,
+            "inputs": [
+                {"name": name, "index": int(d["index"]), "shape": [int(v) for v in d["shape"]],
+                 "dtype": np.dtype(d["dtype"]).name,
+                 "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
+                for name, d in backend.inputs.items()],
+            "output": {"name": "probabilities", "shape": [int(v) for v in backend.output["shape"]],
+                       "dtype": np.dtype(backend.output["dtype"]).name,
+                       "quantization": {"scale": float(backend.output["quantization"][0]),
+                                        "zero_point": int(backend.output["quantization"][1])}},
+            "segmentation": cfg.segmentation.to_dict(),
+            "calibration": calibration.to_dict(),
+            "calibration_fit": {"int8": fit.report},
+            "ood": check.to_dict(),
+            "ood_fit": ood_report,
+            "quality_gate": gate,
+            "case_rule": case_rule.to_dict(),
+            "split": split_record(split, cfg.split),
+            "metrics": metrics,
+            "robustness_test": robustness,
+            "shortcuts_test": shortcuts,
+            "cell_data": {name: {"fields": len(c.keys), "cells": int(len(c.field)), "refused": len(c.refused),
+                                 "refused_reasons": _count(r for _, r in c.refused)} for name, c in cells.items()},
+            "training": {"weights": str(cfg.weights), "history": history,
+                         "representative_cells": int(len(representative["cell"])),
+                         "measured_ruler_px": round(ruler, 3), "seconds": round(time.monotonic() - started, 1)},
+            "edgetpu_check": check_report.to_dict(),
+            "edgetpu": compiled.to_dict(),
+            "dataset": {"root": str(cfg.data), "counts": dataset.counts()},
+            "training_config": asdict(cfg.train),
+            "platform": f"{platform.system()} {platform.machine()} python {sys.version.split()[0]}",
+        }
+        return write_bundle(cfg.out, files, manifest)
+
+
+def _count(reasons) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in reasons:
+        key = r.split(":")[0]
+        out[key] = out.get(key, 0) + 1
+    return out

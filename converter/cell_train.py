@@ -1,0 +1,145 @@
+"""Training the cell model on weakly labelled cells, with the stain taken away by design
+and jittered on top.
+
+The cells' colour carries the patient (and so the class) in this dataset, so colour must
+not be learnable: inputs are grey and standardised per cell (``edge.analysis.cells``), and
+before that each crop's stain is jittered in optical density (haematoxylin/eosin-like
+channel scaling, as HED jitter does), its lamp and contrast varied, some blurred or noised.
+Rotations and flips are free: a cell has no orientation. Classes are balanced per batch by
+sampling, since the fields per class and cells per field differ. The schedule is fixed
+(no early stopping); validation is logged, never used to choose weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import cv2
+import keras
+import numpy as np
+
+from edge.analysis.cells import CellCrops, model_inputs
+from edge.analysis.labels import LABELS
+
+from converter.cell_data import CellSet
+from converter.cell_model import set_trainable_top
+
+
+@dataclass(frozen=True)
+class CellTrainConfig:
+    head_epochs: int = 2
+    finetune_epochs: int = 6
+    finetune_layers: int = 60
+    cells_per_epoch: int = 6000
+    batch_size: int = 32
+    head_learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    label_smoothing: float = 0.15
+    seed: int = 1234
+
+
+#: Ruifrok and Johnston's H&E optical-density vectors (rows: haematoxylin, eosin, residual).
+_HE = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
+_HE /= np.linalg.norm(_HE, axis=1, keepdims=True)
+_HE_INV = np.linalg.inv(_HE)
+
+
+def stain_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float = 0.35) -> np.ndarray:
+    """HED-style jitter: each stain's optical density scaled and shifted at random."""
+    od = -np.log((rgb.astype(np.float32) + 1.0) / 256.0)
+    stains = od.reshape(-1, 3) @ _HE_INV
+    alpha = rng.uniform(1 - strength, 1 + strength, 3).astype(np.float32)
+    beta = rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+    od = (stains * alpha + beta) @ _HE
+    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(rgb.shape).astype(np.uint8)
+
+
+def augment_cell(rgb: np.ndarray, own: np.ndarray, near: np.ndarray, rng: np.random.Generator):
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    rgb, own, near = (np.rot90(a, k) for a in (rgb, own, near))
+    if flip:
+        rgb, own, near = rgb[:, ::-1], own[:, ::-1], near[:, ::-1]
+    rgb = stain_jitter(np.ascontiguousarray(rgb), rng)
+    rgb = np.clip(rgb.astype(np.float32) * rng.uniform(0.8, 1.15, 3) + rng.normal(0, 6), 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        rgb = cv2.GaussianBlur(rgb, (0, 0), float(rng.uniform(0.5, 1.5)))
+    if rng.random() < 0.3:
+        rgb = np.clip(rgb + rng.normal(0, rng.uniform(1, 5), rgb.shape), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(own), np.ascontiguousarray(near)
+
+
+class CellBatches(keras.utils.PyDataset):
+    """Class-balanced batches of augmented cells with one-hot field labels."""
+
+    def __init__(self, cells: CellSet, cfg: CellTrainConfig, seed: int, augment: bool = True):
+        super().__init__()
+        self.cells, self.cfg, self.augment = cells, cfg, augment
+        self.rng = np.random.default_rng(seed)
+        labels = cells.labels
+        weights = np.zeros(len(labels))
+        for c in range(len(LABELS)):
+            weights[labels == c] = 1.0 / max(1, (labels == c).sum())
+        self.p = weights / weights.sum()
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(self.cfg.cells_per_epoch / self.cfg.batch_size)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.choice(len(self.p), self.cfg.cells_per_epoch, p=self.p)
+
+    def __getitem__(self, index: int):
+        idx = self.order[index * self.cfg.batch_size:(index + 1) * self.cfg.batch_size]
+        c = self.cells
+        parts = [augment_cell(c.rgb[i], c.own[i], c.near[i], self.rng) if self.augment else (c.rgb[i], c.own[i], c.near[i])
+                 for i in idx]
+        crops = CellCrops(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]), np.stack([p[2] for p in parts]))
+        x1, x2 = model_inputs(crops)
+        y = keras.utils.to_categorical(c.labels[idx], len(LABELS))
+        return (x1, x2), y
+
+
+def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrainConfig,
+                log: Callable[[str], None] = print) -> dict:
+    keras.utils.set_random_seed(cfg.seed)
+    x1v, x2v = model_inputs(CellCrops(val.rgb, val.own, val.near))
+    yv = keras.utils.to_categorical(val.labels, len(LABELS))
+    history = {}
+    # the embedding output has no loss of its own: train the view that ends in the softmax
+    classifier = keras.Model(model.inputs, model.outputs[0])
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    for phase, epochs, layers_open, lr in (("head", cfg.head_epochs, 0, cfg.head_learning_rate),
+                                           ("finetune", cfg.finetune_epochs, cfg.finetune_layers, cfg.finetune_learning_rate)):
+        if epochs == 0:
+            continue
+        set_trainable_top(model, layers_open)
+        classifier.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+        start = time.monotonic()
+        for epoch in range(epochs):
+            t = time.monotonic()
+            fit = classifier.fit(CellBatches(train, cfg, cfg.seed + 100 * epoch + (phase == "finetune") * 7), epochs=1,
+                            verbose=0)
+            probs = classifier.predict((x1v, x2v), batch_size=64, verbose=0)
+            cell_acc = float((probs.argmax(1) == val.labels).mean())
+            field_acc = _field_accuracy(probs, val)
+            line = (f"{phase} epoch {epoch + 1}/{epochs}: loss {fit.history['loss'][-1]:.4f} "
+                    f"train acc {fit.history['accuracy'][-1]:.4f} "
+                    f"val cell acc {cell_acc:.4f} val field acc {field_acc:.4f} "
+                    f"({time.monotonic() - t:.0f} s, phase {time.monotonic() - start:.0f} s)")
+            log(line)
+            history.setdefault(phase, []).append({"val_cell_accuracy": cell_acc, "val_field_accuracy": field_acc})
+    return {"config": asdict(cfg), "history": history}
+
+
+def _field_accuracy(probs: np.ndarray, cells: CellSet) -> float:
+    """Field label = argmax of the mean log-probability of its cells (fields without cells
+    count as wrong): a log only, not a choice of weights."""
+    correct = 0
+    for f in range(len(cells.keys)):
+        sel = cells.field == f
+        if sel.any() and np.log(probs[sel] + 1e-6).mean(0).argmax() == cells.field_labels[f]:
+            correct += 1
+    return correct / max(1, len(cells.keys))

@@ -1,0 +1,192 @@
+"""The case: one slide of one patient, screened field by field, and its call.
+
+A clinician's question is per slide: refer this patient or not. One benign field in eight
+is called positive, so "any positive field" would refer most benign slides. The case call
+counts the fields' own calls (the label the page shows, never the argmax) against a
+binomial model of the field error rates measured on the bundle's validation split:
+
+- ``q``, the chance a benign field is called positive, and ``s``, the chance a malignant
+  field is called positive, both smoothed (add-one) and bounded (q >= 0.05, s <= 0.95) so that
+  one site's near-perfect validation figures never make a single field decisive;
+- with ``n`` decisive fields (called positive or negative) of which ``k`` are positive, the
+  case is ``positive`` when a benign slide would give ``k`` or more positives with
+  probability <= ``alpha`` (1%), ``negative`` when a malignant slide would give ``k`` or fewer
+  with probability <= ``beta`` (0.5%; missing leukemia is the worse error), and
+  ``uncertain`` in between. Where both hold, positive wins.
+- ``min_fields`` is the smallest ``n`` at which both calls are possible; until then the
+  case is ``pending`` and says how many more fields to analyse.
+
+The model assumes fields are independent; fields of one slide are not, so the rule is
+checked empirically at case level (``blastscope-edge evaluate --case-size K``), and the
+README states both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+from edge.analysis.labels import BENIGN, DISPLAY_NAMES
+
+
+@dataclass(frozen=True)
+class CasesConfig:
+    # Usable fields before a case is called: 0 uses the bundle's case rule (fitted on
+    # validation); a larger number asks for more fields, a smaller one is ignored.
+    min_fields: int = 0
+
+
+Q_FLOOR, S_CEILING = 0.05, 0.95
+MAX_FIELDS = 200  # thresholds are computed up to here; a case never needs more
+
+
+def _binom_pmf(k: int, n: int, p: float) -> float:
+    return math.comb(n, k) * p ** k * (1 - p) ** (n - k)
+
+
+def _upper_tail(c: int, n: int, p: float) -> float:
+    """P(X >= c) for X ~ Binomial(n, p)."""
+    return sum(_binom_pmf(k, n, p) for k in range(max(c, 0), n + 1))
+
+
+def _lower_tail(c: int, n: int, p: float) -> float:
+    """P(X <= c)."""
+    return sum(_binom_pmf(k, n, p) for k in range(0, min(c, n) + 1))
+
+
+@dataclass(frozen=True)
+class CaseRule:
+    field_fp_rate: float  # q
+    field_tp_rate: float  # s
+    alpha: float = 0.01
+    beta: float = 0.005
+    fitted_on: str = ""  # what the rates were measured on, for the report and the model card
+
+    def __post_init__(self) -> None:
+        if not 0 < self.field_fp_rate < self.field_tp_rate < 1:
+            raise ValueError("case rule needs 0 < field_fp_rate < field_tp_rate < 1")
+        if not (0 < self.alpha < 0.5 and 0 < self.beta < 0.5):
+            raise ValueError("case rule alpha and beta must be in (0, 0.5)")
+
+    @classmethod
+    def fit(cls, benign_calls: Iterable[str], malignant_calls: Iterable[str], fitted_on: str,
+            alpha: float = 0.01, beta: float = 0.005) -> "CaseRule":
+        """From the field calls of labelled fields (``positive``/``negative``/``uncertain``;
+        rejected and uncertain fields carry no count, as on the device)."""
+        benign = [c for c in benign_calls if c in ("positive", "negative")]
+        malignant = [c for c in malignant_calls if c in ("positive", "negative")]
+        q = max((benign.count("positive") + 1) / (len(benign) + 2), Q_FLOOR)
+        s = min((malignant.count("positive") + 1) / (len(malignant) + 2), S_CEILING)
+        note = ""
+        if s - q < 0.02:  # the fields do not separate: a rule that (nearly) never calls a case
+            q, s = min(q, 0.49), max(s, 0.51)
+            note = "; the fields do not separate, so only (nearly) unanimous fields call a case"
+        return cls(round(q, 4), round(s, 4), alpha, beta,
+                   f"{fitted_on}: {benign.count('positive')}/{len(benign)} benign fields called positive, "
+                   f"{malignant.count('positive')}/{len(malignant)} malignant fields called positive{note}")
+
+    def thresholds(self, n: int) -> tuple[int, int]:
+        """(most positives still negative, fewest positives that are positive) for n fields;
+        -1 / n+1 when that call is not possible at n."""
+        positive_from = next((c for c in range(0, n + 1) if _upper_tail(c, n, self.field_fp_rate) <= self.alpha), n + 1)
+        negative_to = max((c for c in range(0, n + 1) if _lower_tail(c, n, self.field_tp_rate) <= self.beta), default=-1)
+        return negative_to, positive_from
+
+    @property
+    def min_fields(self) -> int:
+        for n in range(1, MAX_FIELDS + 1):
+            negative_to, positive_from = self.thresholds(n)
+            if negative_to >= 0 and positive_from <= n:
+                return n
+        return MAX_FIELDS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "min_fields": self.min_fields}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CaseRule":
+        return cls(float(data["field_fp_rate"]), float(data["field_tp_rate"]), float(data.get("alpha", 0.01)),
+                   float(data.get("beta", 0.005)), str(data.get("fitted_on", "")))
+
+
+def final_call(review: Mapping[str, Any] | None, model_call: str | None) -> str | None:
+    """The call that stands: the clinician's review when there is one, else the model's."""
+    return (review or {}).get("call") or model_call
+
+
+#: What each case call asks the clinician to do.
+NEXT_STEP = {
+    "positive": "Refer for confirmatory testing (flow cytometry and a hematologist's review).",
+    "negative": "No B-ALL pattern in {n} fields. Screening aid only: a normal screen does not exclude leukemia.",
+    "uncertain": "Analyse more fields or ask for an expert read.",
+    "pending": "Analyse {more} more usable field(s) before the case can be called.",
+}
+
+
+@dataclass(frozen=True)
+class CaseCall:
+    call: str  # positive | negative | uncertain | pending
+    next_step: str
+    fields: int  # usable (classified, not excluded) fields
+    decisive: int
+    positive: int
+    negative: int
+    uncertain: int
+    rejected: int
+    excluded: int
+    fields_needed: int  # more usable fields before a call (0 once called)
+    counts: dict[str, int]  # displayed label -> fields
+    subtype_pattern: str | None  # what the positive fields point to
+    rule: str  # the rule and thresholds applied, in words
+    thresholds: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pattern(labels: list[str]) -> str | None:
+    subtypes = Counter(label for label in labels if label not in (BENIGN, "uncertain"))
+    if not subtypes:
+        return None
+    total = sum(subtypes.values())
+    parts = [f"{DISPLAY_NAMES.get(k, k)} {v}/{total}" for k, v in subtypes.most_common()]
+    return "mostly " + parts[0] if subtypes.most_common(1)[0][1] / total >= 0.6 else "mixed: " + ", ".join(parts)
+
+
+def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: int | None = None) -> CaseCall:
+    """The call for a case from its stored field records (``status``, ``call``, ``label``,
+    ``excluded``). ``min_fields`` (from the config) may only raise the rule's minimum."""
+    records = list(fields)
+    excluded = sum(1 for r in records if r.get("excluded"))
+    kept = [r for r in records if not r.get("excluded")]
+    usable = [r for r in kept if r.get("status") == "classified"]
+    rejected = len(kept) - len(usable)
+    calls = Counter(r.get("call") for r in usable)
+    k, neg, unc = calls["positive"], calls["negative"], calls["uncertain"]
+    n = k + neg
+    need = max(rule.min_fields, min_fields or 0)
+    negative_to, positive_from = rule.thresholds(n)
+    counts = Counter(r.get("label") for r in usable)
+    words = (f"binomial count of positive fields: positive at >= {positive_from} of {n}, negative at <= "
+             f"{negative_to} of {n} (benign field false-positive rate {rule.field_fp_rate:g}, malignant field "
+             f"detection rate {rule.field_tp_rate:g}; alpha {rule.alpha:g}, beta {rule.beta:g}; at least {need} fields)")
+    if n < need:
+        call = "pending"
+    elif unc > n:
+        call = "uncertain"  # more fields left uncertain than decided: not a basis for a call
+    elif k >= positive_from:
+        call = "positive"
+    elif k <= negative_to:
+        call = "negative"
+    else:
+        call = "uncertain"
+    more = max(0, need - n) if call == "pending" else 0
+    return CaseCall(
+        call=call, next_step=NEXT_STEP[call].format(n=n, more=more), fields=len(usable), decisive=n, positive=k,
+        negative=neg, uncertain=unc, rejected=rejected, excluded=excluded, fields_needed=more,
+        counts={label: int(c) for label, c in counts.items()},
+        subtype_pattern=_pattern([r.get("label") for r in usable if r.get("call") == "positive"]),
+        rule=words, thresholds={"negative_at_most": negative_to, "positive_at_least": positive_from, "min_fields": need},
+    )

@@ -1,0 +1,307 @@
+"""White cells, one by one: the unit the model reads and a hematologist counts.
+
+The field-level model read the smear's look (stain, background, red cells) instead of the
+blasts. A cell model reads only what lies inside one white cell and a small margin, so this
+module finds the white cells and cuts each one out at one physical scale:
+
+1. **Magnification from the red cells.** Red cells are about 7.5 um across whatever the
+   patient, and they fill most of a smear field, so the field's texture scale is theirs:
+   the lag at which the autocorrelation of the field's unstained objects falls to 0.3 of its
+   peak (the "ruler") grows with the magnification, whether the red cells touch, overlap or
+   show pale centres. The converter records the training fields' median ruler; a field whose
+   ruler is far from it was taken through another objective and is refused ("wrong
+   magnification") instead of being read at the wrong size.
+2. **White cells from the stain mask** (CIE-LAB 2-means on a*, ``edge.analysis.segmentation``):
+   connected components, touching nuclei split by a watershed on the distance transform,
+   platelets and stain debris dropped by size in micrometres, objects cut by the field's edge
+   kept only when most of their area is inside.
+3. **Crops at the canonical scale**: a square of ``crop_um`` around each cell resized to
+   ``crop_px``, in grey with the cell's own contrast standardised (so neither the stain's hue
+   nor its strength reaches the model), and the same crop with everything outside the
+   cell's mask set to the crop's neutral level. Nothing outside the cell and its margin is
+   kept, so the background of the smear cannot carry the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+
+from edge.analysis.segmentation import Segmentation
+
+#: Red-cell diameter (um) used as the ruler: normal erythrocytes measure 7-8 um.
+RBC_DIAMETER_UM = 7.5
+
+
+@dataclass(frozen=True)
+class CellParams:
+    """Every parameter of cell detection and cropping; recorded in the bundle manifest so the
+    device cuts cells exactly as training did."""
+
+    #: Pixels per micrometre the model was trained at: the training fields' red cells
+    #: measure about 17 px across at 224 px (7.5 um).
+    model_px_per_um: float = 2.27
+    #: The training fields' median ruler (``measure_magnification``), recorded by the converter.
+    model_ruler_px: float = 8.8
+    #: Within this factor of the model's scale a field is read at the model's scale: the
+    #: red-cell ruler scatters that much between fields of one microscope.
+    rescale_beyond: float = 1.6
+    #: Beyond this factor the field is refused ("wrong magnification"); between the two it
+    #: is cut at its own measured scale, which brings its cells to the model's size.
+    max_scale_factor: float = 2.0
+    #: Stained objects smaller than this equivalent diameter are platelets or debris.
+    min_cell_um: float = 5.0
+    #: Larger than this is a clump or stain precipitate, not one cell.
+    max_cell_um: float = 28.0
+    #: Side of the square cut around each cell, and its side in model pixels.
+    crop_um: float = 24.0
+    crop_px: int = 96
+    #: A cell cut by the field's edge is kept when at least this share of its box is inside.
+    min_inside: float = 0.7
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CellParams":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown cell parameter(s): {', '.join(sorted(unknown))}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class Magnification:
+    """The field's scale, measured from its red cells: the ruler in pixels (None when the
+    field has too little unstained texture to measure)."""
+
+    ruler_px: float | None
+
+    def ratio(self, params: "CellParams") -> float | None:
+        """This field's scale over the model's (2: cells look twice as large)."""
+        return None if self.ruler_px is None else self.ruler_px / params.model_ruler_px
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One white cell: where it is (field pixels) and how large (micrometres)."""
+
+    x: int  # box in the field, pixels: x, y, width, height
+    y: int
+    w: int
+    h: int
+    area_px: int
+    diameter_um: float
+    centre: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [self.x, self.y, self.w, self.h], "area_px": self.area_px,
+                "diameter_um": round(self.diameter_um, 1), "centre": [round(c, 1) for c in self.centre]}
+
+
+#: The autocorrelation level that defines the ruler, and the longest lag looked at.
+RULER_LEVEL = 0.3
+MAX_RULER_PX = 120
+
+
+def measure_magnification(rgb: np.ndarray, stained: np.ndarray) -> Magnification:
+    """The red-cell ruler of a normalised field: how far (px) its unstained texture stays
+    correlated with itself.
+
+    The image is the darkness below the background (the red cells), with the stained cells
+    and their rim replaced by the median so white cells do not set the scale. Its
+    autocorrelation (FFT, zero-padded) is averaged over directions; the ruler is the lag where
+    it first falls to ``RULER_LEVEL``, interpolated between pixels."""
+    lightness = cv2.GaussianBlur(cv2.extractChannel(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), 0), (3, 3), 0)
+    lightness = lightness.astype(np.float32)
+    darkness = np.clip(float(np.percentile(lightness, 90)) - lightness, 0, None)
+    rim = cv2.dilate(stained.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
+    if rim.all():
+        return Magnification(None)
+    darkness[rim] = float(np.median(darkness[~rim]))
+    darkness -= darkness.mean()
+    if float(np.abs(darkness).max()) < 1.0:  # no texture at all: a blank field
+        return Magnification(None)
+    h, w = darkness.shape
+    spectrum = np.fft.rfft2(darkness, s=(2 * h, 2 * w))
+    auto = np.fft.fftshift(np.fft.irfft2(np.abs(spectrum) ** 2, s=(2 * h, 2 * w)))
+    yy, xx = np.indices(auto.shape)
+    radius = np.hypot(yy - h, xx - w).astype(np.int64).ravel()
+    profile = np.bincount(radius, auto.ravel()) / np.maximum(np.bincount(radius), 1)
+    profile = profile[:MAX_RULER_PX] / profile[0]
+    below = np.flatnonzero(profile < RULER_LEVEL)
+    if not len(below) or below[0] == 0:
+        return Magnification(None)
+    k = int(below[0])
+    fraction = (profile[k - 1] - RULER_LEVEL) / max(profile[k - 1] - profile[k], 1e-9)
+    return Magnification(float(k - 1 + fraction))
+
+
+UNMEASURABLE = ("magnification cannot be measured: no red cells to measure it by; use the objective the device "
+                "was set up for and a part of the smear where red cells lie side by side")
+WRONG_MAGNIFICATION = ("wrong magnification: use the objective the device was set up for (the red cells look "
+                       "{ratio:.1f} times the size the model reads)")
+
+
+def working_scale(magnification: Magnification, params: CellParams = CellParams()) -> tuple[float, str | None]:
+    """Pixels per micrometre to cut this field's cells at, and why it is refused (or None).
+
+    The ruler scatters by about +-30% between fields of one microscope (denser smears read
+    longer), so within ``rescale_beyond`` of the model's scale the field is cut at the
+    model's own scale; beyond it, at the field's measured scale; beyond ``max_scale_factor``
+    it is refused. It follows the magnification closely enough to refuse a wrong objective
+    (the shipped samples enlarged 2x read 1.6-2.1x, 4x read 2.2-3.7x)."""
+    ratio = magnification.ratio(params)
+    if ratio is None:
+        return params.model_px_per_um, UNMEASURABLE
+    if not 1.0 / params.max_scale_factor <= ratio <= params.max_scale_factor:
+        return params.model_px_per_um * ratio, WRONG_MAGNIFICATION.format(ratio=ratio)
+    if 1.0 / params.rescale_beyond <= ratio <= params.rescale_beyond:
+        return params.model_px_per_um, None
+    return params.model_px_per_um * ratio, None
+
+
+def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParams = CellParams()) -> tuple[list[Cell], np.ndarray]:
+    """White cells of a field and a label image (0 background, i+1 for cell i).
+
+    Touching nuclei are split by a watershed seeded at the distance transform's peaks that
+    stand at least 40% of a minimum cell radius above their saddle; objects outside the
+    size range are dropped, as are cells mostly outside the field."""
+    mask = segmentation.mask.astype(np.uint8)
+    h, w = mask.shape
+    if not mask.any():
+        return [], np.zeros((h, w), np.int32)
+    min_r_px = 0.5 * params.min_cell_um * px_per_um
+    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    seeds = (distance >= max(1.5, 0.8 * min_r_px)).astype(np.uint8)
+    # one seed per nucleus: the core of each object shrunk to its thickest part
+    core = (distance >= 0.5 * cv2.dilate(distance, cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (int(4 * min_r_px) | 1, int(4 * min_r_px) | 1)))) & (seeds > 0)
+    n_seeds, markers = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
+    markers = markers.astype(np.int32) + 1
+    markers[mask == 0] = 0
+    unknown = (mask > 0) & ~core
+    markers[unknown] = 0
+    markers[mask == 0] = 1  # background marker
+    shade = cv2.cvtColor((mask * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    shade = cv2.merge([(255 - np.clip(distance * 255 / max(distance.max(), 1), 0, 255)).astype(np.uint8)] * 3)
+    cv2.watershed(shade, markers)
+    labels = np.zeros((h, w), np.int32)
+    cells: list[Cell] = []
+    min_area = np.pi * (0.5 * params.min_cell_um * px_per_um) ** 2
+    max_area = np.pi * (0.5 * params.max_cell_um * px_per_um) ** 2
+    half = 0.5 * params.crop_um * px_per_um
+    for k in range(2, n_seeds + 1):
+        region = (markers == k) & (mask > 0)
+        area = int(region.sum())
+        if not min_area <= area <= max_area:
+            continue
+        ys, xs = np.nonzero(region)
+        cy, cx = float(ys.mean()), float(xs.mean())
+        inside = (min(cx + half, w) - max(cx - half, 0)) * (min(cy + half, h) - max(cy - half, 0)) / (2 * half) ** 2
+        if inside < params.min_inside:
+            continue
+        x0, y0 = int(xs.min()), int(ys.min())
+        cells.append(Cell(x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1, area,
+                          float(2.0 * np.sqrt(area / np.pi) / px_per_um), (cx, cy)))
+        labels[region] = len(cells)
+    return cells, labels
+
+
+#: How far around a cell's own mask the first input keeps the picture (micrometres): the
+#: cell's edge and a rim of what touches it, not the smear around it.
+MARGIN_UM = 1.5
+
+
+def grey_standardised(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Grey with the cell's own contrast standardised: the darkest 2% of ``region`` to 0 and
+    its brightest 2% to 255. Hue never reaches the model, and a darker or paler stain of the
+    same cell gives nearly the same picture."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    values = grey[region] if region.any() else grey.ravel()
+    low, high = np.percentile(values, (2.0, 98.0))
+    return np.clip((grey - low) * (255.0 / max(high - low, 8.0)), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class CellCrops:
+    """Each cell cut out at the model's scale: the colour crop and two masks in crop pixels.
+    Kept in colour so training can jitter the stain before ``model_inputs`` takes it away."""
+
+    rgb: np.ndarray  # (N, side, side, 3) uint8
+    own: np.ndarray  # (N, side, side) bool: the cell's own mask
+    near: np.ndarray  # (N, side, side) bool: the cell and a MARGIN_UM rim
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+
+def cut_cells(rgb: np.ndarray, labels: np.ndarray, cells: list[Cell], px_per_um: float,
+              params: CellParams = CellParams()) -> CellCrops:
+    """A square of ``crop_um`` around each cell, resized to ``crop_px``."""
+    side = params.crop_px
+    crops = np.zeros((len(cells), side, side, 3), np.uint8)
+    own = np.zeros((len(cells), side, side), bool)
+    half = 0.5 * params.crop_um * px_per_um
+    scale = side / (2 * half)
+    margin = max(1, int(round(MARGIN_UM * params.crop_px / params.crop_um)))
+    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    for i, cell in enumerate(cells):
+        cx, cy = cell.centre
+        # an affine warp centres the crop exactly; outside the field it repeats the border
+        m = np.float32([[scale, 0, side / 2 - scale * cx], [0, scale, side / 2 - scale * cy]])
+        crops[i] = cv2.warpAffine(rgb, m, (side, side), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT)
+        own[i] = cv2.warpAffine((labels == i + 1).astype(np.uint8), m, (side, side), flags=cv2.INTER_NEAREST) > 0
+    near = np.stack([cv2.dilate(o.astype(np.uint8), ring) > 0 for o in own]) if len(cells) else own.copy()
+    return CellCrops(crops, own, near)
+
+
+def model_inputs(crops: CellCrops) -> tuple[np.ndarray, np.ndarray]:
+    """The model's two inputs per cell, ``(N, side, side, 3)`` uint8 each.
+
+    Input 1: the cell and a ``MARGIN_UM`` rim in standardised grey, everything further out
+    white (the standardised background). Input 2: the cell's own mask applied, the rest
+    black, as the segmented image of the original design. Grey is repeated over 3 channels
+    to keep MobileNetV2's ImageNet start."""
+    originals = np.zeros_like(crops.rgb)
+    masked = np.zeros_like(crops.rgb)
+    for i in range(len(crops)):
+        grey = grey_standardised(crops.rgb[i], crops.near[i])
+        originals[i] = np.where(crops.near[i], grey, 255)[..., None]
+        masked[i] = np.where(crops.own[i], grey, 0)[..., None]
+    return originals, masked
+
+
+NO_WHITE_CELLS = "no white cells in view: move the stage to an area of the smear with white cells"
+
+
+@dataclass(frozen=True)
+class CellCall:
+    """One cell as the model read it: its class, probabilities and how familiar it looked."""
+
+    cell: Cell
+    label: str  # one of LABELS
+    probabilities: dict[str, float]  # raw, in LABELS order
+    distance: float  # Mahalanobis distance of its embedding from the training cells
+    familiar: bool  # False: out of distribution, left out of the field call
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.cell.to_dict(), "label": self.label, "familiar": self.familiar,
+                "distance": round(self.distance, 2),
+                "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()}}
+
+
+def pool(cell_probabilities: np.ndarray) -> np.ndarray:
+    """The field's raw class probabilities from its cells': the renormalised geometric mean.
+
+    Every cell of a field carried the field's label in training, so each cell is one
+    noisy vote; the geometric mean (mean log-probability) lets many consistent cells outweigh
+    an odd one, and a single confident cell cannot decide a field alone."""
+    logp = np.log(np.maximum(np.asarray(cell_probabilities, np.float64), 1e-6)).mean(0)
+    p = np.exp(logp - logp.max())
+    return p / p.sum()

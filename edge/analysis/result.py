@@ -1,0 +1,76 @@
+"""What one analysed field produced: the record that is stored, served and shown."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.analysis.cells import CellCall
+from edge.analysis.fieldofview import FieldOfView
+from edge.analysis.labels import BENIGN, DISPLAY_NAMES
+from edge.analysis.quality import Quality
+from edge.analysis.screening import Screening
+from edge.analysis.segmentation import Segmentation
+
+DISCLAIMER = "Screening aid, not a diagnosis: confirm every result with a hematologist."
+
+
+@dataclass
+class Result:
+    status: str  # "classified" | "rejected"
+    reasons: list[str]  # why a field was rejected, in words a technician can act on
+    screening: Screening | None
+    quality: Quality
+    segmentation: Segmentation
+    field_rgb: np.ndarray  # the 224x224 field the model saw
+    raw_probabilities: np.ndarray | None
+    backend: str | None  # None when the field never reached the model
+    model_id: str
+    source: str
+    timings_ms: dict[str, float]
+    field_of_view: FieldOfView | None = None
+    #: A cell bundle's reading, cell by cell (None for a field bundle or a field rejected
+    #: before its cells were read); ``ruler_px`` is the magnification ruler (``edge.analysis.cells``).
+    cells: list[CellCall] | None = None
+    ruler_px: float | None = None
+    created: float = field(default_factory=time.time)
+    id: int | None = None
+
+    @property
+    def classified(self) -> bool:
+        return self.status == "classified"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "created": self.created,
+            "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)),
+            "status": self.status,
+            "classified": self.classified,
+            "reasons": self.reasons,
+            "source": self.source,
+            "backend": self.backend,
+            "model_id": self.model_id,
+            "quality": self.quality.to_dict(),
+            "cell_count": self.segmentation.cell_count,
+            "area_fraction": round(self.segmentation.area_fraction, 4),
+            "field_of_view": None if self.field_of_view is None else list(self.field_of_view.box),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "disclaimer": DISCLAIMER,
+        }
+        if self.cells is not None:
+            familiar = [c for c in self.cells if c.familiar]
+            out["cells"] = [c.to_dict() for c in self.cells]
+            out["cell_count"] = len(self.cells)
+            out["white_cells"] = len(familiar)
+            out["blasts"] = sum(c.label != BENIGN for c in familiar)
+            out["unfamiliar_cells"] = len(self.cells) - len(familiar)
+        if self.ruler_px is not None:
+            out["ruler_px"] = round(self.ruler_px, 1)
+        if self.screening is not None:
+            out.update(self.screening.to_dict())
+            out["label_name"] = DISPLAY_NAMES.get(self.screening.label, "Uncertain: review this field")
+        return out

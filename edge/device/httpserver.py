@@ -1,0 +1,113 @@
+"""Serving the web app with waitress, and stopping it within a bound.
+
+waitress's own ``run`` only ends when every socket in its map is gone, so after SIGTERM it
+kept serving keep-alive connections until they timed out (27.5 s measured, past systemd's
+20 s stop timeout), and it left request threads running while the daemon closed the store
+underneath them. Here a stop closes the listening socket at once, drops idle and half-sent
+connections, lets requests already received finish (the app answers any new one on an open
+connection with 503 and ``Connection: close``), waits at most ``drain_seconds`` for them,
+then joins the request threads so nothing touches the store after it is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    device_name: str = ""  # shown on reports and exports; empty: the host name
+    pin: str = ""  # empty: generated at first start, stored in the state dir
+    token: str = ""  # empty: generated at first start, stored in the state dir
+    max_upload_mb: float = 16.0
+    max_pixels: int = 24_000_000  # per upload, from the header; decoding is bounded (edge/analysis/imagefile.py)
+    lockout_attempts: int = 5  # per client: wrong PINs before it waits lockout_seconds
+    lockout_seconds: float = 300.0
+    # Device-wide, whatever the client address: wrong PINs in 24 h before attempts are spaced
+    # 1, 2, 4 ... seconds apart, up to login_max_delay_seconds (edge/web/auth.py, README figures).
+    login_free_failures: int = 10
+    login_max_delay_seconds: float = 120.0
+    session_hours: float = 12.0  # a login lasts one shift at most; logout ends it at once
+    threads: int = 4
+    # waitress keeps a connection per client; a half-sent request costs a socket and a buffer,
+    # not a thread. Room for many, and idle ones are dropped after channel_timeout seconds.
+    connection_limit: int = 400
+    channel_timeout: float = 15.0
+    # After SIGTERM: requests already received get this long to finish (systemd stops at 20 s).
+    drain_seconds: float = 10.0
+
+
+
+log = logging.getLogger("blastscope")
+
+
+@dataclass(frozen=True)
+class Drained:
+    seconds: float  # from the stop request to the last request thread joined
+    unfinished: int  # requests still running when the bound passed (0: a clean drain)
+
+
+class HttpServer:
+    def __init__(self, app, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.server = create_server(app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="BlastScope",
+                                    connection_limit=cfg.connection_limit, channel_timeout=cfg.channel_timeout,
+                                    cleanup_interval=max(1.0, cfg.channel_timeout / 3))
+        self._stop_requested: float | None = None
+        self._listening = True
+
+    @property
+    def port(self) -> int:
+        return int(self.server.effective_port)
+
+    def stop(self) -> None:
+        """Ask the loop to stop; safe from a signal handler. The handler interrupts the loop's
+        poll, which Python then retries with the same descriptors: closing a socket here made
+        that retry fail with EBADF and the process abort (the 1-in-8 exit 134), so the loop
+        closes the listening socket itself after it wakes."""
+        if self._stop_requested is None:
+            self._stop_requested = time.monotonic()
+            self.server.pull_trigger()
+
+    def _channels(self) -> list:
+        return list(self.server.active_channels.values())
+
+    def _drop_idle(self) -> None:
+        for channel in self._channels():
+            if not channel.requests:  # idle keep-alive or a request still being sent: nothing owed
+                channel.will_close = True
+
+    def _in_flight(self) -> int:
+        return sum(len(c.requests) + (1 if c.total_outbufs_len else 0) for c in self._channels())
+
+    def run(self) -> Drained:
+        """Serve until ``stop`` and the drain; returns how the drain went."""
+        adj = self.server.adj
+        while True:
+            wasyncore.loop(timeout=adj.asyncore_loop_timeout if self._stop_requested is None else 0.05,
+                           map=self.server._map, use_poll=adj.asyncore_use_poll, count=1)
+            if self._stop_requested is None:
+                continue
+            if self._listening:
+                self._listening = False
+                wasyncore.dispatcher.close(self.server)  # the listening socket only; the wake-up pipe stays
+            self._drop_idle()
+            if not self._in_flight() or time.monotonic() - self._stop_requested > self.cfg.drain_seconds:
+                break
+        unfinished = self._in_flight()
+        wasyncore.close_all(self.server._map)
+        dispatcher = self.server.task_dispatcher
+        remaining = self.cfg.drain_seconds - (time.monotonic() - self._stop_requested)
+        dispatcher.shutdown(cancel_pending=True, timeout=max(1.0, remaining))
+        seconds = time.monotonic() - self._stop_requested
+        if unfinished or dispatcher.threads:
+            log.warning("%d request(s) did not finish within %.0f s of the stop; %d thread(s) left running",
+                        unfinished, self.cfg.drain_seconds, len(dispatcher.threads))
+        return Drained(round(seconds, 3), unfinished + len(dispatcher.threads))

@@ -1,0 +1,122 @@
+"""Model updates on the device: install a bundle (e.g. from a USB stick) and roll back.
+
+Bundles live under ``<state>/models/<model_id>/``; ``current`` and ``previous`` are
+symlinks to two of them. A new bundle is verified (format version, every sha256, model id,
+signature by a trusted key) before and after it is copied, its model is run on the shipped
+sample fields on every backend present and must reproduce the manifest's reference outputs
+(``edge.model.reference``), and only then does ``current`` switch, by an atomic rename of a
+symlink, so a bad, tampered or half-copied bundle never becomes the running model. The daemon loads
+``current`` at start (unless the config names a bundle explicitly).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from edge.model import reference
+from edge.model.bundle import Bundle, BundleError, load_bundle
+from edge.model.signing import Trust
+
+CURRENT, PREVIOUS = "current", "previous"
+
+
+def models_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "models"
+
+
+def current_bundle_path(state_dir: Path) -> Path | None:
+    link = models_dir(state_dir) / CURRENT
+    return link if link.exists() else None
+
+
+def _target(link: Path) -> str | None:
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def _point(link: Path, target: str | None) -> None:
+    """Atomically make ``link`` point at ``target`` (a name inside the same folder)."""
+    if target is None:
+        link.unlink(missing_ok=True)
+        return
+    tmp = link.with_name(f".{link.name}.new")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _prune(folder: Path) -> None:
+    keep = {_target(folder / CURRENT), _target(folder / PREVIOUS)}
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink() and child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _reproduces_references(bundle: Bundle, edgetpu_factory: Callable[[Path], object] | None) -> list[str]:
+    """Run the reference fields on the CPU and, when the bundle has an Edge TPU model and an
+    Edge TPU opens, on it too. Returns what was checked; raises ``BundleError`` on a mismatch."""
+    from edge.model.inference import CpuBackend, EdgeTpuBackend
+
+    checked = []
+    try:
+        checked.append(reference.check(bundle, CpuBackend(bundle.cpu_model)))
+        if bundle.edgetpu_model is not None:
+            try:
+                tpu = (edgetpu_factory or EdgeTpuBackend)(bundle.edgetpu_model)
+            except Exception as exc:  # no device, or the running daemon holds it: say so, do not guess
+                checked.append(f"edgetpu: not checked, no Edge TPU could be opened ({exc}); it is checked on the "
+                               "next install with the device attached and the service stopped")
+            else:
+                checked.append(reference.check(bundle, tpu))
+    except BundleError:
+        raise
+    except Exception as exc:  # any failure to run or to match means the bundle must not go live
+        raise BundleError(f"{bundle.root}: the model does not reproduce its reference outputs: "
+                          f"{type(exc).__name__ + ': ' if not isinstance(exc, ValueError) else ''}{exc}") from None
+    return checked
+
+
+def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
+                   edgetpu_factory: Callable[[Path], object] | None = None) -> tuple[Bundle, str | None, list[str]]:
+    """Verify, copy and switch to ``source``; returns the new bundle, the previous model id
+    and what the reference check covered. Raises ``BundleError`` (nothing changed) when the
+    bundle is bad."""
+    incoming = load_bundle(source, trust)
+    folder = models_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = incoming.model_id
+    current = _target(folder / CURRENT)
+    if current == name:
+        return load_bundle(folder / name, trust), _target(folder / PREVIOUS), ["already installed"]
+    dest = folder / name
+    if not dest.is_dir():
+        staging = folder / f".{name}.incoming"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        try:  # the copy itself must verify and run, not just the stick
+            checked = _reproduces_references(load_bundle(staging, trust), edgetpu_factory)
+        except BundleError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        os.replace(staging, dest)
+    else:
+        checked = _reproduces_references(load_bundle(dest, trust), edgetpu_factory)
+    installed = load_bundle(dest, trust)
+    _point(folder / PREVIOUS, current)
+    _point(folder / CURRENT, name)
+    _prune(folder)
+    return installed, current, checked
+
+
+def rollback(state_dir: Path, trust: Trust = Trust()) -> tuple[Bundle, str]:
+    """Swap ``current`` and ``previous``; returns the now-current bundle and the replaced id."""
+    folder = models_dir(state_dir)
+    previous, current = _target(folder / PREVIOUS), _target(folder / CURRENT)
+    if previous is None or not (folder / previous).is_dir():
+        raise BundleError(f"{folder}: no previous model to roll back to")
+    restored = load_bundle(folder / previous, trust)
+    _point(folder / CURRENT, previous)
+    _point(folder / PREVIOUS, current)
+    return restored, str(current)

@@ -1,0 +1,181 @@
+"""The running device: camera, pipeline and store wired together, plus the figures that
+tell an operator what is wrong (``/api/status``)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+import edge
+from edge.model.bundle import Bundle
+from edge.device.capture import CameraError, CameraWorker
+from edge.analysis.case import CaseCall, case_call, final_call
+from edge.device.config import Config
+from edge.pipeline import Pipeline
+from edge.analysis.result import Result
+from edge.model.signing import key_id
+from edge.record.store import Store
+
+
+class Stats:
+    """Running means per stage and a one-minute window of analysed fields."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stage_totals: dict[str, list[float]] = {}
+        self.counts = collections.Counter()
+        self.recent: collections.deque[float] = collections.deque(maxlen=1000)
+
+    def record(self, result: Result, store_ms: float) -> None:
+        with self._lock:
+            for stage, ms in {**result.timings_ms, "store": store_ms}.items():
+                total = self.stage_totals.setdefault(stage, [0, 0.0])
+                total[0] += 1
+                total[1] += ms
+            self.counts[result.status] += 1
+            self.recent.append(time.monotonic())
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.monotonic()
+            last_minute = sum(1 for t in self.recent if now - t <= 60)
+            return {
+                "fields": sum(self.counts.values()),
+                "classified": self.counts["classified"],
+                "rejected": self.counts["rejected"],
+                "fields_per_minute": last_minute,
+                "mean_latency_ms": {k: round(v[1] / v[0], 3) for k, v in self.stage_totals.items() if v[0]},
+            }
+
+
+class Service:
+    def __init__(self, config: Config, bundle: Bundle, pipeline: Pipeline, store: Store,
+                 camera: CameraWorker | None) -> None:
+        self.config, self.bundle, self.pipeline, self.store, self.camera = config, bundle, pipeline, store, camera
+        self.stats = Stats()
+        self.started = time.time()
+        self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
+
+    def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device") -> Result:
+        """Run the pipeline on a frame and store the result (classified or rejected) in
+        ``case_id``, or in no case when it is None. There is no device-wide "active case" to
+        fall back on: several phones share one device, and a field must land only in the case
+        the request names. Raises ``StoreFull`` before any work when the record has no room left."""
+        self.store.ensure_space()
+        result = self.pipeline.process(frame, source=source)
+        start = time.perf_counter()
+        self.store.save(result, case_id, client)
+        store_ms = (time.perf_counter() - start) * 1000.0
+        result.timings_ms["store"] = store_ms
+        self.stats.record(result, store_ms)
+        if case_id is not None:
+            self.refresh_case_call(case_id)
+        return result
+
+    def capture(self, case_id: int | None = None, client: str = "device") -> Result:
+        if self.camera is None:
+            raise CameraError("no camera source is configured")
+        return self.analyze(self.camera.latest(), source=self.camera.spec, case_id=case_id, client=client)
+
+    # -- cases ----------------------------------------------------------------------------
+
+    def case_call(self, fields: list[dict[str, Any]]) -> CaseCall | None:
+        rule = self.bundle.case_rule
+        return None if rule is None else case_call(fields, rule, self.config.cases.min_fields)
+
+    def refresh_case_call(self, case_id: int) -> None:
+        case = self.store.get_case(case_id)
+        if case is not None and (call := self.case_call(case["fields"])) is not None:
+            self.store.set_case_call(case_id, call.call)
+
+    def create_case(self, code: str, note: str, client: str) -> dict[str, Any]:
+        """A new case (the phone that made it opens it; see ``edge.web``)."""
+        case_id = self.store.create_case(code or self.store.new_case_code(), note, client)
+        return self.case(case_id)
+
+    def case(self, case_id: int) -> dict[str, Any] | None:
+        """A case with its fields, counts, the model's call, the review and the final call."""
+        case = self.store.get_case(case_id)
+        if case is None:
+            return None
+        call = self.case_call(case["fields"])
+        case["case_call"] = call.to_dict() if call else None
+        case["final_call"] = final_call(case["review"], call.call if call else case["call"])
+        case["model_id"] = self.bundle.model_id
+        return case
+
+    def preview_jpeg(self, max_side: int = 640) -> bytes:
+        if self.camera is None:
+            raise CameraError("no camera source is configured")
+        frame = self.camera.latest()
+        scale = max_side / max(frame.shape[:2])
+        if scale < 1:
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 75])
+        return data.tobytes()
+
+    #: An inference running longer than this is hung (an Edge TPU invoke takes milliseconds).
+    INFERENCE_STALL_S = 30.0
+
+    def stalled(self) -> str | None:
+        """Why the pipeline is not making progress, or None. Only then does the watchdog stop
+        pinging, so systemd restarts a daemon that hangs, not one that is merely degraded."""
+        busy = self.pipeline.backends.busy_since
+        if busy is not None and time.monotonic() - busy > self.INFERENCE_STALL_S:
+            return f"an inference has not finished for {time.monotonic() - busy:.0f} s"
+        if self.camera is not None and not self.camera.alive():
+            return "the camera thread has stopped"
+        return None
+
+    def degraded_reasons(self) -> list[str]:
+        reasons = []
+        if backend := self.pipeline.backends.degraded:
+            reasons.append(backend)
+        if self.camera is not None and not self.camera.state.connected:
+            reasons.append(f"camera {self.camera.spec} not delivering frames: {self.camera.state.error or 'starting'}")
+        free, floor = self.store.free_mb(), self.config.store.min_free_mb
+        if free < floor:
+            reasons.append(f"storage full: {free:.0f} MB free, below the {floor:.0f} MB floor; new fields are refused "
+                           "and every stored result is kept")
+        elif free < 2 * floor:
+            reasons.append(f"disk space low: {free:.0f} MB free; new fields will be refused below {floor:.0f} MB")
+        if self.bundle.signer is None:
+            reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
+        reasons.extend(self.store.recovered)
+        return reasons
+
+    def status(self) -> dict[str, Any]:
+        reasons = self.degraded_reasons()
+        camera = None
+        if self.camera is not None:
+            s = self.camera.state
+            camera = {"source": s.source, "connected": s.connected, "error": s.error, "frames": s.frames,
+                      "reconnects": s.reconnects, "fps": round(s.fps, 2)}
+        test = self.bundle.manifest.get("metrics", {}).get("int8_test", {})
+        return {
+            "status": "degraded" if reasons else "ok",
+            "degraded_reasons": reasons,
+            "version": edge.__version__,
+            "uptime_s": round(time.time() - self.started, 1),
+            "backend": self.pipeline.backends.status(),
+            "model": {"id": self.bundle.model_id, "path": str(self.bundle.root),
+                      "created": self.bundle.manifest.get("created"),
+                      "test_accuracy": test.get("accuracy"),
+                      "edgetpu_model": self.bundle.edgetpu_model is not None,
+                      "signed_by": key_id(self.bundle.signer) if self.bundle.signer else None,
+                      "calibration": self.bundle.calibration.to_dict(),
+                      "case_rule": self.bundle.case_rule.to_dict() if self.bundle.case_rule else None},
+            "quality_limits": {**self.pipeline.limits.to_dict(),
+                               "overridden": sorted(k for k, v in vars(self.config.quality).items() if v is not None)},
+            "device_name": self.config.device_name,
+            "camera": camera,
+            "analysis": self.stats.snapshot(),
+            "disk": {"state_dir": str(self.store.root), "free_mb": round(self.store.free_mb(), 1),
+                     "min_free_mb": self.config.store.min_free_mb, "results": self.store.count(),
+                     "quarantined_files": self.store.quarantined},
+        }

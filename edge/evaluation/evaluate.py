@@ -1,0 +1,108 @@
+"""Evaluate a bundle on labelled folders exactly as the device runs it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from edge.model.bundle import Bundle
+from edge.analysis.case import CaseRule, case_call
+from edge.evaluation.dataset import Dataset, number_blocks
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.labels import BENIGN
+from edge.evaluation.metrics import _rate, summarize
+from edge.pipeline import Pipeline
+from edge.analysis.screening import screen
+
+
+def samples_for_split(bundle: Bundle, dataset: Dataset, split: str) -> list:
+    """The dataset's samples in the bundle's recorded split (``all`` for every sample)."""
+    if split == "all":
+        return list(dataset.samples)
+    keys = set(bundle.manifest.get("split", {}).get("keys", {}).get(split, []))
+    if not keys:
+        raise ValueError(f"the bundle records no {split!r} split; use --split all")
+    chosen = [s for s in dataset.samples if s.key in keys]
+    if not chosen:
+        raise ValueError(f"none of the bundle's {split!r} files are in {dataset.root}; use --split all")
+    return chosen
+
+
+def classify_samples(pipeline: Pipeline, samples: list) -> tuple[list[np.ndarray | None], list[float]]:
+    """Raw probabilities per sample (None where the device rejected the field) and the time
+    each field took. Raw probabilities do not depend on calibration, so one pass serves
+    both fitting it and reporting with it."""
+    raws: list[np.ndarray | None] = []
+    field_ms: list[float] = []
+    for sample in samples:
+        rgb = read_rgb(sample.path)
+        start = time.perf_counter()
+        result = pipeline.process(rgb, source=str(sample.path))
+        field_ms.append((time.perf_counter() - start) * 1000.0)
+        raws.append(result.raw_probabilities)
+    return raws, field_ms
+
+
+def evaluation_report(pipeline: Pipeline, samples: list, raws: list[np.ndarray | None], field_ms: list[float]) -> dict[str, Any]:
+    report = summarize([s.label for s in samples], raws, pipeline.bundle.calibration)
+    report["ms_per_field"] = float(np.mean(field_ms)) if field_ms else None
+    report["backend"] = pipeline.backends.name
+    report["model_id"] = pipeline.bundle.model_id
+    return report
+
+
+def evaluate(pipeline: Pipeline, samples: list, case_sizes: list[int] | None = None) -> dict[str, Any]:
+    raws, field_ms = classify_samples(pipeline, samples)
+    report = evaluation_report(pipeline, samples, raws, field_ms)
+    if case_sizes:
+        if "case_rule" not in pipeline.bundle.manifest:
+            raise ValueError(f"{pipeline.bundle.root}: the bundle has no case rule (built before cases); rebuild it")
+        cases = [case_report(pipeline.bundle, samples, raws, k) for k in case_sizes]
+        report["cases"] = cases[0] if len(cases) == 1 else cases
+    return report
+
+
+def field_records(bundle: Bundle, raws: list[np.ndarray | None]) -> list[dict[str, Any]]:
+    """What the device would store for each field: status, the shown label and the call."""
+    out = []
+    for raw in raws:
+        if raw is None:
+            out.append({"status": "rejected", "label": None, "call": None})
+        else:
+            shown = screen(raw, bundle.calibration)
+            out.append({"status": "classified", "label": shown.label, "call": shown.call})
+    return out
+
+
+def case_report(bundle: Bundle, samples: list, raws: list[np.ndarray | None], size: int,
+                min_fields: int | None = None) -> dict[str, Any]:
+    """Case-level figures: non-overlapping cases of ``size`` consecutive fields drawn from one
+    patient-proxy block (the split's blocks of file numbers per class), called by the
+    bundle's case rule exactly as the device calls a case. A case the rule leaves pending
+    (too few usable fields) or uncertain is neither detected nor cleared."""
+    rule = CaseRule.from_dict(bundle.manifest["case_rule"])
+    block_size = int(bundle.manifest.get("split", {}).get("block_size", 25))
+    records = field_records(bundle, raws)
+    blocks: dict[tuple[str, int], list[int]] = {}
+    for i, block in enumerate(number_blocks(samples, block_size)):
+        blocks.setdefault(block, []).append(i)
+    calls = {"malignant": [], "benign": []}
+    for (label, _), members in sorted(blocks.items()):
+        members.sort(key=lambda i: (samples[i].number or -1, samples[i].key))
+        for start in range(0, len(members) - size + 1, size):
+            call = case_call([records[i] for i in members[start:start + size]], rule, min_fields).call
+            calls["benign" if label == BENIGN else "malignant"].append(call)
+    sens = _rate(calls["malignant"].count("positive"), len(calls["malignant"]))
+    spec = _rate(calls["benign"].count("negative"), len(calls["benign"]))
+    every = calls["malignant"] + calls["benign"]
+    return {
+        "size": size, "n": len(every), "n_malignant": len(calls["malignant"]), "n_benign": len(calls["benign"]),
+        "sensitivity": sens["value"], "sensitivity_ci95": sens["ci95"],
+        "specificity": spec["value"], "specificity_ci95": spec["ci95"],
+        "uncertain": every.count("uncertain") + every.count("pending"), "pending": every.count("pending"),
+        "malignant_called_negative": calls["malignant"].count("negative"),
+        "benign_called_positive": calls["benign"].count("positive"),
+        "rule": rule.to_dict(),
+    }

@@ -1,0 +1,106 @@
+"""Screening metrics with 95% confidence intervals, scoring the label the device shows.
+
+One definition for the page, the call and the metrics (``edge.analysis.screening.screen``): a field's
+label is the one the page shows (benign when called negative, the most likely subtype when
+called positive, ``uncertain`` inside the band), and that label is what is scored. The
+argmax of the probabilities is never scored: it can differ from what a clinician sees.
+- 4-class: accuracy of the shown label over all fields (uncertain and rejected fields count
+  as not correct) and over decided fields; confusion of truth (rows) by shown label
+  (columns), with uncertain and rejected fields counted per class beside it;
+- malignant sensitivity: malignant fields called positive; benign specificity: benign fields
+  called negative (an uncertain field is neither: it is counted in ``uncertain``);
+- screening: malignant fields *flagged* (not called negative), benign fields *cleared*.
+A field the device rejected (quality gate, no cells) counts as an error in every view.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.analysis.labels import BENIGN, LABELS
+from edge.analysis.screening import Calibration, screen
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (sensible near 0 and 1, small n)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _rate(successes: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(successes, n)
+    return {"value": successes / n if n else None, "ci95": [lo, hi], "k": successes, "n": n}
+
+
+def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray | None], calibration: Calibration) -> dict[str, Any]:
+    """Metrics for fields with known labels; ``None`` marks a field that was not classified."""
+    k = len(LABELS)
+    confusion = np.zeros((k, k), dtype=int)
+    rejected = np.zeros(k, dtype=int)
+    uncertain_by_class = np.zeros(k, dtype=int)
+    sens_hits = sens_n = spec_hits = spec_n = flagged = cleared = 0
+    for truth, raw in zip(true_labels, raw_probabilities):
+        t = LABELS.index(truth)
+        malignant = truth != BENIGN
+        sens_n += malignant
+        spec_n += not malignant
+        if raw is None:
+            rejected[t] += 1
+            continue
+        result = screen(raw, calibration)
+        if result.label == "uncertain":
+            uncertain_by_class[t] += 1
+        else:
+            confusion[t, LABELS.index(result.label)] += 1
+        sens_hits += malignant and result.call == "positive"
+        spec_hits += (not malignant) and result.call == "negative"
+        flagged += malignant and result.call != "negative"
+        cleared += (not malignant) and result.call == "negative"
+    n = len(true_labels)
+    correct = int(np.trace(confusion))
+    decided = int(confusion.sum())
+    per_class = {}
+    for i, label in enumerate(LABELS):
+        predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum() + rejected[i] + uncertain_by_class[i])
+        per_class[label] = {
+            "precision": confusion[i, i] / predicted if predicted else None,
+            "recall": confusion[i, i] / actual if actual else None,
+            "support": actual,
+        }
+    acc = _rate(correct, n)
+    acc_decided = _rate(correct, decided)
+    sens = _rate(sens_hits, sens_n)
+    spec = _rate(spec_hits, spec_n)
+    flag = _rate(flagged, sens_n)
+    clear = _rate(cleared, spec_n)
+    return {
+        "scored": "the label the device shows (edge.analysis.screening.screen)",
+        "n": n,
+        "accuracy": acc["value"],
+        "accuracy_ci95": acc["ci95"],
+        "accuracy_decided": acc_decided["value"],
+        "accuracy_decided_ci95": acc_decided["ci95"],
+        "per_class": per_class,
+        "labels": list(LABELS),
+        "confusion": confusion.tolist(),
+        "uncertain_by_class": uncertain_by_class.tolist(),
+        "rejected_by_class": rejected.tolist(),
+        "malignant_sensitivity": sens["value"],
+        "malignant_sensitivity_ci95": sens["ci95"],
+        "benign_specificity": spec["value"],
+        "benign_specificity_ci95": spec["ci95"],
+        "screening": {
+            "malignant_flagged": flag["value"], "malignant_flagged_ci95": flag["ci95"],
+            "benign_cleared": clear["value"], "benign_cleared_ci95": clear["ci95"],
+        },
+        "uncertain": int(uncertain_by_class.sum()),
+        "unclassified": int(rejected.sum()),
+    }

@@ -1,0 +1,156 @@
+"""The model bundle: a folder with the int8 model(s), ``manifest.json`` and a model card.
+
+The device trusts nothing it cannot verify: the format version must be one this code
+reads, every file listed in the manifest must match its sha256, the model id must be the
+manifest's own hash and a trusted key must have signed the manifest (``edge.model.signing``), or
+the bundle is refused with a message saying which check failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.analysis.case import CaseRule
+from edge.analysis.cells import CellParams
+
+from edge.analysis.labels import LABELS
+from edge.analysis.screening import Calibration
+from edge.analysis.segmentation import SegmentationParams
+from edge.model.ood import OodCheck
+from edge.model.signing import SignatureError, Trust, verify_manifest
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CPU_MODEL = "model.tflite"
+EDGETPU_MODEL = "model_edgetpu.tflite"
+
+
+def default_bundle_path() -> Path:
+    """The shipped bundle: ``$BLASTSCOPE_BUNDLE``, else ``models/default`` in a source checkout,
+    else the copy ``deploy/install.sh`` puts beside the virtual environment
+    (``/opt/blastscope/models/default`` next to ``/opt/blastscope/venv``)."""
+    env = os.environ.get("BLASTSCOPE_BUNDLE")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "models" / "default"
+    installed = Path(sys.prefix).parent / "models" / "default"
+    return installed if not checkout.exists() and installed.exists() else checkout
+
+
+def content_id(manifest: dict[str, Any]) -> str:
+    """The model id: a hash of the manifest without its id. The manifest lists the sha256 of
+    every model file, so the id names the whole content, is a plain hex name (safe as a folder
+    name) and changes whenever any of it does; it is recomputed, never taken on trust."""
+    body = {k: v for k, v in manifest.items() if k != "model_id"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used; the message says which file and which check."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: dict[str, Any]
+    segmentation: SegmentationParams
+    calibration: Calibration
+    signer: str | None = None  # the trusted public key that signed it; None: unsigned, allowed by config
+
+    @property
+    def model_id(self) -> str:
+        return str(self.manifest["model_id"])
+
+    @property
+    def kind(self) -> str:
+        """``field`` (one model input pair per field) or ``cells`` (one per white cell)."""
+        return str(self.manifest.get("kind", "field"))
+
+    @property
+    def cells(self) -> CellParams | None:
+        """How a cell bundle finds and cuts cells; None for a field bundle."""
+        return CellParams.from_dict(self.manifest["cells"]) if self.kind == "cells" else None
+
+    @property
+    def ood(self) -> OodCheck | None:
+        data = self.manifest.get("ood")
+        return OodCheck.from_dict(data) if data else None
+
+    @property
+    def case_rule(self) -> "CaseRule | None":
+        """The rule that calls a case from its fields; None for a bundle built before cases."""
+        data = self.manifest.get("case_rule")
+        return CaseRule.from_dict(data) if data else None
+
+    @property
+    def cpu_model(self) -> Path:
+        return self.root / CPU_MODEL
+
+    @property
+    def edgetpu_model(self) -> Path | None:
+        path = self.root / EDGETPU_MODEL
+        return path if EDGETPU_MODEL in self.manifest["files"] else None
+
+
+def load_bundle(root: Path | str, trust: Trust = Trust()) -> Bundle:
+    """Read and verify a bundle folder; by default only the release key is trusted. A symlink (the state directory's ``current``) is
+    resolved here, once: a daemon that later re-opens a model file (an Edge TPU re-probe)
+    must get the bundle it verified at start, not whatever ``current`` points to by then."""
+    root = Path(root).resolve()
+    manifest_path = root / MANIFEST
+    try:
+        manifest_bytes = manifest_path.read_bytes()
+        manifest = json.loads(manifest_bytes)
+    except FileNotFoundError:
+        raise BundleError(f"{manifest_path}: no manifest; is {root} a BlastScope model bundle?") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: manifest is not a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: format version {version!r} is not supported (this software reads {FORMAT_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or CPU_MODEL not in files:
+        raise BundleError(f"{manifest_path}: manifest lists no {CPU_MODEL}")
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in the manifest but missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(f"{path}: sha256 {actual[:12]}... does not match the manifest ({str(expected)[:12]}...); the file is damaged or was changed")
+    if manifest.get("model_id") != content_id(manifest):
+        raise BundleError(f"{manifest_path}: model id {str(manifest.get('model_id'))[:40]!r} does not match the "
+                          f"manifest's content ({content_id(manifest)}); the manifest was changed after it was written")
+    try:
+        signer = verify_manifest(root, manifest_bytes, trust)
+    except SignatureError as exc:
+        raise BundleError(str(exc)) from None
+    if tuple(manifest.get("labels", ())) != LABELS:
+        raise BundleError(f"{manifest_path}: labels {manifest.get('labels')} differ from {list(LABELS)}")
+    try:
+        segmentation = SegmentationParams.from_dict(manifest["segmentation"])
+        calibration = Calibration.from_dict(manifest["calibration"])
+        if manifest.get("kind", "field") not in ("field", "cells"):
+            raise ValueError(f"kind {manifest.get('kind')!r} is neither 'field' nor 'cells'")
+        if manifest.get("kind") == "cells":
+            CellParams.from_dict(manifest["cells"])
+            OodCheck.from_dict(manifest["ood"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: invalid segmentation, calibration or cell section ({exc})") from None
+    return Bundle(root=root, manifest=manifest, segmentation=segmentation, calibration=calibration, signer=signer)

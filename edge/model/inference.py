@@ -1,0 +1,281 @@
+"""Running the bundle's int8 model on an accelerator: one backend class per device.
+
+``CpuBackend`` and ``EdgeTpuBackend`` share the same input quantization, invoke and
+output dequantization (``TFLiteModel``). ``BackendManager`` chooses between them, falls
+back to the CPU when the Edge TPU fails mid-run, re-probes it periodically, and keeps
+per-backend speed figures for ``/api/status``. Inputs are matched to the model by name,
+never by position: the TFLite converter does not keep the Keras input order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from edge.model.runtime import interpreter_module
+from edge.model.signing import RELEASE_KEY
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    backend: str = "auto"
+    bundle: str = ""  # empty: the installed model (state dir's models/current), else the shipped one
+    threads: int = 2
+    reprobe_seconds: float = 60.0
+    # Public keys whose signed bundles this device runs ("ed25519:<base64>"); setting the
+    # list replaces the default, which trusts the BlastScope release key only.
+    trusted_keys: tuple[str, ...] = (RELEASE_KEY,)
+    allow_unsigned: bool = False  # a development bundle; never on a device screening patients
+
+
+#: The two inputs of each model kind, in the order the backends take them: a field model
+#: reads (field, segmented field), a cell model (cell with its rim, cell mask applied).
+INPUT_PAIRS = {"field": ("original", "segmented"), "cells": ("cell", "cell_masked")}
+INPUT_NAMES = INPUT_PAIRS["field"]
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What one invoke gives: the class probabilities and, for a cell model, the embedding
+    the out-of-distribution check measures (``edge.model.ood``)."""
+
+    probabilities: np.ndarray
+    embedding: np.ndarray | None = None
+
+
+class Backend(Protocol):
+    name: str
+    input_side: int
+
+    def infer(self, first: np.ndarray, second: np.ndarray) -> Inference:
+        """Raw (uncalibrated) outputs for one input pair (RGB uint8, the model's side)."""
+        ...
+
+
+class InferenceError(RuntimeError):
+    pass
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    dtype = detail["dtype"]
+    if scale == 1.0 and zero == 0 and dtype == np.uint8:
+        return x  # raw pixels, the normal case for BlastScope bundles
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(raw: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    return (raw.astype(np.float32) - zero) * scale if scale else raw.astype(np.float32)
+
+
+def _input_role(tensor_name: str, names: tuple[str, ...]) -> str | None:
+    """Which of ``names`` a converter-made tensor name ("serving_default_cell_masked:0")
+    stands for; the longest match wins, so "cell" never claims "cell_masked"."""
+    base = tensor_name.split(":")[0]
+    found = [n for n in names if base == n or base.endswith("_" + n)]
+    return max(found, key=len) if found else None
+
+
+class TFLiteModel:
+    """A loaded TFLite interpreter with BlastScope's two named inputs (a field model's or a
+    cell model's) and one output (probabilities) or two (probabilities and embedding)."""
+
+    def __init__(self, interpreter) -> None:
+        self.interpreter = interpreter
+        interpreter.allocate_tensors()
+        details = interpreter.get_input_details()
+        for kind, names in INPUT_PAIRS.items():
+            roles = {_input_role(d["name"], names): d for d in details}
+            if set(roles) == set(names):
+                self.kind, self.input_names, self.inputs = kind, names, roles
+                break
+        else:
+            raise InferenceError(f"model inputs {[d['name'] for d in details]} are neither "
+                                 + " nor ".join(f"{a!r} and {b!r}" for a, b in INPUT_PAIRS.values()))
+        outputs = interpreter.get_output_details()
+        probabilities = [o for o in outputs if int(o["shape"][-1]) == 4]
+        others = [o for o in outputs if int(o["shape"][-1]) != 4]
+        if len(probabilities) != 1 or len(others) > 1:
+            raise InferenceError(f"model has outputs of shapes {[list(o['shape']) for o in outputs]}; expected one of "
+                                 "4 class probabilities, and at most one embedding")
+        self.output, self.embedding_output = probabilities[0], (others[0] if others else None)
+        self.input_side = int(self.inputs[self.input_names[0]]["shape"][1])
+
+    def infer(self, first: np.ndarray, second: np.ndarray) -> Inference:
+        for name, image in zip(self.input_names, (first, second)):
+            detail = self.inputs[name]
+            self.interpreter.set_tensor(detail["index"], _quantize(image[None], detail))
+        self.interpreter.invoke()
+        probabilities = _dequantize(self.interpreter.get_tensor(self.output["index"])[0], self.output)
+        embedding = None
+        if self.embedding_output is not None:
+            embedding = _dequantize(self.interpreter.get_tensor(self.embedding_output["index"])[0], self.embedding_output)
+        return Inference(probabilities, embedding)
+
+    def probabilities(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return self.infer(first, second).probabilities
+
+
+class CpuBackend(TFLiteModel):
+    """The int8 model on the CPU through tflite-runtime or ai-edge-litert."""
+
+    name = "cpu"
+
+    def __init__(self, model_path: Path, num_threads: int = 2) -> None:
+        module, self.runtime = interpreter_module()
+        super().__init__(module.Interpreter(model_path=str(model_path), num_threads=num_threads))
+
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+class EdgeTpuBackend(TFLiteModel):
+    """The compiled model on a Coral Edge TPU: the runtime's interpreter with the
+    ``libedgetpu.so.1`` delegate (libedgetpu1-std), or pycoral's ``make_interpreter`` where
+    pycoral imports (it is not packaged for Bookworm's Python 3.11).
+    Raises ``InferenceError`` saying why when no Edge TPU can be used."""
+
+    name = "edgetpu"
+
+    def __init__(self, model_path: Path) -> None:
+        try:
+            from pycoral.utils.edgetpu import make_interpreter  # type: ignore[import-not-found]
+        except Exception:  # noqa: BLE001 - absent on Bookworm (no python3-pycoral for 3.11) or broken
+            make_interpreter = None
+        if make_interpreter is not None:
+            try:
+                interpreter, self.runtime = make_interpreter(str(model_path)), "pycoral"
+            except (ValueError, RuntimeError) as exc:  # pycoral: no device attached
+                raise InferenceError(f"no Edge TPU available ({exc})") from None
+        else:  # the supported path on Bookworm: libedgetpu1-std and the runtime's delegate
+            module, runtime = interpreter_module()
+            try:
+                delegate = module.load_delegate(EDGETPU_LIBRARY)
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise InferenceError(f"Edge TPU delegate {EDGETPU_LIBRARY} could not be loaded ({exc})") from None
+            interpreter = module.Interpreter(model_path=str(model_path), experimental_delegates=[delegate])
+            self.runtime = f"{runtime}+{EDGETPU_LIBRARY}"
+        super().__init__(interpreter)
+
+
+@dataclass
+class BackendSpeed:
+    fields: int = 0
+    total_ms: float = 0.0
+
+    @property
+    def mean_ms(self) -> float | None:
+        return self.total_ms / self.fields if self.fields else None
+
+
+class BackendManager:
+    """Chooses the backend (``auto``, ``edgetpu`` or ``cpu``) and keeps the daemon running
+    when the accelerator does not: on an Edge TPU error the next field runs on the CPU, the
+    degraded state is reported, and the Edge TPU is re-probed every ``reprobe_s`` seconds."""
+
+    def __init__(self, cpu_model: Path, edgetpu_model: Path | None, mode: str = "auto", threads: int = 2,
+                 reprobe_s: float = 60.0, edgetpu_factory: Callable[[Path], Backend] = EdgeTpuBackend,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.mode, self.reprobe_s, self.clock = mode, reprobe_s, clock
+        self.edgetpu_model, self._factory = edgetpu_model, edgetpu_factory
+        self.cpu = CpuBackend(cpu_model, threads)
+        self.input_side = self.cpu.input_side
+        self.kind = self.cpu.kind
+        self.speed: dict[str, BackendSpeed] = {"cpu": BackendSpeed(), "edgetpu": BackendSpeed()}
+        self.tpu: Backend | None = None
+        self.note: str | None = None  # why the Edge TPU is not in use
+        self._next_probe = 0.0
+        self._lock = threading.Lock()
+        self.busy_since: float | None = None  # monotonic start of the inference under way (watchdog)
+        if mode == "cpu":
+            self.note = "CPU backend chosen in the configuration"
+        elif edgetpu_model is None:
+            self.note = "the model bundle has no Edge TPU model (model_edgetpu.tflite)"
+        else:
+            self._probe()
+
+    @property
+    def wants_tpu(self) -> bool:
+        return self.mode != "cpu" and self.edgetpu_model is not None
+
+    @property
+    def name(self) -> str:
+        return "edgetpu" if self.tpu is not None else "cpu"
+
+    @property
+    def degraded(self) -> str | None:
+        """Set when an Edge TPU should be in use and is not (or when one was asked for)."""
+        if self.tpu is not None:
+            return None
+        if self.wants_tpu or self.mode == "edgetpu":
+            return f"running on CPU: {self.note}"
+        return None
+
+    def _probe(self) -> None:
+        self._next_probe = self.clock() + self.reprobe_s
+        try:
+            self.tpu = self._factory(self.edgetpu_model)
+            self.note = None
+        except Exception as exc:  # any failure to open the accelerator means CPU for now
+            self.tpu = None
+            self.note = str(exc)
+
+    def probabilities(self, original: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, str, float]:
+        """Raw probabilities, the backend that produced them and its inference time (ms)."""
+        out, backend, ms = self.infer(original, segmented)
+        return out.probabilities, backend, ms
+
+    def infer(self, first: np.ndarray, second: np.ndarray) -> tuple[Inference, str, float]:
+        """Raw outputs, the backend that produced them and its inference time (ms)."""
+        with self._lock:
+            # set by the lock holder only: a request that finishes while another waits must not
+            # clear the mark of an invoke that hangs
+            self.busy_since = time.monotonic()
+            try:
+                return self._infer(first, second)
+            finally:
+                self.busy_since = None
+
+    def _infer(self, first: np.ndarray, second: np.ndarray) -> tuple[Inference, str, float]:
+        """The work of ``infer``, under its lock."""
+        if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
+            self._probe()
+        if self.tpu is not None:
+            start = time.perf_counter()
+            try:
+                out = self.tpu.infer(first, second)
+                return out, "edgetpu", self._record("edgetpu", start)
+            except Exception as exc:  # the accelerator failed mid-run: fall back, re-probe later
+                self.tpu = None
+                self.note = f"Edge TPU failed mid-run ({exc})"
+                self._next_probe = self.clock() + self.reprobe_s
+        start = time.perf_counter()
+        out = self.cpu.infer(first, second)
+        return out, "cpu", self._record("cpu", start)
+
+    def _record(self, name: str, start: float) -> float:
+        ms = timed_ms(start)
+        self.speed[name].fields += 1
+        self.speed[name].total_ms += ms
+        return ms
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active": self.name,
+            "mode": self.mode,
+            "note": self.note,
+            "degraded": self.degraded,
+            "mean_inference_ms": {k: (round(v.mean_ms, 3) if v.mean_ms is not None else None) for k, v in self.speed.items()},
+            "fields": {k: v.fields for k, v in self.speed.items()},
+        }
+
+
+def timed_ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

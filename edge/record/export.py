@@ -1,0 +1,111 @@
+"""Exports of the record: one row per field (CSV, JSON) and a FHIR Bundle per case.
+
+The FHIR Bundle (type ``collection``) holds one ``DiagnosticReport`` for the case and one
+``Observation`` per field, built and validated with ``fhir.resources`` (its R4B models,
+FHIR 4.3, which for these three resources are wire-compatible with R4) rather than written
+by hand. A field's observation carries the label the page showed, the malignant probability,
+the source and, when reviewed, the clinician's call; the model's output is never replaced.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import uuid
+from typing import Any
+
+from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.result import DISCLAIMER
+
+COLUMNS = ["case_code", "case_call", "case_review_call", "result_id", "created_utc", "source", "status", "label",
+           "label_name", "call", "malignant_probability", "reasons", "excluded_reason", "review_call", "review_reason",
+           "reviewer", "model_id"]
+
+
+def _iso(t: float | None) -> str:
+    return "" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per field, with its case's code, call and review."""
+    rows = []
+    for f in fields:
+        case = cases.get(f.get("case_id")) or {}
+        review, excluded = f.get("review") or {}, f.get("excluded") or {}
+        rows.append({
+            "case_code": case.get("code", ""), "case_call": case.get("call", ""),
+            "case_review_call": (case.get("review") or {}).get("call", ""),
+            "result_id": f["id"], "created_utc": _iso(f.get("created")), "source": f.get("source", ""),
+            "status": f.get("status", ""), "label": f.get("label") or "",
+            "label_name": DISPLAY_NAMES.get(f.get("label"), f.get("label") or ""), "call": f.get("call") or "",
+            "malignant_probability": "" if f.get("malignant_probability") is None else round(f["malignant_probability"], 4),
+            "reasons": "; ".join(f.get("reasons") or []), "excluded_reason": excluded.get("reason", ""),
+            "review_call": review.get("call", ""), "review_reason": review.get("reason", ""),
+            "reviewer": review.get("reviewer", ""), "model_id": f.get("model_id", ""),
+        })
+    return rows
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:  # a cell starting with = + - @ is text, never a spreadsheet formula
+        writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@" else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def _observation(f: dict[str, Any], device: str) -> dict[str, Any]:
+    review = f.get("review") or {}
+    shown = DISPLAY_NAMES.get(f.get("label"), "Not classified" if f.get("status") != "classified" else "Uncertain")
+    notes = [f"Source: {f.get('source', '')}. Model {f.get('model_id', '')} on {device}."]
+    if f.get("reasons"):
+        notes.append("Not classified: " + "; ".join(f["reasons"]))
+    if f.get("excluded"):
+        notes.append(f"Excluded from the case: {f['excluded'].get('reason', '')}")
+    if review:
+        notes.append(f"Reviewed by {review.get('reviewer')}: {review.get('call')} ({review.get('reason')})")
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final" if review else "preliminary",
+        "code": {"text": "Peripheral blood smear field, B-ALL screening (BlastScope)"},
+        "effectiveDateTime": _iso(f.get("created")),
+        "valueCodeableConcept": {"text": shown},
+        "interpretation": [{"text": f"screening call: {f.get('call') or 'none'}"}],
+        "note": [{"text": n} for n in notes],
+    }
+    if f.get("malignant_probability") is not None:
+        obs["component"] = [{"code": {"text": "malignant probability (calibrated)"},
+                             "valueQuantity": {"value": round(float(f["malignant_probability"]), 4), "unit": "1"}}]
+    return obs
+
+
+def fhir_bundle(case: dict[str, Any], fields: list[dict[str, Any]], device: str) -> str:
+    """A validated FHIR Bundle (JSON text) with the case's DiagnosticReport and field Observations."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    urls = {f["id"]: f"urn:uuid:{uuid.uuid4()}" for f in fields}
+    review = case.get("review") or {}
+    call = case.get("case_call") or {}
+    conclusion = (f"Case call {call.get('call', case.get('call'))}: {call.get('next_step', '')} "
+                  + (f"Reviewed by {review.get('reviewer')}: {review.get('call')} ({review.get('reason')}). "
+                     if review else "Not reviewed yet. ") + DISCLAIMER)
+    report = {
+        "resourceType": "DiagnosticReport",
+        "status": "final" if review else "preliminary",
+        "code": {"text": "B-ALL peripheral blood smear screening (BlastScope screening aid)"},
+        "identifier": [{"system": "urn:blastscope:case-code", "value": case["code"]}],
+        "effectiveDateTime": _iso(case.get("created")),
+        "issued": _iso(time.time()).replace("Z", "+00:00"),
+        "result": [{"reference": urls[f["id"]]} for f in fields],
+        "conclusion": conclusion.strip(),
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": _iso(time.time()).replace("Z", "+00:00"),
+        "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": report}]
+        + [{"fullUrl": urls[f["id"]], "resource": _observation(f, device)} for f in fields],
+    }
+    return Bundle.model_validate(bundle).model_dump_json(indent=2)

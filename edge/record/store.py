@@ -1,0 +1,499 @@
+"""Results on disk: SQLite (WAL) for the records, JPEG files for the field and its overlay.
+
+Durability rule: a result is reported as saved only after its files are fsynced and its
+row is committed with ``synchronous=FULL``, so a kill -9 (or a power cut) at any moment
+loses nothing that was reported. Files are written before the row and removed after it.
+
+A clinic's record is not a cache. Nothing is ever deleted to make room: when free space is
+below ``min_free_mb`` a new field is refused (``StoreFull``, a 507 on the API) and the
+status says so. Retention deletes only what the configured policy allows, oldest first:
+beyond ``max_results``, and beyond ``max_age_days`` of the device's own running time (a
+Raspberry Pi has no real-time clock: a wall clock that jumps must not delete history, so age
+is counted on a clock the store keeps itself, advanced by the monotonic clock and persisted).
+Every deletion goes to the log and the append-only audit table. A missing or corrupt
+database is rebuilt (a corrupt one is kept aside) and images no row refers to are moved to
+``quarantine/``, never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from edge.analysis.result import Result
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    state_dir: str = ""  # empty: $STATE_DIRECTORY (systemd) or ~/.local/state/blastscope
+    max_results: int = 10000
+    max_age_days: float = 365.0
+    min_free_mb: float = 500.0
+
+
+log = logging.getLogger("blastscope.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    label TEXT,
+    call TEXT,
+    image TEXT NOT NULL,
+    overlay TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_created ON results(created);
+"""
+#: Migrations by the schema version they lead to (``PRAGMA user_version``; release 0.1.0 made
+#: ``SCHEMA`` and left the version at 0). Version 2: the device's running clock per result,
+#: a key-value table, the append-only audit log.
+MIGRATIONS = {
+    2: """
+ALTER TABLE results ADD COLUMN run_seconds REAL NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    client TEXT NOT NULL,
+    action TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+""",
+    # Version 3: cases (one slide of one patient); a field belongs to at most one case, may be
+    # excluded from it with a reason, and may carry a clinician's review; exports are recorded.
+    3: """
+CREATE TABLE IF NOT EXISTS cases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL UNIQUE,
+    note TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    call TEXT NOT NULL DEFAULT 'pending',
+    review TEXT,
+    exported REAL
+);
+ALTER TABLE results ADD COLUMN case_id INTEGER REFERENCES cases(id);
+ALTER TABLE results ADD COLUMN excluded TEXT;
+ALTER TABLE results ADD COLUMN review TEXT;
+ALTER TABLE results ADD COLUMN exported REAL;
+CREATE INDEX IF NOT EXISTS results_case ON results(case_id);
+""",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+IMAGES = "images"
+QUARANTINE = "quarantine"
+DATABASE = "results.db"
+
+
+class StoreFull(OSError):
+    """Not enough free space to keep a new result; nothing stored was touched."""
+
+
+def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448) -> np.ndarray:
+    """The field enlarged for a phone screen with the segmented cells outlined in green."""
+    big = cv2.resize(field_rgb, (side, side), interpolation=cv2.INTER_CUBIC)
+    big_mask = cv2.resize(mask.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(big_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = big.copy()
+    cv2.drawContours(out, contours, -1, (0, 220, 60), 2)
+    return out
+
+
+def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError(f"{path}: JPEG encoding failed")
+    tmp = path.with_suffix(".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave temp files behind
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class StoredFiles:
+    image: Path
+    overlay: Path
+
+
+class Store:
+    def __init__(self, state_dir: Path, cfg: StoreConfig = StoreConfig()) -> None:
+        self.root = Path(state_dir)
+        self.images = self.root / IMAGES
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self.recovered: list[str] = []  # what was repaired at start, for the log and the status
+        self._db = self._open_database()
+        self._migrate()
+        self._run_base = float(self._meta("run_seconds", "0"))
+        self._mono_base = time.monotonic()
+        self.quarantined = self._quarantine_orphans()
+
+    # -- opening, repair and schema -------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.root / DATABASE, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        return db
+
+    def _open_database(self) -> sqlite3.Connection:
+        """Open the database; a corrupt one is moved aside (kept for an expert) and rebuilt."""
+        path = self.root / DATABASE
+        if not path.exists() and any(self.images.iterdir()):
+            self.recovered.append(f"{DATABASE} was missing: a new one was created and the existing images "
+                                  f"were moved to {QUARANTINE}/")
+        db: sqlite3.Connection | None = None
+        try:
+            db = self._connect()
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            return db
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            aside = self.root / f"{DATABASE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+            for suffix in ("", "-wal", "-shm"):
+                src = self.root / f"{DATABASE}{suffix}"
+                if src.exists():
+                    os.replace(src, Path(f"{aside}{suffix}"))
+            self.recovered.append(f"{DATABASE} was unreadable ({exc}): kept as {aside.name}, a new one was "
+                                  f"created and the existing images were moved to {QUARANTINE}/")
+            return self._connect()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"{self.root / DATABASE}: schema version {version} is newer than this "
+                                        f"software ({SCHEMA_VERSION}); install the newer release again")
+        for target in sorted(t for t in MIGRATIONS if t > version):  # release 0.1.0 left version 0
+            with self._transaction():
+                for statement in _statements(MIGRATIONS[target]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {target}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, rolled back on any error so no transaction is left open."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _meta(self, key: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def _quarantine_orphans(self) -> int:
+        """Move files no row refers to into ``quarantine/`` (never delete an image: after a lost
+        database they are the record); half-written ``.tmp`` files are removed."""
+        referenced = set()
+        for image, overlay in self._db.execute("SELECT image, overlay FROM results"):
+            referenced.update((image, overlay))
+        moved = 0
+        for path in self.images.iterdir():
+            if path.suffix == ".tmp":
+                path.unlink(missing_ok=True)
+            elif path.name not in referenced:
+                (self.root / QUARANTINE).mkdir(exist_ok=True)
+                os.replace(path, self.root / QUARANTINE / path.name)
+                moved += 1
+        for message in self.recovered:
+            log.warning("store: %s", message)
+        if moved:
+            log.warning("store: %d image files no result refers to were moved to %s", moved, self.root / QUARANTINE)
+        return moved
+
+    # -- the device's own clock -------------------------------------------------------------
+
+    def run_seconds(self) -> float:
+        """Seconds this store has been open, summed over every run: the clock age is counted on."""
+        return self._run_base + (time.monotonic() - self._mono_base)
+
+    def _persist_clock(self) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES ('run_seconds', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (repr(self.run_seconds()),))
+
+    # -- writing ------------------------------------------------------------------------
+
+    def free_mb(self) -> float:
+        return shutil.disk_usage(self.root).free / 1e6
+
+    def ensure_space(self) -> None:
+        """Raise ``StoreFull`` when a new result would take the disk below the floor."""
+        free = self.free_mb()
+        if free < self.cfg.min_free_mb:
+            raise StoreFull(f"storage nearly full: {free:.0f} MB free, below the {self.cfg.min_free_mb:.0f} MB "
+                            "floor; new fields are refused and every stored result is kept. Free space on the "
+                            "device (or export and archive results) to continue")
+
+    def save(self, result: Result, case_id: int | None = None, client: str = "device") -> int:
+        """Persist a result durably (in case ``case_id`` when given) and return its id (also set
+        on ``result.id``). Adding a field to a case changes a patient's record, so it is audited
+        in the same transaction. Raises ``StoreFull`` (nothing written, nothing deleted) when
+        space is short."""
+        self.ensure_space()
+        stem = uuid.uuid4().hex
+        files = StoredFiles(self.images / f"{stem}.jpg", self.images / f"{stem}_overlay.jpg")
+        record = result.to_dict()
+        try:
+            _write_jpeg(files.image, result.field_rgb)
+            _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask))
+            _fsync_dir(self.images)
+            with self._lock, self._transaction():
+                cur = self._db.execute(
+                    "INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds, case_id) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    (result.created, result.status, record.get("label"), record.get("call"),
+                     files.image.name, files.overlay.name, json.dumps(record), self.run_seconds(), case_id),
+                )
+                self._persist_clock()
+                result.id = int(cur.lastrowid)
+                if case_id is not None:
+                    self._audit_locked(client, "case.field_added", None,
+                                       {"case_id": case_id, "result_id": result.id, "status": result.status,
+                                        "label": record.get("label"), "source": result.source})
+        except (OSError, sqlite3.OperationalError) as exc:
+            files.image.unlink(missing_ok=True)
+            files.overlay.unlink(missing_ok=True)
+            raise StoreFull(f"the result could not be stored ({exc}); every stored result is kept") from None
+        self.apply_retention()
+        return result.id
+
+    def audit(self, client: str, action: str, before: Any = None, after: Any = None) -> None:
+        """Append to the audit log (the table refuses updates and deletes)."""
+        with self._lock, self._transaction():
+            self._audit_locked(client, action, before, after)
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, at, client, action, before, after FROM audit ORDER BY id DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        return [{"id": r[0], "at": r[1], "client": r[2], "action": r[3],
+                 "before": json.loads(r[4]) if r[4] else None, "after": json.loads(r[5]) if r[5] else None}
+                for r in rows]
+
+    # -- reading ------------------------------------------------------------------------
+
+    _COLUMNS = "id, data, case_id, excluded, review, exported"
+
+    def _row(self, row: tuple) -> dict[str, Any]:
+        rid, data, case_id, excluded, review, exported = row
+        record = json.loads(data)
+        record.update(id=rid, case_id=case_id, excluded=json.loads(excluded) if excluded else None,
+                      review=json.loads(review) if review else None, exported=exported)
+        return record
+
+    def get(self, result_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {self._COLUMNS} FROM results WHERE id = ?", (result_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM results ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def between(self, start: float, end: float, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Results created in [start, end) by the device clock, oldest first (exports)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {self._COLUMNS} FROM results WHERE created >= ? AND created < ? "
+                                    "ORDER BY id LIMIT ?", (start, end, limit)).fetchall()
+        return [self._row(r) for r in rows]
+
+    # -- cases --------------------------------------------------------------------------
+
+    def new_case_code(self, now: float | None = None) -> str:
+        """``YYYY-MM-DD-NNN``: the device's date and the next number that day."""
+        day = time.strftime("%Y-%m-%d", time.localtime(now if now is not None else time.time()))
+        with self._lock:
+            codes = [r[0] for r in self._db.execute("SELECT code FROM cases WHERE code LIKE ?", (f"{day}-%",))]
+        numbers = [int(c.rsplit("-", 1)[1]) for c in codes if c.rsplit("-", 1)[1].isdigit()]
+        return f"{day}-{max(numbers, default=0) + 1:03d}"
+
+    def create_case(self, code: str, note: str, client: str) -> int:
+        """A new case; raises ``ValueError`` when the code is taken."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    cur = self._db.execute("INSERT INTO cases(code, note, created) VALUES (?,?,?)", (code, note, time.time()))
+                    case_id = int(cur.lastrowid)
+                    self._audit_locked(client, "case.create", None, {"case_id": case_id, "code": code, "note": note})
+            except sqlite3.IntegrityError:
+                raise ValueError(f"case code {code!r} already exists") from None
+        return case_id
+
+    def _case_row(self, row: tuple) -> dict[str, Any]:
+        cid, code, note, created, call, review, exported, fields = row
+        return {"id": cid, "code": code, "note": note, "created": created,
+                "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)), "call": call,
+                "review": json.loads(review) if review else None, "exported": exported, "field_count": fields}
+
+    _CASE_SELECT = ("SELECT c.id, c.code, c.note, c.created, c.call, c.review, c.exported, "
+                    "(SELECT COUNT(*) FROM results r WHERE r.case_id = c.id AND r.excluded IS NULL) FROM cases c")
+
+    def get_case(self, case_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"{self._CASE_SELECT} WHERE c.id = ?", (case_id,)).fetchone()
+            if row is None:
+                return None
+            fields = self._db.execute(f"SELECT {self._COLUMNS} FROM results WHERE case_id = ? ORDER BY id",
+                                      (case_id,)).fetchall()
+        return {**self._case_row(row), "fields": [self._row(r) for r in fields]}
+
+    def list_cases(self, limit: int, offset: int, call: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        where, args = ("WHERE c.call = ?", (call,)) if call else ("", ())
+        with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM cases c {where}", args).fetchone()[0])
+            rows = self._db.execute(f"{self._CASE_SELECT} {where} ORDER BY c.id DESC LIMIT ? OFFSET ?",
+                                    (*args, limit, offset)).fetchall()
+        return [self._case_row(r) for r in rows], total
+
+    def set_case_call(self, case_id: int, call: str) -> None:
+        """The model's case call, kept for the history filter (recomputed from the fields)."""
+        with self._lock, self._transaction():
+            self._db.execute("UPDATE cases SET call = ? WHERE id = ?", (call, case_id))
+
+    def _audit_locked(self, client: str, action: str, before: Any, after: Any) -> None:
+        self._db.execute("INSERT INTO audit(at, client, action, before, after) VALUES (?,?,?,?,?)",
+                         (time.time(), client, action, None if before is None else json.dumps(before),
+                          None if after is None else json.dumps(after)))
+
+    def _set_json(self, table: str, column: str, row_id: int, value: Any, client: str, action: str) -> Any:
+        """Set a JSON column and audit before/after in one transaction; None when the row is missing."""
+        assert (table, column) in {("results", "excluded"), ("results", "review"), ("cases", "review")}
+        with self._lock, self._transaction():
+            row = self._db.execute(f"SELECT {column} FROM {table} WHERE id = ?", (row_id,)).fetchone()
+            if row is None:
+                return None
+            before = json.loads(row[0]) if row[0] else None
+            self._db.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (json.dumps(value), row_id))
+            self._audit_locked(client, action, {"id": row_id, column: before}, {"id": row_id, column: value})
+        return value
+
+    def exclude_result(self, result_id: int, reason: str, client: str) -> Any:
+        return self._set_json("results", "excluded", result_id, {"reason": reason, "at": time.time()}, client,
+                              "result.exclude")
+
+    def review_result(self, result_id: int, review: dict[str, Any], client: str) -> Any:
+        return self._set_json("results", "review", result_id, {**review, "at": time.time()}, client, "result.review")
+
+    def review_case(self, case_id: int, review: dict[str, Any], client: str) -> Any:
+        return self._set_json("cases", "review", case_id, {**review, "at": time.time()}, client, "case.review")
+
+    def mark_exported(self, result_ids: list[int], case_id: int | None, client: str, what: str) -> None:
+        now = time.time()
+        with self._lock, self._transaction():
+            self._db.executemany("UPDATE results SET exported = ? WHERE id = ?", [(now, i) for i in result_ids])
+            if case_id is not None:
+                self._db.execute("UPDATE cases SET exported = ? WHERE id = ?", (now, case_id))
+            self._audit_locked(client, "export", None, {"what": what, "case_id": case_id, "results": len(result_ids)})
+
+    def file_path(self, result_id: int, kind: str) -> Path | None:
+        if kind not in ("image", "overlay"):  # a column name: never interpolate anything else
+            raise ValueError(f"unknown result file kind {kind!r}")
+        with self._lock:
+            row = self._db.execute(f"SELECT {kind} FROM results WHERE id = ?", (result_id,)).fetchone()
+        return self.images / row[0] if row else None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    # -- retention ----------------------------------------------------------------------
+
+    def _delete(self, rows: list[tuple], rule: str) -> int:
+        if not rows:
+            return 0
+        with self._lock, self._transaction():
+            self._db.executemany("DELETE FROM results WHERE id = ?", [(r[0],) for r in rows])
+        for _, image, overlay in rows:  # after the commit: a crash here leaves only orphans
+            (self.images / image).unlink(missing_ok=True)
+            (self.images / overlay).unlink(missing_ok=True)
+        ids = [r[0] for r in rows]
+        log.info("retention (%s) deleted %d results: ids %s", rule, len(ids), ids)
+        self.audit("device", "retention.delete", before={"ids": ids}, after={"rule": rule})
+        return len(ids)
+
+    #: Results retention may touch: never a field of an open case (a case nobody has reviewed);
+    #: reviewed or exported results go first, then the oldest.
+    _DELETABLE = ("FROM results WHERE (case_id IS NULL OR case_id IN (SELECT id FROM cases WHERE review IS NOT NULL))")
+    _DELETION_ORDER = "ORDER BY (review IS NULL AND exported IS NULL AND case_id IS NULL), id"  # deletable case_id: reviewed
+
+    def apply_retention(self) -> int:
+        """Delete beyond the count and beyond the age on the device's running clock: reviewed or
+        exported first, then oldest first; never a field of an open case."""
+        with self._lock:
+            excess = int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]) - self.cfg.max_results
+            by_count = self._db.execute(f"SELECT id, image, overlay {self._DELETABLE} {self._DELETION_ORDER} LIMIT ?",
+                                        (max(excess, 0),)).fetchall()
+        removed = self._delete(by_count, f"more than {self.cfg.max_results} results")
+        cutoff = self.run_seconds() - self.cfg.max_age_days * 86400
+        with self._lock:
+            by_age = self._db.execute(f"SELECT id, image, overlay {self._DELETABLE} AND run_seconds < ? "
+                                      f"{self._DELETION_ORDER} LIMIT 1000", (cutoff,)).fetchall()
+        return removed + self._delete(by_age, f"older than {self.cfg.max_age_days:g} days of device running time")
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        """Persist the clock and checkpoint the WAL; on a full disk the WAL stays (it is
+        replayed at the next start) and the connection is still closed."""
+        with self._lock:
+            try:
+                self._persist_clock()
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("store: checkpoint at close failed (%s); the WAL is replayed at the next start", exc)
+            finally:
+                self._db.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (triggers contain ';' inside BEGIN ... END)."""
+    out, current = [], ""
+    for line in script.strip().splitlines():
+        current += line + "\n"
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    return out

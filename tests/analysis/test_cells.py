@@ -1,0 +1,108 @@
+"""White cells and magnification on real fields (the shipped samples and the dataset)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.analysis.cells import (CellParams, CellCrops, cut_cells, detect_cells, measure_magnification, model_inputs,
+                                 pool, working_scale)
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.normalisation import normalise
+from edge.analysis.segmentation import segment
+from edge.evaluation.shortcuts import load_field, without_cells
+
+from conftest import sample_paths
+
+#: White cells a person counts in each shipped sample (cells more than 30% outside the field
+#: not counted), as a range: a small lymphocyte or a pair touching may go either way.
+EXPECTED = {"benign__WBC-Benign-182.jpg": (8, 13), "benign__WBC-Benign-498.jpg": (8, 12),
+            "early_pre_b__WBC-Malignant-Early-163.jpg": (4, 6), "early_pre_b__WBC-Malignant-Early-703.jpg": (3, 4),
+            "pre_b__WBC-Malignant-Pre-375.jpg": (10, 15), "pre_b__WBC-Malignant-Pre-608.jpg": (8, 14),
+            "pro_b__WBC-Malignant-Pro-326.jpg": (4, 6), "pro_b__WBC-Malignant-Pro-560.jpg": (4, 6)}
+
+
+def _cells(rgb: np.ndarray, params: CellParams = CellParams()):
+    field = normalise(rgb).rgb
+    seg = segment(field)
+    magnification = measure_magnification(field, seg.mask)
+    px_per_um, refused = working_scale(magnification, params)
+    cells, labels = detect_cells(seg, px_per_um, params) if refused is None else ([], None)
+    return field, magnification, px_per_um, refused, cells, labels
+
+
+@pytest.mark.parametrize("path", sample_paths(), ids=lambda p: p.name)
+def test_cells_are_detected_on_the_shipped_samples(path):
+    _, magnification, _, refused, cells, labels = _cells(read_rgb(path))
+    low, high = EXPECTED[path.name]
+    assert refused is None and low <= len(cells) <= high, (len(cells), magnification)
+    assert all(5.0 <= c.diameter_um <= 28.0 for c in cells)  # platelets and clumps left out
+    assert sorted(np.unique(labels)[1:].tolist()) == list(range(1, len(cells) + 1))
+    # the red-cell ruler lands within the dataset's own spread (7-14 px at 224 px)
+    assert 0.7 <= magnification.ratio(CellParams()) <= 1.5
+
+
+def _zoom(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """The same smear seen through a stronger objective: the centre enlarged by ``factor``."""
+    h, w = rgb.shape[:2]
+    big = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    y, x = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+    return np.ascontiguousarray(big[y:y + h, x:x + w])
+
+
+@pytest.mark.parametrize("path", sample_paths()[::2], ids=lambda p: p.name)
+def test_a_wrong_objective_is_refused(path):
+    """4x larger (100x objective where the model was set up for 40x; the ruler reads it at
+    about 2.5-3x) and 4x smaller (10x): refused with a reason a technician can act on."""
+    rgb = read_rgb(path)
+    small = cv2.resize(rgb, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    wide = np.tile(small, (4, 4, 1))  # a 4x wider view at the same pixel size: 16 fields' worth of smear
+    for seen in (_zoom(rgb, 4.0), wide):
+        assert seen.shape == rgb.shape
+        _, _, _, refused, cells, _ = _cells(seen)
+        assert refused is not None and cells == []
+        assert refused.startswith(("wrong magnification: use the objective", "magnification cannot be measured")), refused
+
+
+def test_scale_within_the_rulers_scatter_is_the_models_and_beyond_it_the_fields_own():
+    from edge.analysis.cells import Magnification
+
+    params = CellParams()
+    at = lambda ratio: Magnification(ratio * params.model_ruler_px)  # noqa: E731
+    assert working_scale(at(1.3), params) == (params.model_px_per_um, None)
+    px, refused = working_scale(at(1.8), params)
+    assert refused is None and abs(px / params.model_px_per_um - 1.8) < 1e-9
+    assert working_scale(at(2.3), params)[1].startswith("wrong magnification")
+    assert working_scale(at(0.4), params)[1].startswith("wrong magnification")
+    assert working_scale(Magnification(None), params)[1].startswith("magnification cannot be measured")
+
+
+@pytest.mark.parametrize("path", sample_paths()[::3], ids=lambda p: p.name)
+def test_a_field_without_white_cells_has_none(path):
+    """Every stained object inpainted away (the leukocyte-free shortcut field): no cells."""
+    from edge.analysis.segmentation import SegmentationParams
+
+    field = load_field(path, "x", SegmentationParams())
+    _, _, _, refused, cells, _ = _cells(without_cells(field))
+    assert refused is None and cells == []
+
+
+def test_crops_take_the_stain_away_and_keep_nothing_of_the_surroundings():
+    path = next(p for p in sample_paths() if "Early-703" in p.name)
+    field, _, px_per_um, _, cells, labels = _cells(read_rgb(path))
+    crops = cut_cells(field, labels, cells, px_per_um)
+    first, second = model_inputs(crops)
+    assert first.shape == second.shape == (len(cells), 96, 96, 3)
+    assert (first[..., 0] == first[..., 1]).all() and (first[..., 1] == first[..., 2]).all()  # grey
+    assert (first[~crops.near] == 255).all() and (second[~crops.own] == 0).all()  # surroundings neutral
+    # a restained cell (hue moved, stain darker) gives nearly the same input
+    restained = CellCrops(np.clip(crops.rgb.astype(np.float32)[..., ::-1] * 0.85, 0, 255).astype(np.uint8),
+                          crops.own, crops.near)
+    moved = np.abs(model_inputs(restained)[0].astype(int) - first.astype(int))[crops.near].mean()
+    assert moved < 25, moved
+
+
+def test_pooling_lets_many_cells_outweigh_one():
+    cells = np.array([[0.1, 0.7, 0.1, 0.1]] * 5 + [[0.97, 0.01, 0.01, 0.01]])
+    assert int(np.argmax(pool(cells))) == 1 and abs(pool(cells).sum() - 1) < 1e-9
