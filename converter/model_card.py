@@ -148,6 +148,56 @@ the dataset's own fields; they are not images from a Pi camera, and they do not 
 stain or microscope."""
 
 
+FIELD_MODEL = """Dual-input MobileNetV2 (ImageNet start). Each field is first normalised to its smear
+background (per-channel gains that bring the brightest quarter of the field to one neutral
+level; `edge/analysis/normalisation.py`, the same code in training and on the device); one branch sees
+the normalised field, the other the same field segmented (CIE-LAB, exact 2-means on a*,
+morphology, small-object removal; parameters in the manifest). Branch features are concatenated, then a softmax over 4 classes.
+Full-integer quantized (uint8 inputs/output, int8 operations), batch 1, 224x224x3 inputs."""
+
+
+def _model(manifest: dict[str, Any]) -> str:
+    if manifest.get("kind") != "cells":
+        return FIELD_MODEL
+    c = manifest.get("cells", {})
+    return f"""Per-cell dual-input MobileNetV2 (ImageNet start), reading **white cells, not fields**
+(`edge/analysis/cells.py`). Each field is normalised to its smear background and segmented
+(CIE-LAB, exact 2-means on a*); the stain mask's connected components, split by a watershed on
+the distance transform and kept between {c.get('min_cell_um')} and {c.get('max_cell_um')} um, are the white
+cells. The field's scale comes from its red cells (an autocorrelation ruler; training median
+{c.get('model_ruler_px')} px at {c.get('model_px_per_um')} px/um); a field beyond {c.get('max_scale_factor')}x of it is refused
+as the wrong magnification. Each cell is cut as a {c.get('crop_um')} um square at {c.get('crop_px')} px: input 1 is the
+cell and a 1.5 um rim in grey with the cell's own contrast standardised, everything further out
+white; input 2 is the cell's own mask applied, the rest black. **Colour never reaches the model**
+(the cells' mean colour alone predicts the class in this dataset), and training jitters the
+stain in optical density on top. Labels are weak: every cell of a field takes the field's class;
+the field call pools the cells (renormalised geometric mean of the cells' probabilities, cells
+that fail the out-of-distribution check left out). A 64-wide embedding is a second output.
+Full-integer quantized (uint8 inputs and outputs, int8 operations), batch 1, one invoke per cell."""
+
+
+def _shortcuts(manifest: dict[str, Any]) -> str:
+    report = manifest.get("shortcuts_test")
+    if not report:
+        return "Not measured for this bundle (`blastscope-edge shortcuts` measures it)."
+    from edge.evaluation.shortcuts import table
+
+    return (f"From `blastscope-edge shortcuts` on the test split ({report['n']} fields), through the device "
+            "pipeline, scoring the label shown:\n\n" + table(report))
+
+
+def _ood(manifest: dict[str, Any]) -> str:
+    ood, fit = manifest.get("ood"), manifest.get("ood_fit", {})
+    if not ood:
+        return "None: this bundle answers for every field it is given."
+    per = ", ".join(f"{k} {v}" for k, v in fit.get("per_condition", {}).items())
+    return (f"Mahalanobis distance of a cell's embedding from {fit.get('training_cells')} training cells' (covariance "
+            f"shrunk 10% toward its diagonal); limit {ood.get('limit')}, the {fit.get('percentile')}th percentile of "
+            f"{fit.get('fitted_on')}: {per}. A cell beyond it is shown as not recognised and left out of the "
+            "field call; a field where most cells are beyond it is refused: \"these cells do not look like the "
+            "slides this model was trained on\".")
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     split = manifest.get("split", {})
     metrics = manifest.get("metrics", {})
@@ -173,12 +223,7 @@ or clinically suspicious case needs a hematologist's read and confirmatory testi
 {classes}
 
 ## Model
-Dual-input MobileNetV2 (ImageNet start). Each field is first normalised to its smear
-background (per-channel gains that bring the brightest quarter of the field to one neutral
-level; `edge/analysis/normalisation.py`, the same code in training and on the device); one branch sees
-the normalised field, the other the same field segmented (CIE-LAB, exact 2-means on a*,
-morphology, small-object removal; parameters in the manifest). Branch features are concatenated, then a softmax over 4 classes.
-Full-integer quantized (uint8 inputs/output, int8 operations), batch 1, 224x224x3 inputs.
+{_model(manifest)}
 
 ## Data
 {DATASET_CITATION}. 224x224 "Original" images; one camera and one staining protocol.
@@ -199,6 +244,12 @@ Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}{_f
 
 {confusions}
 
+## Shortcut tests (test split): does it read the cells?
+{_shortcuts(manifest)}
+
+## Out-of-distribution check
+{_ood(manifest)}
+
 ## Case call (one slide)
 {_cases(manifest)}
 
@@ -215,8 +266,10 @@ Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}{_f
 {edgetpu.get('summary', 'not compiled')}
 
 ## Limitations
-- **Single site.** Trained, calibrated and tested on images from one hospital, one camera and one
-  staining protocol. It has not been validated on any other laboratory: on ALL-IDB2 (another
+- **Validated on one site's images only.** That means: every figure on this card comes from
+  fields of one hospital's slides, one camera and one staining protocol, split by patient proxy.
+  It says how the model does on more slides like those, not on yours. Trained, calibrated and
+  tested on images from one hospital, one camera and one staining protocol. It has not been validated on any other laboratory: on ALL-IDB2 (another
   hospital, camera and stain; single-cell crops, so not like-for-like) an earlier model of the same
   design separated blasts from normal cells at chance. Nothing here shows that it transfers.
 - **A clinic must check it on its own known slides before relying on it**: capture fields of slides

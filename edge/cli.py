@@ -206,6 +206,11 @@ def _bench(args: argparse.Namespace) -> int:
           f"{report['rejected']} rejected")
     print(f"segmentation 224x224 on one core: p50 {report['segmentation_224_ms']['p50']} ms "
           f"(iterative cv2.kmeans reference p50 {report['cv2_kmeans_reference_224_ms']['p50']} ms)")
+    if "cells_per_field" in report:
+        print(f"cells per field p50 {report['cells_per_field']['p50']} (p95 {report['cells_per_field']['p95']}); "
+              f"inference per cell p50 {report['per_cell_inference_ms']['p50']} ms")
+    print(f"mean per field: inference {report['inference_mean_ms']} ms, everything else {report['other_mean_ms']} ms "
+          f"({report['other_mean_ms'] / max(report['inference_mean_ms'], 1e-9):.2f}x inference)")
     print(f"peak RSS {report['peak_rss_mb']} MB")
     return 0
 

@@ -170,3 +170,37 @@ def server(tmp_path: Path):
     srv = ServerProcess(tmp_path / "state", "--demo")
     yield srv
     srv.stop()
+
+
+# -- the app in process: Flask's test client on a real Service, a real SQLite store in a
+# temporary folder and the shipped bundle on the CPU (no camera: hardware that is not here)
+
+@pytest.fixture
+def app(tmp_path):
+    from edge.device.config import load_config
+    from edge.device.service import Service
+    from edge.model.bundle import default_bundle_path, load_bundle
+    from edge.pipeline import Pipeline
+    from edge.record.store import Store
+    from edge.web import create_app
+    from edge.web.auth import load_credentials
+
+    cfg = load_config(None, environ={}, overrides={"store.state_dir": str(tmp_path), "store.min_free_mb": 0,
+                                                    "server.pin": PIN, "server.token": TOKEN})
+    bundle = load_bundle(default_bundle_path())
+    service = Service(cfg, bundle, Pipeline.on_cpu(bundle, threads=1), Store(tmp_path, cfg.store), camera=None)
+    app = create_app(service, load_credentials(tmp_path, PIN, TOKEN), cfg.server)
+    app.config["TESTING"] = True
+    app.service = service
+    yield app
+    service.store.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def bearer():
+    return {"Authorization": f"Bearer {TOKEN}"}

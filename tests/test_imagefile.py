@@ -27,14 +27,18 @@ def _jpeg(img: Image.Image, **kw) -> bytes:
     return out.getvalue()
 
 
+# How a camera stores an upright picture under each EXIF orientation (the inverse of what
+# the viewer applies): all eight, mirrors included, so swapped mirrors cannot pass.
 @pytest.mark.parametrize("orientation, stored", [
-    (3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+    (1, None), (2, Image.Transpose.FLIP_LEFT_RIGHT), (3, Image.Transpose.ROTATE_180),
+    (4, Image.Transpose.FLIP_TOP_BOTTOM), (5, Image.Transpose.TRANSPOSE), (6, Image.Transpose.ROTATE_90),
+    (7, Image.Transpose.TRANSVERSE), (8, Image.Transpose.ROTATE_270),
 ])
 def test_exif_orientation_is_applied(orientation, stored):
     upright = _field()
     exif = Image.Exif()
     exif[0x0112] = orientation
-    decoded = decode_image(_jpeg(upright.transpose(stored), exif=exif), LIMIT)
+    decoded = decode_image(_jpeg(upright.transpose(stored) if stored is not None else upright, exif=exif), LIMIT)
     assert decoded.shape == (upright.height, upright.width, 3)
     assert np.abs(decoded.astype(int) - np.asarray(upright, dtype=int)).mean() < 4
 

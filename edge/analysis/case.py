@@ -141,6 +141,10 @@ class CaseCall:
     subtype_pattern: str | None  # what the positive fields point to
     rule: str  # the rule and thresholds applied, in words
     thresholds: dict[str, int] = field(default_factory=dict)
+    #: A cell bundle's count over the usable fields, as a hematologist reports it: blasts
+    #: among the white cells the model recognised ("34 blasts among 52 white cells in 10
+    #: fields"); None for a field bundle.
+    cells: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,10 +187,19 @@ def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: i
     else:
         call = "uncertain"
     more = max(0, need - n) if call == "pending" else 0
+    with_cells = [r for r in usable if "white_cells" in r]
+    cells = None
+    if with_cells:
+        blasts, white = sum(int(r["blasts"]) for r in with_cells), sum(int(r["white_cells"]) for r in with_cells)
+        cells = {"blasts": blasts, "white_cells": white, "fields": len(with_cells),
+                 "blast_share": round(blasts / white, 4) if white else None,
+                 "text": f"{blasts} blast{'s' * (blasts != 1)} among {white} white cell{'s' * (white != 1)} in "
+                         f"{len(with_cells)} field{'s' * (len(with_cells) != 1)}"}
     return CaseCall(
         call=call, next_step=NEXT_STEP[call].format(n=n, more=more), fields=len(usable), decisive=n, positive=k,
         negative=neg, uncertain=unc, rejected=rejected, excluded=excluded, fields_needed=more,
         counts={label: int(c) for label, c in counts.items()},
         subtype_pattern=_pattern([r.get("label") for r in usable if r.get("call") == "positive"]),
         rule=words, thresholds={"negative_at_most": negative_to, "positive_at_least": positive_from, "min_fields": need},
+        cells=cells,
     )

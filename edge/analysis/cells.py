@@ -45,7 +45,7 @@ class CellParams:
     #: measure about 17 px across at 224 px (7.5 um).
     model_px_per_um: float = 2.27
     #: The training fields' median ruler (``measure_magnification``), recorded by the converter.
-    model_ruler_px: float = 8.8
+    model_ruler_px: float = 9.05
     #: Within this factor of the model's scale a field is read at the model's scale: the
     #: red-cell ruler scatters that much between fields of one microscope.
     rescale_beyond: float = 1.6

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Image files the dataset reader and the replay camera accept.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -44,12 +44,6 @@ MAX_PNG_PIXELS = 12_000_000
 LARGE_PIXELS = 4_000_000
 _large_decode = threading.BoundedSemaphore(1)
 
-# EXIF orientation -> the transpose that shows the image upright (as PIL.ImageOps.exif_transpose).
-_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-                8: Image.Transpose.ROTATE_90}
-
-
 class ImageRejected(ValueError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -66,16 +60,16 @@ def draft(img: Image.Image) -> None:
 
 
 def _decode(img: Image.Image) -> np.ndarray:
-    orientation = img.getexif().get(0x0112, 1)
     draft(img)
     img.load()
+    # upright as the phone meant it: all eight EXIF orientations, by Pillow (on the drafted
+    # image, so at most twice the working side)
+    img = ImageOps.exif_transpose(img)
     factor = -(-max(img.size) // WORKING_SIDE)  # ceiling: the result is at most WORKING_SIDE
     if factor > 1:
         img = img.reduce(factor)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    if orientation in _ORIENTATION:
-        img = img.transpose(_ORIENTATION[orientation])
     return np.array(img, dtype=np.uint8)
 
 

@@ -20,7 +20,7 @@ from edge.analysis.result import DISCLAIMER
 
 COLUMNS = ["case_code", "case_call", "case_review_call", "result_id", "created_utc", "source", "status", "label",
            "label_name", "call", "malignant_probability", "reasons", "excluded_reason", "review_call", "review_reason",
-           "reviewer", "model_id"]
+           "reviewer", "model_id", "white_cells", "blasts", "unfamiliar_cells"]
 
 
 def _iso(t: float | None) -> str:
@@ -43,6 +43,9 @@ def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) ->
             "reasons": "; ".join(f.get("reasons") or []), "excluded_reason": excluded.get("reason", ""),
             "review_call": review.get("call", ""), "review_reason": review.get("reason", ""),
             "reviewer": review.get("reviewer", ""), "model_id": f.get("model_id", ""),
+            # a cell bundle's count per field; empty for a field bundle or a rejected field
+            "white_cells": f.get("white_cells", ""), "blasts": f.get("blasts", ""),
+            "unfamiliar_cells": f.get("unfamiliar_cells", ""),
         })
     return rows
 
@@ -75,9 +78,16 @@ def _observation(f: dict[str, Any], device: str) -> dict[str, Any]:
         "interpretation": [{"text": f"screening call: {f.get('call') or 'none'}"}],
         "note": [{"text": n} for n in notes],
     }
+    components = []
     if f.get("malignant_probability") is not None:
-        obs["component"] = [{"code": {"text": "malignant probability (calibrated)"},
-                             "valueQuantity": {"value": round(float(f["malignant_probability"]), 4), "unit": "1"}}]
+        components.append({"code": {"text": "malignant probability (calibrated)"},
+                           "valueQuantity": {"value": round(float(f["malignant_probability"]), 4), "unit": "1"}})
+    for key, text in (("white_cells", "white cells recognised"), ("blasts", "blasts among them (model)"),
+                      ("unfamiliar_cells", "cells not recognised (out of distribution)")):
+        if f.get(key) is not None:
+            components.append({"code": {"text": text}, "valueQuantity": {"value": int(f[key]), "unit": "{cells}"}})
+    if components:
+        obs["component"] = components
     return obs
 
 
@@ -88,7 +98,8 @@ def fhir_bundle(case: dict[str, Any], fields: list[dict[str, Any]], device: str)
     urls = {f["id"]: f"urn:uuid:{uuid.uuid4()}" for f in fields}
     review = case.get("review") or {}
     call = case.get("case_call") or {}
-    conclusion = (f"Case call {call.get('call', case.get('call'))}: {call.get('next_step', '')} "
+    cells = f"White cells: {call['cells']['text']}. " if call.get("cells") else ""
+    conclusion = (f"Case call {call.get('call', case.get('call'))}: {call.get('next_step', '')} " + cells
                   + (f"Reviewed by {review.get('reviewer')}: {review.get('call')} ({review.get('reason')}). "
                      if review else "Not reviewed yet. ") + DISCLAIMER)
     report = {

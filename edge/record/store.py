@@ -108,13 +108,30 @@ class StoreFull(OSError):
     """Not enough free space to keep a new result; nothing stored was touched."""
 
 
-def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448) -> np.ndarray:
-    """The field enlarged for a phone screen with the segmented cells outlined in green."""
+#: Box colours of a cell bundle's overlay: blasts red, hematogones green, cells the model
+#: did not recognise grey (the page's legend names them; the number is the cell's index).
+CELL_COLOURS = {"blast": (220, 40, 40), "benign": (0, 170, 60), "unfamiliar": (140, 140, 140)}
+
+
+def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448, cells: list | None = None) -> np.ndarray:
+    """The field enlarged for a phone screen with the segmented cells outlined in green, or,
+    for a cell bundle, each white cell boxed in its class's colour and numbered."""
     big = cv2.resize(field_rgb, (side, side), interpolation=cv2.INTER_CUBIC)
-    big_mask = cv2.resize(mask.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(big_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = big.copy()
-    cv2.drawContours(out, contours, -1, (0, 220, 60), 2)
+    if cells is None:
+        big_mask = cv2.resize(mask.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(big_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (0, 220, 60), 2)
+        return out
+    scale = side / field_rgb.shape[1]
+    for n, call in enumerate(cells, start=1):
+        c = call.cell
+        kind = "unfamiliar" if not call.familiar else "benign" if call.label == "benign" else "blast"
+        x0, y0 = int(c.x * scale), int(c.y * scale)
+        x1, y1 = int((c.x + c.w) * scale), int((c.y + c.h) * scale)
+        cv2.rectangle(out, (x0, y0), (x1, y1), CELL_COLOURS[kind], 2)
+        cv2.putText(out, str(n), (x0 + 3, max(14, y0 + 15)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 3)
+        cv2.putText(out, str(n), (x0 + 3, max(14, y0 + 15)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, CELL_COLOURS[kind], 1)
     return out
 
 
@@ -275,7 +292,7 @@ class Store:
         record = result.to_dict()
         try:
             _write_jpeg(files.image, result.field_rgb)
-            _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask))
+            _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask, cells=result.cells))
             _fsync_dir(self.images)
             with self._lock, self._transaction():
                 cur = self._db.execute(

@@ -106,6 +106,7 @@ function renderCard(r) {
     if (cut > 0) li.title = text.slice(cut + 2, -1);
     return li;
   }));
+  renderCells(r);
   $("overlay").src = `/api/results/${r.id}/overlay`;
   const when = new Date(r.created * 1000).toLocaleString();
   const ms = Object.values(r.timings_ms || {}).reduce((a, b) => a + b, 0);
@@ -114,6 +115,29 @@ function renderCard(r) {
     ` · ${ms.toFixed(0)} ms · ${r.cell_count} cells · model ${r.model_id}` +
     (r.review ? ` · reviewed by ${r.review.reviewer}: ${r.review.call}` : "") + (r.excluded ? ` · excluded: ${r.excluded.reason}` : "");
   show($("exclude-field"), r.case_id != null && !r.excluded);
+}
+
+// A cell model's reading, cell by cell: what a hematologist counts, and the boxes' legend.
+function renderCells(r) {
+  const cells = r.cells || [];
+  show($("cells-line"), cells.length > 0);
+  show($("cell-list"), cells.length > 0);
+  if (!cells.length) { $("cell-list").replaceChildren(); return; }
+  const familiar = cells.filter((c) => c.familiar);
+  const bySubtype = {};
+  for (const c of familiar) if (c.label !== "benign") bySubtype[c.label] = (bySubtype[c.label] || 0) + 1;
+  const subtypes = Object.entries(bySubtype).map(([k, v]) => `${names[k] || k} ${v}`).join(", ");
+  const unfamiliar = cells.length - familiar.length;
+  $("cells-line").textContent = `${r.blasts} blast${r.blasts === 1 ? "" : "s"} among ${familiar.length} white cells` +
+    (subtypes ? ` (${subtypes})` : "") + (unfamiliar ? `; ${unfamiliar} not recognised (grey boxes)` : "") +
+    ". Red boxes: blasts; green: hematogones.";
+  $("cell-list").replaceChildren(...cells.map((c) => {
+    const li = document.createElement("li");
+    const p = c.probabilities[c.label];
+    li.textContent = c.familiar ? `${names[c.label] || c.label} (${percent(p)}), ${c.diameter_um} µm`
+      : `not recognised: unlike the training cells, ${c.diameter_um} µm`;
+    return li;
+  }));
 }
 
 // Bring the result's label and call into view below the top of the screen (not past it).
@@ -147,7 +171,8 @@ function renderCaseCard(c) {
     $("cc-next").textContent = call.next_step;
     const counts = Object.entries(call.counts).map(([k, v]) => `${names[k] || "Uncertain"} ${v}`).join(", ");
     $("cc-counts").textContent = `${call.fields} usable fields (${counts || "none yet"}); ${call.rejected} rejected; ${call.excluded} excluded.`;
-    $("cc-pattern").textContent = call.subtype_pattern ? `Positive fields point to: ${call.subtype_pattern}.` : "";
+    $("cc-pattern").textContent = (call.cells ? `${call.cells.text}. ` : "") +
+      (call.subtype_pattern ? `Positive fields point to: ${call.subtype_pattern}.` : "");
     $("cc-rule").textContent = call.rule;
   } else {
     show($("cc-call"), false);

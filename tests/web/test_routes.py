@@ -1,0 +1,91 @@
+"""Every route of the app, in process: none answers without a login or the token, and the
+record-changing routes do what the clinic's record needs (planted-defect catchers)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+
+from conftest import sample_paths
+
+#: Routes that must answer without a login: the health probe, the login page and its form,
+#: static files (page scripts and styles carry no patient data).
+PUBLIC = {"/healthz", "/login", "/static/<path:filename>"}
+
+
+def _urls(app):
+    for rule in app.url_map.iter_rules():
+        if rule.rule in PUBLIC:
+            continue
+        url = re.sub(r"<int\([^)]*\):\w+>", "1", rule.rule)
+        url = re.sub(r"<any\(([^,)]+)[^)]*\):\w+>", r"\1", url)
+        url = url.replace("<path:filename>", "x")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield method, url
+
+
+def test_every_route_refuses_an_unauthenticated_request(app, client):
+    seen = 0
+    for method, url in _urls(app):
+        r = client.open(url, method=method)
+        if url == "/":
+            assert r.status_code == 302 and r.headers["Location"].endswith("/login"), url
+        elif url == "/logout":
+            assert r.status_code == 403, url  # no session, no CSRF token: nothing to end
+        else:
+            assert r.status_code == 401, (method, url, r.status_code)
+            assert "authentication required" in r.get_json()["error"]
+        seen += 1
+    assert seen >= 20  # the case blueprint's routes are in the map too
+
+
+def _case(client, bearer, code):
+    r = client.post("/api/cases", json={"code": code}, headers=bearer)
+    assert r.status_code == 201, r.get_json()
+    return r.get_json()
+
+
+def _upload(client, bearer, case_id, path):
+    with open(path, "rb") as f:
+        r = client.post(f"/api/cases/{case_id}/classify", data={"image": (f, path.name)}, headers=bearer)
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()
+
+
+def test_generated_case_codes_count_up_per_day(client, bearer):
+    first, second = _case(client, bearer, ""), _case(client, bearer, "")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}-001", first["code"]), first["code"]
+    assert second["code"] == first["code"][:-3] + "002"
+
+
+def test_the_report_needs_a_login_and_names_the_case(client, bearer):
+    case = _case(client, bearer, "LAB-REPORT")
+    assert client.get(f"/api/cases/{case['id']}/report").status_code == 401
+    r = client.get(f"/api/cases/{case['id']}/report", headers=bearer)
+    assert r.status_code == 200 and b"LAB-REPORT" in r.data and b"not a diagnosis" in r.data
+
+
+def test_exports_mark_the_fields_exported_and_are_audited(app, client, bearer):
+    case = _case(client, bearer, "LAB-EXPORT")
+    field = _upload(client, bearer, case["id"], sample_paths()[0])
+    assert app.service.store.get(field["id"])["exported"] is None
+    r = client.get(f"/api/cases/{case['id']}/export.csv", headers=bearer)
+    assert r.status_code == 200
+    assert app.service.store.get(field["id"])["exported"] is not None  # retention takes exported fields first
+    audit = client.get("/api/audit", headers=bearer).get_json()["audit"]
+    assert audit[0]["action"] == "export" and audit[0]["after"]["case_id"] == case["id"]
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas(app, client, bearer):
+    case = _case(client, bearer, "LAB-CSV")
+    field = _upload(client, bearer, case["id"], sample_paths()[1])
+    reason = "=HYPERLINK(\"http://x\",\"click\")"
+    r = client.post(f"/api/results/{field['id']}/review", json={"call": "negative", "reason": reason, "reviewer": "AB"},
+                    headers=bearer)
+    assert r.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/cases/{case['id']}/export.csv", headers=bearer)
+                                           .get_data(as_text=True))))
+    assert rows[0]["review_reason"] == "'" + reason  # text, never a formula
