@@ -95,7 +95,7 @@ class Service:
 
     def create_case(self, code: str, note: str, client: str) -> dict[str, Any]:
         """A new case (the phone that made it opens it; see ``edge.web``)."""
-        case_id = self.store.create_case(code or self.store.new_case_code(), note, client)
+        case_id = self.store.create_case(code, note, client)
         return self.case(case_id)
 
     def case(self, case_id: int) -> dict[str, Any] | None:

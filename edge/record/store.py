@@ -359,15 +359,21 @@ class Store:
 
     def new_case_code(self, now: float | None = None) -> str:
         """``YYYY-MM-DD-NNN``: the device's date and the next number that day."""
-        day = time.strftime("%Y-%m-%d", time.localtime(now if now is not None else time.time()))
         with self._lock:
-            codes = [r[0] for r in self._db.execute("SELECT code FROM cases WHERE code LIKE ?", (f"{day}-%",))]
+            return self._next_code_locked(now)
+
+    def _next_code_locked(self, now: float | None = None) -> str:
+        day = time.strftime("%Y-%m-%d", time.localtime(now if now is not None else time.time()))
+        codes = [r[0] for r in self._db.execute("SELECT code FROM cases WHERE code LIKE ?", (f"{day}-%",))]
         numbers = [int(c.rsplit("-", 1)[1]) for c in codes if c.rsplit("-", 1)[1].isdigit()]
         return f"{day}-{max(numbers, default=0) + 1:03d}"
 
     def create_case(self, code: str, note: str, client: str) -> int:
-        """A new case; raises ``ValueError`` when the code is taken."""
+        """A new case; an empty ``code`` is numbered (``new_case_code``) under the same lock as
+        the insert, so parallel requests never get the same number. Raises ``ValueError``
+        when a given code is taken."""
         with self._lock:
+            code = code or self._next_code_locked()
             try:
                 with self._transaction():
                     cur = self._db.execute("INSERT INTO cases(code, note, created) VALUES (?,?,?)", (code, note, time.time()))

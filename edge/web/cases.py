@@ -21,7 +21,7 @@ from edge.record.export import case_rows, csv_text, fhir_bundle
 from edge.analysis.labels import DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
-from edge.web.common import MAX_ID, Refused, client as _client, open_case, set_open_case, uploaded_frame, whole_number
+from edge.web.common import MAX_ID, Refused, clean_text, client as _client, open_case, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
 CALLS = ("positive", "negative", "uncertain")
@@ -29,7 +29,10 @@ FILTER_CALLS = CALLS + ("pending",)
 
 
 def _json_body(example: str) -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # JSON nested a thousand deep: Python's parser gives up
+        raise Refused(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise Refused(400, f"send JSON {example}")
     return data
@@ -38,13 +41,11 @@ def _json_body(example: str) -> dict[str, Any]:
 def _review() -> dict[str, str]:
     """The review in the request body; ``Refused`` says what is missing."""
     data = _json_body('{"call": ..., "reason": ..., "reviewer": ...}')
-    call, reason, reviewer = (str(data.get(k, "")).strip() for k in ("call", "reason", "reviewer"))
+    call = clean_text("call", data.get("call"), 20)
     if call not in CALLS:
         raise Refused(400, f"call must be one of {', '.join(CALLS)}")
-    if not reason or len(reason) > 500:
-        raise Refused(400, "reason is required (at most 500 characters)")
-    if not reviewer or len(reviewer) > 40:
-        raise Refused(400, "reviewer (name or initials) is required (at most 40 characters)")
+    reason = clean_text("reason", data.get("reason"), 500, required=True)
+    reviewer = clean_text("reviewer (name or initials)", data.get("reviewer"), 40, required=True)
     return {"call": call, "reason": reason, "reviewer": reviewer}
 
 
@@ -84,11 +85,9 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     @api
     def create_case():
         data = _json_body('{"code": "<lab number, or empty to generate one>", "note": "..."}')
-        code, note = str(data.get("code") or "").strip(), str(data.get("note") or "").strip()
+        code, note = clean_text("code", data.get("code"), 40), clean_text("note", data.get("note"), 500)
         if code and not CODE.match(code):
             raise Refused(400, "code: 1-40 letters, digits, spaces or . _ / - (a lab number; no patient names)")
-        if len(note) > 500:
-            raise Refused(400, "note: at most 500 characters")
         try:
             case = service.create_case(code, note, _client())
         except ValueError as exc:
@@ -145,9 +144,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/exclude")
     @api
     def exclude_result(result_id: int):
-        reason = str(_json_body('{"reason": "..."}').get("reason", "")).strip()
-        if not reason or len(reason) > 500:
-            raise Refused(400, 'send JSON {"reason": "..."}: why the field is excluded (wrong slide, artefact)')
+        reason = clean_text("reason (why the field is excluded: wrong slide, artefact)",
+                            _json_body('{"reason": "..."}').get("reason"), 500, required=True)
         if store.exclude_result(result_id, reason, _client()) is None:
             raise Refused(404, f"no result {result_id}")
         record = store.get(result_id)
@@ -178,19 +176,23 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
     def export(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]], kind: str, name: str,
                case: dict[str, Any] | None = None) -> Response:
-        """One case (``case``) or a date range of fields as CSV, JSON or (a case only) FHIR;
-        the fields are marked exported and the export is audited."""
+        """One case (``case``) or a date range of fields as CSV, JSON or (a case only) FHIR.
+        The body is built first; only an export that was built is marked and audited (a failed
+        one must not make its fields first in line for retention)."""
+        if kind == "fhir":
+            body: str | bytes = fhir_bundle(case, fields, service.config.device_name)
+            mimetype, suffix = "application/fhir+json", "fhir"
+        else:
+            rows = case_rows(fields, cases)
+            if kind == "csv":
+                body, mimetype, suffix = csv_text(rows), "text/csv", "csv"
+            else:
+                head = {"case": {k: v for k, v in case.items() if k != "fields"}} if case else {}
+                body = jsonify({**head, "fields": rows, "disclaimer": DISCLAIMER}).get_data()
+                mimetype, suffix = "application/json", "json"
         store.mark_exported([f["id"] for f in fields], case["id"] if case else None, _client(),
                             kind if case else f"range {kind}")
-        if kind == "fhir":
-            return _download(fhir_bundle(case, fields, service.config.device_name), "application/fhir+json",
-                             f"{name}.fhir")
-        rows = case_rows(fields, cases)
-        if kind == "csv":
-            return _download(csv_text(rows), "text/csv", f"{name}.csv")
-        body = {"case": {k: v for k, v in case.items() if k != "fields"}} if case else {}
-        return _download(jsonify({**body, "fields": rows, "disclaimer": DISCLAIMER}).get_data(), "application/json",
-                         f"{name}.json")
+        return _download(body, mimetype, f"{name}.{suffix}")
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/<any(export.csv, export.json, fhir):what>")
     @api
@@ -204,6 +206,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     def export_range(kind: str):
         start = _day("from") or 0.0
         end = (_day("to") or time.time() - 86400) + 86400  # 'to' is inclusive
+        if end <= start:
+            raise Refused(400, "'to' is before 'from': give the first day first")
         fields = store.between(start, end)
         case_ids = {f["case_id"] for f in fields if f.get("case_id") is not None}
         cases = {i: c for i in case_ids if (c := store.get_case(i)) is not None}

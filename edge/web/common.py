@@ -65,3 +65,24 @@ def set_open_case(case_id: int | None) -> None:
         session.pop(OPEN_CASE, None)
     else:
         session[OPEN_CASE] = case_id
+
+
+def clean_text(name: str, value: object, limit: int, required: bool = False) -> str:
+    """A text field from a request, checked at the boundary: a string of at most ``limit``
+    characters, no control characters (tab excepted) and no unpaired UTF-16 surrogates.
+    A lone surrogate (``"\\ud800"`` in JSON) stored once broke every report and export
+    of its case: it cannot be encoded as UTF-8."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise Refused(400, f"{name} must be text")
+    text = value.strip()
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        raise Refused(400, f"{name} contains an invalid character (an unpaired UTF-16 surrogate)")
+    if any((ord(ch) < 32 and ch != "\t") or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        raise Refused(400, f"{name} contains a control character")
+    if len(text) > limit:
+        raise Refused(400, f"{name}: at most {limit} characters (got {len(text)})")
+    if required and not text:
+        raise Refused(400, f"{name} is required")
+    return text

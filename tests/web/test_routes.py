@@ -89,3 +89,46 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(app, client, bearer):
     rows = list(csv.DictReader(io.StringIO(client.get(f"/api/cases/{case['id']}/export.csv", headers=bearer)
                                            .get_data(as_text=True))))
     assert rows[0]["review_reason"] == "'" + reason  # text, never a formula
+
+
+@pytest.mark.parametrize("field, value", [("reason", "stain \ud800 artefact"), ("reason", "bell\x07"),
+                                          ("reviewer", "A" * 41), ("reason", "")])
+def test_bad_review_text_is_refused_at_the_boundary_and_exports_keep_working(app, client, bearer, field, value):
+    case = _case(client, bearer, f"LAB-TXT-{len(value)}-{ord(value[-1]) if value else 0}")
+    body = {"call": "negative", "reason": "artefact", "reviewer": "AB", field: value}
+    import json as _json
+
+    r = client.post(f"/api/cases/{case['id']}/review", data=_json.dumps(body), content_type="application/json",
+                    headers=bearer)
+    assert r.status_code == 400 and field.split()[0] in r.get_json()["error"]
+    for what in ("report", "export.csv", "export.json", "fhir"):
+        assert client.get(f"/api/cases/{case['id']}/{what}", headers=bearer).status_code == 200
+
+
+def test_deeply_nested_json_and_a_backwards_range_are_400(client, bearer):
+    deep = "[" * 5000 + "]" * 5000
+    r = client.post("/api/cases", data=deep, content_type="application/json", headers=bearer)
+    assert r.status_code == 400
+    r = client.get("/api/export.csv?from=2026-11-23&to=2026-11-01", headers=bearer)
+    assert r.status_code == 400 and "before" in r.get_json()["error"]
+
+
+def test_every_answer_carries_the_security_headers(client, bearer):
+    for url in ("/login", "/api/status", "/healthz"):
+        r = client.get(url, headers=bearer)
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"] and "frame-ancestors 'none'" in \
+            r.headers["Content-Security-Policy"]
+        assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_parallel_numbered_cases_never_collide(app, bearer):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_):
+        return app.test_client().post("/api/cases", json={"code": ""}, headers=bearer)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(create, range(40)))
+    assert [r.status_code for r in answers] == [201] * 40
+    assert len({r.get_json()["code"] for r in answers}) == 40
