@@ -101,3 +101,26 @@ def test_broken_pycoral_falls_through_to_the_delegate_path(default_bundle, tmp_p
         monkeypatch.delitem(sys.modules, name, raising=False)
     with pytest.raises(InferenceError, match="Edge TPU delegate libedgetpu.so.1 could not be loaded"):
         EdgeTpuBackend(default_bundle / "model.tflite")
+
+
+def test_an_edge_tpu_the_bundle_cannot_use_is_reported_with_the_fix(default_bundle, tmp_path):
+    """sysfs and /dev of a Pi with a Coral USB Accelerator, laid out in a folder (the
+    accelerator itself cannot exist here); the bundle has no compiled model."""
+    from edge.model.inference import edgetpu_present
+
+    usb = tmp_path / "sys" / "bus" / "usb" / "devices"
+    for name, vendor, product in (("1-1", "1d6b", "0003"), ("2-1", "1a6e", "089a")):
+        (usb / name).mkdir(parents=True)
+        (usb / name / "idVendor").write_text(vendor + "\n")
+        (usb / name / "idProduct").write_text(product + "\n")
+    assert edgetpu_present(tmp_path) == "Coral USB Accelerator (1a6e:089a)"
+    assert edgetpu_present(tmp_path / "nothing") is None
+    manager = BackendManager(default_bundle / "model.tflite", None, mode="auto", hardware=lambda: edgetpu_present(tmp_path))
+    assert manager.name == "cpu" and manager.degraded.startswith("running on CPU: Coral USB Accelerator (1a6e:089a) found")
+    assert "blastscope-convert compile" in manager.degraded
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "apex_0").touch()
+    (usb / "2-1" / "idVendor").write_text("1d6b\n")
+    assert edgetpu_present(tmp_path) == "PCIe Edge TPU (apex_0)"
+    chosen = BackendManager(default_bundle / "model.tflite", None, mode="cpu", hardware=lambda: edgetpu_present(tmp_path))
+    assert chosen.degraded is None  # CPU chosen in the configuration is not degraded

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from edge.model.runtime import interpreter_module
-from edge.model.signing import RELEASE_KEY
+from edge.model.signing import RELEASE_KEYS
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class InferenceConfig:
     threads: int = 2
     reprobe_seconds: float = 60.0
     # Public keys whose signed bundles this device runs ("ed25519:<base64>"); setting the
-    # list replaces the default, which trusts the BlastScope release key only.
-    trusted_keys: tuple[str, ...] = (RELEASE_KEY,)
+    # list replaces the default, which trusts the BlastScope release keys only.
+    trusted_keys: tuple[str, ...] = RELEASE_KEYS
     allow_unsigned: bool = False  # a development bundle; never on a device screening patients
 
 
@@ -165,6 +165,30 @@ class EdgeTpuBackend(TFLiteModel):
         super().__init__(interpreter)
 
 
+#: Coral USB Accelerator (vendor, product) before its firmware loads and after.
+CORAL_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}
+
+
+def edgetpu_present(root: Path = Path("/")) -> str | None:
+    """Which Edge TPU is plugged in (a Coral USB Accelerator on the USB bus, or an M.2/PCIe
+    one's ``/dev/apex_*``), or None. Read from sysfs and /dev only: nothing is opened, so
+    it is safe while the service holds the device."""
+    for device in sorted((root / "sys" / "bus" / "usb" / "devices").glob("*")):
+        try:
+            ids = ((device / "idVendor").read_text().strip(), (device / "idProduct").read_text().strip())
+        except OSError:
+            continue
+        if ids in CORAL_USB_IDS:
+            return f"Coral USB Accelerator ({ids[0]}:{ids[1]})"
+    apex = sorted((root / "dev").glob("apex_*"))
+    return f"PCIe Edge TPU ({apex[0].name})" if apex else None
+
+
+NOT_COMPILED = ("{found} found, but the model bundle is not compiled for it (no model_edgetpu.tflite): run "
+                "`blastscope-convert compile BUNDLE` on a workstation with edgetpu_compiler, then install the "
+                "compiled bundle with `blastscope-edge model install`")
+
+
 @dataclass
 class BackendSpeed:
     fields: int = 0
@@ -182,7 +206,8 @@ class BackendManager:
 
     def __init__(self, cpu_model: Path, edgetpu_model: Path | None, mode: str = "auto", threads: int = 2,
                  reprobe_s: float = 60.0, edgetpu_factory: Callable[[Path], Backend] = EdgeTpuBackend,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 hardware: Callable[[], str | None] = edgetpu_present) -> None:
         self.mode, self.reprobe_s, self.clock = mode, reprobe_s, clock
         self.edgetpu_model, self._factory = edgetpu_model, edgetpu_factory
         self.cpu = CpuBackend(cpu_model, threads)
@@ -194,10 +219,14 @@ class BackendManager:
         self._next_probe = 0.0
         self._lock = threading.Lock()
         self.busy_since: float | None = None  # monotonic start of the inference under way (watchdog)
+        self.unused_tpu: str | None = None
         if mode == "cpu":
             self.note = "CPU backend chosen in the configuration"
         elif edgetpu_model is None:
-            self.note = "the model bundle has no Edge TPU model (model_edgetpu.tflite)"
+            found = hardware()
+            self.unused_tpu = found  # an accelerator the bundle cannot use: degraded, and says how to fix
+            self.note = NOT_COMPILED.format(found=found) if found else \
+                "the model bundle has no Edge TPU model (model_edgetpu.tflite)"
         else:
             self._probe()
 
@@ -214,7 +243,7 @@ class BackendManager:
         """Set when an Edge TPU should be in use and is not (or when one was asked for)."""
         if self.tpu is not None:
             return None
-        if self.wants_tpu or self.mode == "edgetpu":
+        if self.wants_tpu or self.mode == "edgetpu" or self.unused_tpu:
             return f"running on CPU: {self.note}"
         return None
 

@@ -29,9 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 SIGNATURE = "manifest.sig"
 KEY_PREFIX = "ed25519:"
 
-#: The BlastScope release key. Its private half is kept off every device, with the people
-#: who build and sign releases; the shipped bundle (models/default) is signed with it.
-RELEASE_KEY = "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
+#: The BlastScope release keys. Their private halves are kept off every device, with the
+#: people who build and sign releases. ``RELEASE_KEY`` signs the shipped bundle
+#: (models/default) from the cell model on; the earlier key signed the field-model releases
+#: and stays trusted so that a device with such a model installed keeps starting.
+RELEASE_KEY = "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0="
+PREVIOUS_RELEASE_KEY = "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
+RELEASE_KEYS = (RELEASE_KEY, PREVIOUS_RELEASE_KEY)
 
 
 class SignatureError(ValueError):
@@ -63,7 +67,7 @@ def key_id(text: str) -> str:
 class Trust:
     """The public keys a device accepts bundles from, and whether unsigned ones may run."""
 
-    keys: tuple[str, ...] = (RELEASE_KEY,)
+    keys: tuple[str, ...] = RELEASE_KEYS
     allow_unsigned: bool = False
 
     def __post_init__(self) -> None:
