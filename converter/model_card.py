@@ -96,6 +96,14 @@ def _calibration(manifest: dict[str, Any]) -> str:
         return text
     sens, spec = fit["sensitivity_threshold"], fit["specificity_threshold"]
     float_cal = manifest["calibration_fit"].get("float", {}).get("calibration", {})
+    band = ("\n\nThe uncertain band spans every place either threshold fell in 90% of the bootstrap resamples: a "
+            "field scored where the operating point itself is unsure is called uncertain (a human read), never "
+            "negative." if fit.get("band") == "bootstrap" else "")
+    floats = (f"""
+
+The float model was calibrated on its own validation outputs (temperature {float_cal.get('temperature')},
+threshold {float_cal.get('malignant_threshold')}, band [{float_cal.get('uncertain_low')}, {float_cal.get('uncertain_high')}))."""
+              if float_cal else "")
     return text + f"""
 
 Targets on validation: sensitivity {fit['targets']['sensitivity']}, specificity {fit['targets']['specificity']}
@@ -106,10 +114,7 @@ with one field more or less):
 | threshold | bagged (used) | bootstrap 90% range | single fit |
 |---|---|---|---|
 | sensitivity (low end of the band) | {sens['bagged']} | {sens['range_90'][0]}-{sens['range_90'][1]} | {sens['single_fit']} |
-| specificity (high end of the band) | {spec['bagged']} | {spec['range_90'][0]}-{spec['range_90'][1]} | {spec['single_fit']} |
-
-The float model was calibrated on its own validation outputs (temperature {float_cal.get('temperature')},
-threshold {float_cal.get('malignant_threshold')}, band [{float_cal.get('uncertain_low')}, {float_cal.get('uncertain_high')}))."""
+| specificity (high end of the band) | {spec['bagged']} | {spec['range_90'][0]}-{spec['range_90'][1]} | {spec['single_fit']} |{band}{floats}"""
 
 
 def _gate(manifest: dict[str, Any]) -> str:

@@ -53,7 +53,8 @@ def _pipeline(args: argparse.Namespace):
     if bundle.signer is None:
         print(f"warning: {path}: unsigned bundle, measured on request (--allow-unsigned); a device will not run it "
               "until it is signed", file=sys.stderr)
-    return Pipeline.on_cpu(bundle, threads=args.threads, quality=cfg.quality)
+    threads = args.threads if args.threads is not None else cfg.inference.threads  # a flag given wins, else the config
+    return Pipeline.on_cpu(bundle, threads=threads, quality=cfg.quality)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -259,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help=f"TOML config file (default: $BLASTSCOPE_CONFIG, else {SYSTEM_CONFIG} "
                         "when it exists)")
     common.add_argument("--state-dir", help="state directory holding the installed model")
-    common.add_argument("--threads", type=int, default=2, help="CPU inference threads")
+    common.add_argument("--threads", type=int, help="CPU inference threads (default: the config's inference.threads)")
     common.add_argument("--allow-unsigned", action="store_true",
                         help="measure a bundle no trusted key has signed yet (a converter output under test)")
     sub = p.add_subparsers(dest="command", required=True)

@@ -25,11 +25,14 @@ def test_config_layers_toml_environment_and_flags(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ('[inference]\nbackend = "tpu"\n', "inference.backend must be one of auto, edgetpu, cpu"),
-    ('[quality]\nmax_clipped = 2\n', "quality.max_clipped must be in (0, 1]"),
-    ('[server]\npin = "12"\n', "server.pin must be 6-12 digits"),
-    ('[camera]\nsource = "usb"\n', "camera.source must be picamera2, opencv:N or replay:PATH"),
-    ('[store]\nmax_results = true\n', "store.max_results must be an integer"),
+    ('[inference]\nbackend = "tpu"\n', "config: inference.backend: Input should be 'auto', 'edgetpu' or 'cpu'"),
+    ('[quality]\nmax_clipped = 2\n', "config: quality.max_clipped: Input should be less than or equal to 1"),
+    ('[server]\npin = "12"\n', "config: server.pin: String should match pattern '^([0-9]{6,12})?$'"),
+    ('[camera]\nsource = "usb"\n', "config: camera.source: String should match pattern"),
+    ('[store]\nmax_results = true\n', "config: store.max_results: must be a number, not true or false"),
+    ('[store]\nmax_result = 5\n', "config: unknown key store.max_result"),
+    ('[inference]\ntrusted_keys = ["ed25519:short"]\n', "config: inference.trusted_keys: public key"),
+    ('[server]\nport = "eighty"\n', "config: server.port: Input should be a valid integer"),
     ('[cloud]\nurl = "x"\n', "unknown section [cloud]"),
     ("[server\n", "not valid TOML"),
 ])

@@ -209,7 +209,7 @@ def test_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "config.toml"
     bad.write_text('[server]\nport = "eighty"\n')
     r = run_cli("blastscope-edge", "serve", "--config", str(bad))
-    assert r.returncode == 2 and "server.port must be an integer" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "config: server.port: Input should be a valid integer" in r.stderr and "Traceback" not in r.stderr
     bad.write_text('[camera]\nsorce = "picamera2"\n')
     r = run_cli("blastscope-edge", "serve", "--config", str(bad))
     assert r.returncode == 2 and "unknown key camera.sorce" in r.stderr

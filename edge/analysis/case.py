@@ -26,16 +26,18 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Mapping
+
+from pydantic import Field
 
 from edge.analysis.labels import BENIGN, DISPLAY_NAMES
+from edge.settings import Int, Settings
 
 
-@dataclass(frozen=True)
-class CasesConfig:
+class CasesConfig(Settings):
     # Usable fields before a case is called: 0 uses the bundle's case rule (fitted on
     # validation); a larger number asks for more fields, a smaller one is ignored.
-    min_fields: int = 0
+    min_fields: Annotated[Int, Field(ge=0, le=100)] = 0
 
 
 Q_FLOOR, S_CEILING = 0.05, 0.95

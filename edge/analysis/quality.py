@@ -27,25 +27,26 @@ structure, scaled to a Gaussian sigma.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from edge.analysis.segmentation import Segmentation
+from edge.settings import Float, Settings
 
 
-@dataclass(frozen=True)
-class QualityConfig:
+class QualityConfig(Settings):
     """Per-device overrides of the quality gate. Unset (the default), each limit is the one
     the converter fitted for the installed bundle (``edge.analysis.quality.GateLimits``); set one only
     after measuring this camera with ``blastscope-edge survey``."""
 
-    min_focus: float | None = None  # sharpness (edge/analysis/quality.py), fitted from accuracy under blur
-    max_clipped: float | None = None  # fraction of saturated pixels, fitted above every clean field
-    max_noise: float | None = None  # pixel noise sigma (grey levels), fitted above every clean field
-    max_border: float | None = None  # share of the field showing the field stop's dark surround
-    min_brightness: float | None = None
+    min_focus: Annotated[Float, Field(ge=0)] | None = None  # sharpness (edge/analysis/quality.py), fitted from accuracy under blur
+    max_clipped: Annotated[Float, Field(gt=0, le=1)] | None = None  # fraction of saturated pixels, fitted above every clean field
+    max_noise: Annotated[Float, Field(gt=0)] | None = None  # pixel noise sigma (grey levels), fitted above every clean field
+    max_border: Annotated[Float, Field(gt=0, le=1)] | None = None  # share of the field showing the field stop's dark surround
+    min_brightness: Annotated[Float, Field(ge=0, lt=255)] | None = None
 
 
 

@@ -15,22 +15,24 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Annotated
 from pathlib import Path
 from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from edge.analysis.imagefile import IMAGE_SUFFIXES, read_rgb
+from edge.settings import Float, Int, Settings
 
 
-@dataclass(frozen=True)
-class CameraConfig:
-    source: str = "picamera2"  # picamera2 | opencv:N | replay:PATH
-    width: int = 1024
-    height: int = 768
-    fps: float = 5.0  # preview grab rate; analysis grabs on demand
-    retry_max_seconds: float = 30.0
+class CameraConfig(Settings):
+    source: Annotated[str, Field(pattern=r"^(picamera2|(opencv|replay):.+)$")] = "picamera2"
+    width: Annotated[Int, Field(gt=0)] = 1024
+    height: Annotated[Int, Field(gt=0)] = 768
+    fps: Annotated[Float, Field(gt=0)] = 5.0  # preview grab rate; analysis grabs on demand
+    retry_max_seconds: Annotated[Float, Field(gt=0)] = 30.0
 
 
 log = logging.getLogger("blastscope.capture")

@@ -14,34 +14,40 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field
 from waitress import wasyncore
 from waitress.server import create_server
 
+from edge.settings import Float, Int, Settings
 
-@dataclass(frozen=True)
-class ServerConfig:
+
+class ServerConfig(Settings):
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: Annotated[Int, Field(ge=0, le=65535)] = 8080  # 0: any free port
     device_name: str = ""  # shown on reports and exports; empty: the host name
-    pin: str = ""  # empty: generated at first start, stored in the state dir
-    token: str = ""  # empty: generated at first start, stored in the state dir
-    max_upload_mb: float = 16.0
-    max_pixels: int = 24_000_000  # per upload, from the header; decoding is bounded (edge/analysis/imagefile.py)
-    lockout_attempts: int = 5  # per client: wrong PINs before it waits lockout_seconds
-    lockout_seconds: float = 300.0
+    # 6-12 digits: 4 digits fall to the device-wide login limit in about 7 days (docs/security.md)
+    pin: Annotated[str, Field(pattern=r"^([0-9]{6,12})?$")] = ""  # empty: generated at first start, stored
+    token: Annotated[str, Field(pattern=r"^(.{16,})?$")] = ""  # empty: generated at first start, stored
+    max_upload_mb: Annotated[Float, Field(gt=0)] = 16.0
+    # per upload, from the header; decoding is bounded (edge/analysis/imagefile.py)
+    max_pixels: Annotated[Int, Field(gt=0)] = 24_000_000
+    lockout_attempts: Annotated[Int, Field(ge=1)] = 5  # per client: wrong PINs before it waits lockout_seconds
+    lockout_seconds: Annotated[Float, Field(gt=0)] = 300.0
     # Device-wide, whatever the client address: wrong PINs in 24 h before attempts are spaced
-    # 1, 2, 4 ... seconds apart, up to login_max_delay_seconds (edge/web/auth.py, README figures).
-    login_free_failures: int = 10
-    login_max_delay_seconds: float = 120.0
-    session_hours: float = 12.0  # a login lasts one shift at most; logout ends it at once
-    threads: int = 4
+    # 1, 2, 4 ... seconds apart, up to login_max_delay_seconds (edge/web/auth.py, docs/security.md).
+    login_free_failures: Annotated[Int, Field(ge=1)] = 10
+    login_max_delay_seconds: Annotated[Float, Field(ge=1, le=3600)] = 120.0
+    # a login lasts one shift at most; logout ends it at once
+    session_hours: Annotated[Float, Field(gt=0, le=24 * 31)] = 12.0
+    threads: Annotated[Int, Field(ge=1)] = 4
     # waitress keeps a connection per client; a half-sent request costs a socket and a buffer,
     # not a thread. Room for many, and idle ones are dropped after channel_timeout seconds.
-    connection_limit: int = 400
-    channel_timeout: float = 15.0
+    connection_limit: Annotated[Int, Field(ge=10)] = 400
+    channel_timeout: Annotated[Float, Field(gt=0)] = 15.0
     # After SIGTERM: requests already received get this long to finish (systemd stops at 20 s).
-    drain_seconds: float = 10.0
+    drain_seconds: Annotated[Float, Field(gt=0, le=60)] = 10.0
 
 
 

@@ -171,7 +171,7 @@ class Service:
                       "calibration": self.bundle.calibration.to_dict(),
                       "case_rule": self.bundle.case_rule.to_dict() if self.bundle.case_rule else None},
             "quality_limits": {**self.pipeline.limits.to_dict(),
-                               "overridden": sorted(k for k, v in vars(self.config.quality).items() if v is not None)},
+                               "overridden": sorted(k for k, v in self.config.quality.model_dump().items() if v is not None)},
             "device_name": self.config.device_name,
             "camera": camera,
             "analysis": self.stats.snapshot(),

@@ -13,24 +13,32 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from edge.model.runtime import interpreter_module
-from edge.model.signing import RELEASE_KEYS
+from edge.model.signing import RELEASE_KEYS, parse_public_key
+from edge.settings import Float, Int, Settings
 
 
-@dataclass(frozen=True)
-class InferenceConfig:
-    backend: str = "auto"
+class InferenceConfig(Settings):
+    backend: Literal["auto", "edgetpu", "cpu"] = "auto"
     bundle: str = ""  # empty: the installed model (state dir's models/current), else the shipped one
-    threads: int = 2
-    reprobe_seconds: float = 60.0
+    threads: Annotated[Int, Field(ge=1)] = 2
+    reprobe_seconds: Annotated[Float, Field(gt=0)] = 60.0
     # Public keys whose signed bundles this device runs ("ed25519:<base64>"); setting the
     # list replaces the default, which trusts the BlastScope release keys only.
     trusted_keys: tuple[str, ...] = RELEASE_KEYS
     allow_unsigned: bool = False  # a development bundle; never on a device screening patients
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys_parse(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for text in keys:
+            parse_public_key(text)  # SignatureError is a ValueError: reported against the key
+        return keys
 
 
 #: The two inputs of each model kind, in the order the backends take them: a field model

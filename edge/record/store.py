@@ -28,20 +28,21 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from edge.analysis.result import Result
+from edge.settings import Float, Int, Settings
 
 
-@dataclass(frozen=True)
-class StoreConfig:
+class StoreConfig(Settings):
     state_dir: str = ""  # empty: $STATE_DIRECTORY (systemd) or ~/.local/state/blastscope
-    max_results: int = 10000
-    max_age_days: float = 365.0
-    min_free_mb: float = 500.0
+    max_results: Annotated[Int, Field(ge=1)] = 10000
+    max_age_days: Annotated[Float, Field(gt=0)] = 365.0
+    min_free_mb: Annotated[Float, Field(ge=0)] = 500.0
 
 
 log = logging.getLogger("blastscope.store")
