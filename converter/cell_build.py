@@ -39,6 +39,7 @@ from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL, Bundle
 from edge.model.inference import BackendManager
 from edge.pipeline import Pipeline
 
+from converter.build import _tool_versions
 from converter.bundle import write_bundle
 from converter.calibration import fit_calibration
 from converter.cell_data import CellSet, extract
@@ -249,6 +250,7 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
                          "measured_ruler_px": round(ruler, 3), "seconds": round(time.monotonic() - started, 1)},
             "edgetpu_check": check_report.to_dict(),
             "edgetpu": compiled.to_dict(),
+            "tools": _tool_versions(),
             "dataset": {"root": str(cfg.data), "counts": dataset.counts()},
             "training_config": asdict(cfg.train),
             "platform": f"{platform.system()} {platform.machine()} python {sys.version.split()[0]}",

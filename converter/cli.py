@@ -140,7 +140,10 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    import edge
+
     p = argparse.ArgumentParser(prog="blastscope-convert", description=__doc__)
+    p.add_argument("--version", action="version", version=f"blastscope-convert {edge.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="train, quantize, calibrate, evaluate, check, compile and write a bundle")
     b.add_argument("--data", required=True, help="labelled image folder (class folders or Kaggle ALL layout)")

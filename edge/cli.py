@@ -253,7 +253,10 @@ def _shortcuts(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    import edge
+
     p = argparse.ArgumentParser(prog="blastscope-edge", description=__doc__)
+    p.add_argument("--version", action="version", version=f"blastscope-edge {edge.__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bundle", type=Path, help="model bundle folder (default: the config's bundle, else the "
                         "installed model, else the shipped models/default)")

@@ -35,8 +35,16 @@ class FakeEdgeTpu:
 
 
 def _inputs():
-    field = read_rgb(sample_paths()[2])
-    return field, field  # any pair of 224x224 uint8 fields drives the model
+    """Any pair of uint8 images of the shipped model's input size drives it (224 px for a
+    field model, 96 px for the cell model)."""
+    import cv2
+
+    from edge.model.bundle import default_bundle_path
+    from edge.model.inference import CpuBackend
+
+    side = CpuBackend(default_bundle_path() / "model.tflite", 1).input_side
+    field = cv2.resize(read_rgb(sample_paths()[2]), (side, side), interpolation=cv2.INTER_AREA)
+    return field, field
 
 
 def test_real_edgetpu_delegate_cannot_load_here(default_bundle):

@@ -16,17 +16,19 @@ def test_shipped_bundle_is_complete(default_bundle):
     bundle = load_bundle(default_bundle)
     m = bundle.manifest
     assert m["format_version"] == FORMAT_VERSION and m["labels"] == list(LABELS)
-    assert {i["name"] for i in m["inputs"]} == {"original", "segmented"}
+    assert m["kind"] == "cells" and bundle.cells is not None and bundle.ood is not None  # reads cells, not fields
+    assert {i["name"] for i in m["inputs"]} == {"cell", "cell_masked"}
     for spec in m["inputs"]:
-        assert spec["shape"] == [1, 224, 224, 3] and spec["dtype"] == "uint8"
+        assert spec["shape"] == [1, 96, 96, 3] and spec["dtype"] == "uint8"
     assert m["output"]["shape"] == [1, 4]
     assert {"train", "val", "test"} == set(m["split"]["keys"])
-    for name in ("float_test", "int8_test"):
-        assert len(m["metrics"][name]["confusion"]) == 4
+    assert len(m["metrics"]["int8_test"]["confusion"]) == 4
     assert m["edgetpu_check"]["ok"] is True
-    assert {"tensorflow", "keras", "python", "blastscope"} <= set(m["tools"])
+    assert {"leukocyte_free", "swap", "restain", "colour_only"} <= set(m["shortcuts_test"])
+    assert m["calibration"]["uncertain_high"] > m["calibration"]["uncertain_low"]  # an uncertain band with width
     card = (default_bundle / "MODEL_CARD.md").read_text()
     assert "not a diagnosis" in card and "95% CI" in card and "10.34740/KAGGLE/DSV/2175623" in card
+    assert "Shortcut tests" in card and "leukocyte-free" in card and "Validated on one site's images only" in card
 
 
 def test_shipped_samples_are_from_the_test_split(default_bundle):

@@ -56,7 +56,9 @@ def test_a_hung_inference_stops_the_watchdog(tmp_path, default_bundle, monkeypat
     pings: list[str] = []
     watchdog = Watchdog(pings.append, 0.05, lambda: service.stalled() is None, lambda: "status").start()
     assert _wait(lambda: len(pings) >= 2)  # idle and healthy: pings
-    field = read_rgb(sample_paths()[0])
+    import cv2
+
+    field = cv2.resize(read_rgb(sample_paths()[0]), (backends.input_side,) * 2, interpolation=cv2.INTER_AREA)
     worker = threading.Thread(target=lambda: backends.probabilities(field, field), daemon=True)
     worker.start()
     try:
