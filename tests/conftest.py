@@ -204,3 +204,12 @@ def client(app):
 @pytest.fixture
 def bearer():
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/system/ (a daemon process, a browser, a Debian root, the
+    converter end to end, deploy scripts) is marked ``system``: ``pytest -m "not system"``
+    runs the in-process suite alone."""
+    for item in items:
+        if "system" in item.path.parts[-2:-1]:
+            item.add_marker(pytest.mark.system)
