@@ -71,10 +71,10 @@ def test_scale_within_the_rulers_scatter_is_the_models_and_beyond_it_the_fields_
     params = CellParams()
     at = lambda ratio: Magnification(ratio * params.model_ruler_px)  # noqa: E731
     assert working_scale(at(1.3), params) == (params.model_px_per_um, None)
-    px, refused = working_scale(at(1.8), params)
-    assert refused is None and abs(px / params.model_px_per_um - 1.8) < 1e-9
-    assert working_scale(at(2.3), params)[1].startswith("wrong magnification")
-    assert working_scale(at(0.4), params)[1].startswith("wrong magnification")
+    px, refused = working_scale(at(1.5), params)
+    assert refused is None and abs(px / params.model_px_per_um - 1.5) < 1e-9
+    assert working_scale(at(1.7), params)[1].startswith("wrong magnification")
+    assert working_scale(at(0.55), params)[1].startswith("wrong magnification")
     assert working_scale(Magnification(None), params)[1].startswith("magnification cannot be measured")
 
 
