@@ -33,7 +33,7 @@ esac
 PLATFORMS=("manylinux2014_$ARCH")
 for minor in 17 24 27 28 31 34 35 36; do PLATFORMS+=("manylinux_2_${minor}_$ARCH"); done
 
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$SOURCE/pyproject.toml")"
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SOURCE/edge/__init__.py")"  # the one version (edge/__init__.py)
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 BUNDLE="$WORK/blastscope-offline"

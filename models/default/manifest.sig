@@ -1,4 +1,4 @@
 {
-  "key": "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E=",
-  "signature": "ZDYoYzuKw1dcyQf5SyNIXfTQN+4wJsYqDSAG5bMItvIEFuwQijS1wZYPP+rrKi3wXxaqzp531z2qWDcCWC1TAw=="
+  "key": "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0=",
+  "signature": "sY3R10SttBc6n8JXdFm3s7zx43GyXp9QFc4dSwYQSwZmzmHd08q75czPgiGiCAfQKB1VYJ3B2qZeGQP40KhtAQ=="
 }
