@@ -25,3 +25,4 @@ bench: $(PY)
 lint: $(PY)
 	$(PY) -m pip install --quiet -e '.[converter,test,systemd]'
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check edge converter tools tests

@@ -106,7 +106,6 @@ def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrain
                 log: Callable[[str], None] = print) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     x1v, x2v = model_inputs(CellCrops(val.rgb, val.own, val.near))
-    yv = keras.utils.to_categorical(val.labels, len(LABELS))
     history = {}
     # the embedding output has no loss of its own: train the view that ends in the softmax
     classifier = keras.Model(model.inputs, model.outputs[0])

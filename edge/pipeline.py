@@ -23,7 +23,7 @@ from edge.analysis.labels import LABELS
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
 from edge.analysis.screening import screen
-from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, SegmentationParams, segment
+from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, segment
 
 
 class Pipeline:
@@ -106,7 +106,7 @@ class Pipeline:
         probabilities = np.stack([o.probabilities for o in outputs])
         distances = ood.distances(np.stack([o.embedding for o in outputs]))
         familiar = distances <= ood.limit
-        calls = [CellCall(cell, LABELS[int(np.argmax(p))], {l: float(v) for l, v in zip(LABELS, p)}, float(d), bool(f))
+        calls = [CellCall(cell, LABELS[int(np.argmax(p))], {lab: float(v) for lab, v in zip(LABELS, p)}, float(d), bool(f))
                  for cell, p, d, f in zip(cells, probabilities, distances, familiar)]
         if 2 * familiar.sum() < len(cells):  # most cells unlike the training cells: refuse the field
             timings["screening"] = timed_ms(t)

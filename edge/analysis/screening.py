@@ -70,5 +70,5 @@ def screen(raw_probabilities: np.ndarray, calibration: Calibration) -> Screening
         if call == "negative":
             label = BENIGN
         else:
-            label = max((l for l in LABELS if l != BENIGN), key=lambda l: p[LABELS.index(l)])
-    return Screening(label, {l: float(p[i]) for i, l in enumerate(LABELS)}, malignant, call)
+            label = max((lab for lab in LABELS if lab != BENIGN), key=lambda lab: p[LABELS.index(lab)])
+    return Screening(label, {lab: float(p[i]) for i, lab in enumerate(LABELS)}, malignant, call)

@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 
 from edge.analysis.imagefile import IMAGE_SUFFIXES, read_rgb
 from edge.analysis.labels import LABELS

@@ -26,7 +26,7 @@ def _populate(root: Path, folders: dict[str, str]) -> Path:
     return root
 
 
-@pytest.mark.parametrize("folders", [PLAIN, KAGGLE_FOUR, {l: l for l in LABELS}], ids=["plain", "kaggle-four", "canonical"])
+@pytest.mark.parametrize("folders", [PLAIN, KAGGLE_FOUR, {lab: lab for lab in LABELS}], ids=["plain", "kaggle-four", "canonical"])
 def test_layouts_map_to_canonical_labels(tmp_path, folders):
     ds = load_dataset(_populate(tmp_path, folders))
     assert ds.counts() == {label: 2 for label in LABELS}

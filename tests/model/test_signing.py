@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 
-import numpy as np
 import pytest
 import requests
 
