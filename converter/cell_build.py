@@ -222,7 +222,7 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": cfg.command,
-            **base,
+            **{k: v for k, v in base.items() if k != "model_id"},  # the id is the written manifest's hash
             "inputs": [
                 {"name": name, "index": int(d["index"]), "shape": [int(v) for v in d["shape"]],
                  "dtype": np.dtype(d["dtype"]).name,

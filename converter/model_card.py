@@ -203,6 +203,21 @@ def _ood(manifest: dict[str, Any]) -> str:
             "slides this model was trained on\".")
 
 
+def _cell_limitations(manifest: dict[str, Any]) -> str:
+    if manifest.get("kind") != "cells":
+        return ""
+    return """- **The out-of-distribution check is no guarantee.** It passes the benign capture conditions it
+  was fitted on, but synthetic foreign-looking cells (inverted contrast, uniform or shuffled
+  insides) pass it too (`tests/model/test_cell_bundle.py` records this). Another laboratory's
+  cells may be read without a warning.
+- Faintly stained fields whose white cells the stain mask misses are refused ("no white cells in
+  view"), not read: on this dataset they are Pro-B fields.
+- The subtypes (Early Pre-B, Pre-B, Pro-B) are defined by flow cytometry, not by morphology; the
+  model's subtype is a pattern to check, and Pre-B and Early Pre-B are confused.
+- Cell labels are weak (every cell of a field takes the field's class), so a reactive lymphocyte
+  in a malignant field is counted as a blast by the training labels."""
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     split = manifest.get("split", {})
     metrics = manifest.get("metrics", {})
@@ -286,4 +301,4 @@ Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}{_f
   identities are not available, so some leakage across split boundaries cannot be excluded.
 - About 15% of the original dataset is held out by the dataset's curators and was not used.
 - Field-level classification: a patient-level decision must combine many fields and a human read.
-"""
+{_cell_limitations(manifest)}"""

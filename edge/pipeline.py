@@ -79,6 +79,8 @@ class Pipeline:
         params, ood = self.bundle.cells, self.bundle.ood
         assert params is not None and ood is not None  # load_bundle checked both
         rbc = None
+        if not reasons and seg.empty:  # nothing stained at all: say so, before measuring the scale of nothing
+            reasons.append(NO_WHITE_CELLS)
         if not reasons:
             t = time.perf_counter()
             magnification = measure_magnification(rgb, seg.mask)

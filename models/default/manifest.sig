@@ -1,4 +1,4 @@
 {
   "key": "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0=",
-  "signature": "sY3R10SttBc6n8JXdFm3s7zx43GyXp9QFc4dSwYQSwZmzmHd08q75czPgiGiCAfQKB1VYJ3B2qZeGQP40KhtAQ=="
+  "signature": "se0SpjoB3DXiAa87BX/uqVmsBuQNxZnrLk9CclUF9ih2HCCnSNEok6QEIJXEOAeEtAUNx+l18Oax2YjyS4qECQ=="
 }
