@@ -44,6 +44,11 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any], si
         for name, source in files.items():
             if source.resolve() != (staging / name).resolve():
                 shutil.copyfile(source, staging / name)
+        if manifest.get("kind") == "cells":  # the sample cells, cut here once (edge.model.reference)
+            reference.write_reference_inputs(
+                Bundle(staging, manifest, SegmentationParams.from_dict(manifest["segmentation"]), Calibration()),
+                staging / reference.REFERENCE_INPUTS)
+            files = {**files, reference.REFERENCE_INPUTS: staging / reference.REFERENCE_INPUTS}
         full = {
             "format_version": FORMAT_VERSION,
             "labels": list(LABELS),

@@ -37,23 +37,36 @@ def sample_fields() -> list[Path]:
     return sorted(SAMPLES_DIR.glob("*.jpg"))
 
 
+#: A cell bundle's fixed model inputs for the sample fields (the cell crops, as the converter
+#: cut them): the reference check is about the model and its runtime, so it must not depend on
+#: the OpenCV build that finds and cuts the cells (Debian 12's 4.10 cuts some cells a pixel
+#: differently from a workstation's, and a pooled field output moved by 0.11 with it).
+REFERENCE_INPUTS = "reference_inputs.npz"
+
+
 def outputs(bundle: Bundle, backend: Backend, fields: Iterable[Path] | None = None) -> dict[str, list[float]]:
-    """Raw probabilities per sample field, through the device pipeline's own preprocessing
-    (no quality gate: the check is about the model, every field counts)."""
+    """Raw probabilities per sample field: a field bundle's through the device pipeline's own
+    preprocessing (no quality gate: the check is about the model, every field counts); a cell
+    bundle's from its recorded cell crops, pooled as the field call pools them."""
+    stored = np.load(bundle.root / REFERENCE_INPUTS) if bundle.kind == "cells" and \
+        (bundle.root / REFERENCE_INPUTS).is_file() else None
     out = {}
     for path in fields if fields is not None else sample_fields():
-        if bundle.kind == "cells":
-            probabilities = cell_outputs(bundle, backend, read_rgb(path))
+        if stored is not None:
+            first, second = stored[f"{path.name}:cell"], stored[f"{path.name}:cell_masked"]
+            probabilities = pool(np.stack([backend.infer(a, b).probabilities for a, b in zip(first, second)]))
+        elif bundle.kind == "cells":
+            probabilities = pool(np.stack([backend.infer(a, b).probabilities
+                                           for a, b in zip(*cell_crops(bundle, read_rgb(path)))]))
         else:
             probabilities = backend.probabilities(*model_inputs(read_rgb(path), bundle.segmentation, backend.input_side))
         out[path.name] = [round(float(p), 6) for p in probabilities]
     return out
 
 
-def cell_outputs(bundle: Bundle, backend: Backend, frame: np.ndarray) -> np.ndarray:
-    """A cell bundle's reference output for a frame: every detected cell through the model,
-    pooled as the field call pools them (no gate and no out-of-distribution check: the
-    check is about the model)."""
+def cell_crops(bundle: Bundle, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A cell bundle's model inputs for a frame: every detected cell (no gate, no
+    out-of-distribution check)."""
     params = bundle.cells
     assert params is not None
     field_rgb, seg = field_and_segmentation(frame, bundle.segmentation, int(bundle.manifest.get("field_side", 224)))
@@ -61,8 +74,16 @@ def cell_outputs(bundle: Bundle, backend: Backend, frame: np.ndarray) -> np.ndar
     cells, labels = detect_cells(seg, px_per_um, params)
     if not cells:
         raise ValueError("a reference field shows no white cell")
-    first, second = cell_inputs(cut_cells(field_rgb, labels, cells, px_per_um, params))
-    return pool(np.stack([backend.infer(a, b).probabilities for a, b in zip(first, second)]))
+    return cell_inputs(cut_cells(field_rgb, labels, cells, px_per_um, params))
+
+
+def write_reference_inputs(bundle: Bundle, path: Path) -> None:
+    """Cut the sample fields' cells once, where the bundle is made, and keep them."""
+    arrays = {}
+    for field in sample_fields():
+        first, second = cell_crops(bundle, read_rgb(field))
+        arrays[f"{field.name}:cell"], arrays[f"{field.name}:cell_masked"] = first, second
+    np.savez_compressed(path, **arrays)
 
 
 def check(bundle: Bundle, backend: Backend) -> str:
