@@ -179,7 +179,7 @@ else
   if ldconfig -p 2>/dev/null | grep -q 'libedgetpu\.so\.1'; then
     say "inference: Edge TPU runtime libedgetpu.so.1 present; the CPU is the fallback"
   else
-    say "inference: CPU ($("$VENV/bin/python" -c 'from edge.runtime import interpreter_module; print(interpreter_module()[1])')); no libedgetpu.so.1 for the Edge TPU"
+    say "inference: CPU ($("$VENV/bin/python" -c 'from edge.model.runtime import interpreter_module; print(interpreter_module()[1])')); no libedgetpu.so.1 for the Edge TPU"
   fi
 fi
 say "done. The PIN is printed once in the journal: journalctl -u $APP | grep PIN"

@@ -17,20 +17,18 @@ import numpy as np
 
 from edge import SAMPLES_DIR
 from edge.analysis.imagefile import read_rgb
-from edge.analysis.cells import cut_cells, detect_cells, measure_magnification, model_inputs as cell_inputs, pool, working_scale
+from edge.analysis.cells import cut_cells, detect_cells, measure_magnification, model_inputs as cell_inputs, working_scale
 from edge.analysis.preprocess import field_and_segmentation, model_inputs
 
 from edge.model.bundle import Bundle
 from edge.model.inference import Backend
 
-#: Largest allowed difference per class probability, in output steps of 1/256. The CPU
-#: runtimes differ: on identical inputs, tflite-runtime 2.14 (Debian 12 venv,
-#: tests/test_bookworm.py) gave the previous model 5 steps more benign on one sample, and the
-#: current model (b9e956c9eec0d4a9) 17 steps less Early Pre-B on Early-703 (0.781 against
-#: 0.844, same class) than ai-edge-litert 2.x, hence 24. The Edge TPU runs the same quantized
-#: graph with its own arithmetic: 32 steps (not measured on hardware here). The class named by
-#: every output must also agree, and a wrong model or delegate is off by far more.
-TOLERANCE = {"cpu": 24 / 256 + 1e-6, "edgetpu": 32 / 256 + 1e-6}
+#: Largest allowed difference per class probability, in output steps of 1/256. CPU runtimes
+#: differ on identical inputs (tflite-runtime 2.14 beside Debian 12's numpy against
+#: ai-edge-litert 2.x; measured in tests/system/test_bookworm.py, figures in docs/converter.md),
+#: and so does the Edge TPU's own arithmetic (not measured on hardware here). The class named by
+#: every decisive output must also agree, and a wrong model or delegate is off by far more.
+TOLERANCE = {"cpu": 32 / 256 + 1e-6, "edgetpu": 40 / 256 + 1e-6}
 
 
 def sample_fields() -> list[Path]:
@@ -47,20 +45,20 @@ REFERENCE_INPUTS = "reference_inputs.npz"
 def outputs(bundle: Bundle, backend: Backend, fields: Iterable[Path] | None = None) -> dict[str, list[float]]:
     """Raw probabilities per sample field: a field bundle's through the device pipeline's own
     preprocessing (no quality gate: the check is about the model, every field counts); a cell
-    bundle's from its recorded cell crops, pooled as the field call pools them."""
+    bundle's for each of its recorded cell crops (one row per cell)."""
     stored = np.load(bundle.root / REFERENCE_INPUTS) if bundle.kind == "cells" and \
         (bundle.root / REFERENCE_INPUTS).is_file() else None
     out = {}
     for path in fields if fields is not None else sample_fields():
-        if stored is not None:
-            first, second = stored[f"{path.name}:cell"], stored[f"{path.name}:cell_masked"]
-            probabilities = pool(np.stack([backend.infer(a, b).probabilities for a, b in zip(first, second)]))
-        elif bundle.kind == "cells":
-            probabilities = pool(np.stack([backend.infer(a, b).probabilities
-                                           for a, b in zip(*cell_crops(bundle, read_rgb(path)))]))
+        if bundle.kind == "cells":  # one row per cell: the model's own outputs, before any pooling
+            if stored is not None:
+                crops = zip(stored[f"{path.name}:cell"], stored[f"{path.name}:cell_masked"])
+            else:
+                crops = zip(*cell_crops(bundle, read_rgb(path)))
+            out[path.name] = [[round(float(p), 6) for p in backend.infer(a, b).probabilities] for a, b in crops]
         else:
             probabilities = backend.probabilities(*model_inputs(read_rgb(path), bundle.segmentation, backend.input_side))
-        out[path.name] = [round(float(p), 6) for p in probabilities]
+            out[path.name] = [round(float(p), 6) for p in probabilities]
     return out
 
 
@@ -99,14 +97,19 @@ def check(bundle: Bundle, backend: Backend) -> str:
     if missing:
         raise ValueError(f"reference field(s) {', '.join(missing)} are not among this software's samples")
     worst = 0.0
-    for name, got in outputs(bundle, backend, fields).items():
-        want = np.asarray(expected[name], dtype=np.float64)
-        diff = np.abs(np.asarray(got) - want)
-        top2 = np.sort(want)[-2:]
-        decisive = top2[1] - top2[0] > 2 * tolerance  # a near-tie may flip within the tolerance
-        if (decisive and int(np.argmax(got)) != int(np.argmax(want))) or diff.max() > tolerance:
-            raise ValueError(f"{backend.name}: on sample {name} the model gives {[round(v, 3) for v in got]}, the "
-                             f"manifest records {[round(float(v), 3) for v in want]} (difference {diff.max():.3f}, "
-                             f"allowed {tolerance:.3f})")
-        worst = max(worst, float(diff.max()))
+    for name, got_rows in outputs(bundle, backend, fields).items():
+        want_rows = np.atleast_2d(np.asarray(expected[name], dtype=np.float64))  # a cell bundle: one row per cell
+        got_all = np.atleast_2d(np.asarray(got_rows, dtype=np.float64))
+        if got_all.shape != want_rows.shape:
+            raise ValueError(f"{backend.name}: on sample {name} the model gives {got_all.shape[0]} output rows, the "
+                             f"manifest records {want_rows.shape[0]}")
+        for got, want in zip(got_all, want_rows):
+            diff = np.abs(got - want)
+            top2 = np.sort(want)[-2:]
+            decisive = top2[1] - top2[0] > 2 * tolerance  # a near-tie may flip within the tolerance
+            if (decisive and int(np.argmax(got)) != int(np.argmax(want))) or diff.max() > tolerance:
+                raise ValueError(f"{backend.name}: on sample {name} the model gives {[round(float(v), 3) for v in got]}, "
+                                 f"the manifest records {[round(float(v), 3) for v in want]} (difference "
+                                 f"{diff.max():.3f}, allowed {tolerance:.3f})")
+            worst = max(worst, float(diff.max()))
     return f"{backend.name}: {len(fields)} reference fields match (largest difference {worst:.4f}, allowed {tolerance:.4f})"
