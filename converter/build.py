@@ -84,6 +84,32 @@ def representative_fields(fields: np.ndarray, labels: np.ndarray, size: int, see
     return np.stack([augment(fields[i], rng) if n % 2 else fields[i] for n, i in enumerate(sorted(chosen))])
 
 
+def edgetpu_files(cpu_model: Path, tmp: Path, log: Callable[[str], None]):
+    """The static Edge TPU check, the compiled model when the compiler is present, and the
+    bundle's model files."""
+    check = check_model(cpu_model)
+    log(check.table())
+    files = {CPU_MODEL: cpu_model}
+    compiled = compile_for_edgetpu(cpu_model, tmp / "edgetpu")
+    log(compiled.summary)
+    if compiled.model is not None:
+        files[EDGETPU_MODEL] = compiled.model
+    return check, compiled, files
+
+
+def io_record(backend) -> dict[str, Any]:
+    """The model's named inputs and its probabilities output, as the manifest records them."""
+    def quant(d) -> dict[str, Any]:
+        return {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
+
+    return {
+        "inputs": [{"name": name, "index": int(d["index"]), "shape": [int(v) for v in d["shape"]],
+                    "dtype": np.dtype(d["dtype"]).name, "quantization": quant(d)} for name, d in backend.inputs.items()],
+        "output": {"name": "probabilities", "shape": [int(v) for v in backend.output["shape"]],
+                   "dtype": np.dtype(backend.output["dtype"]).name, "quantization": quant(backend.output)},
+    }
+
+
 def _tool_versions() -> dict[str, str]:
     import tensorflow as tf
 
@@ -171,25 +197,11 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
         robustness = run_suite(pipeline, parts["test"])
         log(robustness_table(robustness))
 
-        check = check_model(cpu_model)
-        log(check.table())
-        files = {CPU_MODEL: cpu_model}
-        compiled = compile_for_edgetpu(cpu_model, Path(tmp) / "edgetpu")
-        log(compiled.summary)
-        if compiled.model is not None:
-            files[EDGETPU_MODEL] = compiled.model
+        check, compiled, files = edgetpu_files(cpu_model, Path(tmp), log)
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": cfg.command,
-            "inputs": [
-                {"name": name, "index": int(d["index"]), "shape": [int(v) for v in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                 "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
-                for name, d in backend.inputs.items()
-            ],
-            "output": {"name": "probabilities", "shape": [int(v) for v in backend.output["shape"]],
-                       "dtype": np.dtype(backend.output["dtype"]).name,
-                       "quantization": {"scale": float(backend.output["quantization"][0]),
-                                        "zero_point": int(backend.output["quantization"][1])}},
+            **io_record(backend),
             "segmentation": cfg.segmentation.to_dict(),
             "calibration": calibration.to_dict(),
             "quality_gate": gate,

@@ -35,18 +35,16 @@ from edge.evaluation.metrics import summarize
 from edge.evaluation.robustness import CONDITIONS, run as run_suite, table as robustness_table
 from edge.evaluation.shortcuts import run as run_shortcuts, table as shortcut_table
 from edge.model import ood
-from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL, Bundle
+from edge.model.bundle import CPU_MODEL, Bundle
 from edge.model.inference import BackendManager
 from edge.pipeline import Pipeline
 
-from converter.build import _tool_versions
+from converter.build import _tool_versions, edgetpu_files, io_record
 from converter.bundle import write_bundle
 from converter.calibration import fit_calibration
 from converter.cell_data import CellSet, extract
 from converter.cell_model import build_cell_model
 from converter.cell_train import CellTrainConfig, augment_cell, train_cells
-from converter.compile import compile_for_edgetpu
-from converter.edgetpu_check import check_model
 from converter.gate import clean_figures, fit_gate
 from converter.quantize import quantize_cells
 from converter.refit import case_figures, fit_case_rule
@@ -211,27 +209,13 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         shortcuts = run_shortcuts(pipeline, parts["test"], parts["train"], log=log)
         log(shortcut_table(shortcuts))
 
-        check_report = check_model(cpu_model)
-        log(check_report.table())
-        files = {CPU_MODEL: cpu_model}
-        compiled = compile_for_edgetpu(cpu_model, Path(tmp) / "edgetpu")
-        log(compiled.summary)
-        if compiled.model is not None:
-            files[EDGETPU_MODEL] = compiled.model
+        check_report, compiled, files = edgetpu_files(cpu_model, Path(tmp), log)
         backend = backends.cpu
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": cfg.command,
             **{k: v for k, v in base.items() if k != "model_id"},  # the id is the written manifest's hash
-            "inputs": [
-                {"name": name, "index": int(d["index"]), "shape": [int(v) for v in d["shape"]],
-                 "dtype": np.dtype(d["dtype"]).name,
-                 "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
-                for name, d in backend.inputs.items()],
-            "output": {"name": "probabilities", "shape": [int(v) for v in backend.output["shape"]],
-                       "dtype": np.dtype(backend.output["dtype"]).name,
-                       "quantization": {"scale": float(backend.output["quantization"][0]),
-                                        "zero_point": int(backend.output["quantization"][1])}},
+            **io_record(backend),
             "segmentation": cfg.segmentation.to_dict(),
             "calibration": calibration.to_dict(),
             "calibration_fit": {"int8": fit.report},

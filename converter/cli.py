@@ -32,6 +32,16 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def _written(out: Path, sign_key: str | None) -> int:
+    """Say where a build wrote its bundle, and sign it when a key was given."""
+    _log(f"bundle written to {out}")
+    if sign_key:
+        _log(f"signed by key {key_id(sign_manifest(out, Path(sign_key)))}")
+    else:
+        _log("not signed: a device runs it only after `blastscope-convert sign` (or with inference.allow_unsigned)")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from converter.build import BuildConfig, build
     from converter.split import SplitConfig
@@ -50,13 +60,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.weights != "imagenet" and not Path(args.weights).is_file():
         print(f"error: {args.weights}: weights file not found", file=sys.stderr)
         return 2
-    out = build(cfg, _log)
-    _log(f"bundle written to {out}")
-    if args.sign_key:
-        _log(f"signed by key {key_id(sign_manifest(out, Path(args.sign_key)))}")
-    else:
-        _log("not signed: a device runs it only after `blastscope-convert sign` (or with inference.allow_unsigned)")
-    return 0
+    return _written(build(cfg, _log), args.sign_key)
 
 
 def _build_cells(args: argparse.Namespace) -> int:
@@ -75,13 +79,7 @@ def _build_cells(args: argparse.Namespace) -> int:
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
         command=" ".join(["blastscope-convert", *sys.argv[1:]]),
     )
-    out = build_cells(cfg, _log)
-    _log(f"bundle written to {out}")
-    if args.sign_key:
-        _log(f"signed by key {key_id(sign_manifest(out, Path(args.sign_key)))}")
-    else:
-        _log("not signed: a device runs it only after `blastscope-convert sign` (or with inference.allow_unsigned)")
-    return 0
+    return _written(build_cells(cfg, _log), args.sign_key)
 
 
 def _check(args: argparse.Namespace) -> int:

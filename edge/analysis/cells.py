@@ -24,13 +24,13 @@ module finds the white cells and cuts each one out at one physical scale:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import cv2
 import numpy as np
 
-from edge.analysis.segmentation import Segmentation
+from edge.analysis.segmentation import Segmentation, from_known_keys
 
 #: Red-cell diameter (um) used as the ruler: normal erythrocytes measure 7-8 um.
 RBC_DIAMETER_UM = 7.5
@@ -68,11 +68,7 @@ class CellParams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CellParams":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown cell parameter(s): {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
+        return from_known_keys(cls, data, "cell")
 
 
 @dataclass(frozen=True)

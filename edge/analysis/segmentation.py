@@ -30,6 +30,15 @@ REFERENCE_SIDE = 224
 BLANK_GAP = 6.0
 
 
+def from_known_keys(cls: type, data: Mapping[str, Any], what: str) -> Any:
+    """A parameters dataclass from a manifest section; an unknown key is an error, so a newer
+    bundle is never run with parameters this software would silently drop."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} parameter(s): {', '.join(sorted(unknown))}")
+    return cls(**dict(data))
+
+
 @dataclass(frozen=True)
 class SegmentationParams:
     """Every parameter of the segmentation, recorded in the bundle manifest.
@@ -53,11 +62,7 @@ class SegmentationParams:
     def from_dict(cls, data: Mapping[str, Any]) -> "SegmentationParams":
         """Rebuild from a manifest; unknown keys are an error so a newer bundle is not
         silently segmented with the wrong method."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown segmentation parameter(s): {', '.join(sorted(unknown))}")
-        return cls(**dict(data))
+        return from_known_keys(cls, data, "segmentation")
 
 
 @dataclass(frozen=True)
