@@ -64,8 +64,11 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
             assert driver.find_element(By.ID, "label").text == "Pro-B ALL"
             assert driver.find_element(By.ID, "call").text == "▲ Screen positive"
             assert _in_view(driver, "label") and _in_view(driver, "call")  # fix 1: not scrolled past
-            operating = round(100 * load_bundle(default_bundle_path()).calibration.uncertain_high)
-            assert f"positive from {operating}%" in driver.find_element(By.ID, "malignant").text.lower()  # fix 4
+            calibration = load_bundle(default_bundle_path()).calibration
+            words = driver.find_element(By.ID, "malignant").text.lower()
+            assert f"positive from {round(100 * calibration.uncertain_high)}%" in words  # fix 4
+            # the band as screen() applies it: uncertain from its low end, not from the threshold
+            assert f"negative below {round(100 * calibration.uncertain_low)}%" in words
         chip = driver.find_element(By.ID, "call")
         assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth + 1", chip)  # fix 3
         assert _no_sideways_overflow(driver)

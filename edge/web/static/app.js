@@ -57,9 +57,10 @@ function operatingPoint(r) {
   const c = status && status.model.calibration;
   const m = `Probability of B-ALL ${percent(r.malignant_probability)}`;
   if (!c) return m;
-  const t = percent(c.malignant_threshold), hi = percent(c.uncertain_high);
-  if (c.uncertain_high > c.uncertain_low) return `${m}. Negative below ${t}, uncertain from ${t} to ${hi}, positive from ${hi}.`;
-  return `${m}. Positive from ${t}.`;
+  // the band is what screen() uses: uncertain from uncertain_low up to uncertain_high
+  const lo = percent(c.uncertain_low), hi = percent(c.uncertain_high);
+  if (c.uncertain_high > c.uncertain_low) return `${m}. Negative below ${lo}, uncertain from ${lo} to ${hi}, positive from ${hi}.`;
+  return `${m}. Positive from ${percent(c.malignant_threshold)}.`;
 }
 
 const FIELD_NEXT = {
