@@ -106,3 +106,31 @@ def test_crops_take_the_stain_away_and_keep_nothing_of_the_surroundings():
 def test_pooling_lets_many_cells_outweigh_one():
     cells = np.array([[0.1, 0.7, 0.1, 0.1]] * 5 + [[0.97, 0.01, 0.01, 0.01]])
     assert int(np.argmax(pool(cells))) == 1 and abs(pool(cells).sum() - 1) < 1e-9
+
+
+def test_the_histogram_percentile_is_numpys_linear_percentile():
+    """The ruler reads its two order statistics off 8-bit histograms for speed; they must be
+    what ``np.percentile`` gives, for odd and even counts and ties."""
+    from edge.analysis.cells import _percentile_u8
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 10, 11, 1000, 50176):
+        values = rng.integers(0, 256, n).astype(np.uint8) if n % 2 else rng.integers(100, 104, n).astype(np.uint8)
+        for q in (0.0, 50.0, 90.0, 100.0):
+            assert _percentile_u8(np.bincount(values, minlength=256), q) == pytest.approx(np.percentile(values, q))
+
+
+@pytest.mark.parametrize("path", sample_paths()[::3], ids=lambda p: p.name)
+def test_the_ruler_is_the_autocorrelation_of_the_whole_zero_padded_field(path):
+    """The short-padded, windowed autocorrelation gives the directional average of the plain
+    definition: the field zero-padded to twice its side, every lag averaged by whole radius."""
+    from edge.analysis.cells import MAX_RULER_PX, _radial_autocorrelation
+
+    image = cv2.cvtColor(normalise(read_rgb(path)).rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    image -= cv2.GaussianBlur(image, (0, 0), 24.0)
+    h, w = image.shape
+    auto = np.fft.fftshift(np.fft.irfft2(np.abs(np.fft.rfft2(image, s=(2 * h, 2 * w))) ** 2, s=(2 * h, 2 * w)))
+    yy, xx = np.indices(auto.shape)
+    radius = np.hypot(yy - h, xx - w).astype(np.int64).ravel()
+    plain = (np.bincount(radius, auto.ravel()) / np.maximum(np.bincount(radius), 1))[:MAX_RULER_PX]
+    np.testing.assert_allclose(_radial_autocorrelation(image), plain / plain[0], atol=1e-6)
