@@ -41,8 +41,15 @@ def test_build_tiny_bundle_and_evaluate_it(tmp_path, dataset_dir, weights_path):
     from edge.pipeline import Pipeline
     assert Pipeline.on_cpu(bundle).limits.min_focus == limits["min_focus"]
     assert len(m["robustness_test"]["conditions"]) == 19
-    fit = m["calibration_fit"]["int8"]["sensitivity_threshold"]
-    assert fit["range_90"][0] <= fit["bagged"] <= fit["range_90"][1]
+    # the device applies the bagged thresholds (a bootstrap mean; with few validation fields it
+    # may lie outside the 5th-95th percentile range, so that is not asserted)
+    fit = m["calibration_fit"]["int8"]
+    sens, spec, cal = fit["sensitivity_threshold"], fit["specificity_threshold"], m["calibration"]
+    assert sens["range_90"][0] <= sens["range_90"][1] and spec["range_90"][0] <= spec["range_90"][1]
+    if sens["bagged"] < spec["bagged"]:
+        assert (cal["uncertain_low"], cal["uncertain_high"]) == (sens["bagged"], spec["bagged"])
+    else:
+        assert cal["malignant_threshold"] == round((sens["bagged"] + spec["bagged"]) / 2, 6)
     card = (out / "MODEL_CARD.md").read_text()
     for heading in ("## Quality gate", "## Capture conditions (test split)", "not been validated on any other laboratory",
                     "fixed schedule"):
