@@ -14,6 +14,7 @@ from edge.device.capture import CameraError, CameraWorker, open_source
 from edge import SAMPLES_DIR
 from edge.device.config import Config, load_config
 from edge.device.httpserver import HttpServer
+from edge.device.modelstore import startup_bundle
 from edge.model.inference import BackendManager
 from edge.device.notify import Watchdog, notifier, watchdog_interval
 from edge.pipeline import Pipeline
@@ -28,12 +29,18 @@ DEMO_OVERRIDES = {"camera.source": f"replay:{SAMPLES_DIR}", "inference.backend":
 
 
 def build_service(cfg: Config) -> Service:
-    bundle = load_bundle(cfg.bundle_path, cfg.trust)
+    if cfg.inference.bundle:  # named explicitly: that bundle or nothing
+        bundle, notes = load_bundle(cfg.inference.bundle, cfg.trust), []
+    else:
+        bundle, notes = startup_bundle(cfg.state_dir, cfg.trust, default_bundle_path())
+        for note in notes:
+            log.warning("model: %s", note)
     backends = BackendManager(bundle.cpu_model, bundle.edgetpu_model, cfg.inference.backend,
                               cfg.inference.threads, cfg.inference.reprobe_seconds)
     camera = CameraWorker(cfg.camera.source, lambda spec: open_source(spec, cfg.camera.width, cfg.camera.height),
                           cfg.camera.fps, cfg.camera.retry_max_seconds)
-    return Service(cfg, bundle, Pipeline(bundle, backends, cfg.quality), Store(cfg.state_dir, cfg.store), camera)
+    return Service(cfg, bundle, Pipeline(bundle, backends, cfg.quality), Store(cfg.state_dir, cfg.store), camera,
+                   model_notes=notes)
 
 
 def status_line(service: Service) -> str:

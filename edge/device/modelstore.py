@@ -5,8 +5,12 @@ symlinks to two of them. A new bundle is verified (format version, every sha256,
 signature by a trusted key) before and after it is copied, its model is run on the shipped
 sample fields on every backend present and must reproduce the manifest's reference outputs
 (``edge.model.reference``), and only then does ``current`` switch, by an atomic rename of a
-symlink, so a bad, tampered or half-copied bundle never becomes the running model. The daemon loads
-``current`` at start (unless the config names a bundle explicitly).
+symlink, so a bad, tampered or half-copied bundle never becomes the running model. Every
+copied file and folder is fsynced before the switch and the switch itself before the install
+reports success: after a power cut ``current`` names either the old bundle or a complete new
+one. The daemon loads ``current`` at start (unless the config names a bundle explicitly); if
+it does not verify, ``previous``, then the shipped bundle, with the status saying so
+(``startup_bundle``).
 """
 
 from __future__ import annotations
@@ -36,15 +40,34 @@ def _target(link: Path) -> str | None:
     return os.readlink(link) if link.is_symlink() else None
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Every file's data, then every folder's entries, from the leaves up: a rename of
+    ``root`` that reaches the disk then names complete files, not zero-length ones."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            with open(Path(folder) / name, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(folder))
+
+
 def _point(link: Path, target: str | None) -> None:
-    """Atomically make ``link`` point at ``target`` (a name inside the same folder)."""
+    """Atomically and durably make ``link`` point at ``target`` (a name inside the same folder)."""
     if target is None:
         link.unlink(missing_ok=True)
-        return
-    tmp = link.with_name(f".{link.name}.new")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    else:
+        tmp = link.with_name(f".{link.name}.new")
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    _fsync_dir(link.parent)
 
 
 def _prune(folder: Path) -> None:
@@ -100,7 +123,9 @@ def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
         except BundleError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        _fsync_tree(staging)
         os.replace(staging, dest)
+        _fsync_dir(folder)
     else:
         checked = _reproduces_references(load_bundle(dest, trust), edgetpu_factory)
     installed = load_bundle(dest, trust)
@@ -120,3 +145,30 @@ def rollback(state_dir: Path, trust: Trust = Trust()) -> tuple[Bundle, str]:
     _point(folder / CURRENT, previous)
     _point(folder / PREVIOUS, current)
     return restored, str(current)
+
+
+def startup_bundle(state_dir: Path, trust: Trust, shipped: Path) -> tuple[Bundle, list[str]]:
+    """The bundle a daemon starts with when the config names none: ``current``, else
+    ``previous``, else ``shipped``; and, when it is not ``current``, what went wrong, for the
+    status to report (degraded) until a model is installed again. Raises ``BundleError`` only
+    when the shipped bundle does not verify either."""
+    folder = models_dir(state_dir)
+    notes: list[str] = []
+    for name in (CURRENT, PREVIOUS):
+        link = folder / name
+        if not link.is_symlink():
+            continue
+        try:
+            bundle = load_bundle(link, trust)
+        except BundleError as exc:
+            notes.append(f"the installed '{name}' model ({_target(link)}) does not verify: {exc}")
+            continue
+        if notes:
+            notes.append(f"running the '{name}' model {bundle.model_id} instead: install the model again "
+                         "(blastscope-edge model install)")
+        return bundle, notes
+    bundle = load_bundle(shipped, trust)
+    if notes:
+        notes.append(f"running the shipped model {bundle.model_id} instead: install the model again "
+                     "(blastscope-edge model install)")
+    return bundle, notes

@@ -55,8 +55,10 @@ class Stats:
 
 class Service:
     def __init__(self, config: Config, bundle: Bundle, pipeline: Pipeline, store: Store,
-                 camera: CameraWorker | None) -> None:
+                 camera: CameraWorker | None, model_notes: list[str] | None = None) -> None:
         self.config, self.bundle, self.pipeline, self.store, self.camera = config, bundle, pipeline, store, camera
+        #: Why the daemon runs a model other than the installed ``current`` (``startup_bundle``).
+        self.model_notes = list(model_notes or [])
         self.stats = Stats()
         self.started = time.time()
         self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
@@ -144,6 +146,7 @@ class Service:
                            "and every stored result is kept")
         elif free < 2 * floor:
             reasons.append(f"disk space low: {free:.0f} MB free; new fields will be refused below {floor:.0f} MB")
+        reasons.extend(self.model_notes)
         if self.bundle.signer is None:
             reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
         reasons.extend(self.store.recovered)

@@ -55,7 +55,14 @@ def load_credentials(state_dir: Path, pin: str = "", token: str = "") -> Credent
         fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("".join(f"{k}={v}\n" for k, v in stored.items()))
+            f.flush()
+            os.fsync(f.fileno())  # a power cut must not leave a new PIN the technician was never shown
         os.replace(path.with_suffix(".tmp"), path)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     os.chmod(path, 0o600)
     return Credentials(pin or stored["pin"], token or stored["token"], stored["secret_key"], tuple(generated))
 
