@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ def _reference_outputs(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                     Calibration.from_dict(manifest["calibration"]))
     backend = CpuBackend(root / CPU_MODEL, num_threads=1)
     return {"backend": "cpu", "runtime": backend.runtime, "fields": reference.outputs(bundle, backend)}
+
+
+def release_number() -> int:
+    """The release sequence a device compares to refuse downgrades (``edge.device.modelstore``):
+    the UTC time of writing, as YYYYMMDDHHMMSS, so every write (a build, a re-measure, a compile)
+    is newer than the bundles written before it on a machine whose clock is right."""
+    return int(time.strftime("%Y%m%d%H%M%S", time.gmtime()))
 
 
 def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any], sign_key: Path | None = None) -> Path:
@@ -53,6 +61,7 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any], si
             "format_version": FORMAT_VERSION,
             "labels": list(LABELS),
             **manifest,
+            "release": release_number(),
             "files": {name: sha256_file(staging / name) for name in sorted(files)},
         }
         full["reference_outputs"] = _reference_outputs(staging, full)
@@ -84,6 +93,6 @@ def rewrite_bundle(root: Path, extra_files: dict[str, Path] | None = None, sign_
     names = [CPU_MODEL] + ([EDGETPU_MODEL] if (root / EDGETPU_MODEL).exists() else [])
     files = {name: root / name for name in names} | (extra_files or {})
     manifest = json.loads((root / MANIFEST).read_text())
-    for computed in ("format_version", "model_id", "labels", "files", "reference_outputs"):
+    for computed in ("format_version", "model_id", "labels", "files", "reference_outputs", "release"):
         manifest.pop(computed, None)
     return write_bundle(root, files, manifest | updates, sign_key)

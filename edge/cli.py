@@ -66,6 +66,18 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(_config_path(args.config), overrides, args.demo)
 
 
+def _audit_model(cfg, action: str, before: str | None, bundle) -> None:
+    """A model change goes in the device's audit log with the clinic's other records."""
+    from edge.record.store import Store
+
+    store = Store(cfg.state_dir, cfg.store)
+    try:
+        store.audit(f"cli:{os.environ.get('SUDO_USER') or os.environ.get('USER') or 'unknown'}", action,
+                    {"model_id": before}, {"model_id": bundle.model_id, "release": bundle.release})
+    finally:
+        store.close()
+
+
 def _model(args: argparse.Namespace) -> int:
     from edge.device.config import load_config
     from edge.device.modelstore import install_bundle, rollback
@@ -75,13 +87,17 @@ def _model(args: argparse.Namespace) -> int:
         if args.bundle_dir is None:
             print("error: model install needs the bundle folder", file=sys.stderr)
             return 2
-        bundle, previous, checked = install_bundle(args.bundle_dir, cfg.state_dir, cfg.trust)
+        bundle, previous, checked = install_bundle(args.bundle_dir, cfg.state_dir, cfg.trust,
+                                                   allow_downgrade=args.allow_downgrade)
+        _audit_model(cfg, "model downgrade" if any(c.startswith("downgrade") for c in checked) else "model install",
+                     previous, bundle)
         for line in checked:
-            print(f"reference outputs {line}")
+            print(line if line.startswith("downgrade") else f"reference outputs {line}")
         print(f"installed model {bundle.model_id}, signed by key {key_id(bundle.signer) if bundle.signer else 'none (unsigned, allowed by the config)'} "
               f"(previous: {previous or 'none'}) in {cfg.state_dir / 'models'}")
     else:
         bundle, replaced = rollback(cfg.state_dir, cfg.trust)
+        _audit_model(cfg, "model rollback", replaced, bundle)
         print(f"rolled back to model {bundle.model_id} (replaced {replaced})")
     print("restart the service to load it: sudo systemctl restart blastscope")
     return 0
@@ -282,6 +298,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("bundle_dir", nargs="?", type=Path, help="bundle folder to install (e.g. on a USB stick)")
     m.add_argument("--config", type=Path)
     m.add_argument("--state-dir")
+    m.add_argument("--allow-downgrade", action="store_true",
+                   help="install a bundle older than the installed one (recorded in the audit log)")
     m.set_defaults(func=_model)
     c = sub.add_parser("classify", parents=[common], help="classify image files and print the screening results")
     c.add_argument("images", nargs="+")

@@ -102,10 +102,13 @@ def _reproduces_references(bundle: Bundle, edgetpu_factory: Callable[[Path], obj
 
 
 def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
-                   edgetpu_factory: Callable[[Path], object] | None = None) -> tuple[Bundle, str | None, list[str]]:
+                   edgetpu_factory: Callable[[Path], object] | None = None,
+                   allow_downgrade: bool = False) -> tuple[Bundle, str | None, list[str]]:
     """Verify, copy and switch to ``source``; returns the new bundle, the previous model id
     and what the reference check covered. Raises ``BundleError`` (nothing changed) when the
-    bundle is bad."""
+    bundle is bad, or older than the installed one and ``allow_downgrade`` is not given: an
+    older signed bundle is still a genuine one, so only its release number tells a rollback
+    to a weaker model apart from an update."""
     incoming = load_bundle(source, trust)
     folder = models_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,12 @@ def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
     current = _target(folder / CURRENT)
     if current == name:
         return load_bundle(folder / name, trust), _target(folder / PREVIOUS), ["already installed"]
+    installed_release = _release(folder / CURRENT, trust)
+    if installed_release is not None and incoming.release < installed_release and not allow_downgrade:
+        raise BundleError(f"{source}: release {incoming.release} is older than the installed model {current} "
+                          f"(release {installed_release}); installing it would be a downgrade. Pass "
+                          "--allow-downgrade to do that on purpose (it is recorded in the audit log)")
+    downgrade = installed_release is not None and incoming.release < installed_release
     dest = folder / name
     if not dest.is_dir():
         staging = folder / f".{name}.incoming"
@@ -132,7 +141,19 @@ def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
     _point(folder / PREVIOUS, current)
     _point(folder / CURRENT, name)
     _prune(folder)
+    if downgrade:
+        checked.append(f"downgrade: release {incoming.release} over {installed_release}, allowed by --allow-downgrade")
     return installed, current, checked
+
+
+def _release(link: Path, trust: Trust) -> int | None:
+    """The installed bundle's release, or None when nothing verifiable is installed."""
+    if not link.is_symlink():
+        return None
+    try:
+        return load_bundle(link, trust).release
+    except BundleError:
+        return None
 
 
 def rollback(state_dir: Path, trust: Trust = Trust()) -> tuple[Bundle, str]:

@@ -22,7 +22,7 @@ from edge.analysis.cells import CellParams
 from edge.analysis.labels import LABELS
 from edge.analysis.screening import Calibration
 from edge.analysis.segmentation import SegmentationParams
-from edge.model.ood import OodCheck
+from edge.model.ood import AppearanceCheck, OodCheck
 from edge.model.signing import SignatureError, Trust, verify_manifest
 
 FORMAT_VERSION = 1
@@ -91,10 +91,22 @@ class Bundle:
         return OodCheck.from_dict(data) if data else None
 
     @property
+    def appearance(self) -> AppearanceCheck | None:
+        """The field-level appearance check; None for a bundle built before it."""
+        data = self.manifest.get("ood_appearance")
+        return AppearanceCheck.from_dict(data) if data else None
+
+    @property
     def case_rule(self) -> "CaseRule | None":
         """The rule that calls a case from its fields; None for a bundle built before cases."""
         data = self.manifest.get("case_rule")
         return CaseRule.from_dict(data) if data else None
+
+    @property
+    def release(self) -> int:
+        """The release sequence (``converter.bundle.release_number``); 0 for a bundle written
+        before releases were numbered, so any numbered release is newer."""
+        return int(self.manifest.get("release", 0))
 
     @property
     def cpu_model(self) -> Path:
@@ -151,6 +163,8 @@ def load_bundle(root: Path | str, trust: Trust = Trust()) -> Bundle:
         if manifest.get("kind") == "cells":
             CellParams.from_dict(manifest["cells"])
             OodCheck.from_dict(manifest["ood"])
+            if manifest.get("ood_appearance"):
+                AppearanceCheck.from_dict(manifest["ood_appearance"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: invalid segmentation, calibration or cell section ({exc})") from None
     return Bundle(root=root, manifest=manifest, segmentation=segmentation, calibration=calibration, signer=signer)

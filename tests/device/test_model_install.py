@@ -16,7 +16,7 @@ from edge.device.modelstore import CURRENT, PREVIOUS, install_bundle, models_dir
 from edge.model.bundle import default_bundle_path
 from edge.model.signing import RELEASE_KEYS, Trust
 
-from conftest import resign
+from conftest import resign, run_cli
 
 
 def test_every_copied_file_and_folder_is_fsynced_before_current_switches(bundle_copy, tmp_path, monkeypatch):
@@ -115,3 +115,47 @@ def test_an_intact_install_starts_without_notes(bundle_copy, tmp_path):
     assert started.model_id == bundle.model_id and notes == []
     assert os.readlink(models_dir(state) / CURRENT) == bundle.model_id
     assert not (models_dir(state) / PREVIOUS).exists()
+
+
+def test_an_older_signed_release_is_not_installed_over_a_newer_one_unless_asked_and_audited(bundle_copy, tmp_path,
+                                                                                             test_key):
+    """Both bundles verify and are signed; only the release number says which is older."""
+    key_path, public = test_key
+    config = tmp_path / "config.toml"
+    state = tmp_path / "state"
+    config.write_text(f'[store]\nstate_dir = "{state}"\n[inference]\ntrusted_keys = ["{public}"]\n')
+    older, newer = tmp_path / "older", tmp_path / "newer"
+    shutil.copytree(bundle_copy, older)
+    shutil.copytree(bundle_copy, newer)
+    resign(older, key_path, release=20261101000000)
+    resign(newer, key_path, release=20261201000000)
+    ok = run_cli("blastscope-edge", "model", "install", str(newer), "--config", str(config))
+    assert ok.returncode == 0, ok.stderr
+    refused = run_cli("blastscope-edge", "model", "install", str(older), "--config", str(config))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "release 20261101000000 is older than the installed model" in refused.stderr
+    assert "--allow-downgrade" in refused.stderr
+    newer_id = os.readlink(models_dir(state) / CURRENT)
+    allowed = run_cli("blastscope-edge", "model", "install", str(older), "--config", str(config), "--allow-downgrade")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "downgrade: release 20261101000000 over 20261201000000" in allowed.stdout
+    assert os.readlink(models_dir(state) / PREVIOUS) == newer_id
+    from edge.record.store import Store
+
+    store = Store(state)
+    try:
+        actions = [(e["action"], e["before"]["model_id"]) for e in reversed(store.audit_log())]
+    finally:
+        store.close()
+    assert [a for a, _ in actions] == ["model install", "model downgrade"]
+    assert actions[1][1] == newer_id
+
+
+def test_the_converter_numbers_every_release_it_writes(bundle_copy, test_key):
+    from converter.bundle import rewrite_bundle
+    from edge.model.bundle import load_bundle
+
+    before = load_bundle(bundle_copy).release
+    rewrite_bundle(bundle_copy, sign_key=test_key[0])
+    after = load_bundle(bundle_copy, Trust((test_key[1],))).release
+    assert after > before and after > 20261201000000
