@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from edge.model import reference
-from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, Bundle, content_id, sha256_file
+from edge.model.bundle import (CARD_KEY, CPU_MODEL, EDGETPU_MODEL, FORMAT_VERSION, MANIFEST, MODEL_CARD, Bundle,
+                               content_id, sha256_file)
 from edge.model.inference import CpuBackend
 from edge.analysis.labels import LABELS
 from edge.analysis.screening import Calibration
 from edge.analysis.segmentation import SegmentationParams
 from edge.model.signing import sign_manifest
 
-from converter.model_card import MODEL_CARD, render_model_card
+from converter.model_card import render_model_card
 
 
 def _reference_outputs(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +67,9 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any], si
         }
         full["reference_outputs"] = _reference_outputs(staging, full)
         full = {"format_version": FORMAT_VERSION, "model_id": content_id(full), **full}
-        (staging / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
         (staging / MODEL_CARD).write_text(render_model_card(full))
+        full[CARD_KEY] = sha256_file(staging / MODEL_CARD)  # signed with the manifest; not in the id
+        (staging / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
         if sign_key is not None:
             sign_manifest(staging, sign_key)
         if out.exists():
@@ -93,6 +95,6 @@ def rewrite_bundle(root: Path, extra_files: dict[str, Path] | None = None, sign_
     names = [CPU_MODEL] + ([EDGETPU_MODEL] if (root / EDGETPU_MODEL).exists() else [])
     files = {name: root / name for name in names} | (extra_files or {})
     manifest = json.loads((root / MANIFEST).read_text())
-    for computed in ("format_version", "model_id", "labels", "files", "reference_outputs", "release"):
+    for computed in ("format_version", "model_id", "labels", "files", "reference_outputs", "release", CARD_KEY):
         manifest.pop(computed, None)
     return write_bundle(root, files, manifest | updates, sign_key)

@@ -1,5 +1,5 @@
 """The cell model's whole build: cells -> train -> int8 -> out-of-distribution check ->
-calibration with an uncertain band -> gate -> case rule -> evaluation, capture conditions and
+appearance check -> calibration with an uncertain band -> gate -> case rule -> evaluation, capture conditions and
 shortcut tests -> bundle.
 
 Everything after training runs the device pipeline (``edge.pipeline``) on the int8 model, so
@@ -32,13 +32,14 @@ from edge.analysis.segmentation import SegmentationParams
 from edge.evaluation.dataset import Sample, load_dataset
 from edge.evaluation.evaluate import classify_samples, evaluation_report
 from edge.evaluation.metrics import summarize
-from edge.evaluation.robustness import CONDITIONS, run as run_suite, table as robustness_table
+from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS, run as run_suite, table as robustness_table
 from edge.evaluation.shortcuts import run as run_shortcuts, table as shortcut_table
 from edge.model import ood
 from edge.model.bundle import CPU_MODEL, Bundle
 from edge.model.inference import BackendManager
 from edge.pipeline import Pipeline
 
+from converter.appearance import fit_check as fit_appearance_check, foreign_report
 from converter.build import _tool_versions, edgetpu_files, io_record
 from converter.bundle import write_bundle
 from converter.calibration import fit_calibration
@@ -50,10 +51,6 @@ from converter.quantize import quantize_cells
 from converter.refit import case_figures, fit_case_rule
 from converter.split import SplitConfig, select, split_record, split_samples
 
-#: The capture suite's benign perturbations: a working device must still read these, so the
-#: out-of-distribution limit is fitted to pass them (and the restain shortcut test's shift).
-BENIGN_CONDITIONS = ("clean", "white balance warm", "white balance cool", "green cast", "brightness x0.75",
-                     "defocus sigma 1", "JPEG quality 50", "mix: eyepiece, warm, defocus 1, JPEG 70")
 #: Percentile of the benign-perturbed validation cells' distances taken as the limit.
 OOD_PERCENTILE = 99.5
 
@@ -173,6 +170,11 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         ood_report["training_cells"] = int(len(embeddings))
         log(f"ood limit {limit:.2f}")
         provisional = Bundle(Path(tmp), {**base, "ood": check.to_dict()}, cfg.segmentation, Calibration())
+        looks, looks_report = fit_appearance_check(Pipeline(provisional, backends), cells["train"], parts["val"],
+                                                   every=2, conditions=BENIGN_CONDITIONS, log=log)
+        log(f"appearance limit {looks.limit:.2f}")
+        base["ood_appearance"] = looks.to_dict()
+        provisional = Bundle(Path(tmp), {**base, "ood": check.to_dict()}, cfg.segmentation, Calibration())
 
         val_raw, _ = classify_samples(Pipeline(provisional, backends), parts["val"])
         val_labels = np.array([LABELS.index(s.label) for s in parts["val"]])
@@ -208,6 +210,8 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         log("shortcut tests on the test split")
         shortcuts = run_shortcuts(pipeline, parts["test"], parts["train"], log=log)
         log(shortcut_table(shortcuts))
+        foreign = foreign_report(pipeline, parts["test"])
+        log(f"foreign-looking test fields: {foreign}")
 
         check_report, compiled, files = edgetpu_files(cpu_model, Path(tmp), log)
         backend = backends.cpu
@@ -221,12 +225,14 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
             "calibration_fit": {"int8": fit.report},
             "ood": check.to_dict(),
             "ood_fit": ood_report,
+            "ood_appearance_fit": looks_report,
             "quality_gate": gate,
             "case_rule": case_rule.to_dict(),
             "split": split_record(split, cfg.split),
             "metrics": metrics,
             "robustness_test": robustness,
             "shortcuts_test": shortcuts,
+            "foreign_test": foreign,
             "cell_data": {name: {"fields": len(c.keys), "cells": int(len(c.field)), "refused": len(c.refused),
                                  "refused_reasons": _count(r for _, r in c.refused)} for name, c in cells.items()},
             "training": {"weights": str(cfg.weights), "history": history,

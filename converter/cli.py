@@ -28,6 +28,15 @@ def _as_written(root: Path):
     return load_bundle(root, Trust(keys, allow_unsigned=True))
 
 
+def _history(root: Path) -> list[dict[str, str]]:
+    """The bundle's record of the commands that changed it after its build, plus this one."""
+    import time
+
+    previous = json.loads((root / "manifest.json").read_text()).get("history", [])
+    return [*previous, {"command": " ".join(["blastscope-convert", *sys.argv[1:]]),
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
+
+
 def _log(message: str) -> None:
     print(message, flush=True)
 
@@ -114,9 +123,22 @@ def _refit(args: argparse.Namespace) -> int:
 
     root = Path(args.bundle)
     updates = refit(_as_written(root), Path(args.data), _log)
-    rewrite_bundle(root, sign_key=Path(args.sign_key) if args.sign_key else None, **updates)
+    rewrite_bundle(root, sign_key=Path(args.sign_key) if args.sign_key else None, history=_history(root), **updates)
     bundle = _as_written(root)
     _log(f"bundle {root} re-measured: model id {bundle.model_id}, "
+         f"{'signed by key ' + key_id(bundle.signer) if bundle.signer else 'not signed (sign it before a device runs it)'}")
+    return 0
+
+
+def _fit_appearance(args: argparse.Namespace) -> int:
+    from converter.appearance import add_to_bundle
+    from converter.bundle import rewrite_bundle
+
+    root = Path(args.bundle)
+    updates = add_to_bundle(_as_written(root), Path(args.data), log=_log)
+    rewrite_bundle(root, sign_key=Path(args.sign_key) if args.sign_key else None, history=_history(root), **updates)
+    bundle = _as_written(root)
+    _log(f"bundle {root}: appearance check added (limit {bundle.appearance.limit:.2f}), model id {bundle.model_id}, "
          f"{'signed by key ' + key_id(bundle.signer) if bundle.signer else 'not signed (sign it before a device runs it)'}")
     return 0
 
@@ -184,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
     r.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
     r.set_defaults(func=_refit)
+    a = sub.add_parser("fit-appearance", help="add the field-level appearance check to a cell bundle (fitted on its "
+                       "training cells, limit from validation under benign conditions) and re-measure it")
+    a.add_argument("bundle")
+    a.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
+    a.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
+    a.set_defaults(func=_fit_appearance)
     g = sub.add_parser("keygen", help="make an Ed25519 signing key (private PEM file, public key printed)")
     g.add_argument("--out", required=True, help="private key file to create (never overwritten)")
     g.set_defaults(func=_keygen)

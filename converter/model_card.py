@@ -9,7 +9,6 @@ from edge.evaluation.robustness import table as robustness_table
 
 from converter.gate import gate_table
 
-MODEL_CARD = "MODEL_CARD.md"
 
 DATASET_CITATION = (
     'Aria M., Ghaderzadeh M., Bashash D., Abolghasemi H., Asadi F., Hosseini A. "Acute Lymphoblastic '
@@ -196,26 +195,47 @@ def _ood(manifest: dict[str, Any]) -> str:
     if not ood:
         return "None: this bundle answers for every field it is given."
     per = ", ".join(f"{k} {v}" for k, v in fit.get("per_condition", {}).items())
-    return (f"Mahalanobis distance of a cell's embedding from {fit.get('training_cells')} training cells' (covariance "
-            f"shrunk 10% toward its diagonal); limit {ood.get('limit')}, the {fit.get('percentile')}th percentile of "
-            f"{fit.get('fitted_on')}: {per}. A cell beyond it is shown as not recognised and left out of the "
-            "field call; a field where most cells are beyond it is refused: \"these cells do not look like the "
-            "slides this model was trained on\".")
+    text = (f"- **Embedding, per cell.** Mahalanobis distance of a cell's embedding from {fit.get('training_cells')} "
+            f"training cells' (covariance shrunk 10% toward its diagonal); limit {ood.get('limit')}, the "
+            f"{fit.get('percentile')}th percentile of {fit.get('fitted_on')}: {per}. A cell beyond it is shown as not "
+            "recognised and left out of the field call; a field where most cells are beyond it is refused: \"these "
+            "cells do not look like the slides this model was trained on\".")
+    looks, looks_fit = manifest.get("ood_appearance"), manifest.get("ood_appearance_fit", {})
+    if looks:
+        worst = ", ".join(f"{k} {v['max']}" for k, v in looks_fit.get("per_condition", {}).items())
+        text += (f"\n- **Appearance, per field.** Each cell's {len(looks['features'])} appearance numbers "
+                 f"({', '.join(looks['features'])}; `edge.analysis.appearance`), standardised, Mahalanobis distance "
+                 f"from {looks_fit.get('training_cells')} training cells; a field whose median cell distance exceeds "
+                 f"{looks['limit']} is refused with the same message. The limit is {looks_fit.get('fitted_on')} "
+                 f"(highest per condition: {worst}).")
+    foreign = manifest.get("foreign_test")
+    if foreign:
+        text += (f"\n- **Foreign-looking fields (test split, measured only):** {foreign['condition']}: "
+                 f"{foreign['refused_out_of_distribution']} of {foreign['fields']} refused as out of distribution, "
+                 f"{foreign['classified']} classified, {foreign['rejected_otherwise']} rejected for another reason.")
+    return text
 
 
 def _cell_limitations(manifest: dict[str, Any]) -> str:
     if manifest.get("kind") != "cells":
         return ""
-    return """- **The out-of-distribution check is no guarantee.** It passes the benign capture conditions it
-  was fitted on, but synthetic foreign-looking cells (inverted contrast, uniform or shuffled
-  insides) pass it too (`tests/model/test_cell_bundle.py` records this). Another laboratory's
-  cells may be read without a warning.
+    return """- **The out-of-distribution checks are no guarantee.** They pass the benign capture conditions
+  they were fitted on and refuse cells whose dark parts are not the stained ones (inverted
+  lightness, figures above), but they have only been shown synthetic foreign cells: no other
+  laboratory's smear was available to fit or measure them. Another laboratory's cells may still
+  be read without a warning; verify the device on your own slides before relying on it.
 - Faintly stained fields whose white cells the stain mask misses are refused ("no white cells in
   view"), not read: on this dataset they are Pro-B fields.
 - The subtypes (Early Pre-B, Pre-B, Pro-B) are defined by flow cytometry, not by morphology; the
   model's subtype is a pattern to check, and Pre-B and Early Pre-B are confused.
 - Cell labels are weak (every cell of a field takes the field's class), so a reactive lymphocyte
   in a malignant field is counted as a blast by the training labels."""
+
+
+def commands(manifest: dict[str, Any]) -> str:
+    """The build command, then each command that re-measured or extended the bundle."""
+    build = f"`{manifest.get('command', 'blastscope-convert build')}`"
+    return build + "".join(f", then `{h['command']}` ({h['at']})" for h in manifest.get("history", []))
 
 
 def render_model_card(manifest: dict[str, Any]) -> str:
@@ -229,7 +249,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     return f"""# BlastScope model card: `{manifest.get('model_id')}`
 
 Generated from `manifest.json` by `blastscope-convert` ({tools.get('blastscope', '?')}). Every figure
-below was measured by the command that built this bundle (`{manifest.get('command', 'blastscope-convert build')}`);
+below was measured by the commands that made this bundle ({commands(manifest)});
 `blastscope-edge evaluate --bundle <this folder> --data <dataset> --json` reproduces the int8 test row.
 
 ## Intended use
@@ -267,7 +287,7 @@ Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}{_f
 ## Shortcut tests (test split): does it read the cells?
 {_shortcuts(manifest)}
 
-## Out-of-distribution check
+## Out-of-distribution checks
 {_ood(manifest)}
 
 ## Case call (one slide)

@@ -1,8 +1,10 @@
 """One frame in, one result out: field of view, resize, quality, normalisation,
 segmentation, then either the field model (a field bundle) or the white cells one by one
 (a cell bundle: magnification from the red cells, cell detection, per-cell inference, the
-out-of-distribution check, the field call pooled from the cells), then screening. Every command (classify, evaluate, bench, the daemon, the converter's own
-evaluation) runs this same path, so what is measured offline is what the device does."""
+out-of-distribution checks on the cells' embeddings and appearance, the field call pooled
+from the cells), then screening. Every command (classify, evaluate, bench, the daemon, the
+converter's own evaluation) runs this same path, so what is measured offline is what the
+device does."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from edge.analysis.normalisation import normalise
 from edge.analysis.quality import GateLimits, cells_reason, measure_quality
 from edge.analysis.cells import (NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, measure_magnification,
                                  model_inputs as cell_inputs, pool, working_scale)
+from edge.analysis.appearance import features as appearance_features
 from edge.analysis.labels import LABELS
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
@@ -96,8 +99,16 @@ class Pipeline:
             return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings,
                           ruler_px=rbc, **common)
         t = time.perf_counter()
-        first, second = cell_inputs(cut_cells(rgb, labels, cells, px_per_um, params))
+        crops = cut_cells(rgb, labels, cells, px_per_um, params)
+        first, second = cell_inputs(crops)
         timings["cell_crops"] = timed_ms(t)
+        looks, foreign_look, field_look = [None] * len(cells), False, None
+        if (appearance := self.bundle.appearance) is not None:
+            t = time.perf_counter()
+            looks = appearance.distances(appearance_features(crops, params)).tolist()
+            field_look = appearance.field_distance(np.asarray(looks))
+            foreign_look = field_look > appearance.limit
+            timings["appearance"] = timed_ms(t)
         outputs, inference_ms, backend = [], 0.0, "cpu"
         for a, b in zip(first, second):
             out, backend, ms = self.backends.infer(a, b)
@@ -108,14 +119,17 @@ class Pipeline:
         probabilities = np.stack([o.probabilities for o in outputs])
         distances = ood.distances(np.stack([o.embedding for o in outputs]))
         familiar = distances <= ood.limit
-        calls = [CellCall(cell, LABELS[int(np.argmax(p))], {lab: float(v) for lab, v in zip(LABELS, p)}, float(d), bool(f))
-                 for cell, p, d, f in zip(cells, probabilities, distances, familiar)]
-        if 2 * familiar.sum() < len(cells):  # most cells unlike the training cells: refuse the field
+        calls = [CellCall(cell, LABELS[int(np.argmax(p))], {lab: float(v) for lab, v in zip(LABELS, p)}, float(d), bool(f),
+                          look)
+                 for cell, p, d, f, look in zip(cells, probabilities, distances, familiar, looks)]
+        common.update(cells=calls, ruler_px=rbc, appearance_distance=field_look)
+        # most cells unlike the training cells, or the field's cells looking unlike them: refuse the field
+        if foreign_look or 2 * familiar.sum() < len(cells):
             timings["screening"] = timed_ms(t)
             return Result("rejected", [OUT_OF_DISTRIBUTION], None, raw_probabilities=None, backend=backend,
-                          timings_ms=timings, cells=calls, ruler_px=rbc, **common)
+                          timings_ms=timings, **common)
         raw = pool(probabilities[familiar]).astype(np.float32)
         screening = screen(raw, self.bundle.calibration)
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings,
-                      cells=calls, ruler_px=rbc, **common)
+                      **common)

@@ -337,11 +337,15 @@ class CellCall:
     probabilities: dict[str, float]  # raw, in LABELS order
     distance: float  # Mahalanobis distance of its embedding from the training cells
     familiar: bool  # False: out of distribution, left out of the field call
+    appearance: float | None = None  # distance of its appearance numbers (edge.analysis.appearance)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.cell.to_dict(), "label": self.label, "familiar": self.familiar,
-                "distance": round(self.distance, 2),
-                "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()}}
+        out = {**self.cell.to_dict(), "label": self.label, "familiar": self.familiar,
+               "distance": round(self.distance, 2),
+               "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()}}
+        if self.appearance is not None:
+            out["appearance_distance"] = round(self.appearance, 2)
+        return out
 
 
 def pool(cell_probabilities: np.ndarray) -> np.ndarray:

@@ -36,6 +36,8 @@ class Result:
     #: before its cells were read); ``ruler_px`` is the magnification ruler (``edge.analysis.cells``).
     cells: list[CellCall] | None = None
     ruler_px: float | None = None
+    #: The median of the cells' appearance distances, when the bundle has that check.
+    appearance_distance: float | None = None
     created: float = field(default_factory=time.time)
     id: int | None = None
 
@@ -70,6 +72,8 @@ class Result:
             out["unfamiliar_cells"] = len(self.cells) - len(familiar)
         if self.ruler_px is not None:
             out["ruler_px"] = round(self.ruler_px, 1)
+        if self.appearance_distance is not None:
+            out["appearance_distance"] = round(self.appearance_distance, 2)
         if self.screening is not None:
             out.update(self.screening.to_dict())
             out["label_name"] = DISPLAY_NAMES.get(self.screening.label, "Uncertain: review this field")

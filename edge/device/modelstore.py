@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from edge.model import reference
-from edge.model.bundle import Bundle, BundleError, load_bundle
-from edge.model.signing import Trust
+from edge.model.bundle import MANIFEST, MODEL_CARD, Bundle, BundleError, load_bundle
+from edge.model.signing import SIGNATURE, Trust
 
 CURRENT, PREVIOUS = "current", "previous"
 
@@ -38,6 +38,21 @@ def current_bundle_path(state_dir: Path) -> Path | None:
 
 def _target(link: Path) -> str | None:
     return os.readlink(link) if link.is_symlink() else None
+
+
+def _copy_listed(bundle: Bundle, staging: Path) -> None:
+    """Copy the files the verified manifest lists, the manifest, its signature and the card:
+    regular files only (``load_bundle`` refused links among the listed ones; the two others
+    are checked here), nothing else on the stick."""
+    staging.mkdir(parents=True)
+    names = [MANIFEST, *bundle.manifest["files"], MODEL_CARD, SIGNATURE]
+    for name in dict.fromkeys(names):
+        path = bundle.root / name
+        if name in (MODEL_CARD, SIGNATURE) and not path.exists() and not path.is_symlink():
+            continue  # an unsigned bundle allowed by the config; a card is optional in old bundles
+        if path.is_symlink() or not path.is_file():
+            raise BundleError(f"{path}: not a regular file; a bundle holds regular files only, no links")
+        shutil.copyfile(path, staging / name)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -126,8 +141,8 @@ def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
     if not dest.is_dir():
         staging = folder / f".{name}.incoming"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
         try:  # the copy itself must verify and run, not just the stick
+            _copy_listed(incoming, staging)
             checked = _reproduces_references(load_bundle(staging, trust), edgetpu_factory)
         except BundleError:
             shutil.rmtree(staging, ignore_errors=True)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.analysis.normalisation import normalise
+from edge.analysis.segmentation import SegmentationParams, segment
+
 
 def gain(rgb: np.ndarray, r: float, g: float, b: float) -> np.ndarray:
     """Per-channel gain: white balance (unequal) or exposure (equal); clips at white."""
@@ -56,3 +59,18 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     """A JPEG round trip at ``quality`` (the camera's or a phone's compression)."""
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def inverted_cells(rgb: np.ndarray, params: SegmentationParams) -> np.ndarray:
+    """Every stained object's lightness turned inside out (dark rim, pale nucleus), its colour
+    and the smear untouched: cells unlike anything the model was trained on, for measuring
+    whether the out-of-distribution checks refuse them. A field with nothing stained is
+    returned unchanged."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    stained = segment(normalise(rgb).rgb, params).mask
+    mask = cv2.dilate(stained.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if not mask.any():
+        return rgb.copy()
+    light = lab[..., 0][mask].astype(np.int32)
+    lab[..., 0][mask] = np.clip(light.max() + light.min() - light, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)

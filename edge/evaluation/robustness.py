@@ -61,6 +61,11 @@ CONDITIONS: dict[str, Condition] = {
     "mix: eyepiece, warm, defocus 1, JPEG 70": lambda f, r: eyepiece(jpeg(blur(gain(f, 1.08, 1.0, 0.9), 1.0), 70), r),
 }
 
+#: The benign ones: variations a working device must still read, so the out-of-distribution
+#: limits are fitted to pass them (``converter.cell_build``, ``converter.appearance``).
+BENIGN_CONDITIONS = ("clean", "white balance warm", "white balance cool", "green cast", "brightness x0.75",
+                     "defocus sigma 1", "JPEG quality 50", "mix: eyepiece, warm, defocus 1, JPEG 70")
+
 
 def _rate(k: int, n: int) -> float | None:
     return round(k / n, 4) if n else None

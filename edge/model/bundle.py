@@ -1,9 +1,11 @@
 """The model bundle: a folder with the int8 model(s), ``manifest.json`` and a model card.
 
-The device trusts nothing it cannot verify: the format version must be one this code
-reads, every file listed in the manifest must match its sha256, the model id must be the
-manifest's own hash and a trusted key must have signed the manifest (``edge.model.signing``), or
-the bundle is refused with a message saying which check failed.
+The device trusts nothing it cannot verify: a trusted key must have signed the manifest
+(``edge.model.signing``), checked first, before any file is read, so an unsigned bundle costs
+nothing to refuse; the format version must be one this code reads; every file the manifest
+lists must be a regular file (not a link), within ``MAX_BUNDLE_BYTES`` together, and match its
+sha256; the model card must match the sha256 the signed manifest gives it; the model id must be
+the manifest's own hash. Otherwise the bundle is refused with a message saying which check failed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CPU_MODEL = "model.tflite"
 EDGETPU_MODEL = "model_edgetpu.tflite"
+MODEL_CARD = "MODEL_CARD.md"
+#: The manifest key holding the model card's sha256. The card is rendered from the finished
+#: manifest (it names the model id), so its hash is left out of the model id, and covered by
+#: the signature, which signs the manifest's bytes.
+CARD_KEY = "model_card_sha256"
+#: Larger bundles are refused before hashing: today's is a few MB; this leaves room for a
+#: compiled model beside the CPU one while a bundle cannot make the device hash gigabytes.
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
 def default_bundle_path() -> Path:
@@ -47,7 +58,7 @@ def content_id(manifest: dict[str, Any]) -> str:
     """The model id: a hash of the manifest without its id. The manifest lists the sha256 of
     every model file, so the id names the whole content, is a plain hex name (safe as a folder
     name) and changes whenever any of it does; it is recomputed, never taken on trust."""
-    body = {k: v for k, v in manifest.items() if k != "model_id"}
+    body = {k: v for k, v in manifest.items() if k not in ("model_id", CARD_KEY)}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -125,12 +136,18 @@ def load_bundle(root: Path | str, trust: Trust = Trust()) -> Bundle:
     root = Path(root).resolve()
     manifest_path = root / MANIFEST
     try:
+        if manifest_path.is_symlink() or manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path}: not a regular file of at most {MAX_MANIFEST_BYTES >> 20} MB")
         manifest_bytes = manifest_path.read_bytes()
         manifest = json.loads(manifest_bytes)
     except FileNotFoundError:
         raise BundleError(f"{manifest_path}: no manifest; is {root} a BlastScope model bundle?") from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    try:  # first: an untrusted bundle is refused before any of its files is read
+        signer = verify_manifest(root, manifest_bytes, trust)
+    except SignatureError as exc:
+        raise BundleError(str(exc)) from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path}: manifest is not a JSON object")
     version = manifest.get("format_version")
@@ -139,20 +156,30 @@ def load_bundle(root: Path | str, trust: Trust = Trust()) -> Bundle:
     files = manifest.get("files")
     if not isinstance(files, dict) or CPU_MODEL not in files:
         raise BundleError(f"{manifest_path}: manifest lists no {CPU_MODEL}")
-    for name, expected in files.items():
+    listed = dict(files)
+    if CARD_KEY in manifest:
+        listed[MODEL_CARD] = manifest[CARD_KEY]
+    total = 0
+    for name in listed:
         path = root / name
+        if not isinstance(name, str) or Path(name).name != name or name in (MANIFEST, "..", "."):
+            raise BundleError(f"{manifest_path}: lists {name!r}, which is not a plain file name in the bundle")
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise BundleError(f"{path}: not a regular file; a bundle holds regular files only, no links")
         if not path.is_file():
             raise BundleError(f"{path}: listed in the manifest but missing")
+        total += path.stat().st_size
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{root}: the listed files hold {total >> 20} MB, more than a bundle may "
+                          f"({MAX_BUNDLE_BYTES >> 20} MB)")
+    for name, expected in listed.items():
+        path = root / name
         actual = sha256_file(path)
         if actual != expected:
             raise BundleError(f"{path}: sha256 {actual[:12]}... does not match the manifest ({str(expected)[:12]}...); the file is damaged or was changed")
     if manifest.get("model_id") != content_id(manifest):
         raise BundleError(f"{manifest_path}: model id {str(manifest.get('model_id'))[:40]!r} does not match the "
                           f"manifest's content ({content_id(manifest)}); the manifest was changed after it was written")
-    try:
-        signer = verify_manifest(root, manifest_bytes, trust)
-    except SignatureError as exc:
-        raise BundleError(str(exc)) from None
     if tuple(manifest.get("labels", ())) != LABELS:
         raise BundleError(f"{manifest_path}: labels {manifest.get('labels')} differ from {list(LABELS)}")
     try:

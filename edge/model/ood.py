@@ -1,12 +1,20 @@
 """Refusing cells unlike those the model was trained on.
 
 A classifier answers for every input, including a cell from another laboratory's stain,
-camera or microscope that it has never seen. The cell model has a 64-wide embedding before
-its softmax; the converter fits the mean and the (shrunk) covariance of the training cells'
-embeddings, and a cell is out of distribution when its Mahalanobis distance from them is
-above a limit. The limit is fitted so that the capture-condition suite's benign
+camera or microscope that it has never seen. Two checks, each a Mahalanobis distance from
+the training cells with a limit fitted so that the capture-condition suite's benign
 perturbations of validation cells (colour casts, JPEG, mild blur, exposure) still pass:
 those are the variations a working device must tolerate (``converter.cell_build``).
+
+- ``OodCheck``, per cell, on the cell model's 64-wide embedding before its softmax. A cell
+  beyond it is shown as not recognised and left out of the field call.
+- ``AppearanceCheck``, per field, on what the cells look like (``edge.analysis.appearance``:
+  size, stain colour and strength, texture, whether the dark parts are the stained ones).
+  The embedding keeps little that does not help tell the classes apart, so a cell with its
+  lightness inside out lands among the training cells there; its numbers do not. A stain,
+  objective or camera changes every cell of a field together, so the field's median cell
+  distance is compared with the limit: steadier than one cell's, which small or
+  overlapping cells push far out even on the training site.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from edge.analysis.appearance import FEATURES
 
 #: What a refused field or cell tells the technician.
 OUT_OF_DISTRIBUTION = ("these cells do not look like the slides this model was trained on: check the stain, the "
@@ -28,8 +38,7 @@ class OodCheck:
     limit: float  # distances above it are out of distribution
 
     def distances(self, embeddings: np.ndarray) -> np.ndarray:
-        d = np.atleast_2d(np.asarray(embeddings, np.float64)) - self.mean
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision, d), 0.0))
+        return _mahalanobis(np.atleast_2d(np.asarray(embeddings, np.float64)) - self.mean, self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": [round(float(v), 6) for v in self.mean],
@@ -42,6 +51,59 @@ class OodCheck:
         if precision.shape != (len(mean), len(mean)):
             raise ValueError(f"out-of-distribution check: precision {precision.shape} does not match mean {mean.shape}")
         return cls(mean, precision, float(data["limit"]))
+
+
+def _mahalanobis(d: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, precision, d), 0.0))
+
+
+@dataclass(frozen=True)
+class AppearanceCheck:
+    """The field-level check on the cells' appearance numbers (``FEATURES``, in that order),
+    each standardised by the training cells' mean and spread before the distance, so a
+    feature in micrometres and one in correlation units weigh alike."""
+
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,): the training cells' standard deviation per feature
+    precision: np.ndarray  # (F, F): inverse of the shrunk covariance of the standardised features
+    limit: float  # a field whose median cell distance is above it is out of distribution
+
+    def distances(self, rows: np.ndarray) -> np.ndarray:
+        """Each cell's distance, from its ``(N, F)`` appearance rows."""
+        return _mahalanobis((np.atleast_2d(np.asarray(rows, np.float64)) - self.mean) / self.scale, self.precision)
+
+    @staticmethod
+    def field_distance(distances: np.ndarray) -> float:
+        return float(np.median(distances))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), "statistic": "median over the field's cells",
+                "mean": [round(float(v), 6) for v in self.mean], "scale": [round(float(v), 6) for v in self.scale],
+                "precision": [[round(float(v), 6) for v in row] for row in self.precision],
+                "limit": round(float(self.limit), 4)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AppearanceCheck":
+        if tuple(data["features"]) != FEATURES:
+            raise ValueError(f"appearance check: features {list(data['features'])} are not the ones this software "
+                             f"measures ({list(FEATURES)})")
+        mean, scale = np.asarray(data["mean"], np.float64), np.asarray(data["scale"], np.float64)
+        precision = np.asarray(data["precision"], np.float64)
+        if mean.shape != (len(FEATURES),) or scale.shape != mean.shape or precision.shape != (len(mean), len(mean)):
+            raise ValueError(f"appearance check: mean {mean.shape}, scale {scale.shape} and precision "
+                             f"{precision.shape} do not fit {len(FEATURES)} features")
+        if not np.all(scale > 0):
+            raise ValueError("appearance check: every feature's scale must be positive")
+        return cls(mean, scale, precision, float(data["limit"]))
+
+
+def fit_appearance(rows: np.ndarray, shrinkage: float = 0.05) -> AppearanceCheck:
+    """Mean, spread and precision of the training cells' appearance rows (N, F); the limit is
+    left open (infinite) for the converter to fit on validation."""
+    x = np.asarray(rows, np.float64)
+    scale = np.maximum(x.std(0), 1e-6)
+    mean, precision = fit((x - x.mean(0)) / scale, shrinkage)
+    return AppearanceCheck(x.mean(0), scale, precision, float("inf"))
 
 
 def fit(embeddings: np.ndarray, shrinkage: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

@@ -27,15 +27,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNATURE = "manifest.sig"
+MAX_SIGNATURE_BYTES = 4096  # a key and a signature in JSON: a few hundred bytes
 KEY_PREFIX = "ed25519:"
 
 #: The BlastScope release keys. Their private halves are kept off every device, with the
 #: people who build and sign releases. ``RELEASE_KEY`` signs the shipped bundle
-#: (models/default) from the cell model on; the earlier key signed the field-model releases
-#: and stays trusted so that a device with such a model installed keeps starting.
-RELEASE_KEY = "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0="
+#: (models/default). The earlier keys stay trusted so that a device with a bundle they signed
+#: installed keeps starting: ``CELL_RELEASE_KEY_2026_12`` signed the first cell-model releases
+#: (its private half was lost with the build machine, so it signs nothing new),
+#: ``PREVIOUS_RELEASE_KEY`` the field-model releases.
+RELEASE_KEY = "ed25519:up/zgk5drL39cQmvhDPBcYFwE34t51s8Bmeoz4Tr4bI="
+CELL_RELEASE_KEY_2026_12 = "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0="
 PREVIOUS_RELEASE_KEY = "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
-RELEASE_KEYS = (RELEASE_KEY, PREVIOUS_RELEASE_KEY)
+RELEASE_KEYS = (RELEASE_KEY, CELL_RELEASE_KEY_2026_12, PREVIOUS_RELEASE_KEY)
 
 
 class SignatureError(ValueError):
@@ -117,11 +121,13 @@ def verify_manifest(root: Path, manifest_bytes: bytes, trust: Trust) -> str | No
     """The trusted public key that signed these manifest bytes; ``None`` for an unsigned
     bundle the trust allows. Anything else raises ``SignatureError`` saying why."""
     path = Path(root) / SIGNATURE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         if trust.allow_unsigned:
             return None
         raise SignatureError(f"{path}: the bundle is not signed; this device runs only bundles signed by a trusted "
                              "key (inference.trusted_keys), or set inference.allow_unsigned = true to accept it")
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_SIGNATURE_BYTES:
+        raise SignatureError(f"{path}: not a regular signature file of at most {MAX_SIGNATURE_BYTES} bytes")
     try:
         data = json.loads(path.read_text())
         signer, signature = data["key"], base64.b64decode(data["signature"], validate=True)

@@ -1,4 +1,4 @@
 {
-  "key": "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0=",
-  "signature": "y7nkQBG0luNj4fgml0D/sYLH5CmuypNANyi5tkgRUsUULtTnVCtOXsUhMKwqgfcUA4wZdpatZG7X8GSxev42Bg=="
+  "key": "ed25519:up/zgk5drL39cQmvhDPBcYFwE34t51s8Bmeoz4Tr4bI=",
+  "signature": "RnH+4dPxcM0CaGtjoXQB5S8HbnxvIAkEIxBHh37KiXIAmsqljB9sP64jV4N502bAhKbUzOHvomVyh8AldxPVCg=="
 }

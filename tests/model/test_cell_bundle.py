@@ -10,13 +10,14 @@ import pytest
 
 from edge.analysis.imagefile import read_rgb
 from edge.analysis.labels import BENIGN
-from edge.evaluation.degradation import blur, gain, jpeg
+from edge.evaluation.degradation import blur, gain, inverted_cells, jpeg
 from edge.evaluation.shortcuts import load_field, without_cells
 from edge.model.bundle import default_bundle_path, load_bundle
 from edge.model.ood import OUT_OF_DISTRIBUTION
 from edge.pipeline import Pipeline
 
 from conftest import sample_paths
+
 
 
 @pytest.fixture(scope="module")
@@ -58,31 +59,17 @@ def test_a_wrong_objective_is_refused(pipeline):
         ("wrong magnification", "magnification cannot", "out of focus")), result.reasons
 
 
-def _mask(rgb: np.ndarray, params) -> np.ndarray:
-    from edge.analysis.normalisation import normalise
-    from edge.analysis.segmentation import segment
-
-    mask = segment(normalise(rgb).rgb, params).mask
-    return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-
-
-def _inverted_cells(rgb: np.ndarray, params) -> np.ndarray:
-    """Every white cell's lightness turned inside out (dark rim, pale nucleus), the smear
-    untouched: cells unlike anything the model was trained on."""
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-    mask = _mask(rgb, params)
-    light = lab[..., 0][mask].astype(np.int32)
-    lab[..., 0][mask] = np.clip(light.max() + light.min() - light, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-
-
-@pytest.mark.xfail(strict=True, reason="measured on 76cce432ea6bbaad (the model built as 4282eb2537692010): the embedding's Mahalanobis check passes these "
-                   "cells (median distance 3.8 against 3.0 for the clean cells and a limit of 6.2); uniform, shuffled "
-                   "and pixelated cells pass too. "
-                   "Open in the cells issue: the check does not yet refuse foreign-looking cells")
 def test_foreign_looking_cells_are_refused_with_what_to_do(pipeline):
-    refused = sum(not (r := pipeline.process(_inverted_cells(read_rgb(p), pipeline.bundle.segmentation))).classified
-                  and r.reasons == [OUT_OF_DISTRIBUTION] for p in sample_paths())
+    """Every white cell's lightness inverted, colour untouched: the embedding check passes
+    such cells, the appearance check refuses the field and the record says how far it was."""
+    refused = 0
+    for path in sample_paths():
+        result = pipeline.process(inverted_cells(read_rgb(path), pipeline.bundle.segmentation))
+        record = result.to_dict()
+        if not result.classified and result.reasons == [OUT_OF_DISTRIBUTION]:
+            refused += 1
+            assert record["appearance_distance"] > pipeline.bundle.appearance.limit
+            assert record["cells"] and all("appearance_distance" in c for c in record["cells"])
     assert refused >= 6, refused
 
 

@@ -1,0 +1,110 @@
+"""Fit the field-level appearance check (``edge.model.ood.AppearanceCheck``) and add it to a
+cell bundle.
+
+The mean, spread and covariance come from the training cells, cut the way the device cuts
+them (``converter.cell_data.extract``). The limit comes from validation: the highest median
+cell distance of any validation field under any of the benign capture conditions
+(``edge.evaluation.robustness.BENIGN_CONDITIONS``), so every one of those fields still passes.
+A field of the training site is never refused by this check unless it looks unlike every
+benign variation validation was shown; a field whose cells do not look stained the way the
+training cells were is.
+
+``add_to_bundle`` rewrites an existing bundle with the check and re-measures what the check
+can change, through the device pipeline: int8 metrics and the case rule (``converter.refit``),
+the capture-condition suite, the shortcut tests and the foreign-looking fields on test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge.analysis.appearance import features
+from edge.analysis.cells import CellCrops, CellParams
+from edge.analysis.imagefile import read_rgb
+from edge.evaluation.dataset import Sample, load_dataset
+from edge.evaluation.evaluate import samples_for_split
+from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS, run as run_suite, table as robustness_table
+from edge.evaluation.shortcuts import run as run_shortcuts, table as shortcut_table
+from edge.model.bundle import Bundle
+from edge.evaluation.degradation import inverted_cells
+from edge.model.ood import OUT_OF_DISTRIBUTION, AppearanceCheck, fit_appearance
+from edge.pipeline import Pipeline
+
+from converter.cell_data import CellSet, extract
+from converter.refit import refit
+
+
+def _with_check(pipeline: Pipeline, check: AppearanceCheck) -> Pipeline:
+    bundle = dataclasses.replace(pipeline.bundle, manifest={**pipeline.bundle.manifest, "ood_appearance": check.to_dict()})
+    return Pipeline(bundle, pipeline.backends)
+
+
+def fit_check(pipeline: Pipeline, train: CellSet, val: list[Sample], every: int, conditions: tuple[str, ...],
+              log: Callable[[str], None] = print) -> tuple[AppearanceCheck, dict[str, Any]]:
+    """The check fitted on ``train``'s cells, its limit on every ``every``-th validation field
+    under each of ``conditions``, through ``pipeline`` (the device path)."""
+    params = pipeline.bundle.cells
+    assert params is not None
+    rows = features(CellCrops(train.rgb, train.own, train.near), params)
+    check = fit_appearance(rows)
+    probe = _with_check(pipeline, check)  # limit open: every field's distance is measured
+    per_condition: dict[str, dict[str, float]] = {}
+    for name in conditions:
+        medians = []
+        for i, sample in enumerate(val[::every]):
+            rng = np.random.default_rng([zlib.crc32(name.encode()), i])
+            result = probe.process(CONDITIONS[name](read_rgb(sample.path), rng), source="appearance-fit")
+            if result.appearance_distance is not None:
+                medians.append(result.appearance_distance)
+        per_condition[name] = {"fields": len(medians), "max": round(max(medians, default=0.0), 3),
+                               "p95": round(float(np.percentile(medians, 95)), 3) if medians else 0.0}
+        log(f"appearance: {name}: {len(medians)} fields, highest median cell distance {per_condition[name]['max']:.2f}")
+    limit = max(c["max"] for c in per_condition.values())
+    report = {"fitted_on": f"training split cells ({len(rows)}); limit: the highest field median over validation "
+                           f"(every {every}th field) under the benign capture conditions",
+              "training_cells": int(len(rows)), "per_condition": per_condition}
+    return dataclasses.replace(check, limit=float(limit)), report
+
+
+def foreign_report(pipeline: Pipeline, samples: list[Sample]) -> dict[str, Any]:
+    """How the device treats fields made foreign-looking (every white cell's lightness inverted,
+    ``edge.evaluation.degradation.inverted_cells``): measured, never fitted on."""
+    counts = {"fields": len(samples), "refused_out_of_distribution": 0, "classified": 0, "rejected_otherwise": 0}
+    for sample in samples:
+        result = pipeline.process(inverted_cells(read_rgb(sample.path), pipeline.bundle.segmentation), source="foreign")
+        key = "classified" if result.classified else \
+            "refused_out_of_distribution" if result.reasons == [OUT_OF_DISTRIBUTION] else "rejected_otherwise"
+        counts[key] += 1
+    return {"condition": "white cells' lightness inverted (dark rim, pale nucleus), colour untouched", **counts}
+
+
+def add_to_bundle(bundle: Bundle, data: Path, every: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The manifest updates that add the appearance check to ``bundle`` and re-measure it."""
+
+    if bundle.kind != "cells" or bundle.cells is None:
+        raise ValueError(f"bundle {bundle.model_id} is a {bundle.kind} bundle: the appearance check reads cells")
+    dataset = load_dataset(data)
+    parts = {name: samples_for_split(bundle, dataset, name) for name in ("train", "val", "test")}
+    params: CellParams = bundle.cells
+    train = extract(parts["train"], bundle.segmentation, params, log)
+    log(f"appearance: {len(train.field)} training cells from {len(parts['train'])} fields")
+    check, report = fit_check(Pipeline.on_cpu(bundle), train, parts["val"], every, BENIGN_CONDITIONS, log)
+    log(f"appearance limit {check.limit:.2f}")
+    checked = dataclasses.replace(bundle, manifest={**bundle.manifest, "ood_appearance": check.to_dict(),
+                                                    "ood_appearance_fit": report})
+    updates = {"ood_appearance": check.to_dict(), "ood_appearance_fit": report, **refit(checked, data, log)}
+    pipeline = Pipeline.on_cpu(dataclasses.replace(checked, manifest={**checked.manifest, **updates}))
+    log("capture-condition suite on the test split")
+    updates["robustness_test"] = run_suite(pipeline, parts["test"])
+    log(robustness_table(updates["robustness_test"]))
+    log("shortcut tests on the test split")
+    updates["shortcuts_test"] = run_shortcuts(pipeline, parts["test"], parts["train"], log=log)
+    log(shortcut_table(updates["shortcuts_test"]))
+    updates["foreign_test"] = foreign_report(pipeline, parts["test"])
+    log(f"foreign-looking test fields: {updates['foreign_test']}")
+    return updates

@@ -1,0 +1,82 @@
+"""What a white cell looks like, in a few numbers that a change of stain, optics or camera moves.
+
+The cell model's embedding is trained to tell the four classes apart, so it keeps little of
+what does not help that: a cell with its lightness turned inside out, a cell of uniform
+grey or one with shuffled pixels lands among the training cells' embeddings and is read
+with confidence. These numbers describe the cell the way a technician would notice it is
+odd (its size, its stain's colour and strength, a nucleus darker than its cytoplasm, a
+smooth or grainy texture, a round or ragged outline); ``edge.model.ood`` measures how far a
+cell's numbers lie from the training cells'.
+
+They are read from the colour crop of the normalised field (``edge.analysis.cells.cut_cells``),
+before the crop is turned grey for the model, and from the cell's own mask, so the device
+and the converter compute them from the same pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge.analysis.cells import CellCrops, CellParams
+
+#: The numbers, in the order of a feature vector (recorded in the bundle, checked on load).
+FEATURES = ("diameter_um", "lightness", "red_green", "yellow_blue", "lightness_spread", "core_minus_rim",
+            "roughness", "solidity", "darker_is_redder", "darker_is_bluer", "lightness_skew")
+
+
+#: The scale at which lightness and colour are compared: JPEG and a Bayer camera carry colour
+#: at about half the resolution of lightness, so compared pixel by pixel a compressed field's
+#: stain looks less tied to its darkness than it is; blurred to this scale it does not.
+STAIN_SCALE_UM = 0.75
+
+
+def features(crops: CellCrops, params: CellParams) -> np.ndarray:
+    """``(N, len(FEATURES))`` float64: one row per cell of ``crops``."""
+    out = np.zeros((len(crops), len(FEATURES)), np.float64)
+    um_per_px = params.crop_um / params.crop_px
+    for i in range(len(crops)):
+        out[i] = _cell_features(crops.rgb[i], crops.own[i], um_per_px, STAIN_SCALE_UM / um_per_px)
+    return out
+
+
+def _cell_features(rgb: np.ndarray, own: np.ndarray, um_per_px: float, stain_sigma_px: float) -> np.ndarray:
+    area = int(own.sum())
+    if area < 4:  # nothing to measure: a row no training cell is near
+        return np.full(len(FEATURES), 1e6)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lightness = lab[..., 0]
+    inside = lab[own]
+    spread = float(inside[:, 0].std())
+    mask8 = own.astype(np.uint8)
+    # the core is the inner half of the cell by distance to its edge; a stained white cell's
+    # nucleus makes it darker than the cell's outer ring
+    depth = cv2.distanceTransform(mask8, cv2.DIST_L2, 3)
+    core = depth >= 0.5 * float(depth.max())
+    ring = own & ~core
+    core_minus_rim = float(lightness[core].mean() - lightness[ring].mean()) if ring.any() else 0.0
+    # grain: the mean fine-scale second derivative inside the cell (its edge left out), in
+    # units of the cell's own lightness spread
+    interior = cv2.erode(mask8, np.ones((3, 3), np.uint8)) > 0
+    laplacian = np.abs(cv2.Laplacian(lightness, cv2.CV_32F, ksize=3))
+    roughness = float(laplacian[interior].mean()) / max(spread, 1.0) if interior.any() else 0.0
+    contours, _ = cv2.findContours(mask8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.contourArea(cv2.convexHull(np.concatenate(contours))) if contours else 0.0
+    solidity = min(area / hull, 1.0) if hull > 0 else 1.0
+    # a stain colours the nucleus and its darkness together: inside a stained cell the darker
+    # pixels are the redder (a*) and bluer (low b*) ones; a cell whose lightness does not go
+    # with its colour was not stained the way the training cells were
+    coarse = cv2.GaussianBlur(lab, (0, 0), stain_sigma_px)[own]
+    redder, bluer = (_correlation(-coarse[:, 0], coarse[:, k]) for k in (1, 2))
+    centred = inside[:, 0] - inside[:, 0].mean()
+    skew = float(np.mean(centred ** 3) / max(spread, 1.0) ** 3)
+    return np.array([2.0 * np.sqrt(area / np.pi) * um_per_px, *inside.mean(0), spread, core_minus_rim,
+                     roughness, solidity, redder, -bluer, skew])
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's r, 0 where either side does not vary (a uniform cell)."""
+    sx, sy = float(x.std()), float(y.std())
+    if sx < 1e-6 or sy < 1e-6:
+        return 0.0
+    return float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy))

@@ -1,0 +1,72 @@
+"""The cells' appearance numbers on real fields: a stained cell's dark parts are its stained
+parts, and a cell with its lightness turned inside out says otherwise; the check built on
+them round-trips through the manifest and refuses a list of numbers this software does not
+measure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.analysis.appearance import FEATURES, features
+from edge.analysis.cells import cut_cells, detect_cells, measure_magnification, working_scale
+from edge.analysis.imagefile import read_rgb
+from edge.analysis.normalisation import normalise
+from edge.analysis.segmentation import segment
+from edge.evaluation.degradation import inverted_cells
+from edge.model.bundle import default_bundle_path, load_bundle
+from edge.model.ood import AppearanceCheck, fit_appearance
+
+from conftest import sample_paths
+
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_bundle_path())
+
+
+def _rows(rgb: np.ndarray, bundle) -> np.ndarray:
+    field = normalise(rgb).rgb
+    seg = segment(field, bundle.segmentation)
+    px_per_um, reason = working_scale(measure_magnification(field, seg.mask), bundle.cells)
+    assert reason is None
+    cells, labels = detect_cells(seg, px_per_um, bundle.cells)
+    return features(cut_cells(field, labels, cells, px_per_um, bundle.cells), bundle.cells)
+
+
+def test_in_stained_cells_the_darker_pixels_are_the_stained_ones(bundle):
+    redder, bluer = FEATURES.index("darker_is_redder"), FEATURES.index("darker_is_bluer")
+    for path in sample_paths():
+        clean = _rows(read_rgb(path), bundle)
+        inverted = _rows(inverted_cells(read_rgb(path), bundle.segmentation), bundle)
+        assert clean.shape == (len(clean), len(FEATURES)) and np.isfinite(clean).all()
+        assert np.median(clean[:, redder]) > 0.5 and np.median(clean[:, bluer]) > 0.5, path.name
+        assert np.median(inverted[:, redder]) < np.median(clean[:, redder]) - 0.5, path.name
+        # the cells were found again, at their size: only the lightness changed
+        diameter = FEATURES.index("diameter_um")
+        assert abs(np.median(inverted[:, diameter]) - np.median(clean[:, diameter])) < 1.5, path.name
+
+
+def test_the_check_round_trips_and_measures_from_the_training_mean():
+    rng = np.random.default_rng(0)
+    rows = rng.normal([10, 160, 160, 80, 10, 0, 1.4, 0.9, 0.8, 0.9, 0.3], [3, 20, 9, 13, 4, 5, .4, .1, .1, .1, .9],
+                      (500, len(FEATURES)))
+    check = AppearanceCheck(**{**fit_appearance(rows).__dict__, "limit": 4.0})
+    again = AppearanceCheck.from_dict(check.to_dict())
+    assert np.allclose(again.distances(rows[:20]), check.distances(rows[:20]), atol=1e-3)
+    assert check.distances(rows.mean(0))[0] < 0.1  # the training mean is at distance 0
+    far = rows.mean(0) + 6 * rows.std(0) * (np.arange(len(FEATURES)) == FEATURES.index("darker_is_redder"))
+    assert check.distances(far)[0] > 5.5  # six spreads along one feature
+    assert check.field_distance(np.array([1.0, 9.0, 2.0])) == 2.0  # the median, not one odd cell
+
+
+def test_a_check_of_other_numbers_is_refused():
+    check = fit_appearance(np.random.default_rng(1).normal(size=(50, len(FEATURES))))
+    data = {**check.to_dict(), "limit": 3.0}
+    with pytest.raises(ValueError, match="not the ones this software measures"):
+        AppearanceCheck.from_dict({**data, "features": list(FEATURES[:-1]) + ["hue"]})
+    with pytest.raises(ValueError, match="do not fit"):
+        AppearanceCheck.from_dict({**data, "mean": data["mean"][:-1]})
+    with pytest.raises(ValueError, match="scale must be positive"):
+        AppearanceCheck.from_dict({**data, "scale": [0.0] * len(FEATURES)})
