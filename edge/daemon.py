@@ -59,7 +59,8 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
         # Printed once, on the start that created them; they stay in the state folder (0600).
         print(f"BlastScope first start: PIN {creds.pin}  API token {creds.token}  "
               f"(kept in {cfg.state_dir / 'credentials'})", flush=True)
-    server = HttpServer(create_app(service, creds, cfg.server), cfg.server)
+    app = create_app(service, creds, cfg.server)
+    server = HttpServer(app, cfg.server, body_gate=app.extensions["blastscope.body_gate"])
     service.camera.start()
     try:
         service.camera.latest(wait_s=5.0)  # READY after the first frame, or after saying why there is none

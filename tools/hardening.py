@@ -158,7 +158,9 @@ def half_open_figures(daemon: _Daemon, connections: int = 300, seconds: float = 
     stalled = []
     for _ in range(connections):
         s = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
-        s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npartial")
+        # below the 64 KB a client may send before logging in (edge/device/httpserver.py), so
+        # these stall rather than being refused from their headers
+        s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\npartial")
         stalled.append(s)
     served = failed = 0
     latencies = []
@@ -177,6 +179,57 @@ def half_open_figures(daemon: _Daemon, connections: int = 300, seconds: float = 
             s.close()
     return {"half_open_connections": connections, "seconds": seconds, "request_pairs_served": served,
             "request_pairs_failed": failed, "p95_ms": round(float(np.percentile(latencies, 95)), 1) if latencies else None}
+
+
+def _spooled_mb(pid: int) -> float:
+    """What the daemon holds in deleted temporary files (waitress spools request bodies to
+    unlinked temp files: they take disk space no ``du`` shows)."""
+    total = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd).endswith("(deleted)"):
+                total += os.stat(fd).st_size
+        except OSError:
+            continue
+    return total / 1e6
+
+
+def body_flood_figures(daemon: _Daemon, clients: int = 4, megabytes: int = 15) -> dict[str, Any]:
+    """``clients`` connections that never logged in, each sending a ``megabytes`` body (under
+    the upload limit): what they get back and the most the daemon spooled meanwhile."""
+    statuses: list[int | None] = []
+    peak = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _spooled_mb(daemon.proc.pid))
+            time.sleep(0.02)
+
+    def client(_k: int) -> None:
+        s = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+        try:
+            s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                      + f"Content-Length: {megabytes * 1_000_000}\r\n\r\n".encode())
+            chunk = b"\0" * 65536
+            try:
+                for _ in range(megabytes * 1_000_000 // len(chunk)):
+                    s.sendall(chunk)
+            except OSError:
+                pass  # the daemon answered and closed the connection
+            answer = s.recv(200)
+            statuses.append(int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None)
+        finally:
+            s.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    _parallel(clients, client)
+    done.set()
+    watcher.join()
+    return {"clients": clients, "megabytes_each": megabytes, "statuses": sorted(set(s for s in statuses if s)),
+            "seconds": round(time.monotonic() - started, 2), "peak_spooled_mb": round(peak[0], 2)}
 
 
 def stop_figures(daemon: _Daemon, clients: int = 6) -> dict[str, Any]:
@@ -239,6 +292,7 @@ def run(parallel: int = 4, connections: int = 300, seconds: float = 5.0) -> dict
         try:
             report["memory"] = memory_figures(daemon, parallel)
             report["half_open"] = half_open_figures(daemon, connections, seconds)
+            report["body_flood"] = body_flood_figures(daemon)
         finally:
             daemon.stop()
         daemon = _Daemon(Path(tmp) / "b")
@@ -259,6 +313,9 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"half-open: {h['half_open_connections']} stalled half-sent requests; in {h['seconds']:g} s "
                  f"{h['request_pairs_served']} /healthz + /api/status pairs served, {h['request_pairs_failed']} failed, "
                  f"p95 {h['p95_ms']} ms")
+    b = report["body_flood"]
+    lines.append(f"body flood: {b['clients']} clients without a login each sending {b['megabytes_each']} MB: HTTP "
+                 f"{b['statuses']} in {b['seconds']} s; the daemon spooled at most {b['peak_spooled_mb']} MB")
     for f in report["login"]:
         lines.append(f"login: {f['pin_digits']}-digit PIN at the default limit: {f['guesses_per_day']:g} guesses/day, "
                      f"{f['days_to_50_percent']:g} days to even odds, {f['days_to_search_all']:g} days to search all, "
@@ -273,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     p = argparse.ArgumentParser(prog="python -m tools.hardening", description="measure a demo daemon: peak RSS under "
-                                "parallel worst-case uploads, requests served under half-open connections, time to "
-                                "stop under load")
+                                "parallel worst-case uploads, requests served under half-open connections, request bodies "
+                                "from clients without a login, time to stop under load")
     p.add_argument("--parallel", type=int, default=4, help="parallel uploads per worst case")
     p.add_argument("--connections", type=int, default=300, help="half-open connections to hold")
     p.add_argument("--seconds", type=float, default=5.0, help="how long to send requests while they are held")

@@ -144,7 +144,7 @@ def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
         try:  # the copy itself must verify and run, not just the stick
             _copy_listed(incoming, staging)
             checked = _reproduces_references(load_bundle(staging, trust), edgetpu_factory)
-        except BundleError:
+        except BaseException:  # a refusal, a full disk or an interrupt: leave nothing half-copied
             shutil.rmtree(staging, ignore_errors=True)
             raise
         _fsync_tree(staging)

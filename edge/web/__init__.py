@@ -12,9 +12,11 @@ import logging
 import secrets
 from datetime import timedelta
 from functools import wraps
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, Callable
 
 from flask import Flask, Response, jsonify, redirect, render_template, request, send_file, session, url_for
+from itsdangerous import BadSignature
 from werkzeug.exceptions import HTTPException
 
 from edge.web.auth import Credentials, LoginGuard, same_secret
@@ -54,6 +56,24 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
 
     def current_session():
         return sessions.lookup(session.get("sid"))
+
+    cookie_reader = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
+
+    def body_gate(headers: dict[str, str]) -> bool:
+        """Whether a request may send a large body, from its headers alone (the server asks
+        before reading it, edge/device/httpserver.py): the API token, or a live session."""
+        auth = headers.get("AUTHORIZATION", "")
+        if auth.startswith("Bearer ") and same_secret(auth[7:].strip(), credentials.token):
+            return True
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(headers.get("COOKIE", ""))
+            data = cookie_reader.loads(jar[app.config["SESSION_COOKIE_NAME"]].value)
+        except (KeyError, CookieError, BadSignature):
+            return False
+        return isinstance(data, dict) and sessions.lookup(data.get("sid")) is not None
+
+    app.extensions["blastscope.body_gate"] = body_gate
 
     def api(view: Callable[..., Any]) -> Callable[..., Any]:
         """A route for scripts (bearer token) or a logged-in page (session, CSRF on changes)."""

@@ -226,7 +226,8 @@ def test_half_sent_requests_do_not_lock_out_the_page_or_the_api(server):
     try:
         for _ in range(110):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npartial")
+            s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                      b"Authorization: Bearer " + server.headers()["Authorization"][7:].encode() + b"\r\n\r\npartial")
             stalled.append(s)
         started = time.monotonic()
         assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
@@ -235,3 +236,58 @@ def test_half_sent_requests_do_not_lock_out_the_page_or_the_api(server):
     finally:
         for s in stalled:
             s.close()
+
+
+def _answer_to_headers(server, head: bytes) -> tuple[int, bytes]:
+    """Send only a request's headers (no body) and read the answer: what the server decides
+    from the headers alone."""
+    import socket
+    from urllib.parse import urlparse
+
+    with socket.create_connection(("127.0.0.1", urlparse(server.url).port), timeout=10) as s:
+        s.sendall(head)
+        answer = b""
+        while chunk := s.recv(65536):  # the server closes the connection after answering
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_a_body_is_refused_from_its_headers_before_it_is_read(server):
+    """No login, a body claimed at 10 MB, none of it sent: 401 at once, connection closed (the
+    issue's clients filled the disk this way). Chunked bodies too. With the token, a body above
+    the upload limit gets 413 from its Content-Length alone."""
+    post = b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    status, answer = _answer_to_headers(server, post + b"Content-Length: 10000000\r\n\r\n")
+    assert status == 401 and b"log in first" in answer
+    status, answer = _answer_to_headers(server, post + b"Transfer-Encoding: chunked\r\n\r\n")
+    assert status == 401 and b"log in first" in answer
+    cookie = b"Cookie: session=forged.value.sig\r\n"  # a cookie the device did not sign
+    status, _ = _answer_to_headers(server, post + cookie + b"Content-Length: 10000000\r\n\r\n")
+    assert status == 401
+    token = f"Authorization: Bearer {server.headers()['Authorization'][7:]}\r\n".encode()
+    status, answer = _answer_to_headers(server, post + token + b"Content-Length: 200000000\r\n\r\n")
+    assert status == 413
+    # a small body needs no login to be read (the login form); the app then answers as before
+    r = requests.post(f"{server.url}/api/classify", data=b"x" * 1000, timeout=10)
+    assert r.status_code == 401 and "Bearer" in r.json()["error"]
+
+
+def test_a_logged_in_page_may_send_a_large_upload(server):
+    """The gate reads the page's own session cookie: a logged-in phone's upload over 64 KB is
+    read and analysed; after logout the same cookie is refused from the headers."""
+    browser = requests.Session()
+    csrf = _login_page(browser, server.url)
+    assert browser.post(f"{server.url}/login", data={"pin": PIN, "csrf": csrf}, allow_redirects=False,
+                        timeout=10).status_code == 302
+    page = browser.get(f"{server.url}/", timeout=10)
+    token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text).group(1)
+    sample = sample_paths()[4]
+    files = {"image": (sample.name, sample.read_bytes()), "padding": ("pad.bin", b"\0" * 200_000)}
+    r = browser.post(f"{server.url}/api/classify", files=files, headers={"X-CSRF-Token": token}, timeout=30)
+    assert r.status_code == 200, r.text
+    cookie = browser.cookies.get("session")
+    browser.post(f"{server.url}/logout", headers={"X-CSRF-Token": token}, data={"csrf": token}, timeout=10)
+    post = (b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Cookie: session=" + cookie.encode() + b"\r\nContent-Length: 10000000\r\n\r\n")
+    status, _ = _answer_to_headers(server, post)
+    assert status == 401

@@ -25,6 +25,8 @@ def test_hardening_command_reports_all_three_scenarios():
     half_open = report["half_open"]
     assert half_open["half_open_connections"] == 120 and half_open["request_pairs_failed"] == 0
     assert half_open["request_pairs_served"] > 0
+    flood = report["body_flood"]  # refused from the headers: nothing of the bodies is held
+    assert flood["statuses"] == [401] and flood["peak_spooled_mb"] < 1.0
     stop = report["stop"]
     assert stop["exit_code"] == 0 and "0 request(s) unfinished" in stop["daemon_says"]
     assert set(stop["status_codes"]) <= {200, 503}
