@@ -2,8 +2,10 @@
 # Install or upgrade BlastScope on Raspberry Pi OS (Bookworm, 64-bit) or Debian 12. Idempotent.
 #
 #   sudo deploy/install.sh                       # online, from this source tree
-#   sudo deploy/install.sh --offline FILE.tar.gz # no network: wheels, model and scripts from the tarball
-#   deploy/install.sh --dry-run                  # print every step, change nothing
+#   sudo deploy/install.sh --offline FILE.tar.gz # no network: wheels, model and scripts from the tarball,
+#                                                # after FILE.tar.gz.sig is verified with a release key
+#   deploy/install.sh --dry-run                  # print every step, change nothing (extract nothing)
+#   --trusted-key ed25519:BASE64                 # also accept tarballs signed by this key (your own builds)
 #   deploy/install.sh --root /tmp/stage          # write the files under a staging root; print the
 #                                                # steps that would change the host (apt, users, venv, systemd)
 set -euo pipefail
@@ -15,14 +17,22 @@ OFFLINE=""
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The system interpreter: its numpy (1.24 on Bookworm) is the one picamera2 is built against.
 SYSTEM_PYTHON="${SYSTEM_PYTHON:-/usr/bin/python3}"
+# The BlastScope release keys (edge/model/signing.py RELEASE_KEYS; a test checks they agree).
+# An offline tarball is used only when one of them (or a --trusted-key) signed it.
+RELEASE_KEYS=(
+  "ed25519:up/zgk5drL39cQmvhDPBcYFwE34t51s8Bmeoz4Tr4bI="
+  "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0="
+  "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
+)
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1; shift ;;
     --root) ROOT="${2:?--root needs a folder}"; shift 2 ;;
     --offline) OFFLINE="${2:?--offline needs a tarball}"; shift 2 ;;
+    --trusted-key) RELEASE_KEYS+=("${2:?--trusted-key needs ed25519:BASE64}"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -66,18 +76,60 @@ if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# 1. Offline tarball: verify every checksum before using anything from it.
+# 1. Offline tarball: its signature first, before anything is extracted; then no links, no file
+#    SHA256SUMS does not list, and every checksum.
+signed_by() { # TARBALL SIGFILE: print the trusted key that signed the tarball's sha256, or fail
+  local tmp key
+  tmp="$(mktemp -d)"
+  sha256sum "$1" | cut -d' ' -f1 | tr -d '\n' > "$tmp/digest"
+  base64 -d "$2" > "$tmp/sig" 2>/dev/null || { rm -rf "$tmp"; return 1; }
+  for key in "${RELEASE_KEYS[@]}"; do
+    # an Ed25519 public key as SubjectPublicKeyInfo: a fixed 12-byte prefix, then the 32 bytes
+    printf -- '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA%s\n-----END PUBLIC KEY-----\n' "${key#ed25519:}" > "$tmp/key.pem"
+    if openssl pkeyutl -verify -pubin -inkey "$tmp/key.pem" -rawin -in "$tmp/digest" -sigfile "$tmp/sig" >/dev/null 2>&1; then
+      rm -rf "$tmp"
+      printf '%s\n' "$key"
+      return 0
+    fi
+  done
+  rm -rf "$tmp"
+  return 1
+}
+
 if [ -n "$OFFLINE" ]; then
   [ -f "$OFFLINE" ] || { echo "install.sh: $OFFLINE: no such file" >&2; exit 2; }
-  UNPACK="$(mktemp -d)"
-  trap 'rm -rf "$UNPACK"' EXIT
-  tar -xzf "$OFFLINE" -C "$UNPACK"
-  if ! (cd "$UNPACK/$APP-offline" && sha256sum --quiet -c SHA256SUMS); then
-    echo "install.sh: $OFFLINE: checksum mismatch, nothing installed" >&2
+  [ -f "$OFFLINE.sig" ] || { echo "install.sh: $OFFLINE.sig: no signature beside the tarball, nothing installed" >&2; exit 2; }
+  command -v openssl >/dev/null || { echo "install.sh: openssl is needed to check the tarball's signature" >&2; exit 2; }
+  if ! signer="$(signed_by "$OFFLINE" "$OFFLINE.sig")"; then
+    echo "install.sh: $OFFLINE: not signed by a trusted key (or changed since it was signed), nothing installed" >&2
     exit 2
   fi
-  say "verified $OFFLINE"
-  SOURCE="$UNPACK/$APP-offline"
+  say "signature of $OFFLINE verified (key $signer)"
+  UNPACK="$(mktemp -d)"
+  trap 'rm -rf "$UNPACK"' EXIT
+  if [ "$DRY_RUN" = 1 ]; then
+    say "would extract $OFFLINE and check its SHA256SUMS"
+    SOURCE="$UNPACK/$APP-offline"
+  else
+    tar --no-same-owner --no-same-permissions -xzf "$OFFLINE" -C "$UNPACK"
+    SOURCE="$UNPACK/$APP-offline"
+    [ -f "$SOURCE/SHA256SUMS" ] || { echo "install.sh: $OFFLINE: no SHA256SUMS inside, nothing installed" >&2; exit 2; }
+    if [ -n "$(find "$UNPACK" -type l -o ! -type f ! -type d)" ]; then
+      echo "install.sh: $OFFLINE: holds links or special files, nothing installed" >&2
+      exit 2
+    fi
+    unlisted="$(cd "$SOURCE" && comm -23 <(find . -type f ! -path ./SHA256SUMS | LC_ALL=C sort) \
+                                        <(sed 's/^[0-9a-f]*  //' SHA256SUMS | LC_ALL=C sort))"
+    if [ -n "$unlisted" ]; then
+      echo "install.sh: $OFFLINE: files SHA256SUMS does not list, nothing installed: $unlisted" >&2
+      exit 2
+    fi
+    if ! (cd "$SOURCE" && sha256sum --quiet --strict -c SHA256SUMS); then
+      echo "install.sh: $OFFLINE: checksum mismatch, nothing installed" >&2
+      exit 2
+    fi
+    say "verified $OFFLINE"
+  fi
   PIP_ARGS=(--no-index --find-links "$SOURCE/wheels")
 else
   PIP_ARGS=()
@@ -126,12 +178,22 @@ fi
 # 4. The application: a virtual environment that also sees the system picamera2 and systemd.
 host "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
 host "$VENV/bin/pip" install --upgrade "${PIP_ARGS[@]}"
+# The project itself once more, whatever its version says: pip keeps an installed package of the
+# same version ("already satisfied") even when its code changed, so an upgrade kept the old code.
+if [ -n "$OFFLINE" ]; then
+  SELF=("$SOURCE"/wheels/"$APP"-*.whl)
+  host "$VENV/bin/pip" install --force-reinstall --no-deps --no-index "${SELF[0]}"
+else
+  host "$VENV/bin/pip" install --force-reinstall --no-deps "$SOURCE"
+fi
 
 # 5. The shipped model bundle, the configuration (kept on upgrade), the service files.
 files mkdir -p "$OPT/models"
 files rm -rf "$OPT/models/default"
 files cp -R "$SOURCE/models/default" "$OPT/models/default"
-files chmod -R u=rwX,go=rX "$OPT/models/default"  # readable by the service user, whatever the source's modes
+# readable by the service user, whatever the source's modes; find never follows a link (not even
+# a link planted as the folder itself), where chmod -R follows one named on its command line
+files find "$OPT/models/default" \( -type d -exec chmod 0755 {} + \) -o \( -type f -exec chmod 0644 {} + \)
 say "installed $OPT/models/default"
 files install -m 0644 "$SOURCE/README.md" "$OPT/README.md"
 if [ -f "$ETC/config.toml" ]; then

@@ -38,6 +38,8 @@ def test_dry_run_writes_nothing_and_lists_every_step(tmp_path):
     assert "would run: useradd --system --home-dir /var/lib/blastscope --shell /usr/sbin/nologin --groups video,plugdev blastscope" in out
     assert f"would run: /usr/bin/python3 -m venv --system-site-packages {tmp_path}/opt/blastscope/venv" in out
     assert f"--constraint {ROOT}/deploy/constraints-bookworm.txt {ROOT}[device]" in out
+    # and the project itself again whatever its version (pip keeps a same-version install)
+    assert f"/opt/blastscope/venv/bin/pip install --force-reinstall --no-deps {ROOT}" in out
     assert "would run: systemctl enable blastscope.service" in out
 
 
@@ -76,10 +78,12 @@ def test_coral_packages_when_its_repository_is_configured(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def offline_tarball(tmp_path_factory):
+def offline_tarball(tmp_path_factory, test_key):
+    """Built and signed with the tests' key (the release key's private half is not here);
+    installs below trust it with --trusted-key."""
     out = tmp_path_factory.mktemp("offline")
-    r = subprocess.run(["bash", str(DEPLOY / "make-offline-bundle.sh"), "--out", str(out), "--python", sys.executable],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(["bash", str(DEPLOY / "make-offline-bundle.sh"), "--out", str(out), "--python", sys.executable,
+                        "--sign-key", str(test_key[0])], capture_output=True, text=True, timeout=600)
     if r.returncode != 0 and ("ConnectionError" in r.stderr or "NewConnectionError" in r.stderr):
         pytest.skip("the package index is unreachable: the offline tarball cannot be built here")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -116,24 +120,117 @@ def test_offline_tarball_is_complete_for_the_pi(offline_tarball, tmp_path):
     assert "Would install" in r.stdout and "ai-edge-litert" in r.stdout.replace("_", "-")
 
 
-def test_offline_install_verifies_checksums(offline_tarball, tmp_path):
-    good = _install("--offline", str(offline_tarball), "--root", str(tmp_path / "ok"))
+def _sign(tarball: Path, key: Path) -> None:
+    """Sign a tarball the way make-offline-bundle.sh does: its sha256, Ed25519, base64."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest().encode()
+    signature = load_pem_private_key(key.read_bytes(), None).sign(digest)
+    Path(f"{tarball}.sig").write_text(base64.b64encode(signature).decode())
+
+
+def _repack(offline_tarball: Path, tmp_path: Path, change) -> Path:
+    unpacked = tmp_path / "unpacked"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(offline_tarball) as tar:
+        tar.extractall(unpacked, filter="data")
+    change(unpacked / "blastscope-offline")
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(unpacked / "blastscope-offline", arcname="blastscope-offline")
+    return bad
+
+
+def test_offline_install_verifies_the_signature_before_extracting_then_every_file(offline_tarball, tmp_path, test_key):
+    trusted = ("--trusted-key", test_key[1])
+    good = _install("--offline", str(offline_tarball), *trusted, "--root", str(tmp_path / "ok"))
     assert good.returncode == 0, good.stderr
+    assert f"signature of {offline_tarball} verified (key {test_key[1]})" in good.stdout
     assert f"verified {offline_tarball}" in good.stdout
     assert "--no-index --find-links" in good.stdout and "apt-get install" not in good.stdout
     assert (tmp_path / "ok/etc/systemd/system/blastscope.service").exists()
 
-    unpacked = tmp_path / "unpacked"
-    with tarfile.open(offline_tarball) as tar:
-        tar.extractall(unpacked, filter="data")
-    card = unpacked / "blastscope-offline/models/default/MODEL_CARD.md"
-    card.write_text(card.read_text() + "\ntampered\n")
-    bad = tmp_path / "bad.tar.gz"
-    with tarfile.open(bad, "w:gz") as tar:
-        tar.add(unpacked / "blastscope-offline", arcname="blastscope-offline")
-    refused = _install("--offline", str(bad), "--root", str(tmp_path / "no"))
+    # the release keys alone do not trust the tests' key: refused before extraction
+    untrusted = _install("--offline", str(offline_tarball), "--root", str(tmp_path / "no"))
+    assert untrusted.returncode == 2 and "not signed by a trusted key" in untrusted.stderr
+    dry = _install("--offline", str(offline_tarball), *trusted, "--dry-run", "--root", str(tmp_path / "dry"))
+    assert dry.returncode == 0 and "would extract" in dry.stdout and f"verified {offline_tarball}\n" not in dry.stdout
+
+    def tamper_card(root: Path) -> None:
+        card = root / "models/default/MODEL_CARD.md"
+        card.write_text(card.read_text() + "\ntampered\n")
+
+    # rebuilt with the old signature: the tarball is not the one signed
+    bad = _repack(offline_tarball, tmp_path, tamper_card)
+    shutil.copyfile(f"{offline_tarball}.sig", f"{bad}.sig")
+    refused = _install("--offline", str(bad), *trusted, "--root", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "changed since it was signed" in refused.stderr
+    # signed by the attacker's own key (the issue's rebuilt tarball with an unlisted wheel)
+    attacker = tmp_path / "attacker.pem"
+    from edge.model.signing import generate_key
+
+    generate_key(attacker)
+    bad = _repack(offline_tarball, tmp_path, lambda root: (root / "wheels" / "evil-1.0-py3-none-any.whl").write_bytes(b"x"))
+    _sign(bad, attacker)
+    refused = _install("--offline", str(bad), *trusted, "--root", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "not signed by a trusted key" in refused.stderr
+    # a trusted signer's tarball is still checked inside: unlisted files, links, checksums
+    _sign(bad, test_key[0])
+    refused = _install("--offline", str(bad), *trusted, "--root", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "files SHA256SUMS does not list" in refused.stderr and "evil-1.0" in refused.stderr
+    bad = _repack(offline_tarball, tmp_path, lambda root: os.symlink("/etc/shadow", root / "models/default/link"))
+    _sign(bad, test_key[0])
+    refused = _install("--offline", str(bad), *trusted, "--root", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "holds links or special files" in refused.stderr
+    bad = _repack(offline_tarball, tmp_path, tamper_card)
+    _sign(bad, test_key[0])
+    refused = _install("--offline", str(bad), *trusted, "--root", str(tmp_path / "no"))
     assert refused.returncode == 2 and "checksum mismatch, nothing installed" in refused.stderr
+    Path(f"{bad}.sig").unlink()
+    refused = _install("--offline", str(bad), *trusted, "--root", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "no signature beside the tarball" in refused.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_the_installers_pinned_keys_are_the_release_keys():
+    import re
+
+    from edge.model.signing import RELEASE_KEYS
+
+    script = (DEPLOY / "install.sh").read_text()
+    block = script[script.index("RELEASE_KEYS=("):script.index(")", script.index("RELEASE_KEYS=("))]
+    assert tuple(re.findall(r'"(ed25519:[^"]+)"', block)) == RELEASE_KEYS
+
+
+def test_staging_never_changes_modes_through_a_link(tmp_path):
+    """The issue's case: the bundle folder is a link to a folder outside the stage (cp -R copies
+    the link as a link); the install's mode change must not reach what it points at (a 0600
+    key there stayed 0600), and links inside the folder are not followed either."""
+    source = tmp_path / "src"
+    shutil.copytree(DEPLOY, source / "deploy")
+    shutil.copyfile(ROOT / "README.md", source / "README.md")
+    outside = tmp_path / "outside"
+    shutil.copytree(ROOT / "models/default", outside)
+    secret = outside / "key.pem"
+    secret.write_text("private")
+    secret.chmod(0o600)
+    (source / "models").mkdir()
+    (source / "models/default").symlink_to(outside)
+    r = subprocess.run(["bash", str(source / "deploy/install.sh"), "--root", str(tmp_path / "stage")],
+                       capture_output=True, text=True, timeout=120)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600, r.stdout
+    # a regular bundle folder with a link inside it
+    (source / "models/default").unlink()
+    shutil.copytree(ROOT / "models/default", source / "models/default")
+    (source / "models/default/key.pem").symlink_to(secret)
+    r = subprocess.run(["bash", str(source / "deploy/install.sh"), "--root", str(tmp_path / "stage2")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "stage2/opt/blastscope/models/default/model.tflite").stat().st_mode) == 0o644
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):
@@ -206,7 +303,7 @@ def test_model_install_refuse_and_rollback(tmp_path, default_bundle, test_key, t
     unrunnable = tmp_path / "unrunnable"  # signed by a trusted key, hashes right, model broken
     shutil.copytree(default_bundle, unrunnable)
     (unrunnable / "model.tflite").write_bytes(b"TFL3 not really a model")
-    resign(unrunnable, test_key[0])
+    resign(unrunnable, test_key[0], release=load_bundle(second_dir, Trust((test_key[1],))).release + 1)  # newer: not a downgrade
     r = run_cli("blastscope-edge", "model", "install", str(unrunnable), *cli)
     assert r.returncode == 2 and "the model does not reproduce its reference outputs" in r.stderr
     assert os.readlink(state / "models" / "current") == second  # the running model stayed
