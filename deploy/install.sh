@@ -206,6 +206,9 @@ fi
 install_file 0644 "$SOURCE/deploy/blastscope.service" "$UNIT"
 install_file 0644 "$SOURCE/deploy/99-coral-edgetpu.rules" "$ROOT/etc/udev/rules.d/99-coral-edgetpu.rules"
 install_file 0644 "$SOURCE/deploy/blastscope.avahi.service" "$ROOT/etc/avahi/services/$APP.service"
+# announce the port the daemon listens on: the config's [server] port (8080 unless changed)
+PORT="$(sed -n '/^\[server\]/,/^\[/s/^port *= *\([0-9][0-9]*\).*/\1/p' "$ETC/config.toml" 2>/dev/null | head -n 1)"
+files sed -i "s|<port>[0-9]*</port>|<port>${PORT:-8080}</port>|" "$ROOT/etc/avahi/services/$APP.service"
 files mkdir -p "$STATE"
 host chown -R "$APP:$APP" "/var/lib/$APP"
 host chgrp "$APP" "/etc/$APP/config.toml"
@@ -244,4 +247,4 @@ else
     say "inference: CPU ($("$VENV/bin/python" -c 'from edge.model.runtime import interpreter_module; print(interpreter_module()[1])')); no libedgetpu.so.1 for the Edge TPU"
   fi
 fi
-say "done. The PIN is printed once in the journal: journalctl -u $APP | grep PIN"
+say "done. The PIN and API token are created at the first start; show them with: sudo $VENV/bin/blastscope-edge credentials --config /etc/$APP/config.toml"

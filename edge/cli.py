@@ -66,6 +66,26 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(_config_path(args.config), overrides, args.demo)
 
 
+def _credentials(args: argparse.Namespace) -> int:
+    """The PIN and token the daemon created at its first start, for whoever may read the file."""
+    from edge.device.config import load_config
+    from edge.web.auth import CREDENTIALS
+
+    cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
+    path = cfg.state_dir / CREDENTIALS
+    try:
+        stored = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    except PermissionError:
+        print(f"error: {path} is readable by root and the service user only: run with sudo", file=sys.stderr)
+        return 2
+    except FileNotFoundError:
+        print(f"error: {path}: no credentials yet; they are created at the daemon's first start", file=sys.stderr)
+        return 2
+    print(f"PIN {stored.get('pin', '(set in the config)')}\nAPI token {stored.get('token', '(set in the config)')}")
+    print("a PIN or token set in the config or the environment (server.pin, server.token) takes precedence")
+    return 0
+
+
 def _audit_model(cfg, action: str, before: str | None, bundle) -> None:
     """A model change goes in the device's audit log with the clinic's other records."""
     from edge.record.store import Store
@@ -293,6 +313,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir")
     s.add_argument("--bundle", type=Path, help="model bundle folder (default: the shipped models/default)")
     s.set_defaults(func=_serve)
+    cr = sub.add_parser("credentials", help="show the PIN and API token created at the first start (root only)")
+    cr.add_argument("--config", type=Path)
+    cr.add_argument("--state-dir")
+    cr.set_defaults(func=_credentials)
     m = sub.add_parser("model", help="install a model bundle (verified, atomic, previous kept) or roll back")
     m.add_argument("action", choices=["install", "rollback"])
     m.add_argument("bundle_dir", nargs="?", type=Path, help="bundle folder to install (e.g. on a USB stick)")

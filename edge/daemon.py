@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -43,6 +44,32 @@ def build_service(cfg: Config) -> Service:
                    model_notes=notes)
 
 
+#: syslog priorities (sd-daemon(3)): journald reads a "<N>" line prefix as the line's priority,
+#: so a warning is a warning in ``journalctl -p warning``, not one more info line.
+PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _Priority(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.priority = PRIORITIES.get(record.levelno, 6)
+        return True
+
+
+def configure_logging(journal: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if journal:
+        handler.addFilter(_Priority())
+        handler.setFormatter(logging.Formatter("<%(priority)d>%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def under_systemd() -> bool:
+    """Started by systemd (its output goes to the journal), not from a terminal."""
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
+
+
 def status_line(service: Service) -> str:
     s = service.status()
     camera = "camera ok" if s["camera"] and s["camera"]["connected"] else "camera down"
@@ -50,15 +77,20 @@ def status_line(service: Service) -> str:
 
 
 def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(under_systemd())
     cfg = load_config(config_path, overrides={**(DEMO_OVERRIDES if demo else {}),
                                               **{k: v for k, v in overrides.items() if v is not None}})
     service = build_service(cfg)
     creds = load_credentials(cfg.state_dir, cfg.server.pin, cfg.server.token)
     if creds.generated:
-        # Printed once, on the start that created them; they stay in the state folder (0600).
-        print(f"BlastScope first start: PIN {creds.pin}  API token {creds.token}  "
-              f"(kept in {cfg.state_dir / 'credentials'})", flush=True)
+        where = cfg.state_dir / "credentials"
+        if under_systemd():
+            # the journal keeps everything and more people read it than should log in: say where
+            print(f"BlastScope first start: a PIN and an API token were created in {where} (readable by root "
+                  "and the service user only); show them with: sudo blastscope-edge credentials "
+                  f"--state-dir {cfg.state_dir}", flush=True)
+        else:  # a terminal (make demo): printed once, on the start that created them
+            print(f"BlastScope first start: PIN {creds.pin}  API token {creds.token}  (kept in {where})", flush=True)
     app = create_app(service, creds, cfg.server)
     server = HttpServer(app, cfg.server, body_gate=app.extensions["blastscope.body_gate"])
     service.camera.start()

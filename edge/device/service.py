@@ -29,6 +29,7 @@ class Stats:
         self._lock = threading.Lock()
         self.stage_totals: dict[str, list[float]] = {}
         self.counts = collections.Counter()
+        self.reasons: collections.Counter[str] = collections.Counter()
         self.recent: collections.deque[float] = collections.deque(maxlen=1000)
 
     def record(self, result: Result, store_ms: float) -> None:
@@ -38,7 +39,15 @@ class Stats:
                 total[0] += 1
                 total[1] += ms
             self.counts[result.status] += 1
+            for reason in result.reasons:  # the reason's name, before its figures and advice
+                self.reasons[reason.split(":")[0].strip()] += 1
             self.recent.append(time.monotonic())
+
+    def totals(self) -> tuple[dict[str, int], dict[str, int], dict[str, tuple[int, float]]]:
+        """Counts by status, rejections by reason, and (count, total ms) per stage, for /metrics."""
+        with self._lock:
+            return (dict(self.counts), dict(self.reasons),
+                    {k: (int(v[0]), float(v[1])) for k, v in self.stage_totals.items()})
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

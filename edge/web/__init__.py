@@ -203,6 +203,14 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     def status():
         return jsonify(service.status())
 
+    @app.get("/metrics")
+    @api
+    def metrics():
+        """Prometheus text format; scrape with the API token (``authorization`` in the scrape config)."""
+        from edge.device.metrics import CONTENT_TYPE, render
+
+        return Response(render(service), mimetype=None, content_type=CONTENT_TYPE)
+
     # Without a case in the URL a field goes into no case, whatever another phone has open:
     # the page names its case (/api/cases/<id>/classify) on every analysis.
     @app.post("/api/classify")

@@ -174,7 +174,7 @@ def test_generated_credentials_are_private_and_printed_once(tmp_path):
     import os
     import stat
 
-    env = {"BLASTSCOPE_PIN": "", "BLASTSCOPE_TOKEN": ""}
+    env = {"BLASTSCOPE_PIN": "", "BLASTSCOPE_TOKEN": "", "INVOCATION_ID": "", "JOURNAL_STREAM": ""}  # a terminal
     first = ServerProcess(tmp_path / "state", "--demo", env=env)
     assert first.stop() == 0
     printed = "".join(first.output)
@@ -191,6 +191,26 @@ def test_generated_credentials_are_private_and_printed_once(tmp_path):
                             timeout=10).status_code == 302
     finally:
         second.stop()
+
+
+def test_under_systemd_the_first_start_names_the_file_not_the_pin(tmp_path):
+    """The journal keeps what a unit prints: the PIN and token stay out of it, and a root-only
+    command shows them."""
+    from conftest import run_cli
+
+    env = {"BLASTSCOPE_PIN": "", "BLASTSCOPE_TOKEN": "", "INVOCATION_ID": "0123456789abcdef"}
+    first = ServerProcess(tmp_path / "state", "--demo", env=env)
+    assert first.stop() == 0
+    printed = "".join(first.output)
+    stored = dict(line.split("=", 1) for line in (tmp_path / "state" / "credentials").read_text().splitlines())
+    assert stored["pin"] not in printed and stored["token"] not in printed
+    assert "sudo blastscope-edge credentials" in printed
+    # log lines carry their syslog priority for journald (sd-daemon(3) prefixes)
+    assert re.search(r"^<6>INFO blastscope: signal 15: stopping", printed, re.M), printed
+    shown = run_cli("blastscope-edge", "credentials", "--state-dir", str(tmp_path / "state"))
+    assert shown.returncode == 0 and f"PIN {stored['pin']}" in shown.stdout and stored["token"] in shown.stdout
+    missing = run_cli("blastscope-edge", "credentials", "--state-dir", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no credentials yet" in missing.stderr
 
 
 def test_sigterm_shuts_down_cleanly_and_flushes(server):
@@ -291,3 +311,33 @@ def test_a_logged_in_page_may_send_a_large_upload(server):
             b"Cookie: session=" + cookie.encode() + b"\r\nContent-Length: 10000000\r\n\r\n")
     status, _ = _answer_to_headers(server, post)
     assert status == 401
+
+
+def test_metrics_count_what_the_device_did_in_prometheus_format(tmp_path):
+    """A fresh daemon: one classified field, one too blurred to read; /metrics (with the token)
+    counts both, names the rejection, times the stages and says which model runs."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    daemon = ServerProcess(tmp_path / "state", "--demo")
+    try:
+        assert requests.get(f"{daemon.url}/metrics", timeout=10).status_code == 401
+        assert _classify(daemon, _jpeg(sample_paths()[4])).json()["classified"]
+        blurred = cv2.GaussianBlur(cv2.imread(str(sample_paths()[0])), (0, 0), 5.0)
+        assert _classify(daemon, cv2.imencode(".png", blurred)[1].tobytes(), "b.png").json()["status"] == "rejected"
+        r = requests.get(f"{daemon.url}/metrics", headers=daemon.headers(), timeout=10)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(r.text) for s in family.samples}
+        assert samples[("blastscope_fields_total", (("status", "classified"),))] == 1
+        assert samples[("blastscope_fields_total", (("status", "rejected"),))] == 1
+        assert samples[("blastscope_rejections_total", (("reason", "out of focus"),))] == 1
+        assert samples[("blastscope_stage_seconds_count", (("stage", "inference"),))] == 1
+        assert samples[("blastscope_stage_seconds_count", (("stage", "quality"),))] == 2
+        assert samples[("blastscope_stage_seconds_sum", (("stage", "inference"),))] > 0
+        status = requests.get(f"{daemon.url}/api/status", headers=daemon.headers(), timeout=10).json()
+        model = [k for k in samples if k[0] == "blastscope_model_info"][0]
+        assert dict(model[1])["model_id"] == status["model"]["id"]
+        assert samples[("blastscope_disk_free_bytes", ())] > 0
+        assert samples[("blastscope_degraded", ())] == (1.0 if status["status"] == "degraded" else 0.0)
+    finally:
+        daemon.stop()

@@ -62,6 +62,8 @@ def test_staging_root_install_creates_files_and_keeps_config_on_upgrade(tmp_path
     again = _install("--root", str(tmp_path))
     assert again.returncode == 0 and f"kept {config}" in again.stdout
     assert load_config(config, environ={}).server.port == 9000
+    avahi = (tmp_path / "etc/avahi/services/blastscope.service").read_text()
+    assert "<port>9000</port>" in avahi and "8080" not in avahi.split("<port>")[1]  # announces the config's port
 
 
 def test_coral_packages_when_its_repository_is_configured(tmp_path):
