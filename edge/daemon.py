@@ -38,7 +38,8 @@ def build_service(cfg: Config) -> Service:
             log.warning("model: %s", note)
     backends = BackendManager(bundle.cpu_model, bundle.edgetpu_model, cfg.inference.backend,
                               cfg.inference.threads, cfg.inference.reprobe_seconds)
-    camera = CameraWorker(cfg.camera.source, lambda spec: open_source(spec, cfg.camera.width, cfg.camera.height),
+    camera = CameraWorker(cfg.camera.source, lambda spec: open_source(spec, cfg.camera.width, cfg.camera.height,
+                                                                 cfg.camera.capture_timeout_seconds),
                           cfg.camera.fps, cfg.camera.retry_max_seconds)
     return Service(cfg, bundle, Pipeline(bundle, backends, cfg.quality), Store(cfg.state_dir, cfg.store), camera,
                    model_notes=notes)

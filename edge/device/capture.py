@@ -11,6 +11,7 @@ died of it would leave the page saying "starting" forever.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -33,6 +34,8 @@ class CameraConfig(Settings):
     height: Annotated[Int, Field(gt=0)] = 768
     fps: Annotated[Float, Field(gt=0)] = 5.0  # preview grab rate; analysis grabs on demand
     retry_max_seconds: Annotated[Float, Field(gt=0)] = 30.0
+    # a Pi camera frame not delivered within this long counts as a lost camera: closed and reopened
+    capture_timeout_seconds: Annotated[Float, Field(gt=0, le=60)] = 3.0
 
 
 log = logging.getLogger("blastscope.capture")
@@ -121,10 +124,16 @@ class OpenCVSource:
 
 
 class Picamera2Source:
-    """The Raspberry Pi camera through picamera2 (``python3-picamera2`` from Raspberry Pi OS)."""
+    """The Raspberry Pi camera through picamera2 (``python3-picamera2`` from Raspberry Pi OS).
 
-    def __init__(self, width: int, height: int) -> None:
-        self.name = "picamera2"
+    libcamera gives a camera to one owner at a time: a ``Picamera2`` whose configure or start
+    failed still holds it, and every later open then failed "busy" until a restart, so any
+    failure here closes it. A sensor that stops delivering makes ``capture_array`` block for
+    good (the watchdog restarted the daemon 40-70 s later): a capture that has not finished in
+    ``timeout_s`` is abandoned and reported, and the worker closes and reopens the camera."""
+
+    def __init__(self, width: int, height: int, timeout_s: float = 3.0) -> None:
+        self.name, self.timeout_s = "picamera2", timeout_s
         try:
             from picamera2 import Picamera2  # type: ignore[import-not-found]
         except ImportError as exc:
@@ -135,32 +144,39 @@ class Picamera2Source:
                               "which applies deploy/constraints-bookworm.txt") from None
         try:
             self._camera = Picamera2()
+        except Exception as exc:  # libcamera raises assorted errors when no camera is attached
+            raise CameraError(f"picamera2: camera could not be opened ({exc})") from None
+        try:
             config = self._camera.create_still_configuration(main={"size": (width, height), "format": "RGB888"})
             self._camera.configure(config)
             self._camera.start()
-        except Exception as exc:  # libcamera raises assorted errors when no camera is attached
+        except Exception as exc:
+            self.close()  # release the camera, or every retry finds it busy
             raise CameraError(f"picamera2: camera could not be started ({exc})") from None
 
     def read(self) -> np.ndarray:
         try:
-            frame = self._camera.capture_array("main")
+            job = self._camera.capture_array("main", wait=False)
+            frame = job.get_result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise CameraError(f"picamera2: no frame within {self.timeout_s:g} s (the sensor stopped delivering)") from None
         except Exception as exc:
             raise CameraError(f"picamera2: capture failed ({exc})") from None
         # picamera2's "RGB888" is laid out B, G, R in memory (libcamera naming); flip to RGB.
         return np.ascontiguousarray(frame[..., 2::-1])
 
     def close(self) -> None:
-        try:
-            self._camera.stop()
-            self._camera.close()
-        except Exception:
-            pass
+        for step in (self._camera.stop, self._camera.close):  # close even when stop fails
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - a camera that will not stop must still be released
+                log.warning("picamera2: %s failed: %s", step.__name__, exc)
 
 
-def open_source(spec: str, width: int = 1024, height: int = 768) -> Source:
+def open_source(spec: str, width: int = 1024, height: int = 768, timeout_s: float = 3.0) -> Source:
     kind, _, target = spec.partition(":")
     if kind == "picamera2":
-        return Picamera2Source(width, height)
+        return Picamera2Source(width, height, timeout_s)
     if kind == "opencv" and target:
         return OpenCVSource(target, width, height)
     if kind == "replay" and target:

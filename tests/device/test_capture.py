@@ -58,6 +58,93 @@ def test_bad_sources_are_clear_errors(tmp_path):
         open_source("webcam")
 
 
+class _Job:
+    """TEST DOUBLE for picamera2's Job: ``get_result(timeout)`` as in picamera2/job.py (a
+    concurrent.futures.Future underneath); ``None`` never completes, like a stalled sensor."""
+
+    def __init__(self, frame):
+        import concurrent.futures
+
+        self._future = concurrent.futures.Future()
+        if frame is not None:
+            self._future.set_result(frame)
+
+    def get_result(self, timeout=None):
+        return self._future.result(timeout=timeout)
+
+
+class _OneOwnerCamera:
+    """TEST DOUBLE for a Raspberry Pi camera under libcamera: one owner at a time (a second
+    ``Picamera2()`` while one is not closed fails "busy"); ``fail_start`` makes the next start
+    fail; ``stall`` makes captures never complete."""
+
+    owner = None
+    fail_start = 0
+    stall = False
+    opened = 0
+
+    def __init__(self):
+        cls = type(self)
+        if cls.owner is not None:
+            raise RuntimeError("Failed to acquire camera: Device or resource busy")
+        cls.owner, cls.opened = self, cls.opened + 1
+
+    def create_still_configuration(self, main):
+        return main
+
+    def configure(self, config):
+        pass
+
+    def start(self):
+        if type(self).fail_start:
+            type(self).fail_start -= 1
+            raise RuntimeError("Failed to start streaming: timeout")
+
+    def capture_array(self, stream, wait=None):
+        return _Job(None if type(self).stall else np.zeros((768, 1024, 3), np.uint8))
+
+    def stop(self):
+        pass
+
+    def close(self):
+        if type(self).owner is self:
+            type(self).owner = None
+
+
+@pytest.fixture
+def one_owner_camera(monkeypatch):
+    camera = type("Camera", (_OneOwnerCamera,), {"owner": None, "fail_start": 0, "stall": False, "opened": 0})
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=camera))
+    return camera
+
+
+def test_a_camera_that_fails_to_start_is_released_so_the_retry_can_open_it(one_owner_camera):
+    one_owner_camera.fail_start = 1
+    with pytest.raises(CameraError, match="could not be started"):
+        open_source("picamera2")
+    assert one_owner_camera.owner is None  # released, not held by the failed attempt
+    source = open_source("picamera2")  # the retry gets it, instead of "busy" until a restart
+    assert source.read().shape == (768, 1024, 3)
+    source.close()
+
+
+def test_a_sensor_that_stops_delivering_is_closed_and_reopened_within_seconds(one_owner_camera):
+    """Captures that never complete: the worker reports the camera lost after the capture
+    timeout and reopens it (the issue's daemon waited 40-70 s for the watchdog)."""
+    worker = CameraWorker("picamera2", lambda spec: open_source(spec, timeout_s=0.3), fps=20, retry_max_s=1.0).start()
+    try:
+        worker.latest(wait_s=5)
+        one_owner_camera.stall = True
+        assert _wait(lambda: not worker.state.connected, 5)
+        assert "no frame within 0.3 s" in worker.state.error
+        assert one_owner_camera.owner is None or one_owner_camera.opened >= 2
+        one_owner_camera.stall = False
+        assert _wait(lambda: worker.state.connected and worker.state.reconnects >= 1, 5)
+        assert worker.latest(wait_s=2).shape == (768, 1024, 3)
+    finally:
+        worker.stop()
+
+
 def test_picamera2_source_with_test_double(monkeypatch):
     bgr = cv2.imread(str(sample_paths()[0]))
 
@@ -72,8 +159,9 @@ def test_picamera2_source_with_test_double(monkeypatch):
         def start(self):
             pass
 
-        def capture_array(self, stream):
-            return bgr.copy()  # picamera2's RGB888 is B, G, R in memory
+        def capture_array(self, stream, wait=None):
+            assert wait is False  # a Job, waited on with a deadline
+            return _Job(bgr.copy())  # picamera2's RGB888 is B, G, R in memory
 
         def stop(self):
             pass
@@ -143,7 +231,12 @@ def test_picamera2_import_failing_with_numpy_abi_error_is_reported_and_retried(t
             "    def create_still_configuration(self, main): return main\n"
             "    def configure(self, config): pass\n"
             "    def start(self): pass\n"
-            f"    def capture_array(self, stream): return np.load({str(tmp_path / 'frame.npy')!r})\n"
+            "    def capture_array(self, stream, wait=None):\n"
+            "        import concurrent.futures\n"
+            "        job = concurrent.futures.Future()\n"  # picamera2's Job wraps one; get_result(timeout)
+            f"        job.set_result(np.load({str(tmp_path / 'frame.npy')!r}))\n"
+            "        job.get_result = job.result\n"
+            "        return job\n"
             "    def stop(self): pass\n"
             "    def close(self): pass\n")
         importlib.invalidate_caches()
