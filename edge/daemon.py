@@ -16,6 +16,7 @@ from edge import SAMPLES_DIR
 from edge.device.config import Config, load_config
 from edge.device.httpserver import HttpServer
 from edge.device.modelstore import startup_bundle
+from edge.model.edgetpu_process import EdgeTpuProcess
 from edge.model.inference import BackendManager
 from edge.device.notify import Watchdog, notifier, watchdog_interval
 from edge.pipeline import Pipeline
@@ -36,8 +37,9 @@ def build_service(cfg: Config) -> Service:
         bundle, notes = startup_bundle(cfg.state_dir, cfg.trust, default_bundle_path())
         for note in notes:
             log.warning("model: %s", note)
+    # the Edge TPU in a child process: a crash in Coral's native stack means CPU, not a dead daemon
     backends = BackendManager(bundle.cpu_model, bundle.edgetpu_model, cfg.inference.backend,
-                              cfg.inference.threads, cfg.inference.reprobe_seconds)
+                              cfg.inference.threads, cfg.inference.reprobe_seconds, edgetpu_factory=EdgeTpuProcess)
     camera = CameraWorker(cfg.camera.source, lambda spec: open_source(spec, cfg.camera.width, cfg.camera.height,
                                                                  cfg.camera.capture_timeout_seconds),
                           cfg.camera.fps, cfg.camera.retry_max_seconds)

@@ -95,19 +95,23 @@ def _prune(folder: Path) -> None:
 def _reproduces_references(bundle: Bundle, edgetpu_factory: Callable[[Path], object] | None) -> list[str]:
     """Run the reference fields on the CPU and, when the bundle has an Edge TPU model and an
     Edge TPU opens, on it too. Returns what was checked; raises ``BundleError`` on a mismatch."""
-    from edge.model.inference import CpuBackend, EdgeTpuBackend
+    from edge.model.edgetpu_process import EdgeTpuProcess
+    from edge.model.inference import CpuBackend
 
     checked = []
     try:
         checked.append(reference.check(bundle, CpuBackend(bundle.cpu_model)))
         if bundle.edgetpu_model is not None:
             try:
-                tpu = (edgetpu_factory or EdgeTpuBackend)(bundle.edgetpu_model)
+                tpu = (edgetpu_factory or EdgeTpuProcess)(bundle.edgetpu_model)  # a native crash must not kill the install
             except Exception as exc:  # no device, or the running daemon holds it: say so, do not guess
                 checked.append(f"edgetpu: not checked, no Edge TPU could be opened ({exc}); it is checked on the "
                                "next install with the device attached and the service stopped")
             else:
-                checked.append(reference.check(bundle, tpu))
+                try:
+                    checked.append(reference.check(bundle, tpu))
+                finally:
+                    getattr(tpu, "close", lambda: None)()
     except BundleError:
         raise
     except Exception as exc:  # any failure to run or to match means the bundle must not go live

@@ -290,7 +290,10 @@ class BackendManager:
                 out = self.tpu.infer(first, second)
                 return out, "edgetpu", self._record("edgetpu", start)
             except Exception as exc:  # the accelerator failed mid-run: fall back, re-probe later
-                self.tpu = None
+                failed, self.tpu = self.tpu, None
+                close = getattr(failed, "close", None)  # a child process (edge.model.edgetpu_process): end it
+                if close is not None:
+                    close()
                 self.note = f"Edge TPU failed mid-run ({exc})"
                 self._next_probe = self.clock() + self.reprobe_s
         start = time.perf_counter()

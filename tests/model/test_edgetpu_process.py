@@ -1,0 +1,108 @@
+"""The Edge TPU in a child process: a native crash in Coral's stack means CPU and a degraded
+status, never a dead daemon.
+
+No Edge TPU can exist here. Two TEST DOUBLES stand in for Coral's software: a
+``libedgetpu.so.1`` that raises SIGSEGV when loaded (tests/standins/libedgetpu-crash, built
+with the system C compiler), and a ``pycoral`` whose ``make_interpreter`` returns the CPU
+interpreter (tests/standins/pycoral), so that the child-process path runs real inference."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from edge.analysis.cells import model_inputs
+from edge.model.bundle import EDGETPU_MODEL, load_bundle
+from edge.model.edgetpu_process import EdgeTpuProcess
+from edge.model.inference import BackendManager, CpuBackend, InferenceError
+
+from conftest import ROOT, ServerProcess, sample_paths
+
+STANDINS = ROOT / "tests" / "standins"
+
+
+@pytest.fixture(scope="module")
+def crashing_libedgetpu(tmp_path_factory) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler here to build the crashing libedgetpu.so.1 stand-in")
+    folder = tmp_path_factory.mktemp("libedgetpu")
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(folder / "libedgetpu.so.1"),
+                    str(STANDINS / "libedgetpu-crash" / "crash.c")], check=True, capture_output=True)
+    return folder
+
+
+def _cell_pair(bundle) -> tuple[np.ndarray, np.ndarray]:
+    from edge.analysis.cells import cut_cells, detect_cells, measure_magnification, working_scale
+    from edge.analysis.imagefile import read_rgb
+    from edge.analysis.normalisation import normalise
+    from edge.analysis.segmentation import segment
+
+    field = normalise(read_rgb(sample_paths()[4])).rgb
+    seg = segment(field, bundle.segmentation)
+    px_per_um, _ = working_scale(measure_magnification(field, seg.mask), bundle.cells)
+    cells, labels = detect_cells(seg, px_per_um, bundle.cells)
+    first, second = model_inputs(cut_cells(field, labels, cells, px_per_um, bundle.cells))
+    return first[0], second[0]
+
+
+def test_a_libedgetpu_that_segfaults_is_an_error_here_not_a_crash(crashing_libedgetpu, default_bundle, monkeypatch):
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(crashing_libedgetpu))
+    with pytest.raises(InferenceError, match="died while opening the Edge TPU \\(killed by SIGSEGV\\)"):
+        EdgeTpuProcess(load_bundle(default_bundle).cpu_model)
+    manager = BackendManager(load_bundle(default_bundle).cpu_model, load_bundle(default_bundle).cpu_model,
+                             edgetpu_factory=EdgeTpuProcess)  # the CPU model stands in for a compiled one
+    assert manager.name == "cpu" and "killed by SIGSEGV" in manager.degraded
+
+
+def test_the_child_runs_the_model_and_its_death_mid_run_falls_back_to_the_cpu(default_bundle, monkeypatch):
+    monkeypatch.syspath_prepend(str(STANDINS))  # a spawned child starts with the parent's sys.path
+    bundle = load_bundle(default_bundle)
+    first, second = _cell_pair(bundle)
+    cpu = CpuBackend(bundle.cpu_model, 1).infer(first, second)
+    manager = BackendManager(bundle.cpu_model, bundle.cpu_model, edgetpu_factory=EdgeTpuProcess, reprobe_s=3600)
+    try:
+        assert manager.name == "edgetpu" and manager.degraded is None
+        out, backend, _ = manager.infer(first, second)
+        assert backend == "edgetpu"
+        assert np.allclose(out.probabilities, cpu.probabilities) and np.allclose(out.embedding, cpu.embedding)
+        os.kill(manager.tpu.pid, signal.SIGSEGV)  # what a native fault does to the child
+        out, backend, _ = manager.infer(first, second)
+        assert backend == "cpu" and np.allclose(out.probabilities, cpu.probabilities)
+        assert "Edge TPU failed mid-run" in manager.degraded and "SIGSEGV" in manager.degraded
+    finally:
+        if manager.tpu is not None:
+            manager.tpu.close()
+
+
+def test_the_daemon_serves_on_the_cpu_when_libedgetpu_crashes(crashing_libedgetpu, tmp_path, default_bundle, test_key):
+    """The issue's daemon exited 139 before serving and systemd restarted it in a loop."""
+    from converter.bundle import rewrite_bundle
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(default_bundle, bundle_dir)
+    compiled = tmp_path / "compiled.tflite"  # the CPU model stands in for a compiled one
+    shutil.copyfile(bundle_dir / "model.tflite", compiled)
+    rewrite_bundle(bundle_dir, {EDGETPU_MODEL: compiled}, sign_key=test_key[0])
+    config = tmp_path / "config.toml"
+    config.write_text(f'[inference]\ntrusted_keys = ["{test_key[1]}"]\nbackend = "auto"\nbundle = "{bundle_dir}"\n'
+                      f'[camera]\nsource = "replay:{ROOT / "edge" / "samples"}"\n')
+    server = ServerProcess(tmp_path / "state", "--config", str(config),
+                           env={"LD_LIBRARY_PATH": str(crashing_libedgetpu)})
+    try:
+        status = requests.get(f"{server.url}/api/status", headers=server.headers(), timeout=10).json()
+        assert status["backend"]["active"] == "cpu" and status["status"] == "degraded"
+        assert any("killed by SIGSEGV" in r for r in status["degraded_reasons"]), status["degraded_reasons"]
+        sample = sample_paths()[4]
+        r = requests.post(f"{server.url}/api/classify", files={"image": (sample.name, sample.read_bytes())},
+                          headers=server.headers(), timeout=60)
+        assert r.status_code == 200 and r.json()["backend"] == "cpu"
+    finally:
+        assert server.stop() == 0
