@@ -66,6 +66,41 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(_config_path(args.config), overrides, args.demo)
 
 
+def _camera(args: argparse.Namespace) -> int:
+    """Lock exposure and white balance from a blank area of a slide (the service stopped)."""
+    from edge.device.camera_calibration import calibrate, write_settings
+    from edge.device.capture import Picamera2Source
+    from edge.device.config import load_config
+
+    path = _config_path(args.config)
+    cfg = load_config(path)
+    if cfg.camera.source != "picamera2":
+        print(f"error: camera.source is {cfg.camera.source}: calibration sets the Pi camera's exposure and white "
+              "balance (picamera2)", file=sys.stderr)
+        return 2
+    try:
+        result = calibrate(lambda: Picamera2Source(cfg.camera.width, cfg.camera.height, cfg.camera.capture_timeout_seconds))
+    except CameraError as exc:
+        busy = "busy" in str(exc).lower()
+        print(f"error: {exc}" + ("; the service holds the camera: sudo systemctl stop blastscope, calibrate, then "
+                                 "start it again" if busy else ""), file=sys.stderr)
+        return 2
+    r0, g0, b0 = result.before
+    r1, g1, b1 = result.after
+    print(f"blank area under automatic settings: R {r0:.0f} G {g0:.0f} B {b0:.0f}; locked: R {r1:.0f} G {g1:.0f} B {b1:.0f}")
+    settings = result.settings()
+    if args.write:
+        if path is None:
+            print("error: --write needs the config file (--config PATH)", file=sys.stderr)
+            return 2
+        write_settings(path, settings)
+        print(f"written to [camera] in {path}; restart the service to use them: sudo systemctl restart blastscope")
+    else:
+        print("[camera]\n" + "\n".join(f"{k} = {v}" for k, v in settings.items()))
+        print("add these to the config's [camera] section, or run again with --write")
+    return 0
+
+
 def _credentials(args: argparse.Namespace) -> int:
     """The PIN and token the daemon created at its first start, for whoever may read the file."""
     from edge.device.config import load_config
@@ -313,6 +348,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir")
     s.add_argument("--bundle", type=Path, help="model bundle folder (default: the shipped models/default)")
     s.set_defaults(func=_serve)
+    ca = sub.add_parser("camera", help="camera set-up: 'calibrate' locks exposure and white balance from a blank "
+                        "area of a slide (stop the service first)")
+    ca.add_argument("action", choices=["calibrate"])
+    ca.add_argument("--config", type=Path)
+    ca.add_argument("--write", action="store_true", help="write the settings into the config's [camera] section")
+    ca.set_defaults(func=_camera)
     cr = sub.add_parser("credentials", help="show the PIN and API token created at the first start (root only)")
     cr.add_argument("--config", type=Path)
     cr.add_argument("--state-dir")

@@ -41,7 +41,8 @@ def build_service(cfg: Config) -> Service:
     backends = BackendManager(bundle.cpu_model, bundle.edgetpu_model, cfg.inference.backend,
                               cfg.inference.threads, cfg.inference.reprobe_seconds, edgetpu_factory=EdgeTpuProcess)
     camera = CameraWorker(cfg.camera.source, lambda spec: open_source(spec, cfg.camera.width, cfg.camera.height,
-                                                                 cfg.camera.capture_timeout_seconds),
+                                                                 cfg.camera.capture_timeout_seconds,
+                                                                 cfg.camera.controls()),
                           cfg.camera.fps, cfg.camera.retry_max_seconds)
     return Service(cfg, bundle, Pipeline(bundle, backends, cfg.quality), Store(cfg.state_dir, cfg.store), camera,
                    model_notes=notes)

@@ -16,9 +16,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Annotated, Any, Callable, Protocol
 
 import cv2
 import numpy as np
@@ -36,6 +35,29 @@ class CameraConfig(Settings):
     retry_max_seconds: Annotated[Float, Field(gt=0)] = 30.0
     # a Pi camera frame not delivered within this long counts as a lost camera: closed and reopened
     capture_timeout_seconds: Annotated[Float, Field(gt=0, le=60)] = 3.0
+    # Exposure and white balance of the Pi camera. picamera2's automatic ones change from field
+    # to field, while the quality gate and the model assume one exposure: set by
+    # `blastscope-edge camera calibrate` from a blank area of a slide. Empty: automatic.
+    exposure_time_us: Annotated[Int, Field(gt=0, le=10_000_000)] | None = None
+    analogue_gain: Annotated[Float, Field(ge=1.0, le=16.0)] | None = None
+    colour_gains: tuple[Annotated[Float, Field(gt=0, le=32)], Annotated[Float, Field(gt=0, le=32)]] | None = None  # red, blue
+
+    def controls(self) -> dict[str, Any]:
+        """The libcamera controls that lock what is set (picamera2's ``set_controls``)."""
+        out: dict[str, Any] = {}
+        if self.exposure_time_us is not None:
+            out.update(AeEnable=False, ExposureTime=int(self.exposure_time_us), AnalogueGain=float(self.analogue_gain or 1.0))
+        if self.colour_gains is not None:
+            out.update(AwbEnable=False, ColourGains=(float(self.colour_gains[0]), float(self.colour_gains[1])))
+        return out
+
+    def settings_text(self) -> dict[str, str]:
+        """What the status page says of exposure and white balance."""
+        exposure = (f"locked: {self.exposure_time_us} us, analogue gain {self.analogue_gain or 1.0:g}"
+                    if self.exposure_time_us is not None else "automatic")
+        balance = (f"locked: red {self.colour_gains[0]:g}, blue {self.colour_gains[1]:g}"
+                   if self.colour_gains is not None else "automatic")
+        return {"exposure": exposure, "white_balance": balance}
 
 
 log = logging.getLogger("blastscope.capture")
@@ -132,7 +154,7 @@ class Picamera2Source:
     good (the watchdog restarted the daemon 40-70 s later): a capture that has not finished in
     ``timeout_s`` is abandoned and reported, and the worker closes and reopens the camera."""
 
-    def __init__(self, width: int, height: int, timeout_s: float = 3.0) -> None:
+    def __init__(self, width: int, height: int, timeout_s: float = 3.0, controls: dict[str, Any] | None = None) -> None:
         self.name, self.timeout_s = "picamera2", timeout_s
         try:
             from picamera2 import Picamera2  # type: ignore[import-not-found]
@@ -149,10 +171,19 @@ class Picamera2Source:
         try:
             config = self._camera.create_still_configuration(main={"size": (width, height), "format": "RGB888"})
             self._camera.configure(config)
+            if controls:  # locked exposure and white balance, applied from the first frame
+                self._camera.set_controls(controls)
             self._camera.start()
         except Exception as exc:
             self.close()  # release the camera, or every retry finds it busy
             raise CameraError(f"picamera2: camera could not be started ({exc})") from None
+
+    def metadata(self) -> dict[str, Any]:
+        """The latest frame's metadata (ExposureTime, AnalogueGain, ColourGains ...)."""
+        return dict(self._camera.capture_metadata())
+
+    def set_controls(self, controls: dict[str, Any]) -> None:
+        self._camera.set_controls(controls)
 
     def read(self) -> np.ndarray:
         try:
@@ -173,10 +204,11 @@ class Picamera2Source:
                 log.warning("picamera2: %s failed: %s", step.__name__, exc)
 
 
-def open_source(spec: str, width: int = 1024, height: int = 768, timeout_s: float = 3.0) -> Source:
+def open_source(spec: str, width: int = 1024, height: int = 768, timeout_s: float = 3.0,
+                controls: dict[str, Any] | None = None) -> Source:
     kind, _, target = spec.partition(":")
     if kind == "picamera2":
-        return Picamera2Source(width, height, timeout_s)
+        return Picamera2Source(width, height, timeout_s, controls)
     if kind == "opencv" and target:
         return OpenCVSource(target, width, height)
     if kind == "replay" and target:

@@ -149,6 +149,11 @@ class Service:
             reasons.append(backend)
         if self.camera is not None and not self.camera.state.connected:
             reasons.append(f"camera {self.camera.spec} not delivering frames: {self.camera.state.error or 'starting'}")
+        cam = self.config.camera
+        if self.camera is not None and cam.source == "picamera2" and (cam.exposure_time_us is None or cam.colour_gains is None):
+            reasons.append("the camera's exposure and white balance are automatic and change from field to field: "
+                           "put a blank area of a slide under the objective and run "
+                           "sudo blastscope-edge camera calibrate --write")
         free, floor = self.store.free_mb(), self.config.store.min_free_mb
         if free < floor:
             reasons.append(f"storage full: {free:.0f} MB free, below the {floor:.0f} MB floor; new fields are refused "
@@ -167,7 +172,7 @@ class Service:
         if self.camera is not None:
             s = self.camera.state
             camera = {"source": s.source, "connected": s.connected, "error": s.error, "frames": s.frames,
-                      "reconnects": s.reconnects, "fps": round(s.fps, 2)}
+                      "reconnects": s.reconnects, "fps": round(s.fps, 2), **self.config.camera.settings_text()}
         test = self.bundle.manifest.get("metrics", {}).get("int8_test", {})
         return {
             "status": "degraded" if reasons else "ok",
