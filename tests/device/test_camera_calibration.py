@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge.device.camera_calibration import TARGET_LEVEL, CalibrationError, calibrate, write_settings
-from edge.device.capture import CameraConfig, Picamera2Source, open_source
+from edge.device.capture import Picamera2Source, open_source
 from edge.device.config import load_config
 
 from conftest import ROOT, run_cli, sample_paths
