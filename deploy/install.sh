@@ -207,7 +207,10 @@ install_file 0644 "$SOURCE/deploy/blastscope.service" "$UNIT"
 install_file 0644 "$SOURCE/deploy/99-coral-edgetpu.rules" "$ROOT/etc/udev/rules.d/99-coral-edgetpu.rules"
 install_file 0644 "$SOURCE/deploy/blastscope.avahi.service" "$ROOT/etc/avahi/services/$APP.service"
 # announce the port the daemon listens on: the config's [server] port (8080 unless changed)
-PORT="$(sed -n '/^\[server\]/,/^\[/s/^port *= *\([0-9][0-9]*\).*/\1/p' "$ETC/config.toml" 2>/dev/null | head -n 1)"
+PORT=""
+if [ -f "$ETC/config.toml" ]; then  # not under --dry-run of a first install: nothing was written
+  PORT="$(sed -n '/^\[server\]/,/^\[/s/^port *= *\([0-9][0-9]*\).*/\1/p' "$ETC/config.toml" | head -n 1)"
+fi
 files sed -i "s|<port>[0-9]*</port>|<port>${PORT:-8080}</port>|" "$ROOT/etc/avahi/services/$APP.service"
 files mkdir -p "$STATE"
 host chown -R "$APP:$APP" "/var/lib/$APP"
