@@ -101,6 +101,25 @@ def _camera(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """Walk the audit log's hash chain; exit 1 when it was altered."""
+    from edge.device.config import load_config
+    from edge.record.store import Store
+
+    cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
+    store = Store(cfg.state_dir, cfg.store)
+    try:
+        check = store.audit_check(max_age_s=0)
+    finally:
+        store.close()
+    if check.intact:
+        print(f"audit log intact: {check.rows} rows, last hash {check.head}")
+        return 0
+    print(f"audit log ALTERED: {check.problem}; the {check.rows} rows before it are intact (last good hash "
+          f"{check.head}). Keep {cfg.state_dir / 'results.db'} as it is for an investigation.", file=sys.stderr)
+    return 1
+
+
 def _credentials(args: argparse.Namespace) -> int:
     """The PIN and token the daemon created at its first start, for whoever may read the file."""
     from edge.device.config import load_config
@@ -354,6 +373,11 @@ def parser() -> argparse.ArgumentParser:
     ca.add_argument("--config", type=Path)
     ca.add_argument("--write", action="store_true", help="write the settings into the config's [camera] section")
     ca.set_defaults(func=_camera)
+    au = sub.add_parser("audit", help="'verify' walks the audit log's hash chain: a row changed or removed is found")
+    au.add_argument("action", choices=["verify"])
+    au.add_argument("--config", type=Path)
+    au.add_argument("--state-dir")
+    au.set_defaults(func=_audit)
     cr = sub.add_parser("credentials", help="show the PIN and API token created at the first start (root only)")
     cr.add_argument("--config", type=Path)
     cr.add_argument("--state-dir")

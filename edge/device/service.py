@@ -161,6 +161,10 @@ class Service:
         elif free < 2 * floor:
             reasons.append(f"disk space low: {free:.0f} MB free; new fields will be refused below {floor:.0f} MB")
         reasons.extend(self.model_notes)
+        chain = self.store.audit_check()
+        if not chain.intact:
+            reasons.append(f"the audit log was altered outside BlastScope: {chain.problem} "
+                           "(blastscope-edge audit verify; keep the database file for an investigation)")
         if self.bundle.signer is None:
             reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
         reasons.extend(self.store.recovered)
@@ -192,6 +196,7 @@ class Service:
             "device_name": self.config.device_name,
             "camera": camera,
             "analysis": self.stats.snapshot(),
+            "audit": self.store.audit_check().to_dict(),
             "disk": {"state_dir": str(self.store.root), "free_mb": round(self.store.free_mb(), 1),
                      "min_free_mb": self.config.store.min_free_mb, "results": self.store.count(),
                      "quarantined_files": self.store.quarantined},

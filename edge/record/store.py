@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from edge.analysis.result import Result
+from edge.record import audit
 from edge.settings import Float, Int, Settings
 
 
@@ -98,7 +99,14 @@ ALTER TABLE results ADD COLUMN review TEXT;
 ALTER TABLE results ADD COLUMN exported REAL;
 CREATE INDEX IF NOT EXISTS results_case ON results(case_id);
 """,
+    # Version 4: the audit log becomes a hash chain (edge.record.audit); the rows before it
+    # get their hashes in the same transaction.
+    4: """
+ALTER TABLE audit ADD COLUMN hash TEXT;
+""",
 }
+#: Python steps that finish a migration, by the version they lead to.
+MIGRATION_STEPS = {4: audit.chain_existing}
 SCHEMA_VERSION = max(MIGRATIONS)
 IMAGES = "images"
 QUARANTINE = "quarantine"
@@ -174,6 +182,7 @@ class Store:
         self.cfg = cfg
         self._lock = threading.Lock()
         self.recovered: list[str] = []  # what was repaired at start, for the log and the status
+        self._audit_checked: tuple[float, audit.AuditCheck] | None = None
         self._db = self._open_database()
         self._migrate()
         self._run_base = float(self._meta("run_seconds", "0"))
@@ -222,6 +231,8 @@ class Store:
             with self._transaction():
                 for statement in _statements(MIGRATIONS[target]):
                     self._db.execute(statement)
+                if step := MIGRATION_STEPS.get(target):
+                    step(self._db)
                 self._db.execute(f"PRAGMA user_version = {target}")
 
     @contextlib.contextmanager
@@ -322,11 +333,11 @@ class Store:
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT id, at, client, action, before, after FROM audit ORDER BY id DESC LIMIT ?",
-                                    (limit,)).fetchall()
+            rows = self._db.execute("SELECT id, at, client, action, before, after, hash FROM audit ORDER BY id DESC "
+                                    "LIMIT ?", (limit,)).fetchall()
         return [{"id": r[0], "at": r[1], "client": r[2], "action": r[3],
-                 "before": json.loads(r[4]) if r[4] else None, "after": json.loads(r[5]) if r[5] else None}
-                for r in rows]
+                 "before": json.loads(r[4]) if r[4] else None, "after": json.loads(r[5]) if r[5] else None,
+                 "hash": r[6]} for r in rows]
 
     # -- reading ------------------------------------------------------------------------
 
@@ -416,9 +427,16 @@ class Store:
             self._db.execute("UPDATE cases SET call = ? WHERE id = ?", (call, case_id))
 
     def _audit_locked(self, client: str, action: str, before: Any, after: Any) -> None:
-        self._db.execute("INSERT INTO audit(at, client, action, before, after) VALUES (?,?,?,?,?)",
-                         (time.time(), client, action, None if before is None else json.dumps(before),
-                          None if after is None else json.dumps(after)))
+        audit.append(self._db, time.time(), client, action, None if before is None else json.dumps(before),
+                     None if after is None else json.dumps(after))
+
+    def audit_check(self, max_age_s: float = 60.0) -> audit.AuditCheck:
+        """The chain's verdict (``edge.record.audit``), walked again when older than ``max_age_s``."""
+        now = time.monotonic()
+        with self._lock:
+            if self._audit_checked is None or now - self._audit_checked[0] > max_age_s:
+                self._audit_checked = (now, audit.verify(self._db))
+            return self._audit_checked[1]
 
     def _set_json(self, table: str, column: str, row_id: int, value: Any, client: str, action: str) -> Any:
         """Set a JSON column and audit before/after in one transaction; None when the row is missing."""
