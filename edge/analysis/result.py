@@ -62,6 +62,7 @@ class Result:
             "field_of_view": None if self.field_of_view is None else list(self.field_of_view.box),
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "disclaimer": DISCLAIMER,
+            "revision": 0,  # a new record; the store counts its reviews and exclusions from here
         }
         if self.cells is not None:
             familiar = [c for c in self.cells if c.familiar]

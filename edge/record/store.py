@@ -104,6 +104,13 @@ CREATE INDEX IF NOT EXISTS results_case ON results(case_id);
     4: """
 ALTER TABLE audit ADD COLUMN hash TEXT;
 """,
+    # Version 5: revisions, so that a review names what it saw and one made on a page that was
+    # out of date is refused (409), never written over another phone's.
+    5: """
+ALTER TABLE cases ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN changed TEXT;
+ALTER TABLE results ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}
@@ -115,6 +122,10 @@ DATABASE = "results.db"
 
 class StoreFull(OSError):
     """Not enough free space to keep a new result; nothing stored was touched."""
+
+
+class Stale(ValueError):
+    """A change made on what an out-of-date page showed; says what changed, who and when."""
 
 
 #: Box colours of a cell bundle's overlay: blasts red, hematogones green, cells the model
@@ -319,6 +330,7 @@ class Store:
                     self._audit_locked(client, "case.field_added", None,
                                        {"case_id": case_id, "result_id": result.id, "status": result.status,
                                         "label": record.get("label"), "source": result.source})
+                    self._changed_locked(case_id, client, f"field #{result.id} added")
         except (OSError, sqlite3.OperationalError) as exc:
             files.image.unlink(missing_ok=True)
             files.overlay.unlink(missing_ok=True)
@@ -341,13 +353,13 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------
 
-    _COLUMNS = "id, data, case_id, excluded, review, exported"
+    _COLUMNS = "id, data, case_id, excluded, review, exported, revision"
 
     def _row(self, row: tuple) -> dict[str, Any]:
-        rid, data, case_id, excluded, review, exported = row
+        rid, data, case_id, excluded, review, exported, revision = row
         record = json.loads(data)
         record.update(id=rid, case_id=case_id, excluded=json.loads(excluded) if excluded else None,
-                      review=json.loads(review) if review else None, exported=exported)
+                      review=json.loads(review) if review else None, exported=exported, revision=revision)
         return record
 
     def get(self, result_id: int) -> dict[str, Any] | None:
@@ -396,12 +408,16 @@ class Store:
         return case_id
 
     def _case_row(self, row: tuple) -> dict[str, Any]:
-        cid, code, note, created, call, review, exported, fields = row
+        cid, code, note, created, call, review, exported, revision, changed, fields = row
+        review = json.loads(review) if review else None
         return {"id": cid, "code": code, "note": note, "created": created,
                 "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)), "call": call,
-                "review": json.loads(review) if review else None, "exported": exported, "field_count": fields}
+                "review": review, "exported": exported, "field_count": fields, "revision": revision,
+                "changed": json.loads(changed) if changed else None,
+                # a review names the revision it left the case at: anything since is unreviewed
+                "changed_since_review": review is not None and revision > int(review.get("revision", revision))}
 
-    _CASE_SELECT = ("SELECT c.id, c.code, c.note, c.created, c.call, c.review, c.exported, "
+    _CASE_SELECT = ("SELECT c.id, c.code, c.note, c.created, c.call, c.review, c.exported, c.revision, c.changed, "
                     "(SELECT COUNT(*) FROM results r WHERE r.case_id = c.id AND r.excluded IS NULL) FROM cases c")
 
     def get_case(self, case_id: int) -> dict[str, Any] | None:
@@ -438,15 +454,46 @@ class Store:
                 self._audit_checked = (now, audit.verify(self._db))
             return self._audit_checked[1]
 
-    def _set_json(self, table: str, column: str, row_id: int, value: Any, client: str, action: str) -> Any:
-        """Set a JSON column and audit before/after in one transaction; None when the row is missing."""
+    def _changed_locked(self, case_id: int, client: str, what: str) -> int:
+        """A case's content changed: its revision goes up, with who, when and what."""
+        self._db.execute("UPDATE cases SET revision = revision + 1, changed = ? WHERE id = ?",
+                         (json.dumps({"by": client, "at": time.time(), "what": what}), case_id))
+        return int(self._db.execute("SELECT revision FROM cases WHERE id = ?", (case_id,)).fetchone()[0])
+
+    @staticmethod
+    def _stale(kind: str, changed: dict[str, Any] | None) -> Stale:
+        if not changed:
+            return Stale(f"this {kind} changed since you opened it: reload it and review again")
+        when = time.strftime("%H:%M:%S", time.localtime(changed["at"]))
+        return Stale(f"this {kind} changed since you opened it ({changed['what']}, by {changed['by']} at {when}): "
+                     "reload it and review again")
+
+    def _set_json(self, table: str, column: str, row_id: int, value: Any, client: str, action: str,
+                  seen: int | None = None) -> Any:
+        """Set a JSON column, bump the revisions it changes and audit before/after in one
+        transaction; None when the row is missing. ``seen``: the revision the change was made
+        on; ``Stale`` when the row (a field, or a case) has changed since."""
         assert (table, column) in {("results", "excluded"), ("results", "review"), ("cases", "review")}
         with self._lock, self._transaction():
-            row = self._db.execute(f"SELECT {column} FROM {table} WHERE id = ?", (row_id,)).fetchone()
+            if table == "cases":
+                row = self._db.execute("SELECT review, revision, changed FROM cases WHERE id = ?", (row_id,)).fetchone()
+            else:
+                row = self._db.execute(f"SELECT r.{column}, r.revision, c.changed, r.case_id FROM results r "
+                                       "LEFT JOIN cases c ON c.id = r.case_id WHERE r.id = ?", (row_id,)).fetchone()
             if row is None:
                 return None
+            if seen is not None and seen != row[1]:
+                raise self._stale("case" if table == "cases" else "field", json.loads(row[2]) if row[2] else None)
             before = json.loads(row[0]) if row[0] else None
-            self._db.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (json.dumps(value), row_id))
+            if table == "cases":  # the review names the revision it leaves the case at
+                value = {**value, "revision": row[1] + 1}
+            self._db.execute(f"UPDATE {table} SET {column} = ?, revision = revision + 1 WHERE id = ?",
+                             (json.dumps(value), row_id))
+            if table == "cases":
+                self._db.execute("UPDATE cases SET changed = ? WHERE id = ?",
+                                 (json.dumps({"by": client, "at": time.time(), "what": "case reviewed"}), row_id))
+            elif row[3] is not None:  # a field of a case: the case changed too
+                self._changed_locked(row[3], client, f"field #{row_id} {'excluded' if column == 'excluded' else 'reviewed'}")
             self._audit_locked(client, action, {"id": row_id, column: before}, {"id": row_id, column: value})
         return value
 
@@ -454,11 +501,17 @@ class Store:
         return self._set_json("results", "excluded", result_id, {"reason": reason, "at": time.time()}, client,
                               "result.exclude")
 
-    def review_result(self, result_id: int, review: dict[str, Any], client: str) -> Any:
-        return self._set_json("results", "review", result_id, {**review, "at": time.time()}, client, "result.review")
+    def review_result(self, result_id: int, review: dict[str, Any], client: str, seen: int | None = None) -> Any:
+        return self._set_json("results", "review", result_id, {**review, "at": time.time()}, client, "result.review",
+                              seen)
 
-    def review_case(self, case_id: int, review: dict[str, Any], client: str) -> Any:
-        return self._set_json("cases", "review", case_id, {**review, "at": time.time()}, client, "case.review")
+    def review_case(self, case_id: int, review: dict[str, Any], client: str, seen: int | None = None) -> Any:
+        """The case's review; it lists the fields it covered, as the reviewer saw them."""
+        with self._lock:
+            fields = [r[0] for r in self._db.execute("SELECT id FROM results WHERE case_id = ? AND excluded IS NULL "
+                                                     "ORDER BY id", (case_id,))]
+        return self._set_json("cases", "review", case_id, {**review, "fields": fields, "at": time.time()}, client,
+                              "case.review", seen)
 
     def mark_exported(self, result_ids: list[int], case_id: int | None, client: str, what: str) -> None:
         now = time.time()

@@ -38,15 +38,20 @@ def _json_body(example: str) -> dict[str, Any]:
     return data
 
 
-def _review() -> dict[str, str]:
-    """The review in the request body; ``Refused`` says what is missing."""
-    data = _json_body('{"call": ..., "reason": ..., "reviewer": ...}')
+def _review() -> tuple[dict[str, str], int]:
+    """The review in the request body and the revision of what the reviewer saw (the
+    ``revision`` the API gave with the field or case); ``Refused`` says what is missing."""
+    data = _json_body('{"call": ..., "reason": ..., "reviewer": ..., "revision": ...}')
     call = clean_text("call", data.get("call"), 20)
     if call not in CALLS:
         raise Refused(400, f"call must be one of {', '.join(CALLS)}")
     reason = clean_text("reason", data.get("reason"), 500, required=True)
     reviewer = clean_text("reviewer (name or initials)", data.get("reviewer"), 40, required=True)
-    return {"call": call, "reason": reason, "reviewer": reviewer}
+    seen = data.get("revision")
+    if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= MAX_ID:
+        raise Refused(400, "say which revision you reviewed: 'revision' as the API gave it with the field or case "
+                           "(a review of something that changed since is refused, never written over it)")
+    return {"call": call, "reason": reason, "reviewer": reviewer}, seen
 
 
 def _day(name: str) -> float | None:
@@ -137,7 +142,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
     @api
     def review_result(result_id: int):
-        if store.review_result(result_id, _review(), _client()) is None:
+        review, seen = _review()
+        if store.review_result(result_id, review, _client(), seen) is None:
             raise Refused(404, f"no result {result_id}")
         return jsonify(store.get(result_id))
 
@@ -156,7 +162,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/review")
     @api
     def review_case(case_id: int):
-        if store.review_case(case_id, _review(), _client()) is None:
+        review, seen = _review()
+        if store.review_case(case_id, review, _client(), seen) is None:
             raise Refused(404, f"no case {case_id}")
         return jsonify(existing_case(case_id))
 

@@ -90,3 +90,54 @@ def test_each_phone_analyses_into_its_own_case(server, tmp_path):
     finally:
         phone_a.quit()
         phone_b.quit()
+
+
+def _review(driver, call: str, reason: str, reviewer: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 20).until(ec.visibility_of_element_located((By.ID, "review-case"))).click()
+    driver.find_element(By.CSS_SELECTOR, f"#review-form input[value={call}]").click()
+    driver.find_element(By.ID, "review-reason").send_keys(reason)
+    driver.find_element(By.ID, "review-reviewer").send_keys(reviewer)
+    driver.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+
+
+def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them(server, tmp_path):
+    """Review issue, item 4: B's review shows on A's open case card within 2 s (A polls); a
+    review A makes on what it showed before is refused with who changed what, and B's stands."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    phone_a = _driver(tmp_path / "a", 390, 844)
+    phone_b = _driver(tmp_path / "b", 360, 740)
+    try:
+        wait_a, wait_b = _log_in(phone_a, server.url), _log_in(phone_b, server.url)
+        _new_case(phone_a, wait_a, "SLIDE-SYNC")
+        _analyze(phone_a, wait_a)
+        phone_a.find_element(By.ID, "show-case").click()
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-code"), "SLIDE-SYNC"))
+
+        phone_b.refresh()
+        wait_b.until(lambda d: "SLIDE-SYNC" in d.find_element(By.ID, "history").text)
+        next(b for b in phone_b.find_elements(By.CSS_SELECTOR, "#history button") if "SLIDE-SYNC" in b.text).click()
+        wait_b.until(ec.text_to_be_present_in_element((By.ID, "cc-code"), "SLIDE-SYNC"))
+        _review(phone_b, "positive", "blasts on the field", "BB")
+        wait_b.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by BB: positive"))
+        saved = time.monotonic()
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by BB: positive"))
+        assert time.monotonic() - saved < 3.0  # polled every 2 s
+
+        # A's page as it was before that poll: its review names the old revision
+        phone_a.execute_script("shownCase.revision -= 1")
+        _review(phone_a, "negative", "no blasts", "AA")
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "error"), "changed since you opened it"))
+        assert "case reviewed, by 127.0.0.1" in phone_a.find_element(By.ID, "error").text
+        assert _case(server, "SLIDE-SYNC")["review"]["reviewer"] == "BB"
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by BB"))
+    finally:
+        phone_a.quit()
+        phone_b.quit()

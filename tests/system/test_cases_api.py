@@ -97,18 +97,24 @@ def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
     fields = [_upload(daemon, case_id, p) for p in _sample("benign__WBC-Benign-182") * 2 + _sample("pre_b__")[:1]]
     assert _get(daemon, f"/api/cases/{case_id}").json()["case_call"]["call"] == "uncertain"  # 1 of 3
 
-    r = _post(daemon, f"/api/results/{fields[2]['id']}/review", json={"call": "negative", "reason": "stain artefact"})
-    assert r.status_code == 400 and "reviewer" in r.json()["error"]
     r = _post(daemon, f"/api/results/{fields[2]['id']}/review",
-              json={"call": "negative", "reason": "stain artefact", "reviewer": "AB"})
+              json={"call": "negative", "reason": "stain artefact", "revision": fields[2]["revision"]})
+    assert r.status_code == 400 and "reviewer" in r.json()["error"]
+    r = _post(daemon, f"/api/results/{fields[2]['id']}/review", json={"call": "negative", "reason": "x", "reviewer": "AB"})
+    assert r.status_code == 400 and "which revision you reviewed" in r.json()["error"]
+    r = _post(daemon, f"/api/results/{fields[2]['id']}/review",
+              json={"call": "negative", "reason": "stain artefact", "reviewer": "AB", "revision": fields[2]["revision"]})
     assert r.status_code == 200 and r.json()["label"] == "pre_b" and r.json()["review"]["call"] == "negative"
     r = _post(daemon, f"/api/results/{fields[2]['id']}/exclude", json={"reason": "wrong slide"})
     assert r.status_code == 200 and r.json()["excluded"]["reason"] == "wrong slide"
     case = _get(daemon, f"/api/cases/{case_id}").json()
     assert case["case_call"]["call"] == "negative" and case["case_call"]["excluded"] == 1 and case["field_count"] == 2
-    r = _post(daemon, f"/api/cases/{case_id}/review", json={"call": "negative", "reason": "agree", "reviewer": "CD"})
+    r = _post(daemon, f"/api/cases/{case_id}/review",
+              json={"call": "negative", "reason": "agree", "reviewer": "CD", "revision": case["revision"]})
     assert r.status_code == 200 and r.json()["final_call"] == "negative" and r.json()["review"]["reviewer"] == "CD"
-    assert _post(daemon, "/api/results/999999/review", json={"call": "negative", "reason": "x", "reviewer": "y"}).status_code == 404
+    assert r.json()["review"]["fields"] == [fields[0]["id"], fields[1]["id"]] and not r.json()["changed_since_review"]
+    assert _post(daemon, "/api/results/999999/review",
+                 json={"call": "negative", "reason": "x", "reviewer": "y", "revision": 0}).status_code == 404
 
     audit = _get(daemon, "/api/audit?limit=50").json()["audit"]
     actions = [a["action"] for a in audit]
@@ -118,6 +124,35 @@ def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
     assert [(a["after"]["case_id"], a["after"]["result_id"], a["after"]["label"]) for a in audit[3:6]] == \
         [(case_id, f["id"], f["label"]) for f in reversed(fields)]
     assert all(a["client"] == "127.0.0.1" for a in audit[:7])
+
+
+def test_a_review_made_on_an_out_of_date_page_is_refused_never_written_over(daemon):
+    """Two phones on one case: B reviews it; A, still showing the revision it opened, gets 409
+    naming what changed and who; after a field is added the review shows as out of date."""
+    case_id = _post(daemon, "/api/cases", json={"code": "SYNC-1"}).json()["id"]
+    field = _upload(daemon, case_id, _sample("pre_b__")[0])
+    seen_by_a = _get(daemon, f"/api/cases/{case_id}").json()["revision"]
+    b = _post(daemon, f"/api/cases/{case_id}/review",
+              json={"call": "positive", "reason": "blasts", "reviewer": "BB", "revision": seen_by_a})
+    assert b.status_code == 200
+    a = _post(daemon, f"/api/cases/{case_id}/review",
+              json={"call": "negative", "reason": "no blasts", "reviewer": "AA", "revision": seen_by_a})
+    assert a.status_code == 409
+    assert "changed since you opened it (case reviewed, by 127.0.0.1 at" in a.json()["error"] and "reload" in a.json()["error"]
+    case = _get(daemon, f"/api/cases/{case_id}").json()
+    assert case["review"]["reviewer"] == "BB" and case["review"]["call"] == "positive"  # B's review stands
+    # a field reviewed twice from one stale revision: the second is refused too
+    first = _post(daemon, f"/api/results/{field['id']}/review",
+                  json={"call": "positive", "reason": "ok", "reviewer": "BB", "revision": field["revision"]})
+    again = _post(daemon, f"/api/results/{field['id']}/review",
+                  json={"call": "negative", "reason": "no", "reviewer": "AA", "revision": field["revision"]})
+    assert first.status_code == 200 and again.status_code == 409 and "this field changed" in again.json()["error"]
+    _upload(daemon, case_id, _sample("pre_b__")[1])
+    case = _get(daemon, f"/api/cases/{case_id}").json()
+    assert case["changed_since_review"] and case["changed"]["what"].endswith("added")
+    audit = _get(daemon, "/api/audit?limit=50").json()["audit"]
+    reviews = [a for a in audit if a["action"] == "case.review" and a["after"]["id"] == case_id]
+    assert [r["after"]["review"]["reviewer"] for r in reviews] == ["BB"]  # the refused review was never written
 
 
 def test_exports_csv_json_fhir_and_by_date(daemon):

@@ -83,7 +83,8 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(app, client, bearer):
     case = _case(client, bearer, "LAB-CSV")
     field = _upload(client, bearer, case["id"], sample_paths()[1])
     reason = "=HYPERLINK(\"http://x\",\"click\")"
-    r = client.post(f"/api/results/{field['id']}/review", json={"call": "negative", "reason": reason, "reviewer": "AB"},
+    r = client.post(f"/api/results/{field['id']}/review",
+                    json={"call": "negative", "reason": reason, "reviewer": "AB", "revision": field["revision"]},
                     headers=bearer)
     assert r.status_code == 200
     rows = list(csv.DictReader(io.StringIO(client.get(f"/api/cases/{case['id']}/export.csv", headers=bearer)
@@ -95,7 +96,7 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(app, client, bearer):
                                           ("reviewer", "A" * 41), ("reason", "")])
 def test_bad_review_text_is_refused_at_the_boundary_and_exports_keep_working(app, client, bearer, field, value):
     case = _case(client, bearer, f"LAB-TXT-{len(value)}-{ord(value[-1]) if value else 0}")
-    body = {"call": "negative", "reason": "artefact", "reviewer": "AB", field: value}
+    body = {"call": "negative", "reason": "artefact", "reviewer": "AB", "revision": case["revision"], field: value}
     import json as _json
 
     r = client.post(f"/api/cases/{case['id']}/review", data=_json.dumps(body), content_type="application/json",

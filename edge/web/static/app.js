@@ -30,7 +30,11 @@ async function api(path, options = {}) {
   let body = null;
   try { body = await response.json(); } catch (e) { /* not JSON */ }
   if (response.status === 401) { window.location = "/login"; throw new Error("logged out"); }
-  if (!response.ok) throw new Error((body && body.error) || `request failed (${response.status})`);
+  if (!response.ok) {
+    const error = new Error((body && body.error) || `request failed (${response.status})`);
+    error.status = response.status;
+    throw error;
+  }
   return body;
 }
 
@@ -179,7 +183,10 @@ function renderCaseCard(c) {
     show($("cc-call"), false);
     $("cc-next").textContent = "This model bundle has no case rule: review the fields one by one.";
   }
-  $("cc-review").textContent = c.review ? `Reviewed by ${c.review.reviewer}: ${c.review.call} (${c.review.reason}).` : "Not reviewed yet.";
+  $("cc-review").textContent = c.review
+    ? `Reviewed by ${c.review.reviewer}: ${c.review.call} (${c.review.reason}).` +
+      (c.changed_since_review ? ` Changed since the review: ${c.changed.what}. Review it again.` : "")
+    : "Not reviewed yet.";
   for (const [id, path] of [["cc-report", "report"], ["cc-csv", "export.csv"], ["cc-json", "export.json"], ["cc-fhir", "fhir"]]) {
     $(id).href = `/api/cases/${c.id}/${path}`;
   }
@@ -271,7 +278,10 @@ $("cancel-review").addEventListener("click", () => show($("review-form"), false)
 $("review-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData($("review-form"));
-  const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), reviewer: form.get("reviewer") });
+  // the review names the revision this page showed: if another phone changed it since, the
+  // device refuses it (409) and says who did what, instead of writing over it
+  const revision = reviewTarget.kind === "case" ? shownCase.revision : shownResult.revision;
+  const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), reviewer: form.get("reviewer"), revision });
   try {
     const path = reviewTarget.kind === "case" ? `/api/cases/${reviewTarget.id}/review` : `/api/results/${reviewTarget.id}/review`;
     const saved = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body });
@@ -280,7 +290,11 @@ $("review-form").addEventListener("submit", async (event) => {
     if (reviewTarget.kind === "case") { renderCaseCard(saved); $("case-card").scrollIntoView({ block: "start" }); }
     else renderCard(saved);
     loadHistory();
-  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+  } catch (e) {
+    $("error").textContent = e.message;
+    show($("error"), true);
+    if (e.status === 409) syncCase(true);  // show what the other phone did
+  }
 });
 $("exclude-field").addEventListener("click", async () => {
   const reason = window.prompt("Why exclude this field from the case? (wrong slide, artefact…)");
@@ -360,7 +374,24 @@ function refreshPreview() {
   img.src = `/api/preview.jpg?t=${Date.now()}`;
 }
 
+// Phones in sync: the case this phone shows is read again every 2 s, so a field, review or
+// exclusion made on another phone shows here within that; a review made on what this page
+// showed before is refused by the device (409), never written over the other one.
+async function syncCase(force = false) {
+  if ((offline || document.hidden) && !force) return;
+  const id = (shownCase && shownCase.id) || (activeCase && activeCase.id);
+  if (!id) return;
+  try {
+    const c = await api(`/api/cases/${id}`);
+    if (shownCase && shownCase.id === c.id && (force || c.revision !== shownCase.revision)) renderCaseCard(c);
+    if (activeCase && activeCase.id === c.id && (force || c.revision !== activeCase.revision)) renderCaseBar(c);
+    const field = shownResult && c.fields.find((f) => f.id === shownResult.id);
+    if (field && (force || field.revision !== shownResult.revision)) renderCard(Object.assign({ case_code: c.code }, field));
+  } catch (e) { /* the status chip and the offline banner say when the device cannot be reached */ }
+}
+
 refreshPreview();
 refreshStatus().then(() => { loadActiveCase().catch(() => {}); loadHistory().catch(() => {}); });
 setInterval(refreshPreview, 1000);
 setInterval(refreshStatus, 5000);
+setInterval(syncCase, 2000);
