@@ -116,7 +116,8 @@ class Service:
             return None
         call = self.case_call(case["fields"])
         case["case_call"] = call.to_dict() if call else None
-        case["final_call"] = final_call(case["review"], call.call if call else case["call"])
+        # a sign-out's call stands above a review's, which stands above the model's
+        case["final_call"] = final_call(case["signed"] or case["review"], call.call if call else case["call"])
         case["model_id"] = self.bundle.model_id
         return case
 

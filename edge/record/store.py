@@ -111,6 +111,13 @@ ALTER TABLE cases ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cases ADD COLUMN changed TEXT;
 ALTER TABLE results ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 """,
+    # Version 6: sign-out. A signed case is locked; an amendment (with a reason) unlocks it as a
+    # new version and keeps the sign-out it replaces.
+    6: """
+ALTER TABLE cases ADD COLUMN signed TEXT;
+ALTER TABLE cases ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE cases ADD COLUMN amendments TEXT NOT NULL DEFAULT '[]';
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}
@@ -126,6 +133,16 @@ class StoreFull(OSError):
 
 class Stale(ValueError):
     """A change made on what an out-of-date page showed; says what changed, who and when."""
+
+
+class Locked(ValueError):
+    """A change to a signed-out case (or one of its fields); says who signed it and how to amend."""
+
+
+def locked_message(code: str, signed: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(signed["at"]))
+    return (f"case {code} was signed out by {signed['reviewer']} on {when} ({signed['call']}): it is locked; "
+            "amend it, with a reason, to change it")
 
 
 #: Box colours of a cell bundle's overlay: blasts red, hematogones green, cells the model
@@ -318,6 +335,8 @@ class Store:
             _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask, cells=result.cells))
             _fsync_dir(self.images)
             with self._lock, self._transaction():
+                if case_id is not None:
+                    self._refuse_if_signed_locked(case_id)
                 cur = self._db.execute(
                     "INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds, case_id) "
                     "VALUES (?,?,?,?,?,?,?,?,?)",
@@ -331,6 +350,10 @@ class Store:
                                        {"case_id": case_id, "result_id": result.id, "status": result.status,
                                         "label": record.get("label"), "source": result.source})
                     self._changed_locked(case_id, client, f"field #{result.id} added")
+        except Locked:
+            files.image.unlink(missing_ok=True)
+            files.overlay.unlink(missing_ok=True)
+            raise
         except (OSError, sqlite3.OperationalError) as exc:
             files.image.unlink(missing_ok=True)
             files.overlay.unlink(missing_ok=True)
@@ -408,16 +431,19 @@ class Store:
         return case_id
 
     def _case_row(self, row: tuple) -> dict[str, Any]:
-        cid, code, note, created, call, review, exported, revision, changed, fields = row
+        cid, code, note, created, call, review, exported, revision, changed, signed, version, amendments, fields = row
         review = json.loads(review) if review else None
         return {"id": cid, "code": code, "note": note, "created": created,
                 "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)), "call": call,
                 "review": review, "exported": exported, "field_count": fields, "revision": revision,
                 "changed": json.loads(changed) if changed else None,
                 # a review names the revision it left the case at: anything since is unreviewed
-                "changed_since_review": review is not None and revision > int(review.get("revision", revision))}
+                "changed_since_review": review is not None and revision > int(review.get("revision", revision)),
+                "signed": json.loads(signed) if signed else None, "version": version,
+                "amendments": json.loads(amendments)}
 
     _CASE_SELECT = ("SELECT c.id, c.code, c.note, c.created, c.call, c.review, c.exported, c.revision, c.changed, "
+                    "c.signed, c.version, c.amendments, "
                     "(SELECT COUNT(*) FROM results r WHERE r.case_id = c.id AND r.excluded IS NULL) FROM cases c")
 
     def get_case(self, case_id: int) -> dict[str, Any] | None:
@@ -482,6 +508,9 @@ class Store:
                                        "LEFT JOIN cases c ON c.id = r.case_id WHERE r.id = ?", (row_id,)).fetchone()
             if row is None:
                 return None
+            case_id = row_id if table == "cases" else row[3]
+            if case_id is not None:
+                self._refuse_if_signed_locked(case_id)
             if seen is not None and seen != row[1]:
                 raise self._stale("case" if table == "cases" else "field", json.loads(row[2]) if row[2] else None)
             before = json.loads(row[0]) if row[0] else None
@@ -496,6 +525,54 @@ class Store:
                 self._changed_locked(row[3], client, f"field #{row_id} {'excluded' if column == 'excluded' else 'reviewed'}")
             self._audit_locked(client, action, {"id": row_id, column: before}, {"id": row_id, column: value})
         return value
+
+    def _refuse_if_signed_locked(self, case_id: int) -> None:
+        row = self._db.execute("SELECT code, signed FROM cases WHERE id = ?", (case_id,)).fetchone()
+        if row is not None and row[1]:
+            raise Locked(locked_message(row[0], json.loads(row[1])))
+
+    def sign_case(self, case_id: int, signature: dict[str, Any], client: str, seen: int) -> dict[str, Any] | None:
+        """Sign the case out with the final call: locked from now on (no field added, reviewed or
+        excluded) until amended. ``Stale`` when it changed since ``seen``; None when missing."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT revision, changed, version FROM cases WHERE id = ?", (case_id,)).fetchone()
+            if row is None:
+                return None
+            self._refuse_if_signed_locked(case_id)
+            if seen != row[0]:
+                raise self._stale("case", json.loads(row[1]) if row[1] else None)
+            fields = [r[0] for r in self._db.execute("SELECT id FROM results WHERE case_id = ? AND excluded IS NULL "
+                                                     "ORDER BY id", (case_id,))]
+            signed = {**signature, "at": time.time(), "fields": fields, "version": row[2], "revision": row[0] + 1}
+            self._db.execute("UPDATE cases SET signed = ?, revision = revision + 1, changed = ? WHERE id = ?",
+                             (json.dumps(signed), json.dumps({"by": client, "at": signed["at"], "what": "case signed out"}),
+                              case_id))
+            self._audit_locked(client, "case.sign", {"id": case_id, "signed": None}, {"id": case_id, "signed": signed})
+        return signed
+
+    def amend_case(self, case_id: int, reason: str, client: str, seen: int) -> dict[str, Any] | None:
+        """Unlock a signed case as a new version; the sign-out it replaces is kept with the
+        reason. ``Locked`` is not raised here; ``ValueError`` when the case is not signed."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT signed, amendments, revision, changed, version FROM cases WHERE id = ?",
+                                   (case_id,)).fetchone()
+            if row is None:
+                return None
+            if not row[0]:
+                raise Stale("this case is not signed out: there is nothing to amend")
+            if seen != row[2]:
+                raise self._stale("case", json.loads(row[3]) if row[3] else None)
+            amendment = {"replaces": json.loads(row[0]), "reason": reason, "by": client, "at": time.time(),
+                         "version": row[4] + 1}
+            history = json.loads(row[1]) + [amendment]
+            self._db.execute("UPDATE cases SET signed = NULL, amendments = ?, version = version + 1, "
+                             "revision = revision + 1, changed = ? WHERE id = ?",
+                             (json.dumps(history), json.dumps({"by": client, "at": amendment["at"],
+                                                               "what": f"amended to version {amendment['version']}"}),
+                              case_id))
+            self._audit_locked(client, "case.amend", {"id": case_id, "signed": amendment["replaces"]},
+                               {"id": case_id, "reason": reason, "version": amendment["version"]})
+        return amendment
 
     def exclude_result(self, result_id: int, reason: str, client: str) -> Any:
         return self._set_json("results", "excluded", result_id, {"reason": reason, "at": time.time()}, client,
@@ -549,21 +626,26 @@ class Store:
 
     #: Results retention may touch: never a field of an open case (a case nobody has reviewed);
     #: reviewed or exported results go first, then the oldest.
-    _DELETABLE = ("FROM results WHERE (case_id IS NULL OR case_id IN (SELECT id FROM cases WHERE review IS NOT NULL))")
-    _DELETION_ORDER = "ORDER BY (review IS NULL AND exported IS NULL AND case_id IS NULL), id"  # deletable case_id: reviewed
+    # Nothing of a case that is not signed out is deleted, nor a field of a signed-out case
+    # younger than the retention age (the ``?`` is the age cutoff on the running clock): a case
+    # still collecting fields or awaiting sign-out keeps every field it answered for.
+    _DELETABLE = ("FROM results WHERE (case_id IS NULL OR (run_seconds < ? AND case_id IN "
+                  "(SELECT id FROM cases WHERE signed IS NOT NULL)))")
+    _DELETION_ORDER = "ORDER BY (review IS NULL AND exported IS NULL AND case_id IS NULL), id"  # signed-out cases first
 
     def apply_retention(self) -> int:
-        """Delete beyond the count and beyond the age on the device's running clock: reviewed or
-        exported first, then oldest first; never a field of an open case."""
+        """Delete beyond the count and beyond the age on the device's running clock: fields of
+        signed-out cases past the retention age and fields in no case, reviewed or exported
+        first, then oldest first; never anything of a case not signed out."""
+        cutoff = self.run_seconds() - self.cfg.max_age_days * 86400
         with self._lock:
             excess = int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]) - self.cfg.max_results
             by_count = self._db.execute(f"SELECT id, image, overlay {self._DELETABLE} {self._DELETION_ORDER} LIMIT ?",
-                                        (max(excess, 0),)).fetchall()
+                                        (cutoff, max(excess, 0))).fetchall()
         removed = self._delete(by_count, f"more than {self.cfg.max_results} results")
-        cutoff = self.run_seconds() - self.cfg.max_age_days * 86400
         with self._lock:
             by_age = self._db.execute(f"SELECT id, image, overlay {self._DELETABLE} AND run_seconds < ? "
-                                      f"{self._DELETION_ORDER} LIMIT 1000", (cutoff,)).fetchall()
+                                      f"{self._DELETION_ORDER} LIMIT 1000", (cutoff, cutoff)).fetchall()
         return removed + self._delete(by_age, f"older than {self.cfg.max_age_days:g} days of device running time")
 
     def integrity_ok(self) -> bool:

@@ -27,7 +27,7 @@ from edge.analysis.labels import DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
-from edge.record.store import Stale, StoreFull
+from edge.record.store import Locked, Stale, StoreFull
 from edge.web.cases import make_blueprint
 from edge.web.common import MAX_ID, Refused, client, json_error as _error, uploaded_frame, whole_number
 
@@ -127,7 +127,8 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         return _error(507, str(exc))
 
     @app.errorhandler(Stale)
-    def stale(exc: Stale):
+    @app.errorhandler(Locked)
+    def conflict(exc: Stale | Locked):
         return _error(409, str(exc))
 
     @app.errorhandler(Refused)

@@ -21,6 +21,7 @@ from edge.record.export import case_rows, csv_text, fhir_bundle
 from edge.analysis.labels import DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
+from edge.record.store import Locked, locked_message
 from edge.web.common import MAX_ID, Refused, clean_text, client as _client, open_case, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
@@ -110,7 +111,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         active = open_case()
         for case in cases:
             case["active"] = case["id"] == active
-            case["final_call"] = final_call(case["review"], case["call"])
+            case["final_call"] = final_call(case["signed"] or case["review"], case["call"])
         return jsonify({"cases": cases, "total": total, "limit": limit, "offset": offset, "active_case": active})
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>")
@@ -126,17 +127,23 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         store.audit(_client(), "case.activate", after={"case_id": case_id})
         return jsonify(existing_case(case_id))
 
+    def open_for_fields(case_id: int) -> None:
+        """A signed-out case takes no field: refused before anything is analysed."""
+        case = existing_case(case_id)
+        if case["signed"]:
+            raise Locked(locked_message(case["code"], case["signed"]))
+
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/classify")
     @api
     def classify_into(case_id: int):
-        existing_case(case_id)
+        open_for_fields(case_id)
         frame, source = uploaded_frame(service.config.server.max_pixels)
         return analysed_into(case_id, service.analyze(frame, source=source, case_id=case_id, client=_client()))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/capture")
     @api
     def capture_into(case_id: int):
-        existing_case(case_id)
+        open_for_fields(case_id)
         return analysed_into(case_id, service.capture(case_id, client=_client()))
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
@@ -164,6 +171,28 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     def review_case(case_id: int):
         review, seen = _review()
         if store.review_case(case_id, review, _client(), seen) is None:
+            raise Refused(404, f"no case {case_id}")
+        return jsonify(existing_case(case_id))
+
+    @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/sign")
+    @api
+    def sign_case(case_id: int):
+        """Sign the case out with the final call; locked until amended."""
+        signature, seen = _review()
+        if store.sign_case(case_id, signature, _client(), seen) is None:
+            raise Refused(404, f"no case {case_id}")
+        return jsonify(existing_case(case_id))
+
+    @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/amend")
+    @api
+    def amend_case(case_id: int):
+        """Unlock a signed-out case as a new version; the reason is required and kept."""
+        data = _json_body('{"reason": "why the signed case must change", "revision": ...}')
+        reason = clean_text("reason (why the signed-out case must change)", data.get("reason"), 500, required=True)
+        seen = data.get("revision")
+        if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= MAX_ID:
+            raise Refused(400, "say which revision you are amending: 'revision' as the API gave it with the case")
+        if store.amend_case(case_id, reason, _client(), seen) is None:
             raise Refused(404, f"no case {case_id}")
         return jsonify(existing_case(case_id))
 

@@ -39,7 +39,7 @@ def test_a_version_2_database_is_migrated_in_place(tmp_path):
     db.close()
     store = Store(tmp_path, StoreConfig(min_free_mb=0))
     try:
-        assert SCHEMA_VERSION == 5 and store._db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert SCHEMA_VERSION == 6 and store._db.execute("PRAGMA user_version").fetchone()[0] == 6
         old = store.get(1)
         assert old["label"] == "pre_b" and old["case_id"] is None and old["review"] is None
         assert store.audit_log()[0]["action"] == "old.entry" and store.quarantined == 0
@@ -81,23 +81,34 @@ def test_case_fields_reviews_and_exclusions_are_audited_and_keep_the_model_outpu
         store.close()
 
 
-def test_retention_never_deletes_a_field_of_an_open_case(tmp_path, results):
-    store = Store(tmp_path, StoreConfig(min_free_mb=0, max_results=5))
+def test_retention_never_deletes_a_field_of_a_case_not_signed_out(tmp_path, results):
+    """Hardening 3, item 4: retention took a reviewed case that was still collecting fields. Now
+    a case's fields go only once it is signed out and they are past the retention age."""
+    store = Store(tmp_path, StoreConfig(min_free_mb=0, max_results=5, max_age_days=1))
     try:
         open_case = store.create_case("OPEN", "", "t")
         kept = [store.save(results[i], open_case) for i in range(3)]
-        a = store.save(results[3])  # no case
-        reviewed = store.create_case("DONE", "", "t")
-        d = store.save(results[4], reviewed)
-        store.review_case(reviewed, {"call": "negative", "reason": "", "reviewer": "AB"}, "t")
-        b = store.save(results[5])  # 6 > 5: the reviewed case's field goes first, though A is older
-        assert store.get(d) is None and store.get(a) is not None
-        c = store.save(results[6])  # then the oldest loose one
-        assert store.get(a) is None and store.get(b) and store.get(c)
-        for _ in range(4):  # far over the count: the open case's fields are never touched
+        reviewed = store.create_case("REVIEWED", "", "t")
+        r = store.save(results[3], reviewed)
+        store.review_case(reviewed, {"call": "negative", "reason": "", "reviewer": "AB"}, "t",
+                          store.get_case(reviewed)["revision"])
+        a = store.save(results[4])  # no case
+        b = store.save(results[5])  # 6 > 5: the loose field goes; the reviewed case still collects
+        assert store.get(a) is None and store.get(r) is not None and store.get(b) is not None
+        signed = store.create_case("SIGNED", "", "t")
+        s = store.save(results[6], signed)  # 6 > 5 again: the loose one goes
+        store.sign_case(signed, {"call": "negative", "reason": "agree", "reviewer": "AB"}, "t",
+                        store.get_case(signed)["revision"])
+        assert store.get(b) is None and store.get(s) is not None  # signed, but younger than a day
+        for _ in range(3):  # far over the count: no case field is touched, loose ones are
             store.save(results[7])
-        assert all(store.get(i) for i in kept) and store.count() == 5
+        assert all(store.get(i) for i in kept + [r, s])
+        store._run_base += 2 * 86400  # the device has run two days more (its running clock)
+        store.apply_retention()
+        assert store.get(s) is None  # signed out and past the age: gone
+        assert all(store.get(i) for i in kept + [r])  # never a field of a case not signed out
         deletions = [x for x in store.audit_log(1000) if x["action"] == "retention.delete"]
-        assert sorted(i for x in deletions for i in x["before"]["ids"]) == sorted([d, a, b, c] + list(range(c + 1, c + 3)))
+        assert s in {i for x in deletions for i in x["before"]["ids"]}
+        assert not {i for x in deletions for i in x["before"]["ids"]} & set(kept + [r])
     finally:
         store.close()

@@ -110,6 +110,29 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
                          "Refer for confirmatory testing", "Pro-B ALL", "Model id"):
             assert expected in text, (expected, text)
         assert len(driver.find_elements(By.CSS_SELECTOR, ".field img")) == 2
+
+        # sign-out locks the case; the page then offers only an amendment
+        driver.back()
+        wait = _log_in(driver, server.url) if "/login" in driver.current_url else wait
+        wait.until(ec.element_to_be_clickable((By.ID, "show-case"))).click()
+        wait.until(ec.visibility_of_element_located((By.ID, "sign-case"))).click()
+        assert driver.find_element(By.ID, "review-submit").text == "Sign out (locks the case)"
+        driver.find_element(By.CSS_SELECTOR, "#review-form input[value=positive]").click()
+        driver.find_element(By.ID, "review-reason").send_keys("blasts confirmed")
+        reviewer = driver.find_element(By.ID, "review-reviewer")
+        reviewer.clear()
+        reviewer.send_keys("AB")
+        driver.find_element(By.ID, "review-submit").click()
+        wait.until(lambda d: "Signed out by AB" in d.find_element(By.ID, "cc-review").text or d.find_element(By.ID, "error").is_displayed())
+        assert "Signed out by AB: positive" in driver.find_element(By.ID, "cc-review").text, driver.find_element(By.ID, "error").text
+        assert "Locked" in driver.find_element(By.ID, "cc-review").text
+        assert driver.find_element(By.ID, "amend-case").is_displayed()
+        assert not driver.find_element(By.ID, "review-case").is_displayed()
+        assert not driver.find_element(By.ID, "sign-case").is_displayed() and _no_sideways_overflow(driver)
+        driver.save_screenshot(str(tmp_path / f"signed-{width}.png"))
+        upload = driver.find_element(By.ID, "upload")
+        upload.send_keys(str(pro_b[0]))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "error"), "signed out by AB"))
     finally:
         driver.quit()
 

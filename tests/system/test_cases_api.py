@@ -155,6 +155,43 @@ def test_a_review_made_on_an_out_of_date_page_is_refused_never_written_over(daem
     assert [r["after"]["review"]["reviewer"] for r in reviews] == ["BB"]  # the refused review was never written
 
 
+def test_a_signed_out_case_is_locked_until_amended_with_a_reason(daemon):
+    case_id = _post(daemon, "/api/cases", json={"code": "SIGN-1"}).json()["id"]
+    field = _upload(daemon, case_id, _sample("pre_b__")[0])
+    rev = _get(daemon, f"/api/cases/{case_id}").json()["revision"]
+    signed = _post(daemon, f"/api/cases/{case_id}/sign",
+                   json={"call": "positive", "reason": "blasts confirmed", "reviewer": "CD", "revision": rev})
+    assert signed.status_code == 200, signed.text
+    case = signed.json()
+    assert case["signed"]["reviewer"] == "CD" and case["signed"]["fields"] == [field["id"]]
+    assert case["final_call"] == "positive" and case["version"] == 1
+    # locked: no field, no review, no exclusion, no second sign-out
+    sample = _sample("pre_b__")[1]
+    r = requests.post(f"{daemon.url}/api/cases/{case_id}/classify", files={"image": (sample.name, sample.read_bytes())},
+                      headers=daemon.headers(), timeout=60)
+    assert r.status_code == 409 and "signed out by CD" in r.json()["error"] and "amend it" in r.json()["error"]
+    rev = case["revision"]
+    for path, body in ((f"/api/cases/{case_id}/review", {"call": "negative", "reason": "x", "reviewer": "AA", "revision": rev}),
+                       (f"/api/results/{field['id']}/review", {"call": "negative", "reason": "x", "reviewer": "AA",
+                                                               "revision": field["revision"]}),
+                       (f"/api/results/{field['id']}/exclude", {"reason": "x"}),
+                       (f"/api/cases/{case_id}/sign", {"call": "negative", "reason": "x", "reviewer": "AA", "revision": rev})):
+        r = _post(daemon, path, json=body)
+        assert r.status_code == 409 and "locked" in r.json()["error"], (path, r.text)
+    assert _get(daemon, f"/api/cases/{case_id}").json()["field_count"] == 1
+    # an amendment needs a reason, makes version 2, keeps the sign-out it replaces; then it is open again
+    assert _post(daemon, f"/api/cases/{case_id}/amend", json={"reason": "", "revision": rev}).status_code == 400
+    amended = _post(daemon, f"/api/cases/{case_id}/amend", json={"reason": "second field to add", "revision": rev})
+    assert amended.status_code == 200 and amended.json()["version"] == 2 and amended.json()["signed"] is None
+    assert amended.json()["amendments"][0]["replaces"]["reviewer"] == "CD"
+    assert _upload(daemon, case_id, sample)["case_id"] == case_id
+    audit = [a["action"] for a in _get(daemon, "/api/audit?limit=10").json()["audit"]]
+    assert audit[:3] == ["case.field_added", "case.amend", "case.sign"]
+    report = _get(daemon, f"/api/cases/{case_id}/report").text
+    assert "Not signed out" in report or "not reviewed" in report
+    assert "amended by" in report and "second field to add" in report
+
+
 def test_exports_csv_json_fhir_and_by_date(daemon):
     from fhir.resources.R4B.bundle import Bundle
 

@@ -183,10 +183,16 @@ function renderCaseCard(c) {
     show($("cc-call"), false);
     $("cc-next").textContent = "This model bundle has no case rule: review the fields one by one.";
   }
-  $("cc-review").textContent = c.review
-    ? `Reviewed by ${c.review.reviewer}: ${c.review.call} (${c.review.reason}).` +
-      (c.changed_since_review ? ` Changed since the review: ${c.changed.what}. Review it again.` : "")
-    : "Not reviewed yet.";
+  $("cc-review").textContent = c.signed
+    ? `Signed out by ${c.signed.reviewer}: ${c.signed.call} (${c.signed.reason}), version ${c.version}. Locked: amend it to change it.`
+    : (c.review
+      ? `Reviewed by ${c.review.reviewer}: ${c.review.call} (${c.review.reason}).` +
+        (c.changed_since_review ? ` Changed since the review: ${c.changed.what}. Review it again.` : "")
+      : "Not reviewed yet.") + " Not signed out.";
+  // a signed-out case is locked: no review, no sign-out again, only an amendment
+  show($("review-case"), !c.signed);
+  show($("sign-case"), !c.signed);
+  show($("amend-case"), !!c.signed);
   for (const [id, path] of [["cc-report", "report"], ["cc-csv", "export.csv"], ["cc-json", "export.json"], ["cc-fhir", "fhir"]]) {
     $(id).href = `/api/cases/${c.id}/${path}`;
   }
@@ -269,25 +275,37 @@ $("activate-case").addEventListener("click", async () => {
 function openReview(kind, id, title) {
   reviewTarget = { kind, id };
   $("review-title").textContent = title;
+  $("review-submit").textContent = kind === "sign" ? "Sign out (locks the case)" : "Save review";
   show($("review-form"), true);
   $("review-form").scrollIntoView({ block: "start" });
 }
 $("review-field").addEventListener("click", () => shownResult && openReview("result", shownResult.id, `Review field #${shownResult.id}`));
 $("review-case").addEventListener("click", () => shownCase && openReview("case", shownCase.id, `Review case ${shownCase.code}`));
+$("sign-case").addEventListener("click", () => shownCase && openReview("sign", shownCase.id, `Sign out case ${shownCase.code} with the final call`));
+$("amend-case").addEventListener("click", async () => {
+  const reason = window.prompt("Why must this signed-out case change? (kept with the new version)");
+  if (!reason) return;
+  try {
+    renderCaseCard(await api(`/api/cases/${shownCase.id}/amend`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason, revision: shownCase.revision }) }));
+  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+});
 $("cancel-review").addEventListener("click", () => show($("review-form"), false));
 $("review-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData($("review-form"));
   // the review names the revision this page showed: if another phone changed it since, the
   // device refuses it (409) and says who did what, instead of writing over it
-  const revision = reviewTarget.kind === "case" ? shownCase.revision : shownResult.revision;
+  const onCase = reviewTarget.kind !== "result";
+  const revision = onCase ? shownCase.revision : shownResult.revision;
   const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), reviewer: form.get("reviewer"), revision });
   try {
-    const path = reviewTarget.kind === "case" ? `/api/cases/${reviewTarget.id}/review` : `/api/results/${reviewTarget.id}/review`;
+    const path = reviewTarget.kind === "sign" ? `/api/cases/${reviewTarget.id}/sign`
+      : onCase ? `/api/cases/${reviewTarget.id}/review` : `/api/results/${reviewTarget.id}/review`;
     const saved = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body });
     show($("review-form"), false);
     $("review-reason").value = "";
-    if (reviewTarget.kind === "case") { renderCaseCard(saved); $("case-card").scrollIntoView({ block: "start" }); }
+    if (onCase) { renderCaseCard(saved); $("case-card").scrollIntoView({ block: "start" }); }
     else renderCard(saved);
     loadHistory();
   } catch (e) {
