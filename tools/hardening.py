@@ -232,6 +232,52 @@ def body_flood_figures(daemon: _Daemon, clients: int = 4, megabytes: int = 15) -
             "seconds": round(time.monotonic() - started, 2), "peak_spooled_mb": round(peak[0], 2)}
 
 
+def _fill(state: Path, results: int) -> None:
+    """Make the daemon's record "full": one real analysed field (posted through the API)
+    copied by SQL until there are ``results`` rows (the images are shared; exports never read them)."""
+    import sqlite3
+
+    db = sqlite3.connect(state / "results.db", timeout=30)
+    try:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(results)") if r[1] != "id"]
+        names = ", ".join(columns)
+        while (n := db.execute("SELECT COUNT(*) FROM results").fetchone()[0]) < results:
+            db.execute(f"INSERT INTO results({names}) SELECT {names} FROM results ORDER BY id LIMIT ?", (results - n,))
+            db.commit()
+    finally:
+        db.close()
+
+
+def _download_bytes(port: int, path: str) -> tuple[int, int]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+        response = conn.getresponse()
+        size = 0
+        while chunk := response.read(1 << 16):
+            size += len(chunk)
+        return response.status, size
+    finally:
+        conn.close()
+
+
+def export_figures(daemon: _Daemon, state: Path, results: int = 10000, parallel: int = 4) -> dict[str, Any]:
+    """A full record (``results`` fields, the default ``store.max_results``), then ``parallel``
+    date-range CSV exports of all of it at once: the daemon's peak RSS over them."""
+    sample = next(p for p in sorted(Path(SAMPLES_DIR).glob("*.jpg")))
+    body, ctype = _multipart(sample.name, sample.read_bytes())
+    assert _post(daemon.port, "/api/classify", body, ctype) == 200
+    _fill(state, results)
+    idle = daemon.rss_mb()
+    start = time.monotonic()
+    answers = _parallel(parallel, lambda _k: _download_bytes(daemon.port, "/api/export.csv?from=2000-01-01"))
+    return {"results": results, "parallel": parallel, "statuses": sorted({a[0] for a in answers}),
+            "megabytes_each": round(answers[0][1] / 1e6, 2), "seconds": round(time.monotonic() - start, 2),
+            "rss_before_mb": idle, "peak_rss_mb": daemon.peak_rss_mb()}
+
+
 def stop_figures(daemon: _Daemon, clients: int = 6) -> dict[str, Any]:
     """SIGTERM while ``clients`` keep-alive clients upload fields; time until the process exits."""
     import requests
@@ -284,7 +330,7 @@ def login_figures() -> list[dict[str, float]]:
     return [guard.brute_force_figures(digits) for digits in (6, 8)]
 
 
-def run(parallel: int = 4, connections: int = 300, seconds: float = 5.0) -> dict[str, Any]:
+def run(parallel: int = 4, connections: int = 300, seconds: float = 5.0, exports: int = 10000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="blastscope-hardening-") as tmp:
         report: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}",
                                   "login": login_figures()}
@@ -298,6 +344,11 @@ def run(parallel: int = 4, connections: int = 300, seconds: float = 5.0) -> dict
         daemon = _Daemon(Path(tmp) / "b")
         try:
             report["stop"] = stop_figures(daemon)
+        finally:
+            daemon.stop()
+        daemon = _Daemon(Path(tmp) / "c")  # a fresh one: peak RSS is a high-water mark
+        try:
+            report["exports"] = export_figures(daemon, Path(tmp) / "c", exports)
         finally:
             daemon.stop()
     return report
@@ -320,6 +371,10 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"login: {f['pin_digits']}-digit PIN at the default limit: {f['guesses_per_day']:g} guesses/day, "
                      f"{f['days_to_50_percent']:g} days to even odds, {f['days_to_search_all']:g} days to search all, "
                      f"{100 * f['chance_within_90_days']:.2f}% within 90 days")
+    e = report["exports"]
+    lines.append(f"exports: {e['parallel']} parallel date-range CSV exports of a full record ({e['results']} fields, "
+                 f"{e['megabytes_each']} MB each): HTTP {e['statuses']} in {e['seconds']} s; RSS {e['rss_before_mb']} MB "
+                 f"before, peak {e['peak_rss_mb']} MB")
     lines.append(f"stop: SIGTERM under {s['clients']} keep-alive upload clients: exit code {s['exit_code']} after "
                  f"{s['seconds_to_exit']} s (systemd stops at 20 s); {s['daemon_says']}")
     return "\n".join(lines)
@@ -335,9 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=4, help="parallel uploads per worst case")
     p.add_argument("--connections", type=int, default=300, help="half-open connections to hold")
     p.add_argument("--seconds", type=float, default=5.0, help="how long to send requests while they are held")
+    p.add_argument("--exports", type=int, default=10000, help="fields in the record before the parallel range exports")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    report = run(parallel=args.parallel, connections=args.connections, seconds=args.seconds)
+    report = run(parallel=args.parallel, connections=args.connections, seconds=args.seconds, exports=args.exports)
     print(json.dumps(report, indent=2) if args.json else table(report))
     return 0
 

@@ -13,7 +13,7 @@ import csv
 import io
 import time
 import uuid
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from edge.analysis.labels import DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
@@ -50,13 +50,21 @@ def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) ->
     return rows
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
+def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The CSV header, then one line per row, as they come (a range export streams them)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
+    yield out.getvalue()
     for row in rows:  # a cell starting with = + - @ is text, never a spreadsheet formula
+        out.seek(0)
+        out.truncate()
         writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@" else v) for k, v in row.items()})
-    return out.getvalue()
+        yield out.getvalue()
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    return "".join(csv_lines(rows))
 
 
 def _observation(f: dict[str, Any], device: str) -> dict[str, Any]:

@@ -395,6 +395,26 @@ class Store:
             rows = self._db.execute(f"SELECT {self._COLUMNS} FROM results ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [self._row(r) for r in rows]
 
+    def iter_between(self, start: float, end: float, batch: int = 200) -> Iterator[dict[str, Any]]:
+        """Results created in [start, end), oldest first, read ``batch`` rows at a time: a range
+        export of a full device streams through instead of holding every record at once."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(f"SELECT {self._COLUMNS} FROM results WHERE created >= ? AND created < ? "
+                                        "AND id > ? ORDER BY id LIMIT ?", (start, end, last, batch)).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield self._row(row)
+            last = rows[-1][0]
+
+    def case_summary(self, case_id: int) -> dict[str, Any] | None:
+        """A case without its fields (what an export row names)."""
+        with self._lock:
+            row = self._db.execute(f"{self._CASE_SELECT} WHERE c.id = ?", (case_id,)).fetchone()
+        return self._case_row(row) if row else None
+
     def between(self, start: float, end: float, limit: int = 100_000) -> list[dict[str, Any]]:
         """Results created in [start, end) by the device clock, oldest first (exports)."""
         with self._lock:

@@ -220,9 +220,15 @@ def test_exports_csv_json_fhir_and_by_date(daemon):
     today = time.strftime("%Y-%m-%d", time.gmtime())
     r = _get(daemon, f"/api/export.csv?from={today}&to={today}")
     assert r.status_code == 200 and "EXP/9" in r.text
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    everything = _get(daemon, f"/api/export.json?from={today}&to={today}")  # streamed, still one JSON document
+    assert everything.status_code == 200 and "not a diagnosis" in everything.json()["disclaimer"]
+    assert [f["result_id"] for f in everything.json()["fields"]] == [int(row["result_id"]) for row in rows]
+    assert {row["case_code"] for row in rows} >= {"EXP/9"}
     assert _get(daemon, "/api/export.csv?from=yesterday").status_code == 400
     exports = [a for a in _get(daemon, "/api/audit").json()["audit"] if a["action"] == "export"]
-    assert {a["after"]["what"] for a in exports} >= {"csv", "json", "fhir", "range csv"}
+    assert {a["after"]["what"] for a in exports} >= {"csv", "json", "fhir", "range csv", "range json"}
+    assert [a["after"]["results"] for a in exports if a["after"]["what"] == "range json"][0] == len(rows)
 
 
 def test_case_routes_need_authentication(daemon):

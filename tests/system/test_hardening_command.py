@@ -14,7 +14,7 @@ from conftest import ROOT
 
 def test_hardening_command_reports_all_three_scenarios():
     r = subprocess.run([sys.executable, "-m", "tools.hardening", "--parallel", "2", "--connections", "120", "--seconds",
-                        "1", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                        "1", "--exports", "2000", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)
     cases = {c["upload"]: set(c["statuses"]) for c in report["memory"]["cases"]}
@@ -25,6 +25,8 @@ def test_hardening_command_reports_all_three_scenarios():
     half_open = report["half_open"]
     assert half_open["half_open_connections"] == 120 and half_open["request_pairs_failed"] == 0
     assert half_open["request_pairs_served"] > 0
+    exports = report["exports"]  # streamed: every parallel export of the whole record completes
+    assert exports["results"] == 2000 and exports["statuses"] == [200] and exports["megabytes_each"] > 0
     flood = report["body_flood"]  # refused from the headers: nothing of the bodies is held
     assert flood["statuses"] == [401] and flood["peak_spooled_mb"] < 1.0
     stop = report["stop"]
