@@ -161,6 +161,24 @@ def _pattern(labels: list[str]) -> str | None:
     return "mostly " + parts[0] if subtypes.most_common(1)[0][1] / total >= 0.6 else "mixed: " + ", ".join(parts)
 
 
+def reviewed_count(fields: Iterable[Mapping[str, Any]]) -> tuple[int, int, int]:
+    """Blasts and white cells with each reviewer's class in place of the model's where a cell
+    was reclassified in the gallery (a cell the model did not recognise counts once a reviewer
+    classes it; one called "not a white cell" leaves the count), and how many were reviewed."""
+    blasts = white = reviewed = 0
+    for record in fields:
+        reviews = record.get("cell_reviews") or {}
+        for i, cell in enumerate(record.get("cells") or []):
+            review = reviews.get(str(i))
+            reviewed += bool(review)
+            label = review["label"] if review else cell.get("label")
+            if not (cell.get("familiar") or review) or label == "not_a_white_cell":
+                continue
+            white += 1
+            blasts += label != BENIGN
+    return blasts, white, reviewed
+
+
 def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: int | None = None) -> CaseCall:
     """The call for a case from its stored field records (``status``, ``call``, ``label``,
     ``excluded``). ``min_fields`` (from the config) may only raise the rule's minimum."""
@@ -193,10 +211,15 @@ def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: i
     cells = None
     if with_cells:
         blasts, white = sum(int(r["blasts"]) for r in with_cells), sum(int(r["white_cells"]) for r in with_cells)
+        reviewed_blasts, reviewed_white, reviewed = reviewed_count(with_cells)
         cells = {"blasts": blasts, "white_cells": white, "fields": len(with_cells),
                  "blast_share": round(blasts / white, 4) if white else None,
                  "text": f"{blasts} blast{'s' * (blasts != 1)} among {white} white cell{'s' * (white != 1)} in "
                          f"{len(with_cells)} field{'s' * (len(with_cells) != 1)}"}
+        if reviewed:
+            cells.update(reviewed_cells=reviewed, reviewed_blasts=reviewed_blasts, reviewed_white_cells=reviewed_white,
+                         reviewed_text=f"after review of {reviewed} cell{'s' * (reviewed != 1)}: {reviewed_blasts} "
+                                       f"blast{'s' * (reviewed_blasts != 1)} among {reviewed_white} white cells")
     return CaseCall(
         call=call, next_step=NEXT_STEP[call].format(n=n, more=more), fields=len(usable), decisive=n, positive=k,
         negative=neg, uncertain=unc, rejected=rejected, excluded=excluded, fields_needed=more,

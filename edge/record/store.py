@@ -118,6 +118,10 @@ ALTER TABLE cases ADD COLUMN signed TEXT;
 ALTER TABLE cases ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE cases ADD COLUMN amendments TEXT NOT NULL DEFAULT '[]';
 """,
+    # Version 7: a reviewer's class per cell (the gallery), beside the model's, which stays.
+    7: """
+ALTER TABLE results ADD COLUMN cell_reviews TEXT NOT NULL DEFAULT '{}';
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}
@@ -376,13 +380,14 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------
 
-    _COLUMNS = "id, data, case_id, excluded, review, exported, revision"
+    _COLUMNS = "id, data, case_id, excluded, review, exported, revision, cell_reviews"
 
     def _row(self, row: tuple) -> dict[str, Any]:
-        rid, data, case_id, excluded, review, exported, revision = row
+        rid, data, case_id, excluded, review, exported, revision, cell_reviews = row
         record = json.loads(data)
         record.update(id=rid, case_id=case_id, excluded=json.loads(excluded) if excluded else None,
-                      review=json.loads(review) if review else None, exported=exported, revision=revision)
+                      review=json.loads(review) if review else None, exported=exported, revision=revision,
+                      cell_reviews=json.loads(cell_reviews))
         return record
 
     def get(self, result_id: int) -> dict[str, Any] | None:
@@ -593,6 +598,33 @@ class Store:
             self._audit_locked(client, "case.amend", {"id": case_id, "signed": amendment["replaces"]},
                                {"id": case_id, "reason": reason, "version": amendment["version"]})
         return amendment
+
+    def review_cell(self, result_id: int, index: int, review: dict[str, Any], client: str, seen: int) -> Any:
+        """A reviewer's class for cell ``index`` of a field (the model's stays in the record);
+        refused like a field review when the field changed since ``seen`` or its case is signed
+        out. None when the field is missing; ``ValueError`` when it has no such cell."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT r.data, r.cell_reviews, r.revision, r.case_id, c.changed FROM results r "
+                                   "LEFT JOIN cases c ON c.id = r.case_id WHERE r.id = ?", (result_id,)).fetchone()
+            if row is None:
+                return None
+            cells = json.loads(row[0]).get("cells") or []
+            if not 0 <= index < len(cells):
+                raise ValueError(f"field #{result_id} has {len(cells)} cells; there is no cell {index + 1}")
+            if row[3] is not None:
+                self._refuse_if_signed_locked(row[3])
+            if seen != row[2]:
+                raise self._stale("field", json.loads(row[4]) if row[4] else None)
+            reviews = json.loads(row[1])
+            before = reviews.get(str(index))
+            reviews[str(index)] = {**review, "model_label": cells[index].get("label"), "at": time.time()}
+            self._db.execute("UPDATE results SET cell_reviews = ?, revision = revision + 1 WHERE id = ?",
+                             (json.dumps(reviews), result_id))
+            if row[3] is not None:
+                self._changed_locked(row[3], client, f"cell {index + 1} of field #{result_id} reclassified")
+            self._audit_locked(client, "cell.review", {"id": result_id, "cell": index + 1, "review": before},
+                               {"id": result_id, "cell": index + 1, "review": reviews[str(index)]})
+        return reviews[str(index)]
 
     def exclude_result(self, result_id: int, reason: str, client: str) -> Any:
         return self._set_json("results", "excluded", result_id, {"reason": reason, "at": time.time()}, client,

@@ -13,21 +13,39 @@ import json
 import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from edge.analysis.case import final_call
 from edge.record.export import case_rows, csv_lines, csv_text, fhir_bundle
-from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.labels import DISPLAY_NAMES, LABELS
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
-from edge.record.store import Locked, locked_message
+from edge.record.store import Locked, Stale, locked_message
 from edge.web.common import MAX_ID, Refused, clean_text, client as _client, open_case, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
 CALLS = ("positive", "negative", "uncertain")
 FILTER_CALLS = CALLS + ("pending",)
+#: What a reviewer may call a cell in the gallery: a class, or not a white cell at all.
+CELL_CLASSES = (*LABELS, "not_a_white_cell")
+
+
+def cell_jpeg(field_image: Path, box: list[int], side: int = 96) -> bytes:
+    """The cell's box and a quarter of it around, square, from the stored field, enlarged."""
+    import cv2
+
+    field = cv2.imread(str(field_image))
+    x, y, w, h = box
+    half = int(max(w, h) * 0.75) + 2
+    cx, cy = x + w // 2, y + h // 2
+    padded = cv2.copyMakeBorder(field, half, half, half, half, cv2.BORDER_REPLICATE)
+    crop = padded[cy:cy + 2 * half, cx:cx + 2 * half]
+    ok, data = cv2.imencode(".jpg", cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC),
+                            [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return data.tobytes()
 
 
 def _json_body(example: str) -> dict[str, Any]:
@@ -174,6 +192,62 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         if store.review_case(case_id, review, _client(), seen) is None:
             raise Refused(404, f"no case {case_id}")
         return jsonify(existing_case(case_id))
+
+    @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/cells")
+    @api
+    def case_cells(case_id: int):
+        """The case's white cells grouped by class, CellaVision's way: the reviewer's class where
+        a cell was reclassified, else the model's (kept beside it); cells the model did not
+        recognise in their own group. Excluded and rejected fields are left out."""
+        case = existing_case(case_id)
+        groups: dict[str, list[dict[str, Any]]] = {k: [] for k in (*CELL_CLASSES, "unfamiliar")}
+        for f in case["fields"]:
+            if f.get("excluded") or f.get("status") != "classified":
+                continue
+            reviews = f.get("cell_reviews") or {}
+            for i, cell in enumerate(f.get("cells") or []):
+                review = reviews.get(str(i))
+                label = review["label"] if review else cell["label"] if cell.get("familiar") else "unfamiliar"
+                groups[label].append({"result_id": f["id"], "cell": i + 1, "model_label": cell["label"],
+                                      "familiar": cell.get("familiar"), "review": review,
+                                      "field_revision": f["revision"],
+                                      "image": f"/api/results/{f['id']}/cells/{i + 1}.jpg"})
+        names = {**DISPLAY_NAMES, "not_a_white_cell": "Not a white cell", "unfamiliar": "Not recognised by the model"}
+        return jsonify({"case_id": case_id, "revision": case["revision"],
+                        "groups": [{"label": k, "name": names[k], "cells": v} for k, v in groups.items()],
+                        "cells": (case.get("case_call") or {}).get("cells")})
+
+    @bp.get(f"/api/results/<int(max={MAX_ID}):result_id>/cells/<int(min=1, max=999):n>.jpg")
+    @api
+    def cell_image(result_id: int, n: int):
+        record = store.get(result_id)
+        cells = (record or {}).get("cells") or []
+        path = store.file_path(result_id, "image")
+        if record is None or n > len(cells) or path is None or not path.exists():
+            raise Refused(404, f"no cell {n} in field #{result_id}")
+        return Response(cell_jpeg(path, cells[n - 1]["box"]), mimetype="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/cells/<int(min=1, max=999):n>/review")
+    @api
+    def review_cell(result_id: int, n: int):
+        data = _json_body('{"label": ..., "reviewer": ..., "revision": ...}')
+        label = clean_text("label", data.get("label"), 30)
+        if label not in CELL_CLASSES:
+            raise Refused(400, f"label must be one of {', '.join(CELL_CLASSES)}")
+        reviewer = clean_text("reviewer (name or initials)", data.get("reviewer"), 40, required=True)
+        seen = data.get("revision")
+        if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= MAX_ID:
+            raise Refused(400, "say which revision of the field you reviewed: 'revision' as the API gave it")
+        try:
+            saved = store.review_cell(result_id, n - 1, {"label": label, "reviewer": reviewer}, _client(), seen)
+        except ValueError as exc:
+            if isinstance(exc, (Locked, Stale)):
+                raise
+            raise Refused(404, str(exc)) from None
+        if saved is None:
+            raise Refused(404, f"no result {result_id}")
+        return jsonify(store.get(result_id))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/sign")
     @api

@@ -208,3 +208,48 @@ def test_login_wait_counts_down_and_the_button_comes_back(tmp_path):
     finally:
         driver.quit()
         srv.stop()
+
+
+def test_the_cell_gallery_on_a_phone(server, tmp_path):
+    """Review issue, item 3: the case's cells by class on the case card; tap one, tap its class;
+    the count after review follows, the model's class is kept beside the reviewer's."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = _driver(tmp_path / "profile", 360, 740)
+    try:
+        wait = _log_in(driver, server.url)
+        driver.find_element(By.ID, "new-case").click()
+        driver.find_element(By.ID, "case-code-input").send_keys("GALLERY-1")
+        driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "GALLERY-1"))
+        pre_b = next(p for p in sample_paths() if p.name.startswith("pre_b__"))
+        driver.find_element(By.ID, "upload").send_keys(str(pre_b))
+        wait.until(lambda d: pre_b.name in d.find_element(By.ID, "meta").get_attribute("textContent"))
+        driver.find_element(By.ID, "show-case").click()
+        driver.find_element(By.CSS_SELECTOR, "#cells-section summary").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".cell-thumb img"))
+        wait.until(lambda d: all(d.execute_script("return arguments[0].naturalWidth", img) > 0
+                                 for img in d.find_elements(By.CSS_SELECTOR, ".cell-thumb img")))
+        groups = driver.find_elements(By.CSS_SELECTOR, ".cell-group h3")
+        assert any(g.text.startswith("Pre-B ALL") for g in groups), [g.text for g in groups]
+        blast_group = next(g for g in driver.find_elements(By.CSS_SELECTOR, ".cell-group")
+                           if g.find_element(By.TAG_NAME, "h3").text.startswith("Pre-B ALL"))
+        first = blast_group.find_element(By.CSS_SELECTOR, ".cell-thumb")
+        assert first.size["width"] >= 48 and first.size["height"] >= 48  # a gloved finger's target
+        first.click()
+        wait.until(ec.visibility_of_element_located((By.ID, "cell-picker")))
+        driver.find_element(By.CSS_SELECTOR, "#cell-picker-buttons button[data-label=benign]").click()
+        wait.until(ec.alert_is_present())
+        alert = driver.switch_to.alert
+        alert.send_keys("AB")
+        alert.accept()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "cells-count"), "after review of 1 cell"))
+        benign = next(g for g in driver.find_elements(By.CSS_SELECTOR, ".cell-group")
+                      if g.find_element(By.TAG_NAME, "h3").text.startswith("Benign"))
+        reviewed = benign.find_element(By.CSS_SELECTOR, ".cell-thumb.reviewed")
+        assert "model: Pre-B ALL" in reviewed.get_attribute("aria-label")
+        assert _no_sideways_overflow(driver)
+        driver.save_screenshot(str(tmp_path / "gallery-360.png"))
+    finally:
+        driver.quit()

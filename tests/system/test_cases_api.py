@@ -192,6 +192,41 @@ def test_a_signed_out_case_is_locked_until_amended_with_a_reason(daemon):
     assert "amended by" in report and "second field to add" in report
 
 
+def test_the_cell_gallery_groups_the_cases_cells_and_a_reviewer_reclassifies_them(daemon):
+    case_id = _post(daemon, "/api/cases", json={"code": "CELLS-1"}).json()["id"]
+    field = _upload(daemon, case_id, _sample("pre_b__")[0])
+    gallery = _get(daemon, f"/api/cases/{case_id}/cells").json()
+    groups = {g["label"]: g["cells"] for g in gallery["groups"]}
+    model = [c for c in field["cells"]]
+    assert sum(len(v) for v in groups.values()) == len(model)  # every cell of the field, once
+    for label, cells in groups.items():
+        for cell in cells:
+            expected = model[cell["cell"] - 1]
+            assert label == (expected["label"] if expected["familiar"] else "unfamiliar")
+    blast = next(c for label, cells in groups.items() if label not in ("benign", "unfamiliar") for c in cells)
+    image = _get(daemon, blast["image"])
+    assert image.status_code == 200 and image.headers["Content-Type"] == "image/jpeg" and image.content[:2] == b"\xff\xd8"
+    assert _get(daemon, f"/api/results/{field['id']}/cells/999.jpg").status_code == 404
+
+    review = {"label": "benign", "reviewer": "AB", "revision": blast["field_revision"]}
+    assert _post(daemon, f"/api/results/{field['id']}/cells/{blast['cell']}/review",
+                 json={**review, "label": "monocyte"}).status_code == 400
+    r = _post(daemon, f"/api/results/{field['id']}/cells/{blast['cell']}/review", json=review)
+    assert r.status_code == 200, r.text
+    assert r.json()["cell_reviews"][str(blast["cell"] - 1)]["model_label"] == blast["model_label"]  # model's kept
+    again = _post(daemon, f"/api/results/{field['id']}/cells/{blast['cell']}/review", json=review)
+    assert again.status_code == 409  # made on the field's old revision
+    gallery = _get(daemon, f"/api/cases/{case_id}/cells").json()
+    moved = next(c for g in gallery["groups"] if g["label"] == "benign" for c in g["cells"]
+                 if (c["result_id"], c["cell"]) == (field["id"], blast["cell"]))
+    assert moved["review"]["reviewer"] == "AB"
+    cells = _get(daemon, f"/api/cases/{case_id}").json()["case_call"]["cells"]
+    assert cells["reviewed_cells"] == 1 and cells["reviewed_blasts"] == cells["blasts"] - 1
+    assert "after review of 1 cell" in cells["reviewed_text"]
+    audit = _get(daemon, "/api/audit?limit=5").json()["audit"]
+    assert audit[0]["action"] == "cell.review" and audit[0]["after"]["cell"] == blast["cell"]
+
+
 def test_exports_csv_json_fhir_and_by_date(daemon):
     from fhir.resources.R4B.bundle import Bundle
 

@@ -166,8 +166,81 @@ function renderCaseBar(c) {
   $("show-case").disabled = !c;
 }
 
+// The case's cells grouped by class (CellaVision's way): tap one, then its class. The
+// reviewer's class is kept beside the model's, and the blast count follows it.
+let cellChoice = null;
+async function loadCells(c) {
+  if (!$("cells-section").open) return;
+  const data = await api(`/api/cases/${c.id}/cells`);
+  const counts = data.cells;
+  $("cells-count").textContent = counts ? (counts.reviewed_text ? `${counts.text}; ${counts.reviewed_text}.` : `${counts.text}.`) : "";
+  $("cell-groups").replaceChildren(...data.groups.filter((g) => g.cells.length).map((g) => {
+    const group = document.createElement("div");
+    group.className = "cell-group";
+    const title = document.createElement("h3");
+    title.textContent = `${g.name} (${g.cells.length})`;
+    const grid = document.createElement("div");
+    grid.className = "cell-grid";
+    for (const cell of g.cells) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "cell-thumb" + (cell.review ? " reviewed" : "");
+      b.dataset.cell = `${cell.result_id}-${cell.cell}`;
+      const what = cell.review ? `reviewed by ${cell.review.reviewer} (model: ${names[cell.model_label] || cell.model_label})`
+                               : `model: ${names[cell.model_label] || cell.model_label}`;
+      b.setAttribute("aria-label", `Cell ${cell.cell} of field ${cell.result_id}, ${what}`);
+      const img = document.createElement("img");
+      img.src = cell.image;
+      img.alt = "";
+      b.appendChild(img);
+      b.addEventListener("click", () => pickCell(cell, b, what));
+      grid.appendChild(b);
+    }
+    group.append(title, grid);
+    return group;
+  }));
+}
+function pickCell(cell, button, what) {
+  document.querySelectorAll(".cell-thumb.selected").forEach((el) => el.classList.remove("selected"));
+  button.classList.add("selected");
+  cellChoice = cell;
+  $("cell-picker-title").textContent = `Cell ${cell.cell} of field #${cell.result_id}, ${what}. Its class:`;
+  const classes = [...Object.keys(names), "not_a_white_cell"];
+  $("cell-picker-buttons").replaceChildren(...classes.map((label) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "secondary mid";
+    b.dataset.label = label;
+    b.textContent = names[label] || "Not a white cell";
+    b.addEventListener("click", () => reclassify(label));
+    return b;
+  }));
+  show($("cell-picker"), true);
+  $("cell-picker").scrollIntoView({ block: "nearest" });
+}
+async function reclassify(label) {
+  let reviewer = $("review-reviewer").value.trim();
+  if (!reviewer) reviewer = (window.prompt("Your name or initials (recorded with the class)") || "").trim();
+  if (!reviewer) return;
+  $("review-reviewer").value = reviewer;
+  try {
+    await api(`/api/results/${cellChoice.result_id}/cells/${cellChoice.cell}/review`, { method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ label, reviewer, revision: cellChoice.field_revision }) });
+    show($("cell-picker"), false);
+    renderCaseCard(await api(`/api/cases/${shownCase.id}`));
+  } catch (e) {
+    $("error").textContent = e.message;
+    show($("error"), true);
+    if (e.status === 409) syncCase(true);
+  }
+}
+$("cell-picker-cancel").addEventListener("click", () => show($("cell-picker"), false));
+$("cells-section").addEventListener("toggle", () => { if (shownCase) loadCells(shownCase).catch(() => {}); });
+
 function renderCaseCard(c) {
   shownCase = c;
+  loadCells(c).catch(() => {});
   show($("case-card"), true);
   $("cc-code").textContent = c.code;
   const call = c.case_call;
@@ -176,7 +249,7 @@ function renderCaseCard(c) {
     $("cc-next").textContent = call.next_step;
     const counts = Object.entries(call.counts).map(([k, v]) => `${names[k] || "Uncertain"} ${v}`).join(", ");
     $("cc-counts").textContent = `${call.fields} usable fields (${counts || "none yet"}); ${call.rejected} rejected; ${call.excluded} excluded.`;
-    $("cc-pattern").textContent = (call.cells ? `${call.cells.text}. ` : "") +
+    $("cc-pattern").textContent = (call.cells ? `${call.cells.text}${call.cells.reviewed_text ? "; " + call.cells.reviewed_text : ""}. ` : "") +
       (call.subtype_pattern ? `Positive fields point to: ${call.subtype_pattern}.` : "");
     $("cc-rule").textContent = call.rule;
   } else {
