@@ -117,30 +117,32 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refit(args: argparse.Namespace) -> int:
+def _rewritten(root: Path, updates: dict, sign_key: str | None, done: str) -> int:
+    """Rewrite a bundle with ``updates`` (recording the command in its history), sign it when
+    a key is given, verify it as written and say what it now is."""
     from converter.bundle import rewrite_bundle
+
+    rewrite_bundle(root, sign_key=Path(sign_key) if sign_key else None, history=_history(root), **updates)
+    bundle = _as_written(root)
+    _log(f"bundle {root} {done}: model id {bundle.model_id}, "
+         f"{'signed by key ' + key_id(bundle.signer) if bundle.signer else 'not signed (sign it before a device runs it)'}")
+    return 0
+
+
+def _refit(args: argparse.Namespace) -> int:
     from converter.refit import refit
 
     root = Path(args.bundle)
-    updates = refit(_as_written(root), Path(args.data), _log)
-    rewrite_bundle(root, sign_key=Path(args.sign_key) if args.sign_key else None, history=_history(root), **updates)
-    bundle = _as_written(root)
-    _log(f"bundle {root} re-measured: model id {bundle.model_id}, "
-         f"{'signed by key ' + key_id(bundle.signer) if bundle.signer else 'not signed (sign it before a device runs it)'}")
-    return 0
+    return _rewritten(root, refit(_as_written(root), Path(args.data), _log), args.sign_key, "re-measured")
 
 
 def _fit_appearance(args: argparse.Namespace) -> int:
     from converter.appearance import add_to_bundle
-    from converter.bundle import rewrite_bundle
 
     root = Path(args.bundle)
     updates = add_to_bundle(_as_written(root), Path(args.data), log=_log)
-    rewrite_bundle(root, sign_key=Path(args.sign_key) if args.sign_key else None, history=_history(root), **updates)
-    bundle = _as_written(root)
-    _log(f"bundle {root}: appearance check added (limit {bundle.appearance.limit:.2f}), model id {bundle.model_id}, "
-         f"{'signed by key ' + key_id(bundle.signer) if bundle.signer else 'not signed (sign it before a device runs it)'}")
-    return 0
+    return _rewritten(root, updates, args.sign_key,
+                      f"appearance check added (limit {updates['ood_appearance']['limit']:.2f})")
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -67,11 +67,17 @@ def _review() -> tuple[dict[str, str], int]:
         raise Refused(400, f"call must be one of {', '.join(CALLS)}")
     reason = clean_text("reason", data.get("reason"), 500, required=True)
     reviewer = clean_text("reviewer (name or initials)", data.get("reviewer"), 40, required=True)
+    return {"call": call, "reason": reason, "reviewer": reviewer}, _revision(data, "reviewed")
+
+
+def _revision(data: dict[str, Any], done: str) -> int:
+    """The ``revision`` a change was made on, as the API gave it with the field or case: a
+    change to something that changed since is refused (409), never written over it."""
     seen = data.get("revision")
     if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= MAX_ID:
-        raise Refused(400, "say which revision you reviewed: 'revision' as the API gave it with the field or case "
-                           "(a review of something that changed since is refused, never written over it)")
-    return {"call": call, "reason": reason, "reviewer": reviewer}, seen
+        raise Refused(400, f"say which revision you {done}: 'revision' as the API gave it with the field or case "
+                           "(a change to something that changed since is refused, never written over it)")
+    return seen
 
 
 def _day(name: str) -> float | None:
@@ -236,9 +242,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         if label not in CELL_CLASSES:
             raise Refused(400, f"label must be one of {', '.join(CELL_CLASSES)}")
         reviewer = clean_text("reviewer (name or initials)", data.get("reviewer"), 40, required=True)
-        seen = data.get("revision")
-        if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= MAX_ID:
-            raise Refused(400, "say which revision of the field you reviewed: 'revision' as the API gave it")
+        seen = _revision(data, "reviewed")
         try:
             saved = store.review_cell(result_id, n - 1, {"label": label, "reviewer": reviewer}, _client(), seen)
         except ValueError as exc:
@@ -264,9 +268,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         """Unlock a signed-out case as a new version; the reason is required and kept."""
         data = _json_body('{"reason": "why the signed case must change", "revision": ...}')
         reason = clean_text("reason (why the signed-out case must change)", data.get("reason"), 500, required=True)
-        seen = data.get("revision")
-        if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= MAX_ID:
-            raise Refused(400, "say which revision you are amending: 'revision' as the API gave it with the case")
+        seen = _revision(data, "are amending")
         if store.amend_case(case_id, reason, _client(), seen) is None:
             raise Refused(404, f"no case {case_id}")
         return jsonify(existing_case(case_id))
