@@ -10,6 +10,7 @@ the manifest's own hash. Otherwise the bundle is refused with a message saying w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -91,23 +92,25 @@ class Bundle:
         """``field`` (one model input pair per field) or ``cells`` (one per white cell)."""
         return str(self.manifest.get("kind", "field"))
 
-    @property
+    # parsed once per bundle, not per frame: the pipeline reads these for every field (a frozen
+    # dataclass still takes cached_property, which writes the instance dict directly)
+    @functools.cached_property
     def cells(self) -> CellParams | None:
         """How a cell bundle finds and cuts cells; None for a field bundle."""
         return CellParams.from_dict(self.manifest["cells"]) if self.kind == "cells" else None
 
-    @property
+    @functools.cached_property
     def ood(self) -> OodCheck | None:
         data = self.manifest.get("ood")
         return OodCheck.from_dict(data) if data else None
 
-    @property
+    @functools.cached_property
     def appearance(self) -> AppearanceCheck | None:
         """The field-level appearance check; None for a bundle built before it."""
         data = self.manifest.get("ood_appearance")
         return AppearanceCheck.from_dict(data) if data else None
 
-    @property
+    @functools.cached_property
     def case_rule(self) -> "CaseRule | None":
         """The rule that calls a case from its fields; None for a bundle built before cases."""
         data = self.manifest.get("case_rule")
