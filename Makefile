@@ -9,20 +9,20 @@ $(PY):
 .PHONY: demo test bench lint
 # The daemon on its embedded default (no TensorFlow): replayed sample fields, shipped model, CPU.
 demo: $(PY)
-	$(PY) -m pip install --quiet -e '.[litert]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[litert]'
 	$(VENV)/bin/blastscope-edge serve --demo
 
 # Everything, converter included, then the whole test suite.
 test: $(PY)
-	$(PY) -m pip install --quiet -e '.[converter,test,systemd]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[converter,test,systemd]'
 	$(PY) -m pytest
 
 bench: $(PY)
-	$(PY) -m pip install --quiet -e '.[litert]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[litert]'
 	$(VENV)/bin/blastscope-edge bench
 
 # The architecture contract (pyproject.toml, [tool.importlinter]): layers, no cycle.
 lint: $(PY)
-	$(PY) -m pip install --quiet -e '.[converter,test,systemd]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[converter,test,systemd]'
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check edge converter tools tests

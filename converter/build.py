@@ -113,8 +113,19 @@ def io_record(backend) -> dict[str, Any]:
 def _tool_versions() -> dict[str, str]:
     import tensorflow as tf
 
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    # OpenCV decides which pixels a cell is cut from and the LiteRT build computes the int8
+    # model: both move near-tied fields, so the figures are reproducible only beside them.
     return {"blastscope": edge.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "numpy": np.__version__}
+            "python": platform.python_version(), "numpy": np.__version__,
+            "opencv": installed("opencv-python-headless"), "ai-edge-litert": installed("ai-edge-litert")}
 
 
 def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
