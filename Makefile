@@ -21,8 +21,10 @@ bench: $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[litert]'
 	$(VENV)/bin/blastscope-edge bench
 
-# The architecture contract (pyproject.toml, [tool.importlinter]): layers, no cycle.
+# The architecture contract (pyproject.toml, [tool.importlinter]): layers, no cycle; ruff for
+# errors; mypy (pyproject.toml, [tool.mypy]): the device package clean, analysis and model strict.
 lint: $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[converter,test,systemd]'
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check edge converter tools tests
+	$(VENV)/bin/mypy

@@ -32,7 +32,7 @@ DEMO_OVERRIDES = {"camera.source": f"replay:{SAMPLES_DIR}", "inference.backend":
 
 def build_service(cfg: Config) -> Service:
     if cfg.inference.bundle:  # named explicitly: that bundle or nothing
-        bundle, notes = load_bundle(cfg.inference.bundle, cfg.trust), []
+        bundle, notes = load_bundle(cfg.inference.bundle, cfg.trust), list[str]()
     else:
         bundle, notes = startup_bundle(cfg.state_dir, cfg.trust, default_bundle_path())
         for note in notes:
@@ -97,9 +97,11 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
             print(f"BlastScope first start: PIN {creds.pin}  API token {creds.token}  (kept in {where})", flush=True)
     app = create_app(service, creds, cfg.server)
     server = HttpServer(app, cfg.server, body_gate=app.extensions["blastscope.body_gate"])
-    service.camera.start()
+    camera = service.camera
+    assert camera is not None  # the daemon always builds its camera worker (build_service)
+    camera.start()
     try:
-        service.camera.latest(wait_s=5.0)  # READY after the first frame, or after saying why there is none
+        camera.latest(wait_s=5.0)  # READY after the first frame, or after saying why there is none
     except CameraError as exc:
         log.warning("camera %s: %s", cfg.camera.source, exc)
     notify = notifier()
@@ -128,7 +130,7 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
     finally:
         if watchdog:
             watchdog.stop()
-        service.camera.stop()
+        camera.stop()
     service.store.close()  # after the request threads are joined: nothing writes to a closed store
     print(f"BlastScope stopped: drained in {drained.seconds:.2f} s, {drained.unfinished} request(s) unfinished; "
           "store closed", flush=True)

@@ -9,6 +9,7 @@ device does."""
 from __future__ import annotations
 
 import time
+from typing import TypedDict
 
 import numpy as np
 
@@ -26,7 +27,23 @@ from edge.analysis.labels import LABELS
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
 from edge.analysis.screening import screen
-from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, segment
+from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, Segmentation, segment
+from edge.analysis.fieldofview import FieldOfView
+from edge.analysis.quality import Quality
+
+
+class _Common(TypedDict, total=False):
+    """What every result of one frame carries, classified or not (``Result``'s own fields)."""
+
+    quality: Quality
+    segmentation: Segmentation
+    field_rgb: np.ndarray
+    model_id: str
+    source: str
+    field_of_view: FieldOfView | None
+    cells: list[CellCall] | None
+    ruler_px: float | None
+    appearance_distance: float | None
 
 
 class Pipeline:
@@ -62,8 +79,8 @@ class Pipeline:
         seg = segment(normalised.rgb, self.bundle.segmentation)
         timings["segmentation"] = timed_ms(t)
         reasons = list(quality.reasons)
-        common = dict(quality=quality, segmentation=seg, field_rgb=field_rgb, model_id=self.bundle.model_id,
-                      source=source, field_of_view=fov)
+        common = _Common(quality=quality, segmentation=seg, field_rgb=field_rgb, model_id=self.bundle.model_id,
+                         source=source, field_of_view=fov)
         if self.bundle.kind == "cells":
             return self._cells(normalised.rgb, seg, reasons, timings, common)
         if not reasons and (no_cells := cells_reason(seg)):
@@ -77,7 +94,8 @@ class Pipeline:
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings, **common)
 
-    def _cells(self, rgb: np.ndarray, seg, reasons: list[str], timings: dict[str, float], common: dict) -> Result:
+    def _cells(self, rgb: np.ndarray, seg: Segmentation, reasons: list[str], timings: dict[str, float],
+               common: _Common) -> Result:
         """A cell bundle's reading of a normalised field that passed (or failed) the gate."""
         params, ood = self.bundle.cells, self.bundle.ood
         assert params is not None and ood is not None  # load_bundle checked both
@@ -96,8 +114,9 @@ class Pipeline:
             elif not cells:
                 reasons.append(NO_WHITE_CELLS)
         if reasons:
-            return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings,
-                          ruler_px=rbc, **common)
+            common["ruler_px"] = rbc
+            return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
+        assert labels is not None  # cells were found, so they were labelled
         t = time.perf_counter()
         crops = cut_cells(rgb, labels, cells, px_per_um, params)
         first, second = cell_inputs(crops)
@@ -117,12 +136,15 @@ class Pipeline:
         timings["inference"] = inference_ms
         t = time.perf_counter()
         probabilities = np.stack([o.probabilities for o in outputs])
-        distances = ood.distances(np.stack([o.embedding for o in outputs]))
+        embeddings = [o.embedding for o in outputs]
+        if any(e is None for e in embeddings):
+            raise ValueError(f"{self.bundle.root}: the cell model gives no embedding, so its cells cannot be checked")
+        distances = ood.distances(np.stack([e for e in embeddings if e is not None]))
         familiar = distances <= ood.limit
         calls = [CellCall(cell, LABELS[int(np.argmax(p))], {lab: float(v) for lab, v in zip(LABELS, p)}, float(d), bool(f),
                           look)
                  for cell, p, d, f, look in zip(cells, probabilities, distances, familiar, looks)]
-        common.update(cells=calls, ruler_px=rbc, appearance_distance=field_look)
+        common["cells"], common["ruler_px"], common["appearance_distance"] = calls, rbc, field_look
         # most cells unlike the training cells, or the field's cells looking unlike them: refuse the field
         if foreign_look or 2 * familiar.sum() < len(cells):
             timings["screening"] = timed_ms(t)

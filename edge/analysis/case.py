@@ -192,7 +192,7 @@ def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: i
     n = k + neg
     need = max(rule.min_fields, min_fields or 0)
     negative_to, positive_from = rule.thresholds(n)
-    counts = Counter(r.get("label") for r in usable)
+    counts = Counter(str(r.get("label")) for r in usable)
     words = (f"binomial count of positive fields: positive at >= {positive_from} of {n}, negative at <= "
              f"{negative_to} of {n} (benign field false-positive rate {rule.field_fp_rate:g}, malignant field "
              f"detection rate {rule.field_tp_rate:g}; alpha {rule.alpha:g}, beta {rule.beta:g}; at least {need} fields)")
@@ -224,7 +224,7 @@ def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: i
         call=call, next_step=NEXT_STEP[call].format(n=n, more=more), fields=len(usable), decisive=n, positive=k,
         negative=neg, uncertain=unc, rejected=rejected, excluded=excluded, fields_needed=more,
         counts={label: int(c) for label, c in counts.items()},
-        subtype_pattern=_pattern([r.get("label") for r in usable if r.get("call") == "positive"]),
+        subtype_pattern=_pattern([str(r["label"]) for r in usable if r.get("call") == "positive"]),
         rule=words, thresholds={"negative_at_most": negative_to, "positive_at_least": positive_from, "min_fields": need},
         cells=cells,
     )

@@ -241,8 +241,10 @@ def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParam
     sum_y, sum_x = np.bincount(ks, ys, minlength=n), np.bincount(ks, xs, minlength=n)
     y_min, x_min = np.full(n, h), np.full(n, w)
     y_max, x_max = np.full(n, -1), np.full(n, -1)
-    np.minimum.at(y_min, ks, ys), np.minimum.at(x_min, ks, xs)
-    np.maximum.at(y_max, ks, ys), np.maximum.at(x_max, ks, xs)
+    np.minimum.at(y_min, ks, ys)
+    np.minimum.at(x_min, ks, xs)
+    np.maximum.at(y_max, ks, ys)
+    np.maximum.at(x_max, ks, xs)
     renumber = np.zeros(n, np.int32)
     for k in range(2, n_seeds + 1):
         if not min_area <= area[k] <= max_area:
@@ -301,7 +303,7 @@ def cut_cells(rgb: np.ndarray, labels: np.ndarray, cells: list[Cell], px_per_um:
     for i, cell in enumerate(cells):
         cx, cy = cell.centre
         # an affine warp centres the crop exactly; outside the field it repeats the border
-        m = np.float32([[scale, 0, side / 2 - scale * cx], [0, scale, side / 2 - scale * cy]])
+        m = np.array([[scale, 0, side / 2 - scale * cx], [0, scale, side / 2 - scale * cy]], np.float32)
         crops[i] = cv2.warpAffine(rgb, m, (side, side), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT)
         own[i] = cv2.warpAffine((labels == i + 1).astype(np.uint8), m, (side, side), flags=cv2.INTER_NEAREST) > 0

@@ -48,4 +48,5 @@ def normalise(rgb: np.ndarray) -> Normalised:
     background = background_colour(rgb)
     gains = np.clip(TARGET_LEVEL / np.maximum(background, 1.0), MIN_GAIN, MAX_GAIN)
     out = np.clip(rgb.astype(np.float32) * gains.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
-    return Normalised(out, tuple(round(float(v), 1) for v in background), tuple(round(float(g), 4) for g in gains))
+    b, g = [round(float(v), 1) for v in background], [round(float(v), 4) for v in gains]
+    return Normalised(out, (b[0], b[1], b[2]), (g[0], g[1], g[2]))

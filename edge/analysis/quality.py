@@ -90,7 +90,7 @@ class Quality:
     def ok(self) -> bool:
         return not self.reasons
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}}
 
 

@@ -181,7 +181,9 @@ def kmeans_threshold_reference(rgb: np.ndarray, attempts: int = 3) -> int | None
     a_star = cv2.extractChannel(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), 1)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 0.01)
     cv2.setRNGSeed(0)
-    _, labels, centres = cv2.kmeans(a_star.reshape(-1, 1).astype(np.float32), 2, None, criteria, attempts, cv2.KMEANS_PP_CENTERS)
+    # OpenCV's stubs do not admit None for bestLabels, which its documentation allows
+    _, labels, centres = cv2.kmeans(a_star.reshape(-1, 1).astype(np.float32), 2, None,  # type: ignore[call-overload]
+                                    criteria, attempts, cv2.KMEANS_PP_CENTERS)
     low = int(np.argmin(centres.ravel()))
     low_values = a_star.ravel()[labels.ravel() == low]
     if low_values.size in (0, a_star.size):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.model import reference
+from edge.model.inference import Backend
 from edge.model.bundle import MANIFEST, MODEL_CARD, Bundle, BundleError, load_bundle
 from edge.model.signing import SIGNATURE, Trust
 
@@ -92,7 +93,7 @@ def _prune(folder: Path) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def _reproduces_references(bundle: Bundle, edgetpu_factory: Callable[[Path], object] | None) -> list[str]:
+def _reproduces_references(bundle: Bundle, edgetpu_factory: Callable[[Path], Backend] | None) -> list[str]:
     """Run the reference fields on the CPU and, when the bundle has an Edge TPU model and an
     Edge TPU opens, on it too. Returns what was checked; raises ``BundleError`` on a mismatch."""
     from edge.model.edgetpu_process import EdgeTpuProcess
@@ -121,7 +122,7 @@ def _reproduces_references(bundle: Bundle, edgetpu_factory: Callable[[Path], obj
 
 
 def install_bundle(source: Path, state_dir: Path, trust: Trust = Trust(),
-                   edgetpu_factory: Callable[[Path], object] | None = None,
+                   edgetpu_factory: Callable[[Path], Backend] | None = None,
                    allow_downgrade: bool = False) -> tuple[Bundle, str | None, list[str]]:
     """Verify, copy and switch to ``source``; returns the new bundle, the previous model id
     and what the reference check covered. Raises ``BundleError`` (nothing changed) when the

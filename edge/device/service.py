@@ -28,7 +28,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.stage_totals: dict[str, list[float]] = {}
-        self.counts = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
         self.reasons: collections.Counter[str] = collections.Counter()
         self.recent: collections.deque[float] = collections.deque(maxlen=1000)
 
@@ -107,7 +107,9 @@ class Service:
     def create_case(self, code: str, note: str, client: str) -> dict[str, Any]:
         """A new case (the phone that made it opens it; see ``edge.web``)."""
         case_id = self.store.create_case(code, note, client)
-        return self.case(case_id)
+        case = self.case(case_id)
+        assert case is not None  # made under this call; retention never removes a case not signed out
+        return case
 
     def case(self, case_id: int) -> dict[str, Any] | None:
         """A case with its fields, counts, the model's call, the review and the final call."""

@@ -58,7 +58,10 @@ def shot_noise(rgb: np.ndarray, rng: np.random.Generator, photons: float) -> np.
 def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     """A JPEG round trip at ``quality`` (the camera's or a phone's compression)."""
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+    if decoded is None:
+        raise ValueError(f"OpenCV could not round-trip a {rgb.shape} field through JPEG quality {quality}")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def inverted_cells(rgb: np.ndarray, params: SegmentationParams) -> np.ndarray:

@@ -88,7 +88,7 @@ def case_report(bundle: Bundle, samples: list, raws: list[np.ndarray | None], si
     blocks: dict[tuple[str, int], list[int]] = {}
     for i, block in enumerate(number_blocks(samples, block_size)):
         blocks.setdefault(block, []).append(i)
-    calls = {"malignant": [], "benign": []}
+    calls: dict[str, list[str]] = {"malignant": [], "benign": []}
     for (label, _), members in sorted(blocks.items()):
         members.sort(key=lambda i: (samples[i].number or -1, samples[i].key))
         for start in range(0, len(members) - size + 1, size):

@@ -91,6 +91,7 @@ def run_condition(pipeline: Pipeline, samples: list, name: str, seed: int = 0) -
             by_class_rejected[sample.label] += 1
             continue
         s = result.screening
+        assert s is not None  # a classified result always carries its screening
         classified += 1
         hit = s.label == sample.label
         correct += hit

@@ -18,6 +18,7 @@ import multiprocessing
 import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class EdgeTpuProcess:
         _, runtime, self.input_side, self.kind = reply
         self.runtime = f"{runtime} (in a child process)"
 
-    def _receive(self, timeout_s: float, doing: str) -> tuple:
+    def _receive(self, timeout_s: float, doing: str) -> tuple[Any, ...]:
         if not self._conn.poll(timeout_s):
             self.close()
             raise InferenceError(f"the Edge TPU process gave no answer within {timeout_s:g} s while {doing}")

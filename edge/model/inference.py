@@ -64,12 +64,16 @@ class Backend(Protocol):
         """Raw (uncalibrated) outputs for one input pair (RGB uint8, the model's side)."""
         ...
 
+    def probabilities(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The class probabilities alone (``infer(...).probabilities``)."""
+        ...
+
 
 class InferenceError(RuntimeError):
     pass
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     scale, zero = detail["quantization"]
     dtype = detail["dtype"]
     if scale == 1.0 and zero == 0 and dtype == np.uint8:
@@ -78,7 +82,7 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max).astype(dtype)
 
 
-def _dequantize(raw: np.ndarray, detail: dict) -> np.ndarray:
+def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     scale, zero = detail["quantization"]
     return (raw.astype(np.float32) - zero) * scale if scale else raw.astype(np.float32)
 
@@ -95,7 +99,7 @@ class TFLiteModel:
     """A loaded TFLite interpreter with BlastScope's two named inputs (a field model's or a
     cell model's) and one output (probabilities) or two (probabilities and embedding)."""
 
-    def __init__(self, interpreter) -> None:
+    def __init__(self, interpreter: Any) -> None:  # a LiteRT, tflite-runtime or pycoral Interpreter
         self.interpreter = interpreter
         interpreter.allocate_tensors()
         details = interpreter.get_input_details()
@@ -257,6 +261,9 @@ class BackendManager:
 
     def _probe(self) -> None:
         self._next_probe = self.clock() + self.reprobe_s
+        if self.edgetpu_model is None:  # nothing to probe (only probed when wanted); the note says why
+            self.tpu = None
+            return
         try:
             self.tpu = self._factory(self.edgetpu_model)
             self.note = None

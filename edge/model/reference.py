@@ -42,13 +42,13 @@ def sample_fields() -> list[Path]:
 REFERENCE_INPUTS = "reference_inputs.npz"
 
 
-def outputs(bundle: Bundle, backend: Backend, fields: Iterable[Path] | None = None) -> dict[str, list[float]]:
+def outputs(bundle: Bundle, backend: Backend, fields: Iterable[Path] | None = None) -> dict[str, list[float] | list[list[float]]]:
     """Raw probabilities per sample field: a field bundle's through the device pipeline's own
     preprocessing (no quality gate: the check is about the model, every field counts); a cell
     bundle's for each of its recorded cell crops (one row per cell)."""
     stored = np.load(bundle.root / REFERENCE_INPUTS) if bundle.kind == "cells" and \
         (bundle.root / REFERENCE_INPUTS).is_file() else None
-    out = {}
+    out: dict[str, list[float] | list[list[float]]] = {}
     for path in fields if fields is not None else sample_fields():
         if bundle.kind == "cells":  # one row per cell: the model's own outputs, before any pooling
             if stored is not None:
@@ -81,7 +81,7 @@ def write_reference_inputs(bundle: Bundle, path: Path) -> None:
     for field in sample_fields():
         first, second = cell_crops(bundle, read_rgb(field))
         arrays[f"{field.name}:cell"], arrays[f"{field.name}:cell_masked"] = first, second
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its allow_pickle flag
 
 
 def check(bundle: Bundle, backend: Backend) -> str:

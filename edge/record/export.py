@@ -31,14 +31,15 @@ def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) ->
     """One flat row per field, with its case's code, call and review."""
     rows = []
     for f in fields:
-        case = cases.get(f.get("case_id")) or {}
+        case = cases.get(f["case_id"]) if f.get("case_id") is not None else None
+        case = case or {}
         review, excluded = f.get("review") or {}, f.get("excluded") or {}
         rows.append({
             "case_code": case.get("code", ""), "case_call": case.get("call", ""),
             "case_review_call": (case.get("review") or {}).get("call", ""),
             "result_id": f["id"], "created_utc": _iso(f.get("created")), "source": f.get("source", ""),
             "status": f.get("status", ""), "label": f.get("label") or "",
-            "label_name": DISPLAY_NAMES.get(f.get("label"), f.get("label") or ""), "call": f.get("call") or "",
+            "label_name": DISPLAY_NAMES.get(f.get("label") or "", f.get("label") or ""), "call": f.get("call") or "",
             "malignant_probability": "" if f.get("malignant_probability") is None else round(f["malignant_probability"], 4),
             "reasons": "; ".join(f.get("reasons") or []), "excluded_reason": excluded.get("reason", ""),
             "review_call": review.get("call", ""), "review_reason": review.get("reason", ""),
@@ -69,7 +70,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def _observation(f: dict[str, Any], device: str) -> dict[str, Any]:
     review = f.get("review") or {}
-    shown = DISPLAY_NAMES.get(f.get("label"), "Not classified" if f.get("status") != "classified" else "Uncertain")
+    shown = DISPLAY_NAMES.get(f.get("label") or "", "Not classified" if f.get("status") != "classified" else "Uncertain")
     notes = [f"Source: {f.get('source', '')}. Model {f.get('model_id', '')} on {device}."]
     if f.get("reasons"):
         notes.append("Not classified: " + "; ".join(f["reasons"]))

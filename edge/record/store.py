@@ -36,8 +36,17 @@ from pydantic import Field
 
 from edge.analysis.result import Result
 from edge.record import audit
+from edge.record.audit import AuditCheck
 from edge.settings import Float, Int, Settings
 
+
+
+def _inserted_id(cur: sqlite3.Cursor) -> int:
+    """The row an INSERT made (sqlite3 types ``lastrowid`` as optional: it is None only before
+    any insert on the cursor, which would be a bug here)."""
+    if cur.lastrowid is None:
+        raise RuntimeError("SQLite reported no row id after an INSERT")
+    return int(cur.lastrowid)
 
 class StoreConfig(Settings):
     state_dir: str = ""  # empty: $STATE_DIRECTORY (systemd) or ~/.local/state/blastscope
@@ -285,7 +294,7 @@ class Store:
     def _quarantine_orphans(self) -> int:
         """Move files no row refers to into ``quarantine/`` (never delete an image: after a lost
         database they are the record); half-written ``.tmp`` files are removed."""
-        referenced = set()
+        referenced: set[str] = set()
         for image, overlay in self._db.execute("SELECT image, overlay FROM results"):
             referenced.update((image, overlay))
         moved = 0
@@ -348,7 +357,7 @@ class Store:
                      files.image.name, files.overlay.name, json.dumps(record), self.run_seconds(), case_id),
                 )
                 self._persist_clock()
-                result.id = int(cur.lastrowid)
+                result.id = _inserted_id(cur)
                 if case_id is not None:
                     self._audit_locked(client, "case.field_added", None,
                                        {"case_id": case_id, "result_id": result.id, "status": result.status,
@@ -449,7 +458,7 @@ class Store:
             try:
                 with self._transaction():
                     cur = self._db.execute("INSERT INTO cases(code, note, created) VALUES (?,?,?)", (code, note, time.time()))
-                    case_id = int(cur.lastrowid)
+                    case_id = _inserted_id(cur)
                     self._audit_locked(client, "case.create", None, {"case_id": case_id, "code": code, "note": note})
             except sqlite3.IntegrityError:
                 raise ValueError(f"case code {code!r} already exists") from None
@@ -497,7 +506,7 @@ class Store:
         audit.append(self._db, time.time(), client, action, None if before is None else json.dumps(before),
                      None if after is None else json.dumps(after))
 
-    def audit_check(self, max_age_s: float = 60.0) -> audit.AuditCheck:
+    def audit_check(self, max_age_s: float = 60.0) -> AuditCheck:
         """The chain's verdict (``edge.record.audit``), walked again when older than ``max_age_s``."""
         now = time.monotonic()
         with self._lock:

@@ -117,7 +117,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if request.path.startswith("/api/") or request.path == "/healthz":
-            reason = exc.description if exc.code != 413 else (
+            reason = (exc.description or exc.name) if exc.code != 413 else (
                 f"upload too large: the limit is {cfg.max_upload_mb:g} MB")
             return _error(exc.code or 500, reason)
         return exc

@@ -38,6 +38,8 @@ def cell_jpeg(field_image: Path, box: list[int], side: int = 96) -> bytes:
     import cv2
 
     field = cv2.imread(str(field_image))
+    if field is None:
+        raise ValueError(f"the stored field image {field_image.name} cannot be read")
     x, y, w, h = box
     half = int(max(w, h) * 0.75) + 2
     cx, cy = x + w // 2, y + h // 2
@@ -45,6 +47,8 @@ def cell_jpeg(field_image: Path, box: list[int], side: int = 96) -> bytes:
     crop = padded[cy:cy + 2 * half, cx:cx + 2 * half]
     ok, data = cv2.imencode(".jpg", cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC),
                             [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a cell of {field_image.name}")
     return data.tobytes()
 
 
@@ -187,6 +191,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         if store.exclude_result(result_id, reason, _client()) is None:
             raise Refused(404, f"no result {result_id}")
         record = store.get(result_id)
+        if record is None:  # removed by retention between the two calls
+            raise Refused(404, f"no result {result_id}")
         if record.get("case_id") is not None:
             service.refresh_case_call(record["case_id"])
         return jsonify(record)
@@ -231,7 +237,11 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         path = store.file_path(result_id, "image")
         if record is None or n > len(cells) or path is None or not path.exists():
             raise Refused(404, f"no cell {n} in field #{result_id}")
-        return Response(cell_jpeg(path, cells[n - 1]["box"]), mimetype="image/jpeg",
+        try:
+            jpeg = cell_jpeg(path, cells[n - 1]["box"])
+        except ValueError as exc:  # a damaged stored image: say which, never a traceback
+            raise Refused(500, str(exc)) from exc
+        return Response(jpeg, mimetype="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/cells/<int(min=1, max=999):n>/review")
@@ -293,6 +303,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         The body is built first; only an export that was built is marked and audited (a failed
         one must not make its fields first in line for retention)."""
         if kind == "fhir":
+            if case is None:
+                raise Refused(400, "FHIR exports one case: export a case, not a date range, as FHIR")
             body: str | bytes = fhir_bundle(case, fields, service.config.device_name)
             mimetype, suffix = "application/fhir+json", "fhir"
         else:
