@@ -133,3 +133,15 @@ def test_parallel_numbered_cases_never_collide(app, bearer):
         answers = list(pool.map(create, range(40)))
     assert [r.status_code for r in answers] == [201] * 40
     assert len({r.get_json()["code"] for r in answers}) == 40
+
+
+def test_a_damaged_stored_field_gives_a_reason_not_a_traceback(app, client, bearer):
+    case = _case(client, bearer, "LAB-DAMAGED")
+    field = _upload(client, bearer, case["id"], sample_paths()[0])
+    assert field["cells"], "the sample field shows white cells"
+    ok = client.get(f"/api/results/{field['id']}/cells/1.jpg", headers=bearer)
+    assert ok.status_code == 200 and ok.data[:2] == b"\xff\xd8"  # a JPEG of the cell
+    path = app.service.store.file_path(field["id"], "image")
+    path.write_bytes(b"not a JPEG any more")  # a damaged card: the row is there, the image is not readable
+    r = client.get(f"/api/results/{field['id']}/cells/1.jpg", headers=bearer)
+    assert r.status_code == 500 and path.name in r.get_json()["error"] and "cannot be read" in r.get_json()["error"]
