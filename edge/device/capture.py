@@ -273,7 +273,8 @@ class CameraWorker:
 
     def _run(self) -> None:
         source: Source | None = None
-        backoff = 0.5
+        first_backoff = min(0.5, self.retry_max_s)  # the cap is a cap from the first retry on
+        backoff = first_backoff
         while not self._stop.is_set():
             self.state.heartbeat = time.monotonic()
             try:
@@ -292,7 +293,7 @@ class CameraWorker:
                     self.state.fps = 0.8 * self.state.fps + 0.2 * (1.0 / dt) if dt > 0 else self.state.fps
                 self.state.frames += 1
                 self.state.last_frame_at, self.state.connected, self.state.error = now, True, None
-                backoff = 0.5
+                backoff = first_backoff
                 self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))
             except Exception as exc:  # noqa: BLE001 - whatever a camera stack raises, the worker lives on
                 reason = str(exc) if isinstance(exc, CameraError) else f"{type(exc).__name__}: {exc}"

@@ -59,6 +59,7 @@ def test_case_calls_from_field_records():
     assert case_call(_fields("negative", "negative"), RULE, min_fields=5).call == "pending"
 
 
+@pytest.mark.system
 def test_evaluate_case_size_on_real_fields_reproduces_the_manifest(default_bundle, dataset_dir):
     r = run_cli("blastscope-edge", "evaluate", "--bundle", str(default_bundle), "--data", str(dataset_dir),
                 "--case-size", "3", "10", "--json")

@@ -42,6 +42,7 @@ def test_exact_two_means_matches_cv2_kmeans_on_shipped_samples():
         assert _same_split(read_rgb(path)), path
 
 
+@pytest.mark.system
 def test_exact_two_means_matches_cv2_kmeans_on_real_dataset(dataset_dir):
     paths = sorted(dataset_dir.glob("*/*.jpg"))[::10]  # 268 fields across all classes
     same = sum(_same_split(read_rgb(p)) for p in paths)

@@ -4,6 +4,8 @@ the device applies are the ones the manifest records."""
 
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from edge.model.bundle import load_bundle
@@ -17,6 +19,7 @@ from edge.analysis.preprocess import fit_to_input
 from edge.analysis.quality import measure_quality
 
 
+@pytest.mark.system
 def test_fitted_gate_passes_clean_fields_and_rejects_the_failing_blur_in_every_class(default_bundle, dataset_dir):
     bundle = load_bundle(default_bundle)
     gate = bundle.manifest["quality_gate"]
@@ -43,6 +46,7 @@ def test_fitted_gate_passes_clean_fields_and_rejects_the_failing_blur_in_every_c
             assert np.mean(flags) >= 0.95, (label, sigma, np.mean(flags))
 
 
+@pytest.mark.system
 def test_fitted_limits_sit_above_every_clean_field_of_the_dataset(default_bundle, dataset_dir):
     """A third of the fields of all three splits, test included, not just those the limits were fitted on."""
     limits = Pipeline.on_cpu(load_bundle(default_bundle)).limits

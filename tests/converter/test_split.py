@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import shutil
 from collections import Counter
 
@@ -19,6 +21,7 @@ def _where(split: dict[str, list[str]]) -> dict[str, str]:
     return {key: name for name, keys in split.items() for key in keys}
 
 
+@pytest.mark.system
 def test_real_split_is_grouped_stratified_and_deterministic(dataset_dir):
     ds = load_dataset(dataset_dir, verify=False)
     config = SplitConfig()
@@ -67,6 +70,7 @@ def test_blocks_follow_runs_of_file_numbers_not_a_grid(dataset_dir):
     assert min(sizes.values()) >= 13 and max(sizes.values()) < 38  # no slivers, no giant blocks
 
 
+@pytest.mark.system
 def test_no_near_duplicate_pair_crosses_splits(dataset_dir):
     """Re-captured fields differ in every byte; they must still land in one split."""
     ds = load_dataset(dataset_dir, verify=False)
@@ -95,6 +99,7 @@ def test_altered_copy_far_away_is_grouped_with_its_original(tmp_path, dataset_di
         assert where[f"pre_b/{original.name}"] == where["pre_b/WBC-Malignant-Pre-900.jpg"]
 
 
+@pytest.mark.system
 def test_the_shipped_bundles_split_has_no_near_duplicate_across_splits(default_bundle, dataset_dir):
     import json
 

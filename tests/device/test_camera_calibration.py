@@ -150,6 +150,7 @@ def test_an_uncalibrated_pi_camera_makes_the_status_say_what_to_do(tmp_path):
     assert any("camera calibrate" in r for r in status["degraded_reasons"])
 
 
+@pytest.mark.system
 def test_the_command_calibrates_and_writes_the_config(tmp_path):
     (tmp_path / "double").mkdir()
     (tmp_path / "double" / "picamera2.py").write_text(DOUBLE)

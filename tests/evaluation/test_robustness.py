@@ -3,6 +3,8 @@ scores are of the label shown, rejections are counted by reason, runs are reprod
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from conftest import run_cli
@@ -16,6 +18,7 @@ def _run(default_bundle, dataset_dir, *conditions: str) -> dict:
     return {c["condition"]: c for c in json.loads(r.stdout)["conditions"]}
 
 
+@pytest.mark.system
 def test_conditions_run_through_the_device_pipeline(default_bundle, dataset_dir):
     out = _run(default_bundle, dataset_dir, "clean", "defocus sigma 4", "eyepiece disc off centre",
                "Gaussian noise sigma 8")

@@ -82,6 +82,7 @@ def test_the_child_runs_the_model_and_its_death_mid_run_falls_back_to_the_cpu(de
             manager.tpu.close()
 
 
+@pytest.mark.system
 def test_the_daemon_serves_on_the_cpu_when_libedgetpu_crashes(crashing_libedgetpu, tmp_path, default_bundle, test_key):
     """The issue's daemon exited 139 before serving and systemd restarted it in a loop."""
     from converter.bundle import rewrite_bundle

@@ -147,6 +147,7 @@ def test_install_checks_reference_outputs_on_each_backend_present(bundle_copy, t
     assert checked[1].startswith("edgetpu: not checked, no Edge TPU could be opened")
 
 
+@pytest.mark.system
 def test_keygen_and_sign_commands(tmp_path, bundle_copy):
     key = tmp_path / "k.pem"
     r = run_cli("blastscope-convert", "keygen", "--out", str(key))
