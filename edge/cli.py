@@ -140,6 +140,64 @@ def _credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users(args: argparse.Namespace) -> int:
+    """List, add or change the device's users (``edge.web.users``). A PIN is read from the
+    terminal, or from standard input with --pin-stdin, never from the command line (which
+    every other user of the Pi can see in the process list)."""
+    import getpass
+
+    from edge.device.config import load_config
+    from edge.record.store import Store
+    from edge.web.users import User, UserError, Users
+
+    cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
+    users = Users(cfg.state_dir)
+    try:
+        if args.action == "list":
+            for user in users.all():
+                print(f"{user.name}\t{user.role}\t{'active' if user.active else 'inactive'}")
+            return 0
+        if not args.name:
+            print(f"error: users {args.action} needs a NAME", file=sys.stderr)
+            return 2
+        pin: str | None = None
+        token: str | None = None
+        before: User | None = None
+        if args.action == "add" or args.new_pin:
+            pin = sys.stdin.readline().strip() if args.pin_stdin else getpass.getpass(f"PIN for {args.name} (6-12 digits): ")
+        try:
+            if args.action == "add":
+                token = users.add(args.name, args.role or "technician", pin or "")
+            else:
+                before = users.get(args.name)
+                token = users.change(args.name, role=args.role, pin=pin,
+                                     active=None if args.active is None else args.active == "yes", new_token=args.new_token)
+        except UserError as exc:
+            print(f"error: {users_path(cfg)}: {exc}", file=sys.stderr)
+            return 2
+        changed = users.get(args.name)
+        assert changed is not None
+        store = Store(cfg.state_dir, cfg.store)
+        try:
+            store.audit(f"cli:{os.environ.get('SUDO_USER') or os.environ.get('USER') or 'unknown'}", f"user.{args.action}",
+                        None if args.action == "add" else {"role": before.role, "active": before.active} if before else None,
+                        {"name": changed.name, "role": changed.role, "active": changed.active, "pin_changed": pin is not None})
+        finally:
+            store.close()
+        print(f"{changed.name}: {changed.role}, {'active' if changed.active else 'inactive'}")
+        if token:
+            print(f"API token {token}  (shown once: keep it for scripts)")
+        return 0
+    finally:
+        users.close()
+
+
+def users_path(cfg) -> Path:
+    from edge.web.users import DATABASE
+
+    return cfg.state_dir / DATABASE
+
+
 def _audit_model(cfg, action: str, before: str | None, bundle) -> None:
     """A model change goes in the device's audit log with the clinic's other records."""
     from edge.record.store import Store
@@ -382,6 +440,17 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--config", type=Path)
     cr.add_argument("--state-dir")
     cr.set_defaults(func=_credentials)
+    us = sub.add_parser("users", help="list, add or change the people who log in (name, role, own PIN and token)")
+    us.add_argument("action", choices=["list", "add", "set"])
+    us.add_argument("name", nargs="?")
+    us.add_argument("--role", choices=["technician", "reviewer", "admin"])
+    us.add_argument("--new-pin", action="store_true", help="set: ask for a new PIN")
+    us.add_argument("--new-token", action="store_true", help="set: issue a new API token (the old one stops working)")
+    us.add_argument("--active", choices=["yes", "no"], help="set: whether the user may log in")
+    us.add_argument("--pin-stdin", action="store_true", help="read the PIN from standard input")
+    us.add_argument("--config", type=Path)
+    us.add_argument("--state-dir")
+    us.set_defaults(func=_users)
     m = sub.add_parser("model", help="install a model bundle (verified, atomic, previous kept) or roll back")
     m.add_argument("action", choices=["install", "rollback"])
     m.add_argument("bundle_dir", nargs="?", type=Path, help="bundle folder to install (e.g. on a USB stick)")

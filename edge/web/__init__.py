@@ -1,8 +1,10 @@
 """The web page and JSON API (Flask application factory).
 
-People log in with the PIN (a server-side session whose id is in the cookie, CSRF token on
-every state-changing request including logout, per-client and device-wide limits on wrong
-PINs, each failure logged and audited); scripts send ``Authorization: Bearer <token>``.
+People log in with their name and PIN (``edge.web.users``: a server-side session whose id is
+in the cookie, CSRF token on every state-changing request including logout, limits on wrong
+PINs per client, per user and device-wide with trusted phones apart, each failure logged and
+audited); scripts send ``Authorization: Bearer <token>``, one token per user. Every request
+runs as a user with a role (``requires`` on the routes that need more than a technician).
 Everything the page needs is served from here: no CDN, no external fonts or scripts.
 """
 
@@ -15,8 +17,8 @@ from functools import wraps
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Callable
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, send_file, session, url_for
-from itsdangerous import BadSignature
+from flask import Flask, Response, g, jsonify, redirect, render_template, request, send_file, session, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
 from edge.web.auth import Credentials, LoginGuard, same_secret
@@ -29,7 +31,12 @@ from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
 from edge.record.store import Locked, Stale, StoreFull
 from edge.web.cases import make_blueprint
-from edge.web.common import MAX_ID, Refused, client, json_error as _error, uploaded_frame, whole_number
+from edge.web.common import MAX_ID, Refused, client, json_error as _error, requires, uploaded_frame, whole_number
+from edge.web.users import ROLES, User, UserError, Users, check_name
+
+#: The trusted-device cookie (``LoginGuard``): which user this phone logged in before.
+DEVICE_COOKIE = "blastscope_device"
+DEVICE_DAYS = 180
 
 log = logging.getLogger("blastscope")
 
@@ -46,11 +53,46 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     guard = LoginGuard(cfg.lockout_attempts, cfg.lockout_seconds, cfg.login_free_failures, cfg.login_max_delay_seconds)
     sessions = Sessions(service.config.state_dir, pin_fingerprint(credentials.secret_key, credentials.pin),
                         cfg.session_hours * 3600)
+    users = Users(service.config.state_dir)
+    users.ensure_first_admin(credentials.pin, credentials.token)
+    app.extensions["blastscope.users"] = users
+    devices = URLSafeTimedSerializer(credentials.secret_key, salt="blastscope-trusted-device")
 
-    def audit(action: str, after: Any = None) -> None:
+    def trusted_device(name: str) -> str | None:
+        """The id of this phone's device cookie when it was issued to ``name``, else None."""
+        try:
+            data = devices.loads(request.cookies.get(DEVICE_COOKIE, ""), max_age=DEVICE_DAYS * 86400)
+        except (BadSignature, ValueError):
+            return None
+        if isinstance(data, dict) and str(data.get("user", "")).lower() == name.lower() and data.get("id"):
+            return str(data["id"])
+        return None
+
+    def remembered_name() -> str:
+        try:
+            data = devices.loads(request.cookies.get(DEVICE_COOKIE, ""), max_age=DEVICE_DAYS * 86400)
+        except (BadSignature, ValueError):
+            return ""
+        return str(data.get("user", "")) if isinstance(data, dict) else ""
+
+    def session_user(record: Any) -> User | None:
+        """The session's user while they are active and unchanged since the login (a new PIN,
+        role or deactivation ends the sessions opened before it)."""
+        if record is None or not record.user:
+            return None
+        user, changed = users.get(record.user), users.changed_at(record.user)
+        if user is None or not user.active or changed is None or changed > record.created:
+            return None
+        return user
+
+    def bearer_user(header: str) -> User | None:
+        return users.by_token(header[7:].strip()) if header.startswith("Bearer ") else None
+
+    def audit(action: str, after: Any = None, name: str = "") -> None:
         """Security events go to the append-only audit log; a full disk must not block a login."""
         try:
-            service.store.audit(request.remote_addr or "unknown", action, after=after)
+            who = f"{name} ({request.remote_addr or 'unknown'})" if name else client()
+            service.store.audit(who, action, after=after)
         except Exception as exc:  # noqa: BLE001 - logged instead; the journal still has it
             log.error("audit of %s failed: %s", action, exc)
 
@@ -62,8 +104,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     def body_gate(headers: dict[str, str]) -> bool:
         """Whether a request may send a large body, from its headers alone (the server asks
         before reading it, edge/device/httpserver.py): the API token, or a live session."""
-        auth = headers.get("AUTHORIZATION", "")
-        if auth.startswith("Bearer ") and same_secret(auth[7:].strip(), credentials.token):
+        if bearer_user(headers.get("AUTHORIZATION", "")) is not None:
             return True
         jar: SimpleCookie = SimpleCookie()
         try:
@@ -71,7 +112,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             data = cookie_reader.loads(jar[app.config["SESSION_COOKIE_NAME"]].value)
         except (KeyError, CookieError, BadSignature):
             return False
-        return isinstance(data, dict) and sessions.lookup(data.get("sid")) is not None
+        return isinstance(data, dict) and session_user(sessions.lookup(data.get("sid"))) is not None
 
     app.extensions["blastscope.body_gate"] = body_gate
 
@@ -79,15 +120,18 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         """A route for scripts (bearer token) or a logged-in page (session, CSRF on changes)."""
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            header = request.headers.get("Authorization", "")
-            if not (header.startswith("Bearer ") and same_secret(header[7:].strip(), credentials.token)):
+            user = bearer_user(request.headers.get("Authorization", ""))
+            if user is None:
                 record = current_session()
-                if record is None:
-                    return _error(401, "authentication required: log in with the PIN or send 'Authorization: Bearer <token>'")
+                user = session_user(record)
+                if record is None or user is None:
+                    return _error(401, "authentication required: log in with your name and PIN or send "
+                                       "'Authorization: Bearer <token>'")
                 if request.method not in ("GET", "HEAD"):
                     sent = request.headers.get("X-CSRF-Token", "")
                     if not sent or not same_secret(sent, record.csrf):
                         return _error(403, "CSRF token missing or wrong: reload the page")
+            g.user = user
             return view(*args, **kwargs)
         return wrapper
 
@@ -153,38 +197,46 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.get("/login")
     def login_page():
         session.setdefault("csrf", secrets.token_hex(16))
-        return render_template("login.html", csrf=session["csrf"], error=None)
+        return render_template("login.html", csrf=session["csrf"], error=None, name=remembered_name())
 
-    def login_refused(wait: float):
-        seconds = int(wait) + 1
-        page = render_template("login.html", csrf=session.get("csrf", ""), wait=seconds,
-                               error=f"Too many wrong PINs. Try again in {seconds} s.")
-        return page, 429, {"Retry-After": str(seconds)}
+    def login_page_with(error: str, status: int, name: str, wait: int | None = None):
+        page = render_template("login.html", csrf=session.get("csrf", ""), error=error, name=name, wait=wait)
+        return (page, status, {"Retry-After": str(wait)}) if status == 429 and wait else (page, status)
 
     @app.post("/login")
     def login():
-        client = request.remote_addr or "unknown"
+        address = request.remote_addr or "unknown"
+        raw_name = request.form.get("name", "")
         if not same_secret(request.form.get("csrf", ""), session.get("csrf", "") or "-"):
             session["csrf"] = secrets.token_hex(16)
-            return render_template("login.html", csrf=session["csrf"], error="The form expired. Enter the PIN again."), 403
-        wait = guard.begin(client)
+            return login_page_with("The form expired. Enter your name and PIN again.", 403, raw_name[:40])
+        try:
+            name = check_name(raw_name)
+        except UserError:
+            return login_page_with("Enter your name (as an admin set it up) and your PIN.", 400, "")
+        device = trusted_device(name)
+        wait = guard.begin(address, name, device)
         if wait > 0:
-            return login_refused(wait)
-        if not same_secret(request.form.get("pin", ""), credentials.pin):
-            failures = guard.failed(client)
-            log.warning("wrong PIN from %s (%d wrong PINs on this device in 24 h)", client, failures)
-            audit("login_failed", {"device_failures_24h": failures})
-            next_wait = guard.delay_after(failures)
-            error = "Wrong PIN." + (f" The next attempt is possible in {int(next_wait)} s." if next_wait >= 1 else "")
-            return render_template("login.html", csrf=session["csrf"], error=error,
-                                   wait=int(next_wait) if next_wait >= 1 else None), 401
-        guard.succeeded(client)
-        session_id, _ = sessions.create()
+            seconds = int(wait) + 1
+            return login_page_with(f"Too many wrong PINs for {name}. Try again in {seconds} s.", 429, name, seconds)
+        user = users.login(name, request.form.get("pin", ""))
+        if user is None:
+            failures = guard.failed(address, name, device)
+            log.warning("wrong name or PIN for %r from %s (%d wrong PINs on this device in 24 h)", name, address, failures)
+            audit("login_failed", {"user": name, "device_failures_24h": failures, "trusted_device": device is not None})
+            next_wait = 0.0 if device is not None else guard.delay_after(failures)
+            error = "Wrong name or PIN." + (f" The next attempt is possible in {int(next_wait)} s." if next_wait >= 1 else "")
+            return login_page_with(error, 401, name, int(next_wait) if next_wait >= 1 else None)
+        guard.succeeded(address, user.name, device)
+        session_id, _ = sessions.create(user.name)
         session.clear()
         session.permanent = True
         session["sid"] = session_id
-        audit("login")
-        return redirect(url_for("index"))
+        audit("login", {"user": user.name, "role": user.role, "trusted_device": device is not None}, name=user.name)
+        response = redirect(url_for("index"))
+        cookie = devices.dumps({"user": user.name, "id": device or secrets.token_hex(16)})
+        response.set_cookie(DEVICE_COOKIE, cookie, max_age=DEVICE_DAYS * 86400, httponly=True, samesite="Strict")
+        return response
 
     @app.post("/logout")
     def logout():
@@ -192,16 +244,17 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         if not same_secret(request.form.get("csrf", ""), record.csrf if record else "-"):
             return _error(403, "CSRF token missing or wrong: reload the page")
         sessions.revoke(session.get("sid"))
-        audit("logout")
+        audit("logout", name=record.user if record else "")
         session.clear()
         return redirect(url_for("login_page"))
 
     @app.get("/")
     def index():
         record = current_session()
-        if record is None:
+        user = session_user(record)
+        if record is None or user is None:
             return redirect(url_for("login_page"))
-        return render_template("index.html", csrf=record.csrf, disclaimer=DISCLAIMER, names=DISPLAY_NAMES)
+        return render_template("index.html", csrf=record.csrf, disclaimer=DISCLAIMER, names=DISPLAY_NAMES, user=user)
 
     @app.get("/api/status")
     @api
@@ -241,8 +294,69 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
 
     @app.get("/api/audit")
     @api
+    @requires("reviewer")
     def audit_log():
         return jsonify({"audit": service.store.audit_log(whole_number("limit", 100, 1, 1000))})
+
+    @app.get("/api/me")
+    @api
+    def me():
+        """Who this phone or token is logged in as, and what the role may do."""
+        user = g.user
+        return jsonify({"name": user.name, "role": user.role, "may": [r for r in ROLES if user.may(r)]})
+
+    def user_body() -> dict[str, Any]:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise Refused(400, 'send JSON {"name": ..., "role": "technician|reviewer|admin", "pin": "6 to 12 digits"}')
+        return data
+
+    @app.get("/api/users")
+    @api
+    @requires("admin")
+    def list_users():
+        return jsonify({"users": [{"name": u.name, "role": u.role, "active": u.active} for u in users.all()]})
+
+    @app.post("/api/users")
+    @api
+    @requires("admin")
+    def add_user():
+        """A new user with their own PIN; the answer carries their API token, shown only here."""
+        data = user_body()
+        try:
+            token = users.add(data.get("name"), data.get("role"), data.get("pin"))  # type: ignore[arg-type]
+        except UserError as exc:
+            raise Refused(400, str(exc)) from None
+        name = check_name(data["name"])
+        service.store.audit(client(), "user.add", after={"name": name, "role": data["role"]})
+        return jsonify({"name": name, "role": data["role"], "active": True, "token": token}), 201
+
+    @app.post("/api/users/<string(maxlength=40):name>")
+    @api
+    @requires("admin")
+    def change_user(name: str):
+        """Change a role, a PIN, whether the user may log in, or issue a new token (the old one
+        stops working). The user's sessions opened before the change end."""
+        data = user_body()
+        active = data.get("active")
+        if active is not None and not isinstance(active, bool):
+            raise Refused(400, "active is true or false")
+        before = users.get(name)
+        if before is None:
+            raise Refused(404, f"no user named {name!r}")
+        try:
+            token = users.change(name, role=data.get("role"), pin=data.get("pin"), active=active,
+                                 new_token=data.get("new_token") is True)
+        except UserError as exc:
+            raise Refused(400, str(exc)) from None
+        after = users.get(name)
+        assert after is not None
+        service.store.audit(client(), "user.change",
+                            before={"name": before.name, "role": before.role, "active": before.active},
+                            after={"name": after.name, "role": after.role, "active": after.active,
+                                   "pin_changed": "pin" in data, "new_token": token is not None})
+        return jsonify({"name": after.name, "role": after.role, "active": after.active,
+                        **({"token": token} if token else {})})
 
     @app.get(f"/api/results/<int(max={MAX_ID}):result_id>")
     @api

@@ -72,16 +72,22 @@ def same_secret(given: str, expected: str) -> bool:
 
 
 class LoginGuard:
-    """Limits on guessing the PIN, per client and for the whole device.
+    """Limits on guessing PINs: per client, per user, for the whole device, and apart for
+    trusted devices.
 
-    Per client: after ``attempts`` failures within ``seconds`` the client waits out the
-    rest of ``seconds``. Device-wide, because an attacker can cycle source addresses (49
-    addresses found a 6-digit PIN in 0.6 s): after ``free`` failures within the last 24 h,
-    each further attempt anywhere must wait 1, 2, 4 ... seconds after the previous one, up to
-    ``max_delay``. An attempt reserves its delay before the PIN is checked, so parallel
-    requests cannot slip through together. The cost: under attack a clinician may also wait
-    up to ``max_delay`` (the page counts it down). Failures are kept in memory: a restart
-    forgets them, and only a restart the attacker cannot cause (power, systemd) does that.
+    Per client and per user name: after ``attempts`` failures within ``seconds`` the client,
+    or anyone trying that name, waits out the rest of ``seconds``. Device-wide, because an
+    attacker can cycle source addresses (49 addresses found a 6-digit PIN in 0.6 s): after
+    ``free`` failures within the last 24 h, each further attempt must wait 1, 2, 4 ... seconds
+    after the previous one, up to ``max_delay``. An attempt reserves its delay before the PIN
+    is checked, so parallel requests cannot slip through together.
+
+    That device-wide limit locked clinicians out while an attack lasted. A phone that has
+    logged a user in before carries a signed device cookie for that user (OWASP's device
+    cookie scheme, ``edge.web``): its attempts for that user skip the per-user and
+    device-wide limits and count only against that cookie, so an attacker without one cannot
+    lock the clinic out. Failures are kept in memory: a restart forgets them, and only a
+    restart the attacker cannot cause (power, systemd) does that.
     """
 
     WINDOW_S = 24 * 3600.0
@@ -101,33 +107,50 @@ class LoginGuard:
     def _prune(self, now: float) -> None:
         self._device_failures = [t for t in self._device_failures if now - t < self.WINDOW_S]
 
-    def begin(self, client: str) -> float:
-        """Seconds the client must wait before this attempt (0: go ahead, delay reserved)."""
+    def _wait_locked(self, key: str, now: float) -> float:
+        recent = [t for t in self._client_failures.get(key, []) if now - t < self.seconds]
+        self._client_failures[key] = recent
+        return self.seconds - (now - recent[-1]) if len(recent) >= self.attempts else 0.0
+
+    def begin(self, client: str, user: str = "", device: str | None = None) -> float:
+        """Seconds to wait before this attempt (0: go ahead, delay reserved). ``device`` is the
+        id of a valid trusted-device cookie for ``user``, or None."""
         with self._lock:
             now = self.clock()
-            recent = [t for t in self._client_failures.get(client, []) if now - t < self.seconds]
-            self._client_failures[client] = recent
-            if len(recent) >= self.attempts:
-                return self.seconds - (now - recent[-1])
+            if device is not None:
+                return self._wait_locked(f"device:{device}", now)
+            wait = max(self._wait_locked(client, now), self._wait_locked(f"user:{user.lower()}", now))
+            if wait > 0:
+                return wait
             if now < self._next_allowed:
                 return self._next_allowed - now
             self._prune(now)
             self._next_allowed = now + self.delay_after(len(self._device_failures) + 1)
             return 0.0
 
-    def failed(self, client: str) -> int:
-        """Record a wrong PIN; returns the device-wide failures in the last 24 h."""
+    def failed(self, client: str, user: str = "", device: str | None = None) -> int:
+        """Record a wrong PIN; returns the device-wide failures in the last 24 h (a trusted
+        device's failures count against that device only)."""
         with self._lock:
             now = self.clock()
+            if device is not None:
+                self._client_failures.setdefault(f"device:{device}", []).append(now)
+                self._prune(now)
+                return len(self._device_failures)
             self._client_failures.setdefault(client, []).append(now)
+            self._client_failures.setdefault(f"user:{user.lower()}", []).append(now)
             self._device_failures.append(now)
             self._prune(now)
             return len(self._device_failures)
 
-    def succeeded(self, client: str) -> None:
+    def succeeded(self, client: str, user: str = "", device: str | None = None) -> None:
         with self._lock:
             self._client_failures.pop(client, None)
-            self._next_allowed = min(self._next_allowed, self.clock())  # release this attempt's reservation
+            if device is not None:  # an attacker's failures on this name stand: only this phone is cleared
+                self._client_failures.pop(f"device:{device}", None)
+            else:
+                self._client_failures.pop(f"user:{user.lower()}", None)
+                self._next_allowed = min(self._next_allowed, self.clock())  # release this attempt's reservation
 
     def brute_force_figures(self, digits: int) -> dict[str, float]:
         """How long guessing a ``digits``-digit PIN takes at the device-wide limit (per-client

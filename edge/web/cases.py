@@ -24,7 +24,7 @@ from edge.analysis.labels import DISPLAY_NAMES, LABELS
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.record.store import Locked, Stale, locked_message
-from edge.web.common import MAX_ID, Refused, clean_text, client as _client, open_case, set_open_case, uploaded_frame, whole_number
+from edge.web.common import MAX_ID, Refused, clean_text, client as _client, current_user, open_case, requires, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
 CALLS = ("positive", "negative", "uncertain")
@@ -65,13 +65,13 @@ def _json_body(example: str) -> dict[str, Any]:
 def _review() -> tuple[dict[str, str], int]:
     """The review in the request body and the revision of what the reviewer saw (the
     ``revision`` the API gave with the field or case); ``Refused`` says what is missing."""
-    data = _json_body('{"call": ..., "reason": ..., "reviewer": ..., "revision": ...}')
+    data = _json_body('{"call": ..., "reason": ..., "revision": ...}')
     call = clean_text("call", data.get("call"), 20)
     if call not in CALLS:
         raise Refused(400, f"call must be one of {', '.join(CALLS)}")
     reason = clean_text("reason", data.get("reason"), 500, required=True)
-    reviewer = clean_text("reviewer (name or initials)", data.get("reviewer"), 40, required=True)
-    return {"call": call, "reason": reason, "reviewer": reviewer}, _revision(data, "reviewed")
+    # the reviewer is who is logged in (edge.web.users), never a name typed into the form
+    return {"call": call, "reason": reason, "reviewer": current_user().name}, _revision(data, "reviewed")
 
 
 def _revision(data: dict[str, Any], done: str) -> int:
@@ -177,6 +177,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
     @api
+    @requires("reviewer")
     def review_result(result_id: int):
         review, seen = _review()
         if store.review_result(result_id, review, _client(), seen) is None:
@@ -185,6 +186,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/exclude")
     @api
+    @requires("reviewer")
     def exclude_result(result_id: int):
         reason = clean_text("reason (why the field is excluded: wrong slide, artefact)",
                             _json_body('{"reason": "..."}').get("reason"), 500, required=True)
@@ -199,6 +201,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/review")
     @api
+    @requires("reviewer")
     def review_case(case_id: int):
         review, seen = _review()
         if store.review_case(case_id, review, _client(), seen) is None:
@@ -246,12 +249,13 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/cells/<int(min=1, max=999):n>/review")
     @api
+    @requires("reviewer")
     def review_cell(result_id: int, n: int):
-        data = _json_body('{"label": ..., "reviewer": ..., "revision": ...}')
+        data = _json_body('{"label": ..., "revision": ...}')
         label = clean_text("label", data.get("label"), 30)
         if label not in CELL_CLASSES:
             raise Refused(400, f"label must be one of {', '.join(CELL_CLASSES)}")
-        reviewer = clean_text("reviewer (name or initials)", data.get("reviewer"), 40, required=True)
+        reviewer = current_user().name
         seen = _revision(data, "reviewed")
         try:
             saved = store.review_cell(result_id, n - 1, {"label": label, "reviewer": reviewer}, _client(), seen)
@@ -265,6 +269,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/sign")
     @api
+    @requires("reviewer")
     def sign_case(case_id: int):
         """Sign the case out with the final call; locked until amended."""
         signature, seen = _review()
@@ -274,6 +279,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/amend")
     @api
+    @requires("reviewer")
     def amend_case(case_id: int):
         """Unlock a signed-out case as a new version; the reason is required and kept."""
         data = _json_body('{"reason": "why the signed case must change", "revision": ...}')

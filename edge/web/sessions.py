@@ -36,6 +36,8 @@ def _hash(session_id: str) -> str:
 class Session:
     csrf: str
     expires: float
+    user: str = ""  # who logged in (``edge.web.users``)
+    created: float = 0.0
 
 
 class Sessions:
@@ -48,16 +50,20 @@ class Sessions:
         with self._lock:
             self._db.execute("CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, created REAL NOT NULL, "
                              "expires REAL NOT NULL, csrf TEXT NOT NULL, pin TEXT NOT NULL)")
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(sessions)")]
+            if "user" not in columns:  # sessions.db from before named users: those sessions end
+                self._db.execute("DELETE FROM sessions")
+                self._db.execute("ALTER TABLE sessions ADD COLUMN user TEXT NOT NULL DEFAULT ''")
             # a PIN change (new config) ends every session opened with the old PIN
             self._db.execute("DELETE FROM sessions WHERE pin != ? OR expires <= ?", (fingerprint, self.clock()))
 
-    def create(self) -> tuple[str, Session]:
-        """A new session: (the id for the cookie, its record)."""
+    def create(self, user: str) -> tuple[str, Session]:
+        """A new session of ``user``: (the id for the cookie, its record)."""
         session_id, now = secrets.token_urlsafe(32), self.clock()
-        record = Session(csrf=secrets.token_hex(16), expires=now + self.lifetime_s)
+        record = Session(csrf=secrets.token_hex(16), expires=now + self.lifetime_s, user=user, created=now)
         with self._lock:
-            self._db.execute("INSERT INTO sessions VALUES (?,?,?,?,?)",
-                             (_hash(session_id), now, record.expires, record.csrf, self.fingerprint))
+            self._db.execute("INSERT INTO sessions(id_hash, created, expires, csrf, pin, user) VALUES (?,?,?,?,?,?)",
+                             (_hash(session_id), now, record.expires, record.csrf, self.fingerprint, user))
         return session_id, record
 
     def lookup(self, session_id: str | None) -> Session | None:
@@ -67,15 +73,15 @@ class Sessions:
             return None
         now = self.clock()
         with self._lock:
-            row = self._db.execute("SELECT created, expires, csrf, pin FROM sessions WHERE id_hash = ?",
+            row = self._db.execute("SELECT created, expires, csrf, pin, user FROM sessions WHERE id_hash = ?",
                                    (_hash(session_id),)).fetchone()
             if row is None:
                 return None
-            created, expires, csrf, pin = row
+            created, expires, csrf, pin, user = row
             if pin != self.fingerprint or now >= expires or created > now + 60:
                 self._db.execute("DELETE FROM sessions WHERE id_hash = ?", (_hash(session_id),))
                 return None
-        return Session(csrf=csrf, expires=expires)
+        return Session(csrf=csrf, expires=expires, user=user, created=created)
 
     def revoke(self, session_id: str | None) -> bool:
         if not session_id:

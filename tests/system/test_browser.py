@@ -51,9 +51,10 @@ def test_login_analyze_and_see_result_card(server, phone):
     wait = WebDriverWait(phone, 20)
     phone.get(server.url + "/")
     assert phone.current_url.endswith("/login")
+    phone.find_element(By.ID, "name").send_keys("admin")
     phone.find_element(By.ID, "pin").send_keys("000000")
     phone.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert "Wrong PIN" in wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".error"))).text
+    assert "Wrong name or PIN" in wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".error"))).text
     wait.until(ec.element_to_be_clickable((By.ID, "pin"))).send_keys(PIN)
     phone.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(ec.element_to_be_clickable((By.ID, "analyze")))

@@ -16,14 +16,17 @@ from conftest import PIN, ServerProcess, sample_paths
 from test_browser import _driver
 
 
-def _log_in(driver, url):
+def _log_in(driver, url, user="admin", pin=PIN):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(driver, 20)
     driver.get(url + "/login")
-    wait.until(ec.element_to_be_clickable((By.ID, "pin"))).send_keys(PIN)
+    name = wait.until(ec.element_to_be_clickable((By.ID, "name")))
+    name.clear()  # a phone that logged in before has the name filled in (trusted-device cookie)
+    name.send_keys(user)
+    driver.find_element(By.ID, "pin").send_keys(pin)
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(ec.element_to_be_clickable((By.ID, "analyze")))
     return wait
@@ -79,9 +82,8 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
         wait.until(ec.visibility_of_element_located((By.ID, "review-case"))).click()
         driver.find_element(By.CSS_SELECTOR, "#review-form input[value=positive]").click()
         driver.find_element(By.ID, "review-reason").send_keys("blasts on two fields")
-        driver.find_element(By.ID, "review-reviewer").send_keys("AB")
         driver.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by AB: positive"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by admin: positive"))
         wait.until(lambda d: "reviewed" in d.find_element(By.ID, "history").text)
         assert f"LAB-{width}" in driver.find_element(By.ID, "history").text and _no_sideways_overflow(driver)
 
@@ -105,7 +107,7 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
         import unicodedata
 
         text = unicodedata.normalize("NFKC", " ".join(page.extract_text() for page in pdf.pages))  # fi ligatures
-        for expected in (f"LAB-{width}", "Screening aid, not a diagnosis", "By AB: blasts on two fields",
+        for expected in (f"LAB-{width}", "Screening aid, not a diagnosis", "By admin: blasts on two fields",
                          "Reviewer's final call: ▲ positive", "Case call (model): ▲ positive",
                          "Refer for confirmatory testing", "Pro-B ALL", "Model id"):
             assert expected in text, (expected, text)
@@ -119,12 +121,10 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
         assert driver.find_element(By.ID, "review-submit").text == "Sign out (locks the case)"
         driver.find_element(By.CSS_SELECTOR, "#review-form input[value=positive]").click()
         driver.find_element(By.ID, "review-reason").send_keys("blasts confirmed")
-        reviewer = driver.find_element(By.ID, "review-reviewer")
-        reviewer.clear()
-        reviewer.send_keys("AB")
+        assert "Recorded as admin" in driver.find_element(By.ID, "review-form").text  # who signs, not typed
         driver.find_element(By.ID, "review-submit").click()
-        wait.until(lambda d: "Signed out by AB" in d.find_element(By.ID, "cc-review").text or d.find_element(By.ID, "error").is_displayed())
-        assert "Signed out by AB: positive" in driver.find_element(By.ID, "cc-review").text, driver.find_element(By.ID, "error").text
+        wait.until(lambda d: "Signed out by admin" in d.find_element(By.ID, "cc-review").text or d.find_element(By.ID, "error").is_displayed())
+        assert "Signed out by admin: positive" in driver.find_element(By.ID, "cc-review").text, driver.find_element(By.ID, "error").text
         assert "Locked" in driver.find_element(By.ID, "cc-review").text
         assert driver.find_element(By.ID, "amend-case").is_displayed()
         assert not driver.find_element(By.ID, "review-case").is_displayed()
@@ -132,7 +132,7 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
         driver.save_screenshot(str(tmp_path / f"signed-{width}.png"))
         upload = driver.find_element(By.ID, "upload")
         upload.send_keys(str(pro_b[0]))
-        wait.until(ec.text_to_be_present_in_element((By.ID, "error"), "signed out by AB"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "error"), "signed out by admin"))
     finally:
         driver.quit()
 
@@ -197,6 +197,7 @@ def test_login_wait_counts_down_and_the_button_comes_back(tmp_path):
         driver.get(srv.url + "/login")
         button = driver.find_element(By.ID, "login-button")
         assert "primary" in button.get_attribute("class") and button.is_enabled()  # looks like a button
+        driver.find_element(By.ID, "name").send_keys("admin")
         driver.find_element(By.ID, "pin").send_keys("000000")
         button.click()
         WebDriverWait(driver, 10).until(lambda d: "Try again in" in d.find_element(By.ID, "login-error").text)
@@ -240,15 +241,13 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
         first.click()
         wait.until(ec.visibility_of_element_located((By.ID, "cell-picker")))
         driver.find_element(By.CSS_SELECTOR, "#cell-picker-buttons button[data-label=benign]").click()
-        wait.until(ec.alert_is_present())
-        alert = driver.switch_to.alert
-        alert.send_keys("AB")
-        alert.accept()
+        # no name asked for: the class is recorded under the logged-in user
         wait.until(ec.text_to_be_present_in_element((By.ID, "cells-count"), "after review of 1 cell"))
         benign = next(g for g in driver.find_elements(By.CSS_SELECTOR, ".cell-group")
                       if g.find_element(By.TAG_NAME, "h3").text.startswith("Benign"))
         reviewed = benign.find_element(By.CSS_SELECTOR, ".cell-thumb.reviewed")
         assert "model: Pre-B ALL" in reviewed.get_attribute("aria-label")
+        assert "reviewed by admin" in reviewed.get_attribute("aria-label")
         assert _no_sideways_overflow(driver)
         driver.save_screenshot(str(tmp_path / "gallery-360.png"))
     finally:

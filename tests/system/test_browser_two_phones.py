@@ -92,7 +92,7 @@ def test_each_phone_analyses_into_its_own_case(server, tmp_path):
         phone_b.quit()
 
 
-def _review(driver, call: str, reason: str, reviewer: str) -> None:
+def _review(driver, call: str, reason: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -100,14 +100,16 @@ def _review(driver, call: str, reason: str, reviewer: str) -> None:
     WebDriverWait(driver, 20).until(ec.visibility_of_element_located((By.ID, "review-case"))).click()
     driver.find_element(By.CSS_SELECTOR, f"#review-form input[value={call}]").click()
     driver.find_element(By.ID, "review-reason").send_keys(reason)
-    driver.find_element(By.ID, "review-reviewer").send_keys(reviewer)
     driver.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
 
 
 def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them(server, tmp_path):
-    """Review issue, item 4: B's review shows on A's open case card within 2 s (A polls); a
-    review A makes on what it showed before is refused with who changed what, and B's stands."""
+    """Review issue, items 1 and 4: two users, Anna and Ben, on two phones. Ben's review shows
+    on Anna's open case card within 2 s (her page polls); a review Anna makes on what her page
+    showed before is refused naming Ben, and his review stands under his name."""
     import time
+
+    import requests
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -115,7 +117,11 @@ def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them
     phone_a = _driver(tmp_path / "a", 390, 844)
     phone_b = _driver(tmp_path / "b", 360, 740)
     try:
-        wait_a, wait_b = _log_in(phone_a, server.url), _log_in(phone_b, server.url)
+        for name, pin in (("Anna", "13572468"), ("Ben", "24681357")):
+            made = requests.post(server.url + "/api/users", json={"name": name, "role": "reviewer", "pin": pin},
+                                 headers=server.headers(), timeout=10)
+            assert made.status_code == 201, made.text
+        wait_a, wait_b = _log_in(phone_a, server.url, "Anna", "13572468"), _log_in(phone_b, server.url, "Ben", "24681357")
         _new_case(phone_a, wait_a, "SLIDE-SYNC")
         _analyze(phone_a, wait_a)
         phone_a.find_element(By.ID, "show-case").click()
@@ -125,19 +131,19 @@ def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them
         wait_b.until(lambda d: "SLIDE-SYNC" in d.find_element(By.ID, "history").text)
         next(b for b in phone_b.find_elements(By.CSS_SELECTOR, "#history button") if "SLIDE-SYNC" in b.text).click()
         wait_b.until(ec.text_to_be_present_in_element((By.ID, "cc-code"), "SLIDE-SYNC"))
-        _review(phone_b, "positive", "blasts on the field", "BB")
-        wait_b.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by BB: positive"))
+        _review(phone_b, "positive", "blasts on the field")
+        wait_b.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by Ben: positive"))
         saved = time.monotonic()
-        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by BB: positive"))
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by Ben: positive"))
         assert time.monotonic() - saved < 3.0  # polled every 2 s
 
         # A's page as it was before that poll: its review names the old revision
         phone_a.execute_script("shownCase.revision -= 1")
-        _review(phone_a, "negative", "no blasts", "AA")
+        _review(phone_a, "negative", "no blasts")
         wait_a.until(ec.text_to_be_present_in_element((By.ID, "error"), "changed since you opened it"))
-        assert "case reviewed, by 127.0.0.1" in phone_a.find_element(By.ID, "error").text
-        assert _case(server, "SLIDE-SYNC")["review"]["reviewer"] == "BB"
-        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by BB"))
+        assert "case reviewed, by Ben (127.0.0.1)" in phone_a.find_element(By.ID, "error").text
+        assert _case(server, "SLIDE-SYNC")["review"]["reviewer"] == "Ben"
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by Ben"))
     finally:
         phone_a.quit()
         phone_b.quit()

@@ -29,11 +29,18 @@ def daemon(tmp_path_factory):
 
 
 def _post(srv, path, **kw):
-    return requests.post(srv.url + path, headers=srv.headers(), timeout=30, **kw)
+    return requests.post(srv.url + path, headers=kw.pop("headers", None) or srv.headers(), timeout=30, **kw)
 
 
 def _get(srv, path, **kw):
-    return requests.get(srv.url + path, headers=srv.headers(), timeout=30, **kw)
+    return requests.get(srv.url + path, headers=kw.pop("headers", None) or srv.headers(), timeout=30, **kw)
+
+
+def _user(srv, name, role="reviewer", pin="86420246"):
+    """A named user made by the admin through the API; returns their bearer header."""
+    r = _post(srv, "/api/users", json={"name": name, "role": role, "pin": pin})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def _upload(srv, case_id, path):
@@ -97,9 +104,6 @@ def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
     fields = [_upload(daemon, case_id, p) for p in _sample("benign__WBC-Benign-182") * 2 + _sample("pre_b__")[:1]]
     assert _get(daemon, f"/api/cases/{case_id}").json()["case_call"]["call"] == "uncertain"  # 1 of 3
 
-    r = _post(daemon, f"/api/results/{fields[2]['id']}/review",
-              json={"call": "negative", "reason": "stain artefact", "revision": fields[2]["revision"]})
-    assert r.status_code == 400 and "reviewer" in r.json()["error"]
     r = _post(daemon, f"/api/results/{fields[2]['id']}/review", json={"call": "negative", "reason": "x", "reviewer": "AB"})
     assert r.status_code == 400 and "which revision you reviewed" in r.json()["error"]
     r = _post(daemon, f"/api/results/{fields[2]['id']}/review",
@@ -111,7 +115,7 @@ def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
     assert case["case_call"]["call"] == "negative" and case["case_call"]["excluded"] == 1 and case["field_count"] == 2
     r = _post(daemon, f"/api/cases/{case_id}/review",
               json={"call": "negative", "reason": "agree", "reviewer": "CD", "revision": case["revision"]})
-    assert r.status_code == 200 and r.json()["final_call"] == "negative" and r.json()["review"]["reviewer"] == "CD"
+    assert r.status_code == 200 and r.json()["final_call"] == "negative" and r.json()["review"]["reviewer"] == "admin"
     assert r.json()["review"]["fields"] == [fields[0]["id"], fields[1]["id"]] and not r.json()["changed_since_review"]
     assert _post(daemon, "/api/results/999999/review",
                  json={"call": "negative", "reason": "x", "reviewer": "y", "revision": 0}).status_code == 404
@@ -119,40 +123,41 @@ def test_review_and_exclusion_are_audited_and_keep_the_model_output(daemon):
     audit = _get(daemon, "/api/audit?limit=50").json()["audit"]
     actions = [a["action"] for a in audit]
     assert actions[:7] == ["case.review", "result.exclude", "result.review"] + ["case.field_added"] * 3 + ["case.create"]
-    assert audit[2]["before"]["review"] is None and audit[2]["after"]["review"]["reviewer"] == "AB"
+    assert audit[2]["before"]["review"] is None and audit[2]["after"]["review"]["reviewer"] == "admin"
     # adding a field to a patient's case is in the record: which field, which case, what it said
     assert [(a["after"]["case_id"], a["after"]["result_id"], a["after"]["label"]) for a in audit[3:6]] == \
         [(case_id, f["id"], f["label"]) for f in reversed(fields)]
-    assert all(a["client"] == "127.0.0.1" for a in audit[:7])
+    assert all(a["client"] == "admin (127.0.0.1)" for a in audit[:7])  # the user the token belongs to
 
 
 def test_a_review_made_on_an_out_of_date_page_is_refused_never_written_over(daemon):
     """Two phones on one case: B reviews it; A, still showing the revision it opened, gets 409
     naming what changed and who; after a field is added the review shows as out of date."""
+    phone_a, phone_b = _user(daemon, "Anna"), _user(daemon, "Ben")
     case_id = _post(daemon, "/api/cases", json={"code": "SYNC-1"}).json()["id"]
     field = _upload(daemon, case_id, _sample("pre_b__")[0])
     seen_by_a = _get(daemon, f"/api/cases/{case_id}").json()["revision"]
     b = _post(daemon, f"/api/cases/{case_id}/review",
-              json={"call": "positive", "reason": "blasts", "reviewer": "BB", "revision": seen_by_a})
+              json={"call": "positive", "reason": "blasts", "revision": seen_by_a}, headers=phone_b)
     assert b.status_code == 200
     a = _post(daemon, f"/api/cases/{case_id}/review",
-              json={"call": "negative", "reason": "no blasts", "reviewer": "AA", "revision": seen_by_a})
+              json={"call": "negative", "reason": "no blasts", "revision": seen_by_a}, headers=phone_a)
     assert a.status_code == 409
-    assert "changed since you opened it (case reviewed, by 127.0.0.1 at" in a.json()["error"] and "reload" in a.json()["error"]
+    assert "changed since you opened it (case reviewed, by Ben (127.0.0.1) at" in a.json()["error"] and "reload" in a.json()["error"]
     case = _get(daemon, f"/api/cases/{case_id}").json()
-    assert case["review"]["reviewer"] == "BB" and case["review"]["call"] == "positive"  # B's review stands
+    assert case["review"]["reviewer"] == "Ben" and case["review"]["call"] == "positive"  # B's review stands
     # a field reviewed twice from one stale revision: the second is refused too
     first = _post(daemon, f"/api/results/{field['id']}/review",
-                  json={"call": "positive", "reason": "ok", "reviewer": "BB", "revision": field["revision"]})
+                  json={"call": "positive", "reason": "ok", "revision": field["revision"]}, headers=phone_b)
     again = _post(daemon, f"/api/results/{field['id']}/review",
-                  json={"call": "negative", "reason": "no", "reviewer": "AA", "revision": field["revision"]})
+                  json={"call": "negative", "reason": "no", "revision": field["revision"]}, headers=phone_a)
     assert first.status_code == 200 and again.status_code == 409 and "this field changed" in again.json()["error"]
     _upload(daemon, case_id, _sample("pre_b__")[1])
     case = _get(daemon, f"/api/cases/{case_id}").json()
     assert case["changed_since_review"] and case["changed"]["what"].endswith("added")
     audit = _get(daemon, "/api/audit?limit=50").json()["audit"]
     reviews = [a for a in audit if a["action"] == "case.review" and a["after"]["id"] == case_id]
-    assert [r["after"]["review"]["reviewer"] for r in reviews] == ["BB"]  # the refused review was never written
+    assert [r["after"]["review"]["reviewer"] for r in reviews] == ["Ben"]  # the refused review was never written
 
 
 def test_a_signed_out_case_is_locked_until_amended_with_a_reason(daemon):
@@ -163,13 +168,13 @@ def test_a_signed_out_case_is_locked_until_amended_with_a_reason(daemon):
                    json={"call": "positive", "reason": "blasts confirmed", "reviewer": "CD", "revision": rev})
     assert signed.status_code == 200, signed.text
     case = signed.json()
-    assert case["signed"]["reviewer"] == "CD" and case["signed"]["fields"] == [field["id"]]
+    assert case["signed"]["reviewer"] == "admin" and case["signed"]["fields"] == [field["id"]]
     assert case["final_call"] == "positive" and case["version"] == 1
     # locked: no field, no review, no exclusion, no second sign-out
     sample = _sample("pre_b__")[1]
     r = requests.post(f"{daemon.url}/api/cases/{case_id}/classify", files={"image": (sample.name, sample.read_bytes())},
                       headers=daemon.headers(), timeout=60)
-    assert r.status_code == 409 and "signed out by CD" in r.json()["error"] and "amend it" in r.json()["error"]
+    assert r.status_code == 409 and "signed out by admin" in r.json()["error"] and "amend it" in r.json()["error"]
     rev = case["revision"]
     for path, body in ((f"/api/cases/{case_id}/review", {"call": "negative", "reason": "x", "reviewer": "AA", "revision": rev}),
                        (f"/api/results/{field['id']}/review", {"call": "negative", "reason": "x", "reviewer": "AA",
@@ -183,7 +188,7 @@ def test_a_signed_out_case_is_locked_until_amended_with_a_reason(daemon):
     assert _post(daemon, f"/api/cases/{case_id}/amend", json={"reason": "", "revision": rev}).status_code == 400
     amended = _post(daemon, f"/api/cases/{case_id}/amend", json={"reason": "second field to add", "revision": rev})
     assert amended.status_code == 200 and amended.json()["version"] == 2 and amended.json()["signed"] is None
-    assert amended.json()["amendments"][0]["replaces"]["reviewer"] == "CD"
+    assert amended.json()["amendments"][0]["replaces"]["reviewer"] == "admin"
     assert _upload(daemon, case_id, sample)["case_id"] == case_id
     audit = [a["action"] for a in _get(daemon, "/api/audit?limit=10").json()["audit"]]
     assert audit[:3] == ["case.field_added", "case.amend", "case.sign"]
@@ -219,7 +224,7 @@ def test_the_cell_gallery_groups_the_cases_cells_and_a_reviewer_reclassifies_the
     gallery = _get(daemon, f"/api/cases/{case_id}/cells").json()
     moved = next(c for g in gallery["groups"] if g["label"] == "benign" for c in g["cells"]
                  if (c["result_id"], c["cell"]) == (field["id"], blast["cell"]))
-    assert moved["review"]["reviewer"] == "AB"
+    assert moved["review"]["reviewer"] == "admin"
     cells = _get(daemon, f"/api/cases/{case_id}").json()["case_call"]["cells"]
     assert cells["reviewed_cells"] == 1 and cells["reviewed_blasts"] == cells["blasts"] - 1
     assert "after review of 1 cell" in cells["reviewed_text"]

@@ -151,8 +151,8 @@ def test_pin_login_session_csrf_and_lockout(server):
     browser = requests.Session()
     assert browser.get(f"{server.url}/", allow_redirects=False, timeout=10).status_code == 302
     csrf = _login_page(browser, server.url)
-    assert browser.post(f"{server.url}/login", data={"pin": "000000", "csrf": csrf}, timeout=10).status_code == 401
-    r = browser.post(f"{server.url}/login", data={"pin": PIN, "csrf": csrf}, allow_redirects=False, timeout=10)
+    assert browser.post(f"{server.url}/login", data={"name": "admin", "pin": "000000", "csrf": csrf}, timeout=10).status_code == 401
+    r = browser.post(f"{server.url}/login", data={"name": "admin", "pin": PIN, "csrf": csrf}, allow_redirects=False, timeout=10)
     assert r.status_code == 302
     page = browser.get(f"{server.url}/", timeout=10)
     assert page.status_code == 200 and "not a diagnosis" in page.text
@@ -165,8 +165,8 @@ def test_pin_login_session_csrf_and_lockout(server):
     attacker = requests.Session()
     csrf = _login_page(attacker, server.url)
     for _ in range(5):
-        attacker.post(f"{server.url}/login", data={"pin": "111111", "csrf": csrf}, timeout=10)
-    r = attacker.post(f"{server.url}/login", data={"pin": PIN, "csrf": csrf}, timeout=10)
+        attacker.post(f"{server.url}/login", data={"name": "admin", "pin": "111111", "csrf": csrf}, timeout=10)
+    r = attacker.post(f"{server.url}/login", data={"name": "admin", "pin": PIN, "csrf": csrf}, timeout=10)
     assert r.status_code == 429 and "Too many wrong PINs" in r.text
 
 
@@ -187,7 +187,7 @@ def test_generated_credentials_are_private_and_printed_once(tmp_path):
         assert "first start" not in "".join(second.output)
         session = requests.Session()
         csrf = _login_page(session, second.url)
-        assert session.post(f"{second.url}/login", data={"pin": pin, "csrf": csrf}, allow_redirects=False,
+        assert session.post(f"{second.url}/login", data={"name": "admin", "pin": pin, "csrf": csrf}, allow_redirects=False,
                             timeout=10).status_code == 302
     finally:
         second.stop()
@@ -297,7 +297,7 @@ def test_a_logged_in_page_may_send_a_large_upload(server):
     read and analysed; after logout the same cookie is refused from the headers."""
     browser = requests.Session()
     csrf = _login_page(browser, server.url)
-    assert browser.post(f"{server.url}/login", data={"pin": PIN, "csrf": csrf}, allow_redirects=False,
+    assert browser.post(f"{server.url}/login", data={"name": "admin", "pin": PIN, "csrf": csrf}, allow_redirects=False,
                         timeout=10).status_code == 302
     page = browser.get(f"{server.url}/", timeout=10)
     token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text).group(1)

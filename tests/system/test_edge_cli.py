@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -86,3 +89,27 @@ def test_survey_reports_quality_figures(tmp_path):
     assert sharp[0] > limit > blurred[-1]  # every sample passes the shipped gate, every blurred one fails it
     empty = run_cli("blastscope-edge", "survey", str(tmp_path))
     assert empty.returncode == 2 and "no images found" in empty.stderr
+
+
+def test_users_command_adds_lists_and_changes_users_and_audits_it(tmp_path):
+    state = ["--state-dir", str(tmp_path)]
+    added = subprocess.run([str(Path(sys.executable).parent / "blastscope-edge"), "users", "add", "Tess", "--role",
+                            "technician", "--pin-stdin", *state], input="135791\n", capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    assert "Tess: technician, active" in added.stdout and "API token " in added.stdout
+    short = subprocess.run([str(Path(sys.executable).parent / "blastscope-edge"), "users", "add", "Bo", "--pin-stdin",
+                            *state], input="123\n", capture_output=True, text=True, timeout=120)
+    assert short.returncode == 2 and "users.db" in short.stderr and "6 to 12 digits" in short.stderr
+    changed = run_cli("blastscope-edge", "users", "set", "Tess", "--role", "reviewer", "--active", "no", *state)
+    assert changed.returncode == 0 and "Tess: reviewer, inactive" in changed.stdout
+    listed = run_cli("blastscope-edge", "users", "list", *state)
+    assert listed.stdout.splitlines() == ["Tess\treviewer\tinactive"]
+    from edge.device.config import load_config
+    from edge.record.store import Store
+
+    store = Store(tmp_path, load_config(None, environ={}, overrides={"store.state_dir": str(tmp_path)}).store)
+    try:
+        actions = [a["action"] for a in store.audit_log(10)]
+    finally:
+        store.close()
+    assert "user.add" in actions and "user.set" in actions

@@ -35,7 +35,7 @@ def _csrf_and_cookie(url: str, source: str) -> tuple[str, str]:
 def _guess(url: str, source: str, pin: str) -> tuple[int, str]:
     csrf, cookie = _csrf_and_cookie(url, source)
     conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=10, source_address=(source, 0))
-    conn.request("POST", "/login", urllib.parse.urlencode({"pin": pin, "csrf": csrf}),
+    conn.request("POST", "/login", urllib.parse.urlencode({"name": "admin", "pin": pin, "csrf": csrf}),
                  {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
     r = conn.getresponse()
     body = r.read().decode()
@@ -77,7 +77,7 @@ def test_cycling_source_addresses_meets_the_device_wide_limit(tmp_path):
         assert len(failed) == checked and all(a["client"].startswith("127.0.") for a in failed)
         assert failed[0]["after"]["device_failures_24h"] == checked
         srv.stop()
-        assert "".join(srv.output).count("wrong PIN from 127.0.") == checked
+        assert "".join(srv.output).count("wrong name or PIN for 'admin' from 127.0.") == checked
     finally:
         srv.stop()
 
@@ -99,7 +99,7 @@ def _log_in(srv: ServerProcess) -> tuple[requests.Session, str]:
     browser = requests.Session()
     html = browser.get(srv.url + "/login", timeout=10).text
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
-    assert browser.post(srv.url + "/login", data={"pin": PIN, "csrf": csrf}, allow_redirects=False,
+    assert browser.post(srv.url + "/login", data={"name": "admin", "pin": PIN, "csrf": csrf}, allow_redirects=False,
                         timeout=10).status_code == 302
     page = browser.get(srv.url + "/", timeout=10).text
     return browser, re.search(r'name="csrf-token" content="([0-9a-f]+)"', page).group(1)

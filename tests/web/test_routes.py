@@ -93,7 +93,7 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(app, client, bearer):
 
 
 @pytest.mark.parametrize("field, value", [("reason", "stain \ud800 artefact"), ("reason", "bell\x07"),
-                                          ("reviewer", "A" * 41), ("reason", "")])
+                                          ("reason", "")])
 def test_bad_review_text_is_refused_at_the_boundary_and_exports_keep_working(app, client, bearer, field, value):
     case = _case(client, bearer, f"LAB-TXT-{len(value)}-{ord(value[-1]) if value else 0}")
     body = {"call": "negative", "reason": "artefact", "reviewer": "AB", "revision": case["revision"], field: value}

@@ -219,14 +219,10 @@ function pickCell(cell, button, what) {
   $("cell-picker").scrollIntoView({ block: "nearest" });
 }
 async function reclassify(label) {
-  let reviewer = $("review-reviewer").value.trim();
-  if (!reviewer) reviewer = (window.prompt("Your name or initials (recorded with the class)") || "").trim();
-  if (!reviewer) return;
-  $("review-reviewer").value = reviewer;
-  try {
+  try {  // the device records the class under the logged-in user's name
     await api(`/api/results/${cellChoice.result_id}/cells/${cellChoice.cell}/review`, { method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ label, reviewer, revision: cellChoice.field_revision }) });
+      body: JSON.stringify({ label, revision: cellChoice.field_revision }) });
     show($("cell-picker"), false);
     renderCaseCard(await api(`/api/cases/${shownCase.id}`));
   } catch (e) {
@@ -371,7 +367,7 @@ $("review-form").addEventListener("submit", async (event) => {
   // device refuses it (409) and says who did what, instead of writing over it
   const onCase = reviewTarget.kind !== "result";
   const revision = onCase ? shownCase.revision : shownResult.revision;
-  const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), reviewer: form.get("reviewer"), revision });
+  const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), revision });
   try {
     const path = reviewTarget.kind === "sign" ? `/api/cases/${reviewTarget.id}/sign`
       : onCase ? `/api/cases/${reviewTarget.id}/review` : `/api/results/${reviewTarget.id}/review`;
