@@ -68,7 +68,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return "".join(csv_lines(rows))
 
 
-def _observation(f: dict[str, Any], device: str) -> dict[str, Any]:
+def _observation(f: dict[str, Any], device: str, status: str) -> dict[str, Any]:
     review = f.get("review") or {}
     shown = DISPLAY_NAMES.get(f.get("label") or "", "Not classified" if f.get("status") != "classified" else "Uncertain")
     notes = [f"Source: {f.get('source', '')}. Model {f.get('model_id', '')} on {device}."]
@@ -80,7 +80,7 @@ def _observation(f: dict[str, Any], device: str) -> dict[str, Any]:
         notes.append(f"Reviewed by {review.get('reviewer')}: {review.get('call')} ({review.get('reason')})")
     obs: dict[str, Any] = {
         "resourceType": "Observation",
-        "status": "final" if review else "preliminary",
+        "status": status,
         "code": {"text": "Peripheral blood smear field, B-ALL screening (BlastScope)"},
         "effectiveDateTime": _iso(f.get("created")),
         "valueCodeableConcept": {"text": shown},
@@ -108,12 +108,18 @@ def fhir_bundle(case: dict[str, Any], fields: list[dict[str, Any]], device: str)
     review = case.get("review") or {}
     call = case.get("case_call") or {}
     cells = f"White cells: {call['cells']['text']}. " if call.get("cells") else ""
+    signed = case.get("signed") or {}
+    # final only once a reviewer signed the case out (a review alone may still change);
+    # "amended" when the sign-out is a later version than the first
+    status = ("amended" if case.get("amendments") else "final") if signed else "preliminary"
     conclusion = (f"Case call {call.get('call', case.get('call'))}: {call.get('next_step', '')} " + cells
                   + (f"Reviewed by {review.get('reviewer')}: {review.get('call')} ({review.get('reason')}). "
-                     if review else "Not reviewed yet. ") + DISCLAIMER)
+                     if review else "Not reviewed yet. ")
+                  + (f"Signed out by {signed.get('reviewer')}: {signed.get('call')} ({signed.get('reason')}). "
+                     if signed else "Not signed out: this report may change. ") + DISCLAIMER)
     report = {
         "resourceType": "DiagnosticReport",
-        "status": "final" if review else "preliminary",
+        "status": status,
         "code": {"text": "B-ALL peripheral blood smear screening (BlastScope screening aid)"},
         "identifier": [{"system": "urn:blastscope:case-code", "value": case["code"]}],
         "effectiveDateTime": _iso(case.get("created")),
@@ -126,6 +132,6 @@ def fhir_bundle(case: dict[str, Any], fields: list[dict[str, Any]], device: str)
         "type": "collection",
         "timestamp": _iso(time.time()).replace("Z", "+00:00"),
         "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": report}]
-        + [{"fullUrl": urls[f["id"]], "resource": _observation(f, device)} for f in fields],
+        + [{"fullUrl": urls[f["id"]], "resource": _observation(f, device, "final" if signed else "preliminary")} for f in fields],
     }
     return Bundle.model_validate(bundle).model_dump_json(indent=2)

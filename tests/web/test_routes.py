@@ -145,3 +145,42 @@ def test_a_damaged_stored_field_gives_a_reason_not_a_traceback(app, client, bear
     path.write_bytes(b"not a JPEG any more")  # a damaged card: the row is there, the image is not readable
     r = client.get(f"/api/results/{field['id']}/cells/1.jpg", headers=bearer)
     assert r.status_code == 500 and path.name in r.get_json()["error"] and "cannot be read" in r.get_json()["error"]
+
+
+def test_exports_carry_what_the_page_shows_and_fhir_is_final_only_once_signed(app, client, bearer):
+    import json
+
+    case = _case(client, bearer, "LAB-FHIR")
+    field = _upload(client, bearer, case["id"], sample_paths()[0])
+    stored = app.service.store.get(field["id"])
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/cases/{case['id']}/export.csv", headers=bearer)
+                                           .get_data(as_text=True))))
+    assert len(rows) == 1 and rows[0]["case_code"] == "LAB-FHIR" and int(rows[0]["result_id"]) == field["id"]
+    assert rows[0]["label"] == stored["label"] and rows[0]["call"] == stored["call"]
+    assert float(rows[0]["malignant_probability"]) == round(stored["malignant_probability"], 4)
+
+    def fhir():
+        bundle = json.loads(client.get(f"/api/cases/{case['id']}/fhir", headers=bearer).get_data(as_text=True))
+        report, *observations = [e["resource"] for e in bundle["entry"]]
+        return report, observations
+
+    report, observations = fhir()
+    assert report["resourceType"] == "DiagnosticReport" and report["identifier"][0]["value"] == "LAB-FHIR"
+    assert report["status"] == "preliminary" and "Not signed out" in report["conclusion"]
+    assert "not a diagnosis" in report["conclusion"] and len(report["result"]) == 1 == len(observations)
+    obs = observations[0]
+    assert obs["valueCodeableConcept"]["text"] == stored["label_name"]
+    assert obs["interpretation"][0]["text"] == f"screening call: {stored['call']}"
+    probability = next(c for c in obs["component"] if c["code"]["text"].startswith("malignant probability"))
+    assert probability["valueQuantity"]["value"] == round(stored["malignant_probability"], 4)
+    revision = client.get(f"/api/cases/{case['id']}", headers=bearer).get_json()["revision"]
+    review = {"call": "positive", "reason": "blasts", "revision": revision}
+    assert client.post(f"/api/cases/{case['id']}/review", json=review, headers=bearer).status_code == 200
+    report, observations = fhir()
+    assert report["status"] == "preliminary" and "Reviewed by admin: positive" in report["conclusion"]  # may change
+    revision = client.get(f"/api/cases/{case['id']}", headers=bearer).get_json()["revision"]
+    assert client.post(f"/api/cases/{case['id']}/sign", json={**review, "revision": revision},
+                       headers=bearer).status_code == 200
+    report, observations = fhir()
+    assert report["status"] == "final" and observations[0]["status"] == "final"
+    assert "Signed out by admin: positive (blasts)" in report["conclusion"]
