@@ -147,3 +147,43 @@ def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them
     finally:
         phone_a.quit()
         phone_b.quit()
+
+
+def test_an_admin_adds_a_technician_on_the_page_whose_phone_offers_no_review(server, tmp_path):
+    """Review issue, item 1: the page manages users; a technician's page hides what the device
+    would refuse them, and their field is recorded under their name."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select
+
+    admin, tech = _driver(tmp_path / "admin", 390, 844), _driver(tmp_path / "tech", 360, 740)
+    try:
+        wait = _log_in(admin, server.url)
+        admin.find_element(By.CSS_SELECTOR, "#users-section summary").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "users"), "admin · admin"))
+        admin.find_element(By.ID, "user-name").send_keys("Tess")
+        Select(admin.find_element(By.ID, "user-role")).select_by_value("technician")
+        admin.find_element(By.ID, "user-pin").send_keys("13579135")
+        admin.find_element(By.CSS_SELECTOR, "#add-user button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "user-message"), "Saved: Tess (technician) can log in"))
+        assert "API token for scripts, shown once" in admin.find_element(By.ID, "user-message").text
+        wait.until(ec.text_to_be_present_in_element((By.ID, "users"), "Tess · technician"))
+
+        wait_t = _log_in(tech, server.url, "Tess", "13579135")
+        assert tech.find_elements(By.ID, "users-section") == []  # managing users is an admin's
+        _new_case(tech, wait_t, "SLIDE-TECH")
+        _analyze(tech, wait_t)
+        for hidden in ("review-field", "exclude-field", "review-case", "sign-case", "audit-section"):
+            assert not tech.find_element(By.ID, hidden).is_displayed(), hidden
+        assert admin.find_element(By.ID, "review-case").get_attribute("class").count("reviewer-only") == 1
+        audit = requests_audit(server)
+        assert any(a["action"] == "case.create" and a["client"].startswith("Tess (") for a in audit)
+    finally:
+        admin.quit()
+        tech.quit()
+
+
+def requests_audit(server):
+    import requests
+
+    return requests.get(server.url + "/api/audit?limit=50", headers=server.headers(), timeout=10).json()["audit"]

@@ -432,6 +432,46 @@ $("audit-section").addEventListener("toggle", async () => {
   }));
 });
 
+// Users (admins only: the card is on the page only for them). A new user's API token is shown
+// once, here; the device keeps only its hash.
+async function loadUsers() {
+  if (!$("users")) return;
+  const { users } = await api("/api/users");
+  $("users").replaceChildren(...users.map((u) => {
+    const li = document.createElement("li");
+    const text = document.createElement("span");
+    text.textContent = `${u.name} · ${u.role}${u.active ? "" : " · cannot log in"}`;
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "secondary mid";
+    toggle.textContent = u.active ? "Deactivate" : "Activate";
+    toggle.addEventListener("click", async () => {
+      try {
+        await api(`/api/users/${encodeURIComponent(u.name)}`, { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ active: !u.active }) });
+        $("user-message").textContent = `Saved: ${u.name} ${u.active ? "can no longer log in" : "can log in again"}.`;
+      } catch (e) { $("user-message").textContent = e.message; }
+      loadUsers();
+    });
+    li.append(text, toggle);
+    return li;
+  }));
+}
+if ($("users-section")) {
+  $("users-section").addEventListener("toggle", () => { if ($("users-section").open) loadUsers().catch(() => {}); });
+  $("add-user").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new FormData($("add-user"));
+    try {
+      const made = await api("/api/users", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: form.get("name"), role: form.get("role"), pin: form.get("pin") }) });
+      $("user-message").textContent = `Saved: ${made.name} (${made.role}) can log in. API token for scripts, shown once: ${made.token}`;
+      $("add-user").reset();
+    } catch (e) { $("user-message").textContent = e.message; }
+    loadUsers();
+  });
+}
+
 async function refreshStatus() {
   try {
     status = await api("/api/status");
