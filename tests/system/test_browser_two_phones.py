@@ -187,3 +187,29 @@ def requests_audit(server):
     import requests
 
     return requests.get(server.url + "/api/audit?limit=50", headers=server.headers(), timeout=10).json()["audit"]
+
+
+def test_a_pedal_key_analyses_without_touching_the_phone(server, tmp_path):
+    """Live scan issue, item 5: Space, Enter or PageDown (what a USB foot pedal or a Bluetooth
+    shutter sends) analyses a field; the same keys typed into a form do not."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    phone = _driver(tmp_path / "pedal", 390, 844)
+    try:
+        wait = _log_in(phone, server.url)
+        _new_case(phone, wait, "SLIDE-PEDAL")
+        phone.find_element(By.TAG_NAME, "body").click()
+        for n, key in enumerate((Keys.SPACE, Keys.ENTER, Keys.PAGE_DOWN), start=1):
+            phone.execute_script("document.activeElement && document.activeElement.blur()")
+            ActionChains(phone).send_keys(key).perform()
+            wait.until(lambda d, n=n: _case(server, "SLIDE-PEDAL")["field_count"] == n)
+            wait.until(lambda d: not d.find_element(By.ID, "analyze").get_attribute("disabled"))
+        phone.find_element(By.ID, "export-from").send_keys(Keys.SPACE)  # typing in a form analyses nothing
+        import time
+
+        time.sleep(2.0)  # time enough for a capture to have been stored, had one started
+        assert _case(server, "SLIDE-PEDAL")["field_count"] == 3
+    finally:
+        phone.quit()

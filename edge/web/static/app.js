@@ -304,6 +304,16 @@ async function run(action) {
 // phone opened in the meantime; without an open case the field is kept in no case.
 const intoCase = (what) => activeCase ? `/api/cases/${activeCase.id}/${what}` : `/api/${what}`;
 $("analyze").addEventListener("click", () => run(() => api(intoCase("capture"), { method: "POST" })));
+// A foot pedal or a Bluetooth shutter sends Space, Enter or PageDown: analyse without touching
+// the phone. Keys typed into a form, or pressed on a button, keep their own meaning.
+const TRIGGER_KEYS = new Set([" ", "Enter", "PageDown"]);
+document.addEventListener("keydown", (event) => {
+  if (!TRIGGER_KEYS.has(event.key) || event.repeat || event.ctrlKey || event.altKey || event.metaKey) return;
+  const t = event.target;
+  if (t && t.closest && t.closest("input, textarea, select, button, a, summary, form, dialog")) return;
+  event.preventDefault();
+  if (!$("analyze").disabled) $("analyze").click();
+});
 $("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) return;
