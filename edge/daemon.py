@@ -130,6 +130,8 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
     finally:
         if watchdog:
             watchdog.stop()
+        if service.scan is not None:
+            service.scan.stop("the device is stopping")
         camera.stop()
     service.store.close()  # after the request threads are joined: nothing writes to a closed store
     print(f"BlastScope stopped: drained in {drained.seconds:.2f} s, {drained.unfinished} request(s) unfinished; "

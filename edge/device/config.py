@@ -22,6 +22,7 @@ from edge.analysis.quality import QualityConfig
 from edge.device.capture import CameraConfig
 from edge.device.httpserver import ServerConfig
 from edge.device.modelstore import current_bundle_path
+from edge.device.scan import ScanConfig
 from edge.model.bundle import default_bundle_path
 from edge.model.inference import InferenceConfig
 from edge.model.signing import Trust
@@ -39,6 +40,7 @@ class Config(Settings):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     cases: CasesConfig = Field(default_factory=CasesConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @property

@@ -13,8 +13,10 @@ area is "seen", not captured. Refocusing changes sharpness, not position: a blur
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Callable
 
 import numpy as np
 from pydantic import Field
@@ -23,6 +25,8 @@ from edge.analysis.fieldofview import crop_to_field
 from edge.analysis.motion import MotionFrame, Shift, motion_frame, shift_between
 from edge.analysis.preprocess import fit_to_input
 from edge.analysis.quality import GateLimits, measure_quality
+from edge.analysis.result import Result
+from edge.device.capture import CameraError, CameraWorker
 from edge.settings import Float, Settings
 
 #: What the scanner says about a frame (the live view draws it; the page shows it).
@@ -112,3 +116,76 @@ class Scanner:
         self._decided = "capture"
         self.fields.append((self._x, self._y, side))
         return ScanEvent("capture", position, shift)
+
+
+class ScanSession:
+    """One case scanned hands-free: a thread that feeds every new camera frame to a ``Scanner``
+    and analyses each field it takes into the case, until ``done`` names a reason to stop (the
+    case rule has its fields) or someone stops it. The camera is the device's only one, so the
+    service allows one session at a time."""
+
+    def __init__(self, case_id: int, client: str, scanner: Scanner, camera: CameraWorker,
+                 analyze: Callable[[np.ndarray], Result], done: Callable[[], str | None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.case_id, self.client, self.scanner, self.camera = case_id, client, scanner, camera
+        self._analyze, self._done, self._clock = analyze, done, clock
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.last: ScanEvent | None = None
+        self.taken = 0
+        self.ended: str | None = None  # why the scan stopped, once it has
+        self._thread = threading.Thread(target=self._run, name=f"scan-case-{case_id}", daemon=True)
+
+    def start(self) -> ScanSession:
+        self._thread.start()
+        return self
+
+    def stop(self, why: str = "stopped on the phone") -> None:
+        with self._lock:
+            if self.ended is None:
+                self.ended = why
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self.ended is None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        seen_frames = -1
+        while not self._stop.is_set():
+            if self.camera.state.frames == seen_frames:
+                self._stop.wait(0.01)
+                continue
+            seen_frames = self.camera.state.frames
+            try:
+                frame = self.camera.latest(wait_s=1.0)
+            except CameraError as exc:
+                self.last = ScanEvent("poor_view", self.last.position if self.last else (0.0, 0.0), None, f"camera: {exc}")
+                self._stop.wait(0.5)
+                continue
+            event = self.scanner.feed(frame, self._clock())
+            self.last = event
+            if event.state != "capture":
+                continue
+            try:
+                self._analyze(frame)
+            except Exception as exc:  # noqa: BLE001 - a full record or a failing model ends the scan, saying why
+                self.stop(f"stopped: {exc}")
+                return
+            self.taken += 1
+            if (why := self._done()) is not None:
+                self.stop(why)
+                return
+
+    def status(self) -> dict[str, object]:
+        event = self.last
+        return {
+            "case_id": self.case_id, "running": self.running, "by": self.client, "taken": self.taken,
+            "state": event.state if event else "starting", "reason": event.reason if event else None,
+            "position": [round(v, 1) for v in event.position] if event else [0.0, 0.0],
+            "fields": [[round(x, 1), round(y, 1), round(s, 1)] for x, y, s in self.scanner.fields],
+            "path": [[round(x, 1), round(y, 1)] for _, x, y in self.scanner.path[-600::5]],
+            "ended": self.ended,
+        }

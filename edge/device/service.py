@@ -14,6 +14,7 @@ import numpy as np
 import edge
 from edge.model.bundle import Bundle
 from edge.device.capture import CameraError, CameraWorker
+from edge.device.scan import ScanSession, Scanner
 from edge.analysis.case import CaseCall, case_call, final_call
 from edge.device.config import Config
 from edge.pipeline import Pipeline
@@ -62,6 +63,10 @@ class Stats:
             }
 
 
+
+class ScanBusy(RuntimeError):
+    """The camera is already scanning another case."""
+
 class Service:
     def __init__(self, config: Config, bundle: Bundle, pipeline: Pipeline, store: Store,
                  camera: CameraWorker | None, model_notes: list[str] | None = None) -> None:
@@ -71,6 +76,8 @@ class Service:
         self.stats = Stats()
         self.started = time.time()
         self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
+        self.scan: ScanSession | None = None  # the hands-free scan under way (one camera: one at a time)
+        self._scan_lock = threading.Lock()
 
     def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device") -> Result:
         """Run the pipeline on a frame and store the result (classified or rejected) in
@@ -92,6 +99,41 @@ class Service:
         if self.camera is None:
             raise CameraError("no camera source is configured")
         return self.analyze(self.camera.latest(), source=self.camera.spec, case_id=case_id, client=client)
+
+    # -- hands-free scanning ----------------------------------------------------------------
+
+    def start_scan(self, case_id: int, client: str) -> ScanSession:
+        """Scan ``case_id`` hands-free until its case rule has the fields it needs. Raises
+        ``CameraError`` without a camera and ``ScanBusy`` while another case is being scanned."""
+        if self.camera is None:
+            raise CameraError("no camera source is configured")
+        camera = self.camera
+        with self._scan_lock:
+            if self.scan is not None and self.scan.running:
+                if self.scan.case_id == case_id:
+                    return self.scan
+                raise ScanBusy(f"case #{self.scan.case_id} is being scanned (started by {self.scan.client}): "
+                               "stop that scan first; the device has one camera")
+
+            def done() -> str | None:
+                case = self.case(case_id)
+                call = (case or {}).get("case_call") or {}
+                if call and call.get("fields_needed") == 0 and call.get("call") != "pending":
+                    return f"enough fields: case called {call['call']}"
+                return None
+
+            self.scan = ScanSession(
+                case_id, client, Scanner(self.config.scan, self.pipeline.limits, self.pipeline.field_side), camera,
+                analyze=lambda frame: self.analyze(frame, source=f"{camera.spec} (scan)", case_id=case_id, client=client),
+                done=done).start()
+            return self.scan
+
+    def stop_scan(self, case_id: int) -> ScanSession | None:
+        session = self.scan
+        if session is None or session.case_id != case_id:
+            return None
+        session.stop()
+        return session
 
     # -- cases ----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from edge.analysis.case import final_call
 from edge.record.export import case_rows, csv_lines, csv_text, fhir_bundle
 from edge.analysis.labels import DISPLAY_NAMES, LABELS
 from edge.analysis.result import DISCLAIMER
-from edge.device.service import Service
+from edge.device.service import ScanBusy, Service
 from edge.record.store import Locked, Stale, locked_message
 from edge.web.common import MAX_ID, Refused, clean_text, client as _client, current_user, open_case, requires, set_open_case, uploaded_frame, whole_number
 
@@ -174,6 +174,40 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
     def capture_into(case_id: int):
         open_for_fields(case_id)
         return analysed_into(case_id, service.capture(case_id, client=_client()))
+
+    @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/scan")
+    @api
+    def scan_case(case_id: int):
+        """Start or stop scanning this case hands-free (``edge.device.scan``): fields are taken
+        by themselves while the stage pauses over new, sharp areas, until the case rule has its
+        fields. One scan at a time: the device has one camera."""
+        case = existing_case(case_id)
+        action = _json_body('{"action": "start" | "stop"}').get("action")
+        if action == "start":
+            if case.get("signed"):
+                raise Refused(409, locked_message(case["code"], case["signed"]))
+            try:
+                session = service.start_scan(case_id, _client())
+            except ScanBusy as exc:
+                raise Refused(409, str(exc)) from None
+        elif action == "stop":
+            stopped = service.stop_scan(case_id)
+            if stopped is None:
+                raise Refused(404, f"case {case['code']} is not being scanned")
+            session = stopped
+        else:
+            raise Refused(400, 'action must be "start" or "stop"')
+        return jsonify(session.status())
+
+    @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/scan")
+    @api
+    def scan_status(case_id: int):
+        existing_case(case_id)
+        session = service.scan
+        if session is None or session.case_id != case_id:
+            return jsonify({"case_id": case_id, "running": False, "state": "off", "taken": 0, "fields": [], "path": [],
+                            "ended": None})
+        return jsonify(session.status())
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
     @api

@@ -75,3 +75,74 @@ def test_the_shift_is_measured_inside_the_disc_not_on_its_edge():
     assert abs(shift.dx + 12) < 1.0 and abs(shift.dy - 5) < 1.0, shift
     still = shift_between(motion_frame(a), motion_frame(a))
     assert still.size < 0.1
+
+
+class _SlideCamera:
+    """TEST DOUBLE for the Pi camera (no microscope here): plays the simulated slide along
+    ``steps`` one frame per read, then holds the last view."""
+
+    name = "simulated slide"
+
+    def __init__(self, steps):
+        self.slide, self.steps, self.i = mosaic(sample_paths()), steps, 0
+        self.rng = np.random.default_rng(1)
+
+    def read(self):
+        _, x, y, blur = self.steps[min(self.i, len(self.steps) - 1)]
+        self.i += 1
+        return eyepiece_view(self.slide, x, y, blur, self.rng)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.system  # plays a slide in real time (about 8 s)
+def test_a_case_is_scanned_hands_free_until_the_case_rule_has_its_fields(tmp_path):
+    import time
+
+    from conftest import PIN, TOKEN
+    from edge.device.capture import CameraWorker
+    from edge.device.config import load_config
+    from edge.device.service import Service
+    from edge.record.store import Store
+    from edge.web import create_app
+    from edge.web.auth import load_credentials
+
+    stops = [Stop(0, 0, 1.0), Stop(300, 0, 1.0), Stop(600, 0, 1.0), Stop(890, 0, 1.0), Stop(0, 268, 1.0),
+             Stop(300, 268, 1.0), Stop(600, 268, 1.0), Stop(890, 268, 1.0)]
+    camera = CameraWorker("sim", lambda spec: _SlideCamera(scripted_path(stops, move_seconds=0.6)), fps=30,
+                          retry_max_s=1.0)
+    cfg = load_config(None, environ={}, overrides={"store.state_dir": str(tmp_path), "store.min_free_mb": 0,
+                                                    "server.pin": PIN, "server.token": TOKEN})
+    bundle = load_bundle(default_bundle_path())
+    service = Service(cfg, bundle, Pipeline.on_cpu(bundle, threads=1), Store(tmp_path, cfg.store), camera=camera)
+    app = create_app(service, load_credentials(tmp_path, PIN, TOKEN), cfg.server)
+    client, bearer = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        case = client.post("/api/cases", json={"code": "SCAN-1"}, headers=bearer).get_json()
+        started = client.post(f"/api/cases/{case['id']}/scan", json={"action": "start"}, headers=bearer)
+        camera.start()
+        assert started.status_code == 200 and started.get_json()["running"]
+        other = client.post("/api/cases", json={"code": "SCAN-2"}, headers=bearer).get_json()
+        busy = client.post(f"/api/cases/{other['id']}/scan", json={"action": "start"}, headers=bearer)
+        assert busy.status_code == 409 and "one camera" in busy.get_json()["error"]
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            status = client.get(f"/api/cases/{case['id']}/scan", headers=bearer).get_json()
+            if not status["running"] and status["ended"]:
+                break
+            time.sleep(0.2)
+        assert status["ended"].startswith("enough fields: case called"), status
+        record = client.get(f"/api/cases/{case['id']}", headers=bearer).get_json()
+        assert record["field_count"] == status["taken"] >= 2  # every field taken is in the case, and only those
+        assert len(status["fields"]) == status["taken"] and status["path"]
+        assert all(f["source"] == "sim (scan)" for f in record["fields"])
+        time.sleep(1.5)  # the slide moves on: nothing more is taken once the scan stopped
+        assert client.get(f"/api/cases/{case['id']}", headers=bearer).get_json()["field_count"] == status["taken"]
+        assert client.post(f"/api/cases/{case['id']}/scan", json={"action": "stop"}, headers=bearer).status_code == 200
+        assert client.post(f"/api/cases/{other['id']}/scan", json={"action": "stop"}, headers=bearer).status_code == 404
+    finally:
+        if service.scan is not None:
+            service.scan.stop()
+        camera.stop()
+        service.store.close()

@@ -213,3 +213,47 @@ def test_a_pedal_key_analyses_without_touching_the_phone(server, tmp_path):
         assert _case(server, "SLIDE-PEDAL")["field_count"] == 3
     finally:
         phone.quit()
+
+
+def test_a_slide_is_scanned_hands_free_on_a_phone_to_a_case_call(tmp_path):
+    """Live scan issue: the page starts a hands-free scan of its case; the daemon takes fields by
+    itself from a simulated slide (the camera replays a video of it, since no microscope is
+    attached here) until the case rule has its fields, and the page says so."""
+    import cv2
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    from conftest import ServerProcess, sample_paths
+    from edge.evaluation.virtual_slide import FRAME_SIZE, Stop, eyepiece_view, mosaic, scripted_path
+
+    slide, rng = mosaic(sample_paths()), np.random.default_rng(3)
+    stops = [Stop(0, 0, 1.0), Stop(300, 0, 1.0), Stop(600, 0, 1.0), Stop(890, 0, 1.0), Stop(0, 268, 1.0),
+             Stop(300, 268, 1.0), Stop(600, 268, 1.0), Stop(890, 268, 1.0)]
+    video = tmp_path / "slide.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, FRAME_SIZE)
+    for _, x, y, blur in scripted_path(stops, move_seconds=0.6):
+        writer.write(cv2.cvtColor(eyepiece_view(slide, x, y, blur, rng), cv2.COLOR_RGB2BGR))
+    writer.release()
+    config = tmp_path / "scan.toml"
+    config.write_text("[camera]\nfps = 30\n")
+    server = ServerProcess(tmp_path / "state", "--demo", "--source", f"replay:{video}", "--config", str(config))
+    phone = _driver(tmp_path / "scan", 390, 844)
+    try:
+        wait = _log_in(phone, server.url)
+        _new_case(phone, wait, "SLIDE-SCAN")
+        wait.until(ec.element_to_be_clickable((By.ID, "scan"))).click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "scan-status"), "Scanning"))
+        assert phone.find_element(By.ID, "scan").text == "Stop scanning"
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(phone, 60).until(ec.text_to_be_present_in_element((By.ID, "scan-status"), "Scan ended: enough fields"))
+        text = phone.find_element(By.ID, "scan-status").text
+        taken = _case(server, "SLIDE-SCAN")["field_count"]
+        assert taken >= 2 and f"{taken} field" in text, text
+        assert phone.find_element(By.ID, "scan").text == "Scan hands-free"
+        assert phone.find_element(By.ID, "case-chip").is_displayed()  # the case call the scan reached
+        assert phone.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        phone.quit()
+        server.stop()

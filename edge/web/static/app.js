@@ -164,7 +164,56 @@ function renderCaseBar(c) {
   if (call) chip($("case-chip"), call.call); else show($("case-chip"), false);
   $("case-next").textContent = call ? call.next_step : c ? "" : "Fields analysed without a case are kept, but get no case call.";
   $("show-case").disabled = !c;
+  $("scan").disabled = !c;
 }
+
+// Hands-free scanning (edge/device/scan.py): the device takes a field by itself each time the
+// stage pauses over a new, sharp area, until the case rule has its fields; this page starts
+// and stops it and shows what the scanner sees. Space, Enter and PageDown still analyse.
+const SCAN_WORDS = { moving: "stage moving", settling: "settling", capture: "field taken", seen: "area seen already",
+  out_of_focus: "out of focus: turn the fine focus", poor_view: "view not usable", starting: "starting", off: "off" };
+let scanTimer = null;
+function renderScan(s) {
+  const running = s && s.running;
+  $("scan").textContent = running ? "Stop scanning" : "Scan hands-free";
+  $("scan").setAttribute("aria-pressed", running ? "true" : "false");
+  show($("scan-status"), !!s && (running || !!s.ended));
+  if (!s) return;
+  const call = activeCase && activeCase.case_call;
+  const target = call ? ` · ${call.fields} usable field${call.fields === 1 ? "" : "s"}` +
+    (call.fields_needed ? `, ${call.fields_needed} more needed` : "") : "";
+  $("scan-status").textContent = running
+    ? `Scanning: ${SCAN_WORDS[s.state] || s.state}${s.reason && s.state !== "capture" ? ` (${s.reason})` : ""} · ${s.taken} taken${target}`
+    : `Scan ended: ${s.ended} · ${s.taken} field${s.taken === 1 ? "" : "s"} taken`;
+}
+async function pollScan() {
+  if (!activeCase) return;
+  try {
+    const s = await api(`/api/cases/${activeCase.id}/scan`);
+    const before = activeCase.case_call && activeCase.case_call.fields;
+    if (s.taken) renderCaseBar(await api(`/api/cases/${activeCase.id}`));
+    renderScan(s);
+    if (!s.running) {
+      clearInterval(scanTimer);
+      scanTimer = null;
+      if (s.ended && s.ended.startsWith("enough fields") && navigator.vibrate) navigator.vibrate([200, 100, 200]);
+      loadHistory().catch(() => {});
+    } else if (activeCase.case_call && activeCase.case_call.fields !== before) loadHistory().catch(() => {});
+  } catch (e) { /* the status chip and the offline banner say when the device cannot be reached */ }
+}
+$("scan").addEventListener("click", async () => {
+  if (!activeCase) return;
+  const running = $("scan").getAttribute("aria-pressed") === "true";
+  try {
+    const s = await api(`/api/cases/${activeCase.id}/scan`, { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ action: running ? "stop" : "start" }) });
+    renderScan(s);
+    if (s.running && !scanTimer) scanTimer = setInterval(pollScan, 1000);
+  } catch (e) {
+    $("error").textContent = e.message;
+    show($("error"), true);
+  }
+});
 
 // The case's cells grouped by class (CellaVision's way): tap one, then its class. The
 // reviewer's class is kept beside the model's, and the blast count follows it.
