@@ -253,6 +253,10 @@ def test_a_slide_is_scanned_hands_free_on_a_phone_to_a_case_call(tmp_path):
         assert taken >= 2 and f"{taken} field" in text, text
         assert phone.find_element(By.ID, "scan").text == "Scan hands-free"
         assert phone.find_element(By.ID, "case-chip").is_displayed()  # the case call the scan reached
+        squares = phone.find_elements(By.CSS_SELECTOR, "#scan-map rect.scan-field")
+        assert len(squares) == taken and phone.find_element(By.ID, "scan-map").is_displayed()  # the slide map
+        corners = sorted((round(float(r.get_attribute("x"))), round(float(r.get_attribute("y")))) for r in squares)
+        assert len(set(corners)) == taken  # different areas of the smear
         assert phone.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     finally:
         phone.quit()

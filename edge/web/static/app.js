@@ -38,7 +38,8 @@ async function api(path, options = {}) {
   return body;
 }
 
-function show(el, on) { el.hidden = !on; }
+// (an SVG element has no "hidden" property: the attribute is set for it)
+function show(el, on) { if (on) el.removeAttribute("hidden"); else el.setAttribute("hidden", ""); }
 
 function setOffline(on) {
   if (on === offline) return;
@@ -173,12 +174,48 @@ function renderCaseBar(c) {
 const SCAN_WORDS = { moving: "stage moving", settling: "settling", capture: "field taken", seen: "area seen already",
   out_of_focus: "out of focus: turn the fine focus", poor_view: "view not usable", starting: "starting", off: "off" };
 let scanTimer = null;
+// The slide map: the tracked stage path and each field taken (a square of the field's size),
+// so a reviewer sees that the fields came from different areas of the smear.
+const SVG = "http://www.w3.org/2000/svg";
+function drawScanMap(s) {
+  const map = $("scan-map");
+  const points = s.path.concat(s.fields.map((f) => [f[0], f[1]]));
+  show(map, points.length > 1);
+  if (points.length < 2) return;
+  const side = s.fields.length ? s.fields[0][2] : 100;
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const x0 = Math.min(...xs) - side / 2, y0 = Math.min(...ys) - side / 2;
+  const w = Math.max(...xs) - x0 + side, h = Math.max(...ys) - y0 + side;
+  map.setAttribute("viewBox", `${x0} ${y0} ${w} ${h}`);
+  const path = document.createElementNS(SVG, "polyline");
+  path.setAttribute("points", s.path.map((p) => p.join(",")).join(" "));
+  path.setAttribute("fill", "none");
+  path.setAttribute("stroke", "#8a94a6");
+  path.setAttribute("stroke-width", String(Math.max(w, h) / 150));
+  const squares = s.fields.map((f, i) => {
+    const r = document.createElementNS(SVG, "rect");
+    r.setAttribute("x", f[0] - f[2] / 2);
+    r.setAttribute("y", f[1] - f[2] / 2);
+    r.setAttribute("width", f[2]);
+    r.setAttribute("height", f[2]);
+    r.setAttribute("fill", "rgba(11, 99, 197, 0.25)");
+    r.setAttribute("stroke", "#0b63c5");
+    r.setAttribute("stroke-width", String(Math.max(w, h) / 150));
+    r.setAttribute("class", "scan-field");
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = `field ${i + 1}`;
+    r.append(title);
+    return r;
+  });
+  map.replaceChildren(path, ...squares);
+}
 function renderScan(s) {
   const running = s && s.running;
   $("scan").textContent = running ? "Stop scanning" : "Scan hands-free";
   $("scan").setAttribute("aria-pressed", running ? "true" : "false");
   show($("scan-status"), !!s && (running || !!s.ended));
   if (!s) return;
+  drawScanMap(s);
   const call = activeCase && activeCase.case_call;
   const target = call ? ` · ${call.fields} usable field${call.fields === 1 ? "" : "s"}` +
     (call.fields_needed ? `, ${call.fields_needed} more needed` : "") : "";
