@@ -84,7 +84,8 @@ def _build_cells(args: argparse.Namespace) -> int:
         data=Path(args.data), out=Path(args.out), weights=args.weights, work=Path(args.work) if args.work else None,
         train=CellTrainConfig(seed=args.seed, **{k: v for k, v in (
             ("head_epochs", args.head_epochs), ("finetune_epochs", args.finetune_epochs),
-            ("cells_per_epoch", args.cells_per_epoch)) if v is not None}),
+            ("cells_per_epoch", args.cells_per_epoch), ("finetune_schedule", args.finetune_schedule))
+            if v is not None}),
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
         command=" ".join(["blastscope-convert", *sys.argv[1:]]),
     )
@@ -191,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--head-epochs", type=int, help="default: CellTrainConfig.head_epochs")
     bc.add_argument("--finetune-epochs", type=int, help="default: CellTrainConfig.finetune_epochs")
     bc.add_argument("--cells-per-epoch", type=int, help="default: CellTrainConfig.cells_per_epoch")
+    bc.add_argument("--finetune-schedule", choices=("cosine", "constant"),
+                    help="fine-tuning learning rate: cosine decay (default) or constant")
     bc.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
     bc.add_argument("--seed", type=int, default=1234)
     bc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
