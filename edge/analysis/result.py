@@ -38,6 +38,9 @@ class Result:
     ruler_px: float | None = None
     #: The median of the cells' appearance distances, when the bundle has that check.
     appearance_distance: float | None = None
+    #: Whether the device was verified on the clinic's own slides when it read this field, in
+    #: words ("not verified at this site"); set by the device as it stores the field.
+    site_verification: str | None = None
     created: float = field(default_factory=time.time)
     id: int | None = None
 
@@ -75,6 +78,8 @@ class Result:
             out["ruler_px"] = round(self.ruler_px, 1)
         if self.appearance_distance is not None:
             out["appearance_distance"] = round(self.appearance_distance, 2)
+        if self.site_verification is not None:
+            out["site_verification"] = self.site_verification
         if self.screening is not None:
             out.update(self.screening.to_dict())
             out["label_name"] = DISPLAY_NAMES.get(self.screening.label, "Uncertain: review this field")

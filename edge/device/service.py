@@ -15,7 +15,9 @@ import edge
 from edge.model.bundle import Bundle
 from edge.device.capture import CameraError, CameraWorker
 from edge.device.scan import ScanSession, Scanner
+from edge.device.verification import SiteVerification
 from edge.analysis.case import CaseCall, case_call, final_call
+from edge.analysis.verification import NOT_VERIFIED
 from edge.device.config import Config
 from edge.pipeline import Pipeline
 from edge.analysis.result import Result
@@ -64,6 +66,16 @@ class Stats:
 
 
 
+def _case_site_text(fields: list[dict[str, Any]], now: str) -> str:
+    """What a case's report and exports say of site verification: the text stored with its
+    fields when they were read (any field read unverified makes the case unverified), or the
+    device's state now for a case with no field yet."""
+    texts = {f.get("site_verification") or NOT_VERIFIED for f in fields}
+    if not texts:
+        return now
+    return NOT_VERIFIED if NOT_VERIFIED in texts else sorted(texts)[-1]
+
+
 class ScanBusy(RuntimeError):
     """The camera is already scanning another case."""
 
@@ -78,6 +90,7 @@ class Service:
         self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
         self.scan: ScanSession | None = None  # the hands-free scan under way (one camera: one at a time)
         self._scan_lock = threading.Lock()
+        self.site = SiteVerification(store, bundle.model_id, config.camera)
 
     def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device") -> Result:
         """Run the pipeline on a frame and store the result (classified or rejected) in
@@ -86,6 +99,7 @@ class Service:
         the request names. Raises ``StoreFull`` before any work when the record has no room left."""
         self.store.ensure_space()
         result = self.pipeline.process(frame, source=source)
+        result.site_verification = self.site.state().text
         start = time.perf_counter()
         self.store.save(result, case_id, client)
         store_ms = (time.perf_counter() - start) * 1000.0
@@ -163,6 +177,14 @@ class Service:
         # a sign-out's call stands above a review's, which stands above the model's
         case["final_call"] = final_call(case["signed"] or case["review"], call.call if call else case["call"])
         case["model_id"] = self.bundle.model_id
+        case["site_verification"] = _case_site_text([f for f in case["fields"] if not f.get("excluded")],
+                                                    self.site.state().text)
+        slide = self.site.record.slide_of_case(case_id)
+        # a known slide of a verification: its truth stays hidden until the slide is done
+        case["verification_slide"] = None if slide is None else {
+            "verification_id": slide[0], "done": slide[1].done, "call": slide[1].call,
+            "truth": slide[1].truth if slide[1].done else None, "kind": slide[1].kind if slide[1].done else None,
+            "agrees": slide[1].agrees}
         return case
 
     def preview_jpeg(self, max_side: int = 640) -> bytes:
@@ -213,6 +235,10 @@ class Service:
         if self.bundle.signer is None:
             reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
         reasons.extend(self.store.recovered)
+        site = self.site.state()
+        if not site.verified:
+            reasons.append(f"{site.text}: {site.why}")
+        reasons.extend(f"drift since site verification: {d}" for d in site.drift)
         return reasons
 
     def status(self) -> dict[str, Any]:
@@ -239,6 +265,7 @@ class Service:
             "quality_limits": {**self.pipeline.limits.to_dict(),
                                "overridden": sorted(k for k, v in self.config.quality.model_dump().items() if v is not None)},
             "device_name": self.config.device_name,
+            "site_verification": self.site.state().to_dict(),
             "camera": camera,
             "analysis": self.stats.snapshot(),
             "audit": self.store.audit_check().to_dict(),

@@ -15,24 +15,13 @@ A field the device rejected (quality gate, no cells) counts as an error in every
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from edge.analysis.labels import BENIGN, LABELS
 from edge.analysis.screening import Calibration, screen
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (sensible near 0 and 1, small n)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from edge.analysis.verification import wilson_interval
 
 
 def _rate(successes: int, n: int) -> dict[str, Any]:

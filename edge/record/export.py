@@ -17,10 +17,11 @@ from typing import Any, Iterable, Iterator
 
 from edge.analysis.labels import DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
+from edge.analysis.verification import NOT_VERIFIED
 
 COLUMNS = ["case_code", "case_call", "case_review_call", "result_id", "created_utc", "source", "status", "label",
            "label_name", "call", "malignant_probability", "reasons", "excluded_reason", "review_call", "review_reason",
-           "reviewer", "model_id", "white_cells", "blasts", "unfamiliar_cells"]
+           "reviewer", "model_id", "white_cells", "blasts", "unfamiliar_cells", "site_verification"]
 
 
 def _iso(t: float | None) -> str:
@@ -47,6 +48,8 @@ def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) ->
             # a cell bundle's count per field; empty for a field bundle or a rejected field
             "white_cells": f.get("white_cells", ""), "blasts": f.get("blasts", ""),
             "unfamiliar_cells": f.get("unfamiliar_cells", ""),
+            # as stored with the field when it was read (fields from before 0.4 carry none)
+            "site_verification": f.get("site_verification") or NOT_VERIFIED,
         })
     return rows
 
@@ -71,7 +74,8 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 def _observation(f: dict[str, Any], device: str, status: str) -> dict[str, Any]:
     review = f.get("review") or {}
     shown = DISPLAY_NAMES.get(f.get("label") or "", "Not classified" if f.get("status") != "classified" else "Uncertain")
-    notes = [f"Source: {f.get('source', '')}. Model {f.get('model_id', '')} on {device}."]
+    notes = [f"Source: {f.get('source', '')}. Model {f.get('model_id', '')} on {device}, "
+             f"{f.get('site_verification') or NOT_VERIFIED}."]
     if f.get("reasons"):
         notes.append("Not classified: " + "; ".join(f["reasons"]))
     if f.get("excluded"):
@@ -116,7 +120,8 @@ def fhir_bundle(case: dict[str, Any], fields: list[dict[str, Any]], device: str)
                   + (f"Reviewed by {review.get('reviewer')}: {review.get('call')} ({review.get('reason')}). "
                      if review else "Not reviewed yet. ")
                   + (f"Signed out by {signed.get('reviewer')}: {signed.get('call')} ({signed.get('reason')}). "
-                     if signed else "Not signed out: this report may change. ") + DISCLAIMER)
+                     if signed else "Not signed out: this report may change. ")
+                  + f"Device {case.get('site_verification') or NOT_VERIFIED}. " + DISCLAIMER)
     report = {
         "resourceType": "DiagnosticReport",
         "status": status,

@@ -131,6 +131,36 @@ ALTER TABLE cases ADD COLUMN amendments TEXT NOT NULL DEFAULT '[]';
     7: """
 ALTER TABLE results ADD COLUMN cell_reviews TEXT NOT NULL DEFAULT '{}';
 """,
+    # Version 8: site verification (edge.record.verification): the criteria fixed at the start,
+    # the known slides' truth kept apart from their cases, the device's call on each.
+    8: """
+CREATE TABLE IF NOT EXISTS verifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    started_by TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    criteria TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open',
+    finished REAL,
+    finished_by TEXT,
+    outcome TEXT,
+    baseline TEXT,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS verification_slides (
+    case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+    verification_id INTEGER NOT NULL REFERENCES verifications(id),
+    truth TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT '',
+    entered REAL NOT NULL,
+    entered_by TEXT NOT NULL,
+    done REAL,
+    done_by TEXT,
+    call TEXT
+);
+CREATE INDEX IF NOT EXISTS verification_slides_of ON verification_slides(verification_id);
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}

@@ -30,6 +30,7 @@ from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
 from edge.record.store import Locked, Stale, StoreFull
+from edge.web import verification
 from edge.web.cases import make_blueprint
 from edge.web.common import MAX_ID, Refused, client, json_error as _error, requires, uploaded_frame, whole_number
 from edge.web.users import ROLES, User, UserError, Users, check_name
@@ -116,23 +117,33 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
 
     app.extensions["blastscope.body_gate"] = body_gate
 
+    def authenticate() -> tuple[Response, int] | None:
+        """Who sends this request: a script (bearer token) or a logged-in page (session, CSRF on
+        changes), kept in ``g.user``; the refusal when neither. Blueprints defined at module
+        level run it before each of their routes (``edge.web.verification``)."""
+        user = bearer_user(request.headers.get("Authorization", ""))
+        if user is None:
+            record = current_session()
+            user = session_user(record)
+            if record is None or user is None:
+                return _error(401, "authentication required: log in with your name and PIN or send "
+                                   "'Authorization: Bearer <token>'")
+            if request.method not in ("GET", "HEAD"):
+                sent = request.headers.get("X-CSRF-Token", "")
+                if not sent or not same_secret(sent, record.csrf):
+                    return _error(403, "CSRF token missing or wrong: reload the page")
+        g.user = user
+        return None
+
+    app.extensions["blastscope.authenticate"] = authenticate
+    app.extensions["blastscope.service"] = service
+
     def api(view: Callable[..., Any]) -> Callable[..., Any]:
         """A route for scripts (bearer token) or a logged-in page (session, CSRF on changes)."""
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user = bearer_user(request.headers.get("Authorization", ""))
-            if user is None:
-                record = current_session()
-                user = session_user(record)
-                if record is None or user is None:
-                    return _error(401, "authentication required: log in with your name and PIN or send "
-                                       "'Authorization: Bearer <token>'")
-                if request.method not in ("GET", "HEAD"):
-                    sent = request.headers.get("X-CSRF-Token", "")
-                    if not sent or not same_secret(sent, record.csrf):
-                        return _error(403, "CSRF token missing or wrong: reload the page")
-            g.user = user
-            return view(*args, **kwargs)
+            refusal = authenticate()
+            return refusal if refusal is not None else view(*args, **kwargs)
         return wrapper
 
     @app.before_request
@@ -373,4 +384,5 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         return send_file(path, mimetype="image/jpeg", max_age=3600)
 
     app.register_blueprint(make_blueprint(service, api))
+    app.register_blueprint(verification.bp)
     return app

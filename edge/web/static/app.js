@@ -352,7 +352,37 @@ function renderCaseCard(c) {
     $(id).href = `/api/cases/${c.id}/${path}`;
   }
   show($("activate-case"), !c.active);
+  renderSlide(c);
 }
+
+// A known slide of a site verification: its truth is not shown until the slide is done.
+function renderSlide(c) {
+  const slide = c.verification_slide;
+  show($("cc-slide"), !!slide);
+  if (!slide) return;
+  const call = c.case_call ? c.case_call.call : c.call;
+  if (slide.done) {
+    $("cc-slide-text").textContent = `Verification #${slide.verification_id} slide, done. Truth: ${slide.truth}` +
+      `${slide.kind ? " (" + slide.kind + ")" : ""}; the device called it ${slide.call}: ` +
+      (slide.agrees ? "agrees." : "does NOT agree.");
+    show($("slide-done"), false);
+  } else {
+    $("cc-slide-text").textContent = `Verification #${slide.verification_id} slide: its truth is hidden until it is done. ` +
+      (call === "pending" ? "Analyse the fields the case rule needs, then press Slide done." : `The device calls it ${call}.`);
+    show($("slide-done"), true);
+    $("slide-done").disabled = call === "pending";
+  }
+}
+$("slide-done").addEventListener("click", async () => {
+  const c = shownCase;
+  if (!c || !c.verification_slide) return;
+  try {
+    const v = await api(`/api/verifications/${c.verification_slide.verification_id}/slides/${c.id}/done`, { method: "POST" });
+    renderCaseCard(v.case);
+    $("ver-message").textContent = `Saved: slide ${v.case.code} done.`;
+    loadVerification().catch(() => {});
+  } catch (e) { $("cc-slide-text").textContent = e.message; }
+});
 
 async function loadActiveCase() {
   const { active_case } = await api("/api/cases?limit=1");
@@ -568,6 +598,108 @@ if ($("users-section")) {
   });
 }
 
+// Site verification (edge/device/verification.py): until it passes on this clinic's own
+// known slides for the model and camera in force, every result says "not verified at this site".
+function renderSite(site) {
+  const b = $("site-banner");
+  b.textContent = site.verified ? `Device ${site.text}.` : `Not verified at this site: ${site.why}.`;
+  b.className = "site-banner " + (site.verified ? "verified" : "unverified");
+  if (site.drift && site.drift.length) b.textContent += " Changed since verification: " + site.drift.join("; ") + ".";
+  show(b, true);
+}
+
+async function loadVerification() {
+  const { state, defaults, verifications } = await api("/api/verifications");
+  renderSite(state);
+  $("ver-state").textContent = state.verified ? `This device is ${state.text}.` : `Not verified at this site: ${state.why}.`;
+  const open = verifications.find((v) => v.state === "open");
+  show($("ver-open"), !!open);
+  if ($("ver-start")) {
+    show($("ver-start"), !open);
+    const form = $("ver-start");
+    for (const [k, v] of Object.entries(defaults)) {
+      const input = form.elements[k];
+      if (input && !input.value) input.value = k.endsWith("_lower") ? Math.round(100 * v) : v;
+    }
+  }
+  if (open) {
+    const o = open.so_far, c = open.criteria;
+    $("ver-progress").textContent = `Verification #${open.id} (started by ${open.started_by}): ` +
+      `${o.positive_done} of ${c.min_positive} positive and ${o.negative_done} of ${c.min_negative} negative slides done ` +
+      `(${o.challenging_done} of ${c.min_challenging} hematogone-rich or reactive); ${o.pending} under way. ` +
+      `Sensitivity ${o.sensitivity.text}; specificity ${o.specificity.text}.`;
+    $("ver-open").dataset.id = open.id;
+  }
+  $("ver-list").replaceChildren(...verifications.map((v) => {
+    const li = document.createElement("li");
+    const text = document.createElement("span");
+    text.textContent = `#${v.id} ${v.state}, started ${v.started_iso} by ${v.started_by}, model ${v.model_id}, ` +
+      `${v.slides.length} slides `;
+    const report = document.createElement("a");
+    report.href = `/api/verifications/${v.id}/report`;
+    report.target = "_blank";
+    report.rel = "noopener";
+    report.className = "secondary mid button-link";
+    report.textContent = "Report";
+    const json = document.createElement("a");
+    json.href = `/api/verifications/${v.id}/export.json`;
+    json.className = "secondary mid button-link";
+    json.setAttribute("download", "");
+    json.textContent = "JSON";
+    li.append(text, report, json);
+    return li;
+  }));
+}
+$("verification-section").addEventListener("toggle", () => { if ($("verification-section").open) loadVerification().catch(() => {}); });
+$("ver-slide").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData($("ver-slide"));
+  try {
+    const c = await api(`/api/verifications/${$("ver-open").dataset.id}/slides`, { method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ code: form.get("code"), truth: form.get("truth"), kind: form.get("truth") === "negative" ? form.get("kind") : "" }) });
+    $("ver-message").textContent = `Saved: slide ${c.code} is open on this phone. Analyse its fields.`;
+    $("ver-slide").reset();
+    renderCaseBar(c);
+    renderCaseCard(c);
+    loadVerification().catch(() => {});
+  } catch (e) { $("ver-message").textContent = e.message; }
+});
+if ($("ver-start")) {
+  $("ver-start").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const f = $("ver-start").elements;
+    const criteria = { min_positive: +f.min_positive.value, min_negative: +f.min_negative.value,
+      min_challenging: +f.min_challenging.value, sensitivity_lower: +f.sensitivity_lower.value / 100,
+      specificity_lower: +f.specificity_lower.value / 100 };
+    try {
+      const v = await api("/api/verifications", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ criteria }) });
+      $("ver-message").textContent = `Saved: verification #${v.id} started; its criteria are now fixed.`;
+    } catch (e) { $("ver-message").textContent = e.message; }
+    loadVerification().catch(() => {});
+  });
+  $("ver-finish").addEventListener("click", async () => {
+    try {
+      const v = await api(`/api/verifications/${$("ver-open").dataset.id}/finish`, { method: "POST" });
+      $("ver-message").textContent = `Saved: verification #${v.id} ${v.state}, signed by ${v.finished_by}.` +
+        (v.outcome.problems.length ? " Not met: " + v.outcome.problems.join("; ") + "." : "");
+    } catch (e) { $("ver-message").textContent = e.message; }
+    loadVerification().catch(() => {});
+    refreshStatus();
+  });
+  $("ver-abandon").addEventListener("click", async () => {
+    const reason = window.prompt("Why is this verification abandoned?");
+    if (!reason) return;
+    try {
+      await api(`/api/verifications/${$("ver-open").dataset.id}/abandon`, { method: "POST",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }) });
+      $("ver-message").textContent = "Saved: verification abandoned.";
+    } catch (e) { $("ver-message").textContent = e.message; }
+    loadVerification().catch(() => {});
+  });
+}
+
 async function refreshStatus() {
   try {
     status = await api("/api/status");
@@ -576,6 +708,7 @@ async function refreshStatus() {
     h.className = "chip " + status.status;
     $("degraded").textContent = status.degraded_reasons.join(" · ");
     show($("degraded"), status.degraded_reasons.length > 0 && !$("degraded").dataset.closed);
+    if (status.site_verification) renderSite(status.site_verification);
   } catch (e) { /* the offline banner says it */ }
 }
 $("health").addEventListener("click", () => {

@@ -1,0 +1,142 @@
+"""Whether this device has been verified on this clinic's own slides, for the model and
+camera settings in force, and whether what it sees has drifted since.
+
+Until a verification passes for the installed model and the camera settings, every result,
+report and export says "not verified at this site" and ``/api/status`` is degraded. A model
+install or a changed camera setting leaves the earlier verification standing in the record
+but no longer covering what runs, so the device asks for a new one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edge.analysis.verification import NOT_VERIFIED, Criteria, FieldFigures, drift, evaluate
+from edge.device.capture import CameraConfig
+from edge.model.ood import OUT_OF_DISTRIBUTION
+from edge.record.store import Store
+from edge.record.verification import Verification, VerificationError, Verifications
+
+#: How far back the drift figures look, and how often they are recounted.
+DRIFT_DAYS = 7
+DRIFT_RECOUNT_S = 300.0
+
+
+def camera_settings(camera: CameraConfig) -> dict[str, Any]:
+    """The camera settings a verification covers: the source and the locked exposure and
+    white balance (automatic ones change from field to field, so they are recorded as such)."""
+    return {"source": camera.source, "exposure_time_us": camera.exposure_time_us,
+            "analogue_gain": camera.analogue_gain,
+            "colour_gains": list(camera.colour_gains) if camera.colour_gains is not None else None}
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """What the page, the status and every record say about verification at this site."""
+
+    verified: bool
+    text: str  # "verified at this site (#3, 2026-12-02)" or "not verified at this site"
+    why: str  # what to do, for the status page ("" when verified)
+    verification_id: int | None  # the one covering what runs
+    under_way: dict[str, Any] | None  # the open verification's progress, if any
+    drift: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SiteVerification:
+    """The device's side of site verification: it knows the model and camera in force."""
+
+    def __init__(self, store: Store, model_id: str, camera: CameraConfig) -> None:
+        self.record = Verifications(store)
+        self.store = store
+        self.model_id = model_id
+        self.camera = camera_settings(camera)
+        self._lock = threading.Lock()
+        self._drift: tuple[float, int | None, list[str]] | None = None
+
+    def state(self) -> SiteState:
+        passed = self.record.last_passed()
+        current = self.record.current()
+        under_way = None
+        if current is not None:
+            outcome = evaluate(current.slides, current.criteria)
+            under_way = {"id": current.id, "slides": len(current.slides), "done": len(current.slides) - outcome.pending,
+                         "positive_done": outcome.positive_done, "negative_done": outcome.negative_done,
+                         "criteria": current.criteria.model_dump()}
+        if passed is not None and passed.model_id == self.model_id and passed.camera == self.camera:
+            day = time.strftime("%Y-%m-%d", time.localtime(passed.finished or passed.started))
+            return SiteState(True, f"verified at this site (verification #{passed.id}, {day})", "", passed.id,
+                             under_way, self._drift_warnings(passed))
+        if passed is None:
+            why = ("no verification has passed on this clinic's own slides: an admin starts one under "
+                   "Site verification, and known positive and negative slides are analysed")
+        elif passed.model_id != self.model_id:
+            why = (f"verification #{passed.id} passed for model {passed.model_id}; model {self.model_id} runs now: "
+                   "start a new verification")
+        else:
+            why = (f"verification #{passed.id} passed with other camera settings ({_settings_text(passed.camera)}); "
+                   f"now {_settings_text(self.camera)}: start a new verification")
+        if current is not None:
+            why += f" (verification #{current.id} is under way: {under_way['done'] if under_way else 0} slides done)"
+        return SiteState(False, NOT_VERIFIED, why, None, under_way)
+
+    def _drift_warnings(self, passed: Verification) -> list[str]:
+        """This week's field figures against the verification's, recounted every few minutes."""
+        if not passed.baseline:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            if self._drift is not None and self._drift[1] == passed.id and now - self._drift[0] < DRIFT_RECOUNT_S:
+                return self._drift[2]
+        week = FieldFigures.of(self.store.iter_between(time.time() - DRIFT_DAYS * 86400, time.time() + 1),
+                               OUT_OF_DISTRIBUTION)
+        warnings = drift(FieldFigures.from_dict(passed.baseline), week)
+        with self._lock:
+            self._drift = (now, passed.id, warnings)
+        return warnings
+
+    def start(self, criteria: Criteria, client: str, note: str = "") -> Verification:
+        vid = self.record.start(criteria, self.model_id, self.camera, client, note)
+        verification = self.record.get(vid)
+        assert verification is not None
+        return verification
+
+    def finish(self, verification_id: int, client: str) -> Verification:
+        """Close the verification: passed when every criterion holds, else failed. Slides not
+        yet done are left out (and named); the covered model and camera must still be in force."""
+        verification = self.record.get(verification_id)
+        if verification is None:
+            raise LookupError(f"no verification {verification_id}")
+        if verification.model_id != self.model_id or verification.camera != self.camera:
+            raise VerificationError(f"verification #{verification_id} was started for model {verification.model_id} "
+                                    f"with camera {_settings_text(verification.camera)}; what runs now differs: "
+                                    "abandon it and start a new one")
+        outcome = evaluate(verification.slides, verification.criteria)
+        fields = [f for s in verification.slides if s.done
+                  for f in (self.store.get_case(s.case_id) or {}).get("fields", []) if not f.get("excluded")]
+        baseline = FieldFigures.of(fields, OUT_OF_DISTRIBUTION).to_dict()
+        self.record.close(verification_id, "passed" if outcome.passed else "failed", outcome.to_dict(), baseline,
+                          client)
+        done = self.record.get(verification_id)
+        assert done is not None
+        return done
+
+    def abandon(self, verification_id: int, reason: str, client: str) -> Verification:
+        if self.record.get(verification_id) is None:
+            raise LookupError(f"no verification {verification_id}")
+        self.record.close(verification_id, "abandoned", None, None, client, note=reason)
+        done = self.record.get(verification_id)
+        assert done is not None
+        return done
+
+
+def _settings_text(camera: dict[str, Any]) -> str:
+    exposure = f"{camera['exposure_time_us']} us" if camera.get("exposure_time_us") is not None else "automatic exposure"
+    gains = camera.get("colour_gains")
+    balance = f"gains {gains[0]:g}/{gains[1]:g}" if gains else "automatic white balance"
+    return f"{camera.get('source')}, {exposure}, {balance}"

@@ -1,0 +1,176 @@
+"""Site verification on the page and the API: an admin starts a verification with its
+acceptance criteria, technicians analyse known slides into cases of it (the truth entered,
+hidden until the slide is done), and an admin closes it, which signs the report.
+
+A module-level blueprint, as in Flask's tutorial: the device's ``Service`` and the app's
+authentication come from ``current_app.extensions`` (set by ``edge.web.create_app``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from pydantic import ValidationError
+
+from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.result import DISCLAIMER
+from edge.analysis.verification import CHALLENGING, Criteria, evaluate
+from edge.device.service import Service
+from edge.record.verification import Verification, VerificationError
+from edge.web.common import MAX_ID, Refused, clean_text, client, requires, set_open_case
+from edge.web.cases import CODE
+
+bp = Blueprint("verification", __name__)
+
+
+@bp.before_request
+def _authenticated() -> Any:
+    """Every route here needs a logged-in page or a bearer token (the app's own check)."""
+    return current_app.extensions["blastscope.authenticate"]()
+
+
+def _service() -> Service:
+    return cast(Service, current_app.extensions["blastscope.service"])
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if data is None and not request.data:
+        return {}
+    if not isinstance(data, dict):
+        raise Refused(400, "send a JSON object")
+    return data
+
+
+def _existing(verification_id: int) -> Verification:
+    verification = _service().site.record.get(verification_id)
+    if verification is None:
+        raise Refused(404, f"no verification {verification_id}")
+    return verification
+
+
+def _view(verification: Verification) -> dict[str, Any]:
+    """A verification as the page and scripts see it: the truth of a slide not yet done is
+    hidden (from everyone: the people analysing it must not be led by it), the figures so far."""
+    out = verification.to_dict(reveal=False)
+    out["so_far"] = evaluate(verification.slides, verification.criteria).to_dict()
+    out["started_iso"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(verification.started))
+    if verification.finished:
+        out["finished_iso"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(verification.finished))
+    return out
+
+
+def _step(action: Any) -> Any:
+    try:
+        return action()
+    except VerificationError as exc:
+        raise Refused(409, str(exc)) from None
+    except LookupError as exc:
+        raise Refused(404, str(exc).strip("'\"")) from None
+
+
+@bp.get("/api/verifications")
+def list_verifications() -> Response:
+    site = _service().site
+    return jsonify({"state": site.state().to_dict(), "defaults": Criteria().model_dump(),
+                    "verifications": [_view(v) for v in site.record.all()]})
+
+
+@bp.post("/api/verifications")
+@requires("admin")
+def start_verification() -> tuple[Response, int]:
+    """Start a verification for the model and camera settings in force; the criteria given
+    (else the defaults) are fixed from here on."""
+    data = _body()
+    try:
+        criteria = Criteria.model_validate(data.get("criteria") or {})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise Refused(400, f"criteria.{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}") from None
+    note = clean_text("note", data.get("note"), 500)
+    verification = _step(lambda: _service().site.start(criteria, client(), note))
+    return jsonify(_view(verification)), 201
+
+
+@bp.get(f"/api/verifications/<int(max={MAX_ID}):verification_id>")
+def get_verification(verification_id: int) -> Response:
+    return jsonify(_view(_existing(verification_id)))
+
+
+@bp.post(f"/api/verifications/<int(max={MAX_ID}):verification_id>/slides")
+@requires("technician")
+def add_slide(verification_id: int) -> tuple[Response, int]:
+    """A known slide: a new case (opened on this phone) whose fields are analysed as usual."""
+    data = _body()
+    code = clean_text("code", data.get("code"), 40)
+    if code and not CODE.match(code):
+        raise Refused(400, "code: 1-40 letters, digits, spaces or . _ / - (a slide number; no patient names)")
+    truth, kind = data.get("truth"), data.get("kind") or ""
+    if not isinstance(truth, str) or not isinstance(kind, str):
+        raise Refused(400, 'send {"truth": "positive|negative", "kind": "" or "hematogone-rich" or "reactive"}')
+    service = _service()
+    case_id = _step(lambda: service.site.record.add_slide(verification_id, truth, kind, code, client()))
+    set_open_case(case_id)
+    case = service.case(case_id)
+    return jsonify(case), 201
+
+
+@bp.post(f"/api/verifications/<int(max={MAX_ID}):verification_id>/slides/<int(max={MAX_ID}):case_id>/done")
+@requires("technician")
+def slide_done(verification_id: int, case_id: int) -> Response:
+    """The slide is read: the device's case call is frozen into the verification, and only
+    now is the truth shown beside it."""
+    service = _service()
+    case = service.case(case_id)
+    slide = service.site.record.slide_of_case(case_id)
+    if case is None or slide is None or slide[0] != verification_id:
+        raise Refused(404, f"case {case_id} is not a slide of verification {verification_id}")
+    call = (case.get("case_call") or {}).get("call") or case["call"]
+    if call == "pending":
+        needed = (case.get("case_call") or {}).get("fields_needed")
+        raise Refused(409, "the case has no call yet: analyse more fields"
+                      + (f" ({needed} more needed)" if needed else ""))
+    _step(lambda: service.site.record.mark_done(case_id, call, client()))
+    return jsonify({**_view(_existing(verification_id)), "case": service.case(case_id)})
+
+
+@bp.post(f"/api/verifications/<int(max={MAX_ID}):verification_id>/finish")
+@requires("admin")
+def finish(verification_id: int) -> Response:
+    """Close and sign: passed if every criterion holds, else failed (with why)."""
+    _existing(verification_id)
+    return jsonify(_view(_step(lambda: _service().site.finish(verification_id, client()))))
+
+
+@bp.post(f"/api/verifications/<int(max={MAX_ID}):verification_id>/abandon")
+@requires("admin")
+def abandon(verification_id: int) -> Response:
+    reason = clean_text("reason", _body().get("reason"), 500, required=True)
+    _existing(verification_id)
+    return jsonify(_view(_step(lambda: _service().site.abandon(verification_id, reason, client()))))
+
+
+@bp.get(f"/api/verifications/<int(max={MAX_ID}):verification_id>/report")
+def report(verification_id: int) -> str:
+    """The printable verification report: criteria, every slide with truth and call, the
+    figures with intervals, the verdict and who signed it."""
+    verification = _existing(verification_id)
+    service = _service()
+    service.store.audit(client(), "verification.report", after={"verification_id": verification_id})
+    return render_template("verification.html", v=_view(verification), names=DISPLAY_NAMES, disclaimer=DISCLAIMER,
+                           device=service.config.device_name, challenging=CHALLENGING,
+                           printed=time.strftime("%Y-%m-%d %H:%M", time.localtime()))
+
+
+@bp.get(f"/api/verifications/<int(max={MAX_ID}):verification_id>/export.json")
+def export(verification_id: int) -> Response:
+    verification = _existing(verification_id)
+    service = _service()
+    service.store.audit(client(), "verification.export", after={"verification_id": verification_id})
+    body = json.dumps({"verification": _view(verification), "device": service.config.device_name,
+                       "disclaimer": DISCLAIMER}, indent=1)
+    return Response(body, mimetype="application/json", headers={
+        "Content-Disposition": f'attachment; filename="blastscope-verification-{verification_id}.json"'})
