@@ -178,7 +178,9 @@ def test_offline_banner_and_recovery(tmp_path):
         srv = ServerProcess(tmp_path / "state", "--demo", "--port", port)
         driver.find_element(By.ID, "retry").click()
         wait.until(ec.invisibility_of_element_located((By.ID, "offline")))
-        assert driver.find_element(By.ID, "health").text == "Ready"
+        # back to what the daemon says of itself: a new device is not verified at this site yet
+        wait.until(ec.text_to_be_present_in_element((By.ID, "health"), "Needs attention"))
+        assert driver.find_element(By.ID, "site-banner").text.startswith("Not verified at this site")
     finally:
         driver.quit()
         srv.stop()
