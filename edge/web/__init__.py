@@ -32,6 +32,7 @@ from edge.web.sessions import Sessions, pin_fingerprint
 from edge.record.store import Locked, Stale, StoreFull
 from edge.web import verification
 from edge.web.cases import make_blueprint
+from edge.web import wording
 from edge.web.common import MAX_ID, Refused, client, json_error as _error, requires, uploaded_frame, whole_number
 from edge.web.users import ROLES, User, UserError, Users, check_name
 
@@ -44,6 +45,7 @@ log = logging.getLogger("blastscope")
 
 def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) -> Flask:
     app = Flask(__name__)
+    wording.register(app)
     app.config.update(
         SECRET_KEY=credentials.secret_key,
         MAX_CONTENT_LENGTH=int(cfg.max_upload_mb * 1024 * 1024),
@@ -59,22 +61,23 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     app.extensions["blastscope.users"] = users
     devices = URLSafeTimedSerializer(credentials.secret_key, salt="blastscope-trusted-device")
 
-    def trusted_device(name: str) -> str | None:
-        """The id of this phone's device cookie when it was issued to ``name``, else None."""
+    def device_cookie() -> dict[str, Any]:
+        """This phone's signed device cookie (user and id), or {} when absent, forged or expired."""
         try:
             data = devices.loads(request.cookies.get(DEVICE_COOKIE, ""), max_age=DEVICE_DAYS * 86400)
         except (BadSignature, ValueError):
-            return None
-        if isinstance(data, dict) and str(data.get("user", "")).lower() == name.lower() and data.get("id"):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def trusted_device(name: str) -> str | None:
+        """The id of this phone's device cookie when it was issued to ``name``, else None."""
+        data = device_cookie()
+        if str(data.get("user", "")).lower() == name.lower() and data.get("id"):
             return str(data["id"])
         return None
 
     def remembered_name() -> str:
-        try:
-            data = devices.loads(request.cookies.get(DEVICE_COOKIE, ""), max_age=DEVICE_DAYS * 86400)
-        except (BadSignature, ValueError):
-            return ""
-        return str(data.get("user", "")) if isinstance(data, dict) else ""
+        return str(device_cookie().get("user", ""))
 
     def session_user(record: Any) -> User | None:
         """The session's user while they are active and unchanged since the login (a new PIN,
@@ -167,6 +170,9 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if response.mimetype in ("text/html", "application/json"):
+            # a case on a shared phone is not kept by the browser: Back after logout shows the login
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     @app.errorhandler(HTTPException)
@@ -208,7 +214,15 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.get("/login")
     def login_page():
         session.setdefault("csrf", secrets.token_hex(16))
-        return render_template("login.html", csrf=session["csrf"], error=None, name=remembered_name())
+        name = remembered_name()
+        # a lockout in force shows on a fresh page too, with its count-down
+        wait, _ = guard.standing(request.remote_addr or "unknown", name, trusted_device(name) if name else None)
+        if wait > 0:
+            seconds = int(wait) + 1
+            whose = f"for {name}" if name else "from this phone"
+            return render_template("login.html", csrf=session["csrf"], name=name, wait=seconds,
+                                   error=f"Too many wrong PINs {whose}. Try again in {seconds} s.")
+        return render_template("login.html", csrf=session["csrf"], error=None, name=name)
 
     def login_page_with(error: str, status: int, name: str, wait: int | None = None):
         page = render_template("login.html", csrf=session.get("csrf", ""), error=error, name=name, wait=wait)
@@ -236,8 +250,18 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             log.warning("wrong name or PIN for %r from %s (%d wrong PINs on this device in 24 h)", name, address, failures)
             audit("login_failed", {"user": name, "device_failures_24h": failures, "trusted_device": device is not None})
             next_wait = 0.0 if device is not None else guard.delay_after(failures)
-            error = "Wrong name or PIN." + (f" The next attempt is possible in {int(next_wait)} s." if next_wait >= 1 else "")
-            return login_page_with(error, 401, name, int(next_wait) if next_wait >= 1 else None)
+            locked, left = guard.standing(address, name, device)
+            error = "Wrong name or PIN."
+            if locked > 0:
+                next_wait = max(next_wait, locked)
+                error += f" Too many wrong PINs for {name}: wait {int(locked) + 1} s."
+            elif left <= 2:  # a warning before the lockout, not after it
+                span = (f"{round(cfg.lockout_seconds)} s" if cfg.lockout_seconds < 120
+                        else f"{round(cfg.lockout_seconds / 60)} minutes")
+                error += f" {left} more wrong PIN{'s' if left != 1 else ''} and {name} must wait {span}."
+            if next_wait >= 1:
+                error += f" The next attempt is possible in {int(next_wait) + (1 if locked > 0 else 0)} s."
+            return login_page_with(error, 401, name, int(next_wait) + (1 if locked > 0 else 0) if next_wait >= 1 else None)
         guard.succeeded(address, user.name, device)
         session_id, _ = sessions.create(user.name)
         session.clear()

@@ -112,6 +112,17 @@ class LoginGuard:
         self._client_failures[key] = recent
         return self.seconds - (now - recent[-1]) if len(recent) >= self.attempts else 0.0
 
+    def standing(self, client: str, user: str = "", device: str | None = None) -> tuple[float, int]:
+        """(seconds this client and name must still wait, wrong PINs left before they must),
+        without reserving an attempt: what the login page warns of before a lockout and shows
+        on a fresh page while one lasts."""
+        with self._lock:
+            now = self.clock()
+            keys = [f"device:{device}"] if device is not None else [client, f"user:{user.lower()}"]
+            wait = max(self._wait_locked(key, now) for key in keys)
+            left = min(self.attempts - len(self._client_failures.get(key, [])) for key in keys)
+            return wait, max(left, 0)
+
     def begin(self, client: str, user: str = "", device: str | None = None) -> float:
         """Seconds to wait before this attempt (0: go ahead, delay reserved). ``device`` is the
         id of a valid trusted-device cookie for ``user``, or None."""

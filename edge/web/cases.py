@@ -62,7 +62,7 @@ def _json_body(example: str) -> dict[str, Any]:
     return data
 
 
-def _review() -> tuple[dict[str, str], int]:
+def _review() -> tuple[dict[str, Any], int]:
     """The review in the request body and the revision of what the reviewer saw (the
     ``revision`` the API gave with the field or case); ``Refused`` says what is missing."""
     data = _json_body('{"call": ..., "reason": ..., "revision": ...}')
@@ -71,7 +71,7 @@ def _review() -> tuple[dict[str, str], int]:
         raise Refused(400, f"call must be one of {', '.join(CALLS)}")
     reason = clean_text("reason", data.get("reason"), 500, required=True)
     # the reviewer is who is logged in (edge.web.users), never a name typed into the form
-    return {"call": call, "reason": reason, "reviewer": current_user().name}, _revision(data, "reviewed")
+    return {"call": call, "reason": reason, "reviewer": current_user().name, "at": time.time()}, _revision(data, "reviewed")
 
 
 def _revision(data: dict[str, Any], done: str) -> int:
@@ -336,6 +336,18 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return render_template("report.html", case=case, thumbnails=thumbnails, names=DISPLAY_NAMES,
                                disclaimer=DISCLAIMER, device=service.config.device_name,
                                printed=time.strftime("%Y-%m-%d %H:%M", time.localtime()))
+
+    @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report-pages.css")
+    @api
+    def report_pages(case_id: int):
+        """The case code on every printed page of the report: a page-margin box can only hold a
+        stylesheet's string, and the page's CSP forbids inline style, so the string comes from
+        here (the code is letters, digits and . _ / - by the create rule; quotes and
+        backslashes are escaped all the same)."""
+        code = existing_case(case_id)["code"].replace("\\", "\\\\").replace('"', '\\"')
+        css = (f'@page {{ @top-left {{ content: "BlastScope case {code} \\00B7  screening aid, not a diagnosis"; '
+               'font: 9pt system-ui, sans-serif; color: #333; } }\n')
+        return Response(css, mimetype="text/css")
 
     def export(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]], kind: str, name: str,
                case: dict[str, Any] | None = None) -> Response:

@@ -107,7 +107,7 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
         import unicodedata
 
         text = unicodedata.normalize("NFKC", " ".join(page.extract_text() for page in pdf.pages))  # fi ligatures
-        for expected in (f"LAB-{width}", "Screening aid, not a diagnosis", "By admin: blasts on two fields",
+        for expected in (f"LAB-{width}", "Screening aid, not a diagnosis", "blasts on two fields", "By admin at 20",
                          "Reviewer's final call: ▲ positive", "Case call (model): ▲ positive",
                          "Refer for confirmatory testing", "Pro-B ALL", "Model id"):
             assert expected in text, (expected, text)
@@ -175,6 +175,9 @@ def test_offline_banner_and_recovery(tmp_path):
         assert driver.find_element(By.ID, "health").text == "Offline"
         assert not driver.find_element(By.ID, "card").is_displayed()  # fix 5: no stale result under the error
         assert "cannot be reached" in driver.find_element(By.ID, "error").text
+        # the field sent as the link dropped is not on the device: the banner says so, never "not lost"
+        assert "The field being sent was not saved" in driver.find_element(By.ID, "offline-text").text
+        assert "not lost" not in driver.find_element(By.ID, "offline").text
         srv = ServerProcess(tmp_path / "state", "--demo", "--port", port)
         driver.find_element(By.ID, "retry").click()
         wait.until(ec.invisibility_of_element_located((By.ID, "offline")))

@@ -184,3 +184,13 @@ def test_exports_carry_what_the_page_shows_and_fhir_is_final_only_once_signed(ap
     report, observations = fhir()
     assert report["status"] == "final" and observations[0]["status"] == "final"
     assert "Signed out by admin: positive (blasts)" in report["conclusion"]
+
+
+def test_pages_and_records_are_never_kept_by_the_browser_and_the_report_names_its_case_on_every_page(client, bearer):
+    """Back after logout showed the case for seconds: pages and answers say no-store."""
+    case = client.post("/api/cases", json={"code": "LAB-STORE"}, headers=bearer).get_json()
+    for url in ("/login", "/api/status", f"/api/cases/{case['id']}", f"/api/cases/{case['id']}/report"):
+        assert client.get(url, headers=bearer).headers.get("Cache-Control") == "no-store", url
+    css = client.get(f"/api/cases/{case['id']}/report-pages.css", headers=bearer)
+    assert css.mimetype == "text/css" and '"BlastScope case LAB-STORE' in css.get_data(as_text=True)
+    assert client.get(f"/api/cases/{case['id']}/report-pages.css").status_code == 401

@@ -1,11 +1,12 @@
 // BlastScope page: the active case, preview, Analyze, upload, the field card, the case card,
 // reviews, cases history with paging. No external scripts; everything comes from the device.
 "use strict";
+window.addEventListener("pageshow", (e) => { if (e.persisted) window.location.reload(); });
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 const names = JSON.parse(document.body.dataset.labelNames);  // no inline script: the CSP forbids it
 const CALL_TEXT = { positive: "▲ Screen positive", negative: "● Screen negative", uncertain: "◆ Uncertain",
-                    pending: "◆ More fields needed", rejected: "✕ Not classified" };
+                    pending: "◌ More fields needed", rejected: "✕ Not classified" };
 const PAGE = 10;
 let status = null;       // the last /api/status
 let activeCase = null;   // the case this phone has open (never another phone's), as the API returns it
@@ -23,8 +24,11 @@ async function api(path, options = {}) {
   try {
     response = await fetch(path, Object.assign({ credentials: "same-origin" }, options, { headers }));
   } catch (e) {
-    setOffline(true);
-    throw new Offline("The device cannot be reached. Check the Wi-Fi and try again.");
+    // a field sent when the link dropped may never have reached the device: say so, never "not lost"
+    const field = (options.method || "GET") === "POST" && /\/(classify|capture)$/.test(path);
+    setOffline(true, field);
+    throw new Offline(field ? "The device cannot be reached: this field was not saved. Check the Wi-Fi, then analyse it again."
+      : "The device cannot be reached. Check the Wi-Fi and try again.");
   }
   setOffline(false);
   let body = null;
@@ -41,11 +45,24 @@ async function api(path, options = {}) {
 // (an SVG element has no "hidden" property: the attribute is set for it)
 function show(el, on) { if (on) el.removeAttribute("hidden"); else el.setAttribute("hidden", ""); }
 
-function setOffline(on) {
+function setOffline(on, fieldLost = false) {
+  if (on) $("offline-text").textContent = "The device cannot be reached. Check the clinic Wi-Fi. " +
+    (fieldLost ? "The field being sent was not saved: analyse it again once the device is back. " : "") +
+    "Fields the device answered are saved on it.";
   if (on === offline) return;
   offline = on;
   show($("offline"), on);
   if (on) { const chip = $("health"); chip.textContent = "Offline"; chip.className = "chip offline-chip"; }
+}
+
+// "Saved: ..." after a review, an exclusion or a sign-out, at the bottom of the screen for a few seconds.
+let savedTimer = null;
+function saved(text) {
+  const el = $("saved");
+  el.textContent = text;
+  show(el, true);
+  clearTimeout(savedTimer);
+  savedTimer = setTimeout(() => show(el, false), 5000);
 }
 
 // A calibrated probability is never certainty: never show 0% or 100%.
@@ -109,7 +126,12 @@ function renderCard(r) {
     const li = document.createElement("li");
     const cut = text.lastIndexOf(" (");
     li.textContent = cut > 0 ? text.slice(0, cut) : text;
-    if (cut > 0) li.title = text.slice(cut + 2, -1);
+    if (cut > 0) {  // the measurement shown under the words (a title shows nothing on a phone)
+      const figure = document.createElement("span");
+      figure.className = "figure";
+      figure.textContent = text.slice(cut + 2, -1);
+      li.append(figure);
+    }
     return li;
   }));
   renderCells(r);
@@ -162,7 +184,12 @@ function renderCaseBar(c) {
   activeCase = c;
   $("case-code").textContent = c ? c.code : "none: start a case for each slide";
   const call = c && c.case_call;
-  if (call) chip($("case-chip"), call.call); else show($("case-chip"), false);
+  if (call) {
+    chip($("case-chip"), call.call);
+    const target = call.fields + call.fields_needed;  // "3 of 5 fields": how far the slide is
+    if (call.call === "pending") $("case-chip").textContent = `◌ ${call.fields} of ${target} fields`;
+    else $("case-chip").textContent += ` · ${call.fields} fields`;
+  } else show($("case-chip"), false);
   $("case-next").textContent = call ? call.next_step : c ? "" : "Fields analysed without a case are kept, but get no case call.";
   $("show-case").disabled = !c;
   $("scan").disabled = !c;
@@ -443,8 +470,16 @@ $("upload-label").addEventListener("keydown", (e) => { if (e.key === "Enter" || 
 
 $("new-case").addEventListener("click", () => { show($("case-form"), true); $("case-code-input").focus(); });
 $("cancel-case").addEventListener("click", () => show($("case-form"), false));
+function caseFormError(text) {
+  $("case-form-error").textContent = text;
+  show($("case-form-error"), !!text);
+  if (text) { $("case-code-input").focus(); $("case-form-error").scrollIntoView({ block: "center" }); }
+}
 $("case-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  const code = $("case-code-input").value.trim();
+  if (code.length > 40) return caseFormError(`Lab number: at most 40 characters; this one has ${code.length}. Nothing was cut: shorten it.`);
+  caseFormError("");
   try {
     const c = await api("/api/cases", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ code: $("case-code-input").value.trim(), note: $("case-note-input").value.trim() }) });
@@ -455,7 +490,7 @@ $("case-form").addEventListener("submit", async (event) => {
     renderCaseCard(c);
     historyOffset = 0;
     loadHistory();
-  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+  } catch (e) { caseFormError(e.message); }
 });
 $("show-case").addEventListener("click", async () => {
   if (!activeCase) return;
@@ -497,11 +532,13 @@ $("review-form").addEventListener("submit", async (event) => {
   try {
     const path = reviewTarget.kind === "sign" ? `/api/cases/${reviewTarget.id}/sign`
       : onCase ? `/api/cases/${reviewTarget.id}/review` : `/api/results/${reviewTarget.id}/review`;
-    const saved = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    const answer = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body });
     show($("review-form"), false);
     $("review-reason").value = "";
-    if (onCase) { renderCaseCard(saved); $("case-card").scrollIntoView({ block: "start" }); }
-    else renderCard(saved);
+    const what = reviewTarget.kind === "sign" ? `case ${answer.code} signed out` : onCase ? `review of case ${answer.code}` : `review of field #${answer.id}`;
+    saved(`Saved: ${what} (${form.get("call")}) by ${document.body.dataset.user}.`);
+    if (onCase) { renderCaseCard(answer); $("case-card").scrollIntoView({ block: "start" }); }
+    else renderCard(answer);
     loadHistory();
   } catch (e) {
     $("error").textContent = e.message;
@@ -515,6 +552,7 @@ $("exclude-field").addEventListener("click", async () => {
   try {
     renderCard(await api(`/api/results/${shownResult.id}/exclude`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }) }));
+    saved(`Saved: field #${shownResult.id} excluded from the case (${reason}).`);
     if (activeCase) renderCaseBar(await api(`/api/cases/${activeCase.id}`));
   } catch (e) { $("error").textContent = e.message; show($("error"), true); }
 });
@@ -552,8 +590,13 @@ $("audit-section").addEventListener("toggle", async () => {
   const { audit } = await api("/api/audit?limit=50");
   $("audit").replaceChildren(...audit.map((a) => {
     const li = document.createElement("li");
-    const after = a.after ? JSON.stringify(a.after) : "";
-    li.textContent = `${new Date(a.at * 1000).toLocaleString()} · ${a.client} · ${a.action}${after ? " · " + after : ""}`;
+    // words, not JSON: "2026-12-03 10:41 · admin (10.0.0.7) · case.review · call: positive, reason: ..."
+    const time = (t) => new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    const words = (v, key = "") => v === null || v === undefined ? "none"
+      : typeof v === "object" ? (key ? "(" : "") + Object.entries(v).filter(([k]) => k !== "revision")
+        .map(([k, x]) => `${k.replace(/_/g, " ")}: ${words(x, k)}`).join(", ") + (key ? ")" : "")
+      : (key === "at" || key.endsWith("_at")) && typeof v === "number" ? time(v) : String(v);
+    li.textContent = `${time(a.at)} · ${a.client} · ${a.action}${a.after ? " · " + words(a.after) : ""}`;
     return li;
   }));
 });

@@ -1,0 +1,193 @@
+"""The page defects the review found (review issue, item 6), each checked in headless Debian
+Chromium at 360x740: targets of at least 48 px, flat primary buttons, the case bar's target
+and its own icon for "more fields needed", no silent cut of a long lab number and its error in
+view, "saved" after a review and an exclusion, a refusal's figure on screen, contrast of the
+offline chip and the report's excluded caption, the audit log in words, the report's wording
+(no internal path, probabilities as the page says them, review time, a signature line, the case
+code and page number on every printed page), Back after logout, and the login page's warning
+before a lockout and the lockout on a fresh page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import unicodedata
+
+from PIL import Image
+
+from conftest import ServerProcess, sample_paths
+from test_browser import _driver
+from test_browser_cases import _in_view, _log_in
+
+SMALL_TARGETS = """
+const out = [];
+for (const el of document.querySelectorAll('button, a, summary, select, label[for=upload], input:not([type=hidden]):not([type=file]):not([type=radio])')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) continue;  // not shown
+  if (el.closest('.cell-grid')) continue;  // cell thumbnails: checked by their own test
+  if (r.height < 47.5 || (el.tagName !== 'INPUT' && el.tagName !== 'SELECT' && el.tagName !== 'SUMMARY' && r.width < 47.5))
+    out.push(`${el.tagName}#${el.id || ''}.${el.className} ${Math.round(r.width)}x${Math.round(r.height)} "${(el.textContent || '').trim().slice(0, 30)}"`);
+}
+return out;
+"""
+
+RGB = re.compile(r"rgba?\(([\d.]+), ([\d.]+), ([\d.]+)")
+
+
+def _luminance(css: str) -> float:
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (float(x) for x in RGB.match(css).groups())
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def _contrast(fg: str, bg: str) -> float:
+    a, b = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def _pdf_pages(driver) -> list[str]:
+    from pypdf import PdfReader
+    from selenium.webdriver.common.print_page_options import PrintOptions
+
+    pdf = PdfReader(io.BytesIO(base64.b64decode(driver.print_page(PrintOptions()))))
+    return [unicodedata.normalize("NFKC", page.extract_text()) for page in pdf.pages]
+
+
+def test_the_page_defects_found_in_review_are_gone(server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    # a real field made too dark: the quality gate refuses it and says by how much
+    pro_b = [p for p in sample_paths() if p.name.startswith("pro_b__")]
+    dark = tmp_path / "too_dark__pro_b.jpg"
+    Image.eval(Image.open(pro_b[0]).convert("RGB"), lambda v: v // 6).save(dark, quality=92)
+
+    driver = _driver(tmp_path / "profile", 360, 740)
+    try:
+        wait = _log_in(driver, server.url)
+        assert driver.execute_script(SMALL_TARGETS) == []
+
+        driver.find_element(By.ID, "new-case").click()
+        start = driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]")
+        assert start.value_of_css_property("border-top-style") == "solid"  # no grey bevel
+        long_code = "LAB-" + "7" * 62
+        box = driver.find_element(By.ID, "case-code-input")
+        box.send_keys(long_code)
+        assert box.get_attribute("value") == long_code  # nothing cut while typing
+        start.click()
+        error = driver.find_element(By.ID, "case-form-error")
+        wait.until(lambda d: error.is_displayed())
+        assert "at most 40 characters" in error.text and "66" in error.text and _in_view(driver, "case-form-error")
+        assert box.get_attribute("value") == long_code
+        box.clear()
+        box.send_keys("LAB-DEFECTS")
+        start.click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "LAB-DEFECTS"))
+        assert not error.is_displayed()
+
+        upload = driver.find_element(By.ID, "upload")
+        upload.send_keys(str(pro_b[0]))
+        wait.until(lambda d: d.find_element(By.ID, "cc-counts").text.startswith("1 usable fields"))
+        wait.until(lambda d: re.fullmatch(r"◌ 1 of \d+ fields", d.find_element(By.ID, "case-chip").text))
+        assert "◆" not in driver.find_element(By.ID, "case-chip").text  # "uncertain" keeps its own icon
+        assert driver.execute_script(SMALL_TARGETS) == []
+
+        # a review says it was saved, where the thumb is
+        driver.find_element(By.ID, "review-field").click()
+        driver.find_element(By.CSS_SELECTOR, "#review-form input[value=positive]").click()
+        driver.find_element(By.ID, "review-reason").send_keys("blasts seen")
+        assert driver.execute_script(SMALL_TARGETS) == []
+        driver.find_element(By.ID, "review-submit").click()
+        wait.until(lambda d: d.find_element(By.ID, "saved").is_displayed())
+        assert re.match(r"Saved: review of field #\d+ \(positive\) by admin\.", driver.find_element(By.ID, "saved").text)
+        assert _in_view(driver, "saved")
+
+        # a refused field shows the figure behind the words
+        upload.send_keys(str(dark))
+        wait.until(lambda d: dark.name in d.find_element(By.ID, "meta").get_attribute("textContent"))
+        figure = driver.find_element(By.CSS_SELECTOR, "#reasons li .figure")
+        assert figure.is_displayed() and "brightness" in figure.text
+        assert driver.find_element(By.CSS_SELECTOR, "#reasons li").get_attribute("title") == ""
+
+        driver.execute_script("window.confirm = () => true; window.prompt = () => 'too dark to read';")
+        driver.find_element(By.ID, "exclude-field").click()
+        wait.until(lambda d: d.find_element(By.ID, "saved").text.startswith("Saved: field #"))
+        assert "excluded from the case (too dark to read)" in driver.find_element(By.ID, "saved").text
+
+        # the offline chip: at least 4.5:1
+        chip = driver.execute_script("const c = document.createElement('span'); c.className = 'chip offline-chip';"
+                                     "c.textContent = 'Offline'; document.querySelector('header').append(c); return c;")
+        assert _contrast(chip.value_of_css_property("color"), chip.value_of_css_property("background-color")) >= 4.5
+
+        # the audit log in words, with times a person reads
+        driver.find_element(By.CSS_SELECTOR, "#audit-section summary").click()
+        wait.until(lambda d: "case.review" in d.find_element(By.ID, "audit").text
+                   or "result.review" in d.find_element(By.ID, "audit").text)
+        audit = driver.find_element(By.ID, "audit").text
+        assert "{" not in audit and '"' not in audit and not re.search(r"\b1[78]\d{8}\b", audit)
+
+        # the report
+        report_url = driver.find_element(By.ID, "cc-report").get_attribute("href")
+        driver.get(report_url)
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "upload:" not in body and str(pro_b[0].parent) not in body and f"uploaded file {pro_b[0].name}" in body
+        assert not re.search(r"malignant \d\.\d\d", body) and re.search(r"malignant (>99|<1|\d{1,2})%", body)
+        assert re.search(r"Reviewed by admin at 20\d\d-\d\d-\d\d \d\d:\d\d: positive", body)
+        assert "Reviewed and reported by (name, signature)" in body
+        caption = driver.find_element(By.CSS_SELECTOR, ".field.excluded figcaption")
+        opacity = driver.execute_script("let e = arguments[0], o = 1; for (; e; e = e.parentElement) "
+                                        "o *= parseFloat(getComputedStyle(e).opacity); return o;", caption)
+        assert opacity == 1 and _contrast(caption.find_element(By.TAG_NAME, "em").value_of_css_property("color"),
+                                          "rgb(255, 255, 255)") >= 4.5
+        widths = driver.execute_script("return [...document.querySelectorAll('.field')].map(f => f.getBoundingClientRect().width)")
+        assert max(widths) - min(widths) < 1  # every thumbnail column as wide as the others
+        pages = _pdf_pages(driver)
+        for n, text in enumerate(pages, start=1):
+            assert "LAB-DEFECTS" in text and f"page {n} of {len(pages)}" in text, (n, text[:200])
+
+        # Back after logout never shows the case again
+        driver.get(server.url + "/")
+        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "LAB-DEFECTS"))
+        driver.find_element(By.CSS_SELECTOR, "header form button").click()
+        wait.until(ec.url_contains("/login"))
+        driver.back()
+        assert not driver.find_elements(By.ID, "case-code") or "LAB-DEFECTS" not in driver.page_source
+    finally:
+        driver.quit()
+
+
+def test_the_login_page_warns_before_a_lockout_and_shows_one_on_a_fresh_page(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    config = tmp_path / "login.toml"
+    config.write_text("[server]\nlockout_attempts = 3\nlockout_seconds = 30\n")
+    srv = ServerProcess(tmp_path / "state", "--demo", "--config", str(config))
+    driver = _driver(tmp_path / "profile", 360, 740)
+    try:
+        def wrong_pin() -> str:
+            driver.get(srv.url + "/login")
+            name = driver.find_element(By.ID, "name")
+            name.clear()
+            name.send_keys("admin")
+            driver.find_element(By.ID, "pin").send_keys("000000")
+            driver.find_element(By.ID, "login-button").click()
+            return WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "login-error")).text
+
+        assert driver.execute_script("return 1") == 1
+        first = wrong_pin()
+        assert "2 more wrong PINs and admin must wait 30 s" in first
+        assert "1 more wrong PIN and admin must wait 30 s" in wrong_pin()
+        third = wrong_pin()
+        assert "Too many wrong PINs for admin" in third and not driver.find_element(By.ID, "login-button").is_enabled()
+        driver.get(srv.url + "/login")  # a fresh page: the lockout still shows, counting down
+        error = driver.find_element(By.ID, "login-error")
+        assert "Too many wrong PINs" in error.text and "Try again in" in error.text
+        assert not driver.find_element(By.ID, "login-button").is_enabled()
+        assert driver.execute_script(SMALL_TARGETS) == []
+    finally:
+        driver.quit()
+        srv.stop()
