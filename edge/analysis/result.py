@@ -41,6 +41,9 @@ class Result:
     #: Whether the device was verified on the clinic's own slides when it read this field, in
     #: words ("not verified at this site"); set by the device as it stores the field.
     site_verification: str | None = None
+    #: Where a hands-free scan took this field on the slide: (x, y, side) in frame pixels from
+    #: the scan's first frame; None for a field taken by hand. The case report draws its map.
+    stage_position: tuple[float, float, float] | None = None
     created: float = field(default_factory=time.time)
     id: int | None = None
 
@@ -80,6 +83,8 @@ class Result:
             out["appearance_distance"] = round(self.appearance_distance, 2)
         if self.site_verification is not None:
             out["site_verification"] = self.site_verification
+        if self.stage_position is not None:
+            out["stage_position"] = [round(v, 1) for v in self.stage_position]
         if self.screening is not None:
             out.update(self.screening.to_dict())
             out["label_name"] = DISPLAY_NAMES.get(self.screening.label, "Uncertain: review this field")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Annotated, Callable
 
@@ -28,6 +29,10 @@ from edge.analysis.quality import GateLimits, measure_quality
 from edge.analysis.result import Result
 from edge.device.capture import CameraError, CameraWorker
 from edge.settings import Float, Settings
+
+#: The map's path: one point every PATH_EVERY frames, the last PATH_POINTS of them (at 30
+#: frames a second, the last 100 s of stage movement).
+PATH_EVERY, PATH_POINTS = 5, 600
 
 #: What the scanner says about a frame (the live view draws it; the page shows it).
 STATES = ("moving", "settling", "capture", "seen", "out_of_focus", "poor_view")
@@ -60,8 +65,10 @@ class Scanner:
     field_side: int = 224
     #: Analysed fields: (x, y, side of the field's square in frame pixels).
     fields: list[tuple[float, float, float]] = field(default_factory=list)
-    #: The tracked path: (time, x, y) for every frame.
-    path: list[tuple[float, float, float]] = field(default_factory=list)
+    #: The tracked path for the map: (time, x, y) of every PATH_EVERY-th frame, the last
+    #: PATH_POINTS of them (a long scan must not grow without bound, nor cost each poll a copy).
+    path: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=PATH_POINTS))
+    _frames: int = 0
     _previous: MotionFrame | None = None
     _x: float = 0.0
     _y: float = 0.0
@@ -89,7 +96,9 @@ class Scanner:
             # the picture moves one way when the view over the slide moves the other
             self._x, self._y = self._x - shift.dx, self._y - shift.dy
         position = (self._x, self._y)
-        self.path.append((t, self._x, self._y))
+        if self._frames % PATH_EVERY == 0:
+            self.path.append((t, self._x, self._y))
+        self._frames += 1
         if shift is not None and shift.size > self.config.still_px:
             self._still_since, self._decided, self._refused = None, None, None
             return ScanEvent("moving", position, shift)
@@ -125,7 +134,7 @@ class ScanSession:
     service allows one session at a time."""
 
     def __init__(self, case_id: int, client: str, scanner: Scanner, camera: CameraWorker,
-                 analyze: Callable[[np.ndarray], Result], done: Callable[[], str | None],
+                 analyze: Callable[[np.ndarray, tuple[float, float, float]], Result], done: Callable[[], str | None],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.case_id, self.client, self.scanner, self.camera = case_id, client, scanner, camera
         self._analyze, self._done, self._clock = analyze, done, clock
@@ -170,7 +179,7 @@ class ScanSession:
             if event.state != "capture":
                 continue
             try:
-                self._analyze(frame)
+                self._analyze(frame, self.scanner.fields[-1])
             except Exception as exc:  # noqa: BLE001 - a full record or a failing model ends the scan, saying why
                 self.stop(f"stopped: {exc}")
                 return
@@ -186,6 +195,6 @@ class ScanSession:
             "state": event.state if event else "starting", "reason": event.reason if event else None,
             "position": [round(v, 1) for v in event.position] if event else [0.0, 0.0],
             "fields": [[round(x, 1), round(y, 1), round(s, 1)] for x, y, s in self.scanner.fields],
-            "path": [[round(x, 1), round(y, 1)] for _, x, y in self.scanner.path[-600::5]],
+            "path": [[round(x, 1), round(y, 1)] for _, x, y in self.scanner.path],
             "ended": self.ended,
         }

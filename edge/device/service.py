@@ -92,7 +92,8 @@ class Service:
         self._scan_lock = threading.Lock()
         self.site = SiteVerification(store, bundle.model_id, config.camera)
 
-    def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device") -> Result:
+    def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device",
+                stage_position: tuple[float, float, float] | None = None) -> Result:
         """Run the pipeline on a frame and store the result (classified or rejected) in
         ``case_id``, or in no case when it is None. There is no device-wide "active case" to
         fall back on: several phones share one device, and a field must land only in the case
@@ -100,6 +101,7 @@ class Service:
         self.store.ensure_space()
         result = self.pipeline.process(frame, source=source)
         result.site_verification = self.site.state().text
+        result.stage_position = stage_position
         start = time.perf_counter()
         self.store.save(result, case_id, client)
         store_ms = (time.perf_counter() - start) * 1000.0
@@ -138,7 +140,8 @@ class Service:
 
             self.scan = ScanSession(
                 case_id, client, Scanner(self.config.scan, self.pipeline.limits, self.pipeline.field_side), camera,
-                analyze=lambda frame: self.analyze(frame, source=f"{camera.spec} (scan)", case_id=case_id, client=client),
+                analyze=lambda frame, where: self.analyze(frame, source=f"{camera.spec} (scan)", case_id=case_id,
+                                                          client=client, stage_position=where),
                 done=done).start()
             return self.scan
 

@@ -323,6 +323,23 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
             raise Refused(404, f"no case {case_id}")
         return jsonify(existing_case(case_id))
 
+    def slide_map(fields: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The report's slide map: a square per field a hands-free scan took, where the tracked
+        stage was (centres, in frame pixels), numbered as the fields are listed, so a reviewer
+        sees the fields came from different areas of the smear. None when no field has one."""
+        placed = [(n, f["stage_position"]) for n, f in enumerate(fields, start=1) if f.get("stage_position")]
+        if not placed:
+            return None
+        side = max(p[2] for _, p in placed)
+        x0 = min(p[0] for _, p in placed) - side / 2
+        y0 = min(p[1] for _, p in placed) - side / 2
+        width = max(p[0] for _, p in placed) + side / 2 - x0
+        height = max(p[1] for _, p in placed) + side / 2 - y0
+        return {"view_box": f"{x0:.1f} {y0:.1f} {width:.1f} {height:.1f}", "stroke": round(max(width, height) / 150, 2),
+                "font": round(side / 3, 1), "squares": [
+                    {"n": n, "x": round(p[0] - p[2] / 2, 1), "y": round(p[1] - p[2] / 2, 1), "side": round(p[2], 1),
+                     "cx": round(p[0], 1), "cy": round(p[1], 1)} for n, p in placed]}
+
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report")
     @api
     def report(case_id: int):
@@ -334,6 +351,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
                 thumbnails[f["id"]] = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
         store.audit(_client(), "case.report", after={"case_id": case_id})
         return render_template("report.html", case=case, thumbnails=thumbnails, names=DISPLAY_NAMES,
+                               slide_map=slide_map(case["fields"]),
                                disclaimer=DISCLAIMER, device=service.config.device_name,
                                printed=time.strftime("%Y-%m-%d %H:%M", time.localtime()))
 

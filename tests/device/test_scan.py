@@ -5,6 +5,8 @@ scanner, the motion measurement and the quality gate are the device's own."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -137,6 +139,12 @@ def test_a_case_is_scanned_hands_free_until_the_case_rule_has_its_fields(tmp_pat
         assert record["field_count"] == status["taken"] >= 2  # every field taken is in the case, and only those
         assert len(status["fields"]) == status["taken"] and status["path"]
         assert all(f["source"] == "sim (scan)" for f in record["fields"])
+        # each field keeps where the scan took it, and the report draws them as its slide map
+        assert [f["stage_position"] for f in record["fields"]] == status["fields"]
+        report = client.get(f"/api/cases/{case['id']}/report", headers=bearer).get_data(as_text=True)
+        squares = re.findall(r'<rect class="map-field" x="([-\d.]+)" y="([-\d.]+)"', report)
+        assert len(squares) == status["taken"] and len(set(squares)) == len(squares)  # one each, each in its own place
+        assert 'id="slide-map"' in report and "Slide map: where the hands-free scan took each field" in report
         time.sleep(1.5)  # the slide moves on: nothing more is taken once the scan stopped
         assert client.get(f"/api/cases/{case['id']}", headers=bearer).get_json()["field_count"] == status["taken"]
         assert client.post(f"/api/cases/{case['id']}/scan", json={"action": "stop"}, headers=bearer).status_code == 200

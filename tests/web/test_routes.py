@@ -191,6 +191,8 @@ def test_pages_and_records_are_never_kept_by_the_browser_and_the_report_names_it
     case = client.post("/api/cases", json={"code": "LAB-STORE"}, headers=bearer).get_json()
     for url in ("/login", "/api/status", f"/api/cases/{case['id']}", f"/api/cases/{case['id']}/report"):
         assert client.get(url, headers=bearer).headers.get("Cache-Control") == "no-store", url
+    report = client.get(f"/api/cases/{case['id']}/report", headers=bearer).get_data(as_text=True)
+    assert 'id="slide-map"' not in report  # no field of this case came from a hands-free scan
     css = client.get(f"/api/cases/{case['id']}/report-pages.css", headers=bearer)
     assert css.mimetype == "text/css" and '"BlastScope case LAB-STORE' in css.get_data(as_text=True)
     assert client.get(f"/api/cases/{case['id']}/report-pages.css").status_code == 401
