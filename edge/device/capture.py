@@ -31,7 +31,9 @@ class CameraConfig(Settings):
     source: Annotated[str, Field(pattern=r"^(picamera2|(opencv|replay):.+)$")] = "picamera2"
     width: Annotated[Int, Field(gt=0)] = 1024
     height: Annotated[Int, Field(gt=0)] = 768
-    fps: Annotated[Float, Field(gt=0)] = 5.0  # preview grab rate; analysis grabs on demand
+    # frames read per second: the live view (at most live.fps) and a hands-free scan's motion
+    # tracking see these; an analysis takes the newest
+    fps: Annotated[Float, Field(gt=0, le=60)] = 15.0
     retry_max_seconds: Annotated[Float, Field(gt=0)] = 30.0
     # a Pi camera frame not delivered within this long counts as a lost camera: closed and reopened
     capture_timeout_seconds: Annotated[Float, Field(gt=0, le=60)] = 3.0

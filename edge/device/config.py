@@ -21,6 +21,7 @@ from edge.analysis.case import CasesConfig
 from edge.analysis.quality import QualityConfig
 from edge.device.capture import CameraConfig
 from edge.device.httpserver import ServerConfig
+from edge.device.live import LiveConfig
 from edge.device.modelstore import current_bundle_path
 from edge.device.scan import ScanConfig
 from edge.model.bundle import default_bundle_path
@@ -41,6 +42,7 @@ class Config(Settings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     cases: CasesConfig = Field(default_factory=CasesConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @property

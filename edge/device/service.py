@@ -14,6 +14,7 @@ import numpy as np
 import edge
 from edge.model.bundle import Bundle
 from edge.device.capture import CameraError, CameraWorker
+from edge.device.live import LiveView, ScanLook
 from edge.device.scan import ScanSession, Scanner
 from edge.device.verification import SiteVerification
 from edge.analysis.case import CaseCall, case_call, final_call
@@ -91,6 +92,15 @@ class Service:
         self.scan: ScanSession | None = None  # the hands-free scan under way (one camera: one at a time)
         self._scan_lock = threading.Lock()
         self.site = SiteVerification(store, bundle.model_id, config.camera)
+        self.live = (LiveView(camera, config.live, look=self._scan_look, stopping=self.stopping.is_set)
+                     if camera is not None else None)
+
+    def _scan_look(self) -> ScanLook | None:
+        """The running scan's state for the live view (None when nothing is scanned)."""
+        scan = self.scan
+        if scan is None or not scan.running or scan.last is None:
+            return None
+        return ScanLook(scan.last.state, scan.last.reason)
 
     def analyze(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device",
                 stage_position: tuple[float, float, float] | None = None) -> Result:
@@ -270,6 +280,10 @@ class Service:
             "device_name": self.config.device_name,
             "site_verification": self.site.state().to_dict(),
             "camera": camera,
+            "live_view": None if self.live is None else {
+                "streams": self.live.streams, "max_streams": self.config.live.max_streams,
+                "fps": min(self.config.live.fps, self.config.camera.fps), "max_side": self.config.live.max_side,
+                "max_kbps": self.config.live.max_kbps},
             "analysis": self.stats.snapshot(),
             "audit": self.store.audit_check().to_dict(),
             "disk": {"state_dir": str(self.store.root), "free_mb": round(self.store.free_mb(), 1),

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from edge.web.auth import Credentials, LoginGuard, same_secret
 from edge.device.capture import CameraError
 from edge.device.httpserver import ServerConfig
+from edge.device.live import BOUNDARY, LiveBusy
 from edge.analysis.imagefile import ImageRejected
 from edge.analysis.labels import DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
@@ -321,6 +322,20 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @api
     def preview():
         return Response(service.preview_jpeg(), mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/live.mjpg")
+    @api
+    def live():
+        """The live view (``edge.device.live``): 503 with the reason when there is no camera,
+        it delivers nothing, or every stream slot is taken; the page then shows stills."""
+        if service.live is None:
+            raise Refused(503, "no camera source is configured")
+        try:
+            parts = service.live.open()
+        except (LiveBusy, CameraError) as exc:
+            raise Refused(503, str(exc)) from None
+        return Response(parts, mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                        headers={"Cache-Control": "no-store"}, direct_passthrough=True)
 
     @app.get("/api/results")
     @api

@@ -191,3 +191,26 @@ def test_the_login_page_warns_before_a_lockout_and_shows_one_on_a_fresh_page(tmp
     finally:
         driver.quit()
         srv.stop()
+
+
+def test_the_live_view_streams_while_the_page_is_visible_and_closes_when_hidden(server, tmp_path):
+    """Live scan issue, item 3: the preview is the MJPEG stream; a hidden page closes it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _driver(tmp_path / "profile", 390, 844)
+    try:
+        _log_in(driver, server.url)
+        preview = "return [document.getElementById('preview').getAttribute('src') || '', document.getElementById('preview').naturalWidth]"
+        WebDriverWait(driver, 10).until(lambda d: "/api/live.mjpg" in d.execute_script(preview)[0]
+                                        and d.execute_script(preview)[1] > 0)
+        status = "return fetch('/api/status').then(r => r.json()).then(s => s.live_view.streams)"
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(status) == 1)
+        driver.execute_script("Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});"
+                              "document.dispatchEvent(new Event('visibilitychange'));")
+        assert driver.execute_script(preview)[0] == ""
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(status) == 0)  # the device stopped sending
+        driver.execute_script("Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});"
+                              "document.dispatchEvent(new Event('visibilitychange'));")
+        WebDriverWait(driver, 10).until(lambda d: "/api/live.mjpg" in d.execute_script(preview)[0])
+    finally:
+        driver.quit()

@@ -344,3 +344,40 @@ def test_metrics_count_what_the_device_did_in_prometheus_format(tmp_path):
         assert samples[("blastscope_degraded", ())] == (1.0 if status["status"] == "degraded" else 0.0)
     finally:
         daemon.stop()
+
+
+def test_the_live_view_streams_jpegs_over_real_http_and_a_third_phone_gets_stills(server):
+    """The MJPEG live view from the demo daemon (its camera replays the sample fields): parts
+    that are JPEGs, a 401 without credentials, a 503 with the reason once both slots are taken,
+    and a slot back as soon as a phone closes its stream."""
+    assert requests.get(f"{server.url}/api/live.mjpg", timeout=10).status_code == 401
+    streams = []
+    try:
+        for _ in range(2):
+            r = requests.get(f"{server.url}/api/live.mjpg", headers=server.headers(), stream=True, timeout=10)
+            assert r.status_code == 200 and r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=blastscope-frame"
+            streams.append(r)
+        body = b""
+        chunks = streams[0].iter_content(4096)
+        while body.count(b"--blastscope-frame") < 4:
+            body += next(chunks)
+        part = body.split(b"--blastscope-frame\r\n")[2]
+        head, _, rest = part.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        assert b"Content-Type: image/jpeg" in head and rest[:2] == b"\xff\xd8" and rest[length - 2:length] == b"\xff\xd9"
+        third = requests.get(f"{server.url}/api/live.mjpg", headers=server.headers(), timeout=10)
+        assert third.status_code == 503 and "already open on 2 phone(s)" in third.json()["error"]
+        assert requests.get(f"{server.url}/api/status", headers=server.headers(), timeout=10).json()["live_view"]["streams"] == 2
+        streams.pop().close()
+        deadline = time.monotonic() + 10  # the server notices the closed connection at its next write
+        while time.monotonic() < deadline:
+            again = requests.get(f"{server.url}/api/live.mjpg", headers=server.headers(), stream=True, timeout=10)
+            if again.status_code == 200:
+                streams.append(again)
+                break
+            again.close()
+            time.sleep(0.2)
+        assert len(streams) == 2, "the closed stream's slot never came back"
+    finally:
+        for r in streams:
+            r.close()

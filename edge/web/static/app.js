@@ -765,8 +765,33 @@ $("health").addEventListener("click", () => {
 });
 $("retry").addEventListener("click", async () => { await refreshStatus(); if (!offline) { loadActiveCase(); loadHistory(); } });
 
+// The live view to focus by (edge/device/live.py): an MJPEG stream in the <img> while the
+// page is visible, closed when it is hidden (no bytes for a phone in a pocket); when the device
+// cannot stream (no camera, every stream slot taken) a still every second instead.
+let liveOn = false, liveTimer = null, liveFailedAt = 0;
+function startLive() {
+  if (liveOn || document.hidden || offline || Date.now() - liveFailedAt < 30000) return;
+  const img = $("preview");
+  img.onerror = () => { stopLive(); liveFailedAt = Date.now(); refreshPreview(); };
+  img.onload = () => show($("preview-error"), false);
+  img.src = `/api/live.mjpg?t=${Date.now()}`;
+  liveOn = true;
+  liveTimer = setTimeout(() => { stopLive(); startLive(); }, 50000);  // before the device ends the stream
+}
+function stopLive() {
+  liveOn = false;
+  clearTimeout(liveTimer);
+  const img = $("preview");
+  img.onerror = null;
+  img.removeAttribute("src");  // closes the stream
+}
+document.addEventListener("visibilitychange", () => { if (document.hidden) stopLive(); else startLive(); });
+
 function refreshPreview() {
+  if (liveOn) return;
   if (document.hidden || offline) return;
+  startLive();
+  if (liveOn) return;
   const img = new Image();
   img.onload = () => { $("preview").src = img.src; show($("preview-error"), false); };
   img.onerror = () => { $("preview-error").textContent = "No live view: the camera is not delivering pictures."; show($("preview-error"), true); };
