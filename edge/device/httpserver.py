@@ -54,7 +54,8 @@ class ServerConfig(Settings):
     login_max_delay_seconds: Annotated[Float, Field(ge=1, le=3600)] = 120.0
     # a login lasts one shift at most; logout ends it at once
     session_hours: Annotated[Float, Field(gt=0, le=24 * 31)] = 12.0
-    threads: Annotated[Int, Field(ge=1)] = 4
+    # request threads: each live-view stream holds one (live.max_streams), the rest serve the API
+    threads: Annotated[Int, Field(ge=1)] = 6
     # waitress keeps a connection per client; a half-sent request costs a socket and a buffer,
     # not a thread. Room for many, and idle ones are dropped after channel_timeout seconds.
     connection_limit: Annotated[Int, Field(ge=10)] = 400
