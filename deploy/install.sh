@@ -144,7 +144,7 @@ if [ -n "$OFFLINE" ]; then PIP_ARGS+=("${APP}[device]"); else PIP_ARGS+=("${SOUR
 #    libedgetpu1-std, from Coral's apt repository when it is configured. pycoral is never
 #    asked for: Coral packages it only for Python < 3.10, and the runtime's own delegate
 #    drives the Edge TPU without it. A package that is not available is reported, never fatal.
-APT_PACKAGES=(python3-venv python3-numpy python3-picamera2 python3-systemd avahi-daemon)
+APT_PACKAGES=(python3-venv python3-numpy python3-picamera2 python3-systemd python3-gpiozero avahi-daemon)
 if ls "$ROOT"/etc/apt/sources.list.d/coral-edgetpu*.list >/dev/null 2>&1; then
   APT_PACKAGES+=(libedgetpu1-std)
 else

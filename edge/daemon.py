@@ -104,6 +104,7 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
         camera.latest(wait_s=5.0)  # READY after the first frame, or after saying why there is none
     except CameraError as exc:
         log.warning("camera %s: %s", cfg.camera.source, exc)
+    service.start_button()  # the GPIO button, when button.gpio is set
     notify = notifier()
     stopping = service.stopping
 
@@ -132,6 +133,8 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
             watchdog.stop()
         if service.scan is not None:
             service.scan.stop("the device is stopping")
+        if service.button is not None:
+            service.button.close()
         camera.stop()
     service.store.close()  # after the request threads are joined: nothing writes to a closed store
     print(f"BlastScope stopped: drained in {drained.seconds:.2f} s, {drained.unfinished} request(s) unfinished; "

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 
 from edge.analysis.case import CasesConfig
 from edge.analysis.quality import QualityConfig
+from edge.device.button import ButtonConfig
 from edge.device.capture import CameraConfig
 from edge.device.httpserver import ServerConfig
 from edge.device.live import LiveConfig
@@ -43,6 +44,7 @@ class Config(Settings):
     cases: CasesConfig = Field(default_factory=CasesConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    button: ButtonConfig = Field(default_factory=ButtonConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @property

@@ -14,6 +14,7 @@ import numpy as np
 import edge
 from edge.model.bundle import Bundle
 from edge.device.capture import CameraError, CameraWorker
+from edge.device.button import Armed, ButtonTarget, ShutterButton
 from edge.device.live import LiveView, ScanLook
 from edge.device.scan import ScanSession, Scanner
 from edge.device.verification import SiteVerification
@@ -92,8 +93,32 @@ class Service:
         self.scan: ScanSession | None = None  # the hands-free scan under way (one camera: one at a time)
         self._scan_lock = threading.Lock()
         self.site = SiteVerification(store, bundle.model_id, config.camera)
+        self.button_target = ButtonTarget(self._button_field)
+        self.button: ShutterButton | None = None  # the GPIO button, when one is set and gpiozero is there
+        self.button_error: str | None = None  # why a configured button is not working
         self.live = (LiveView(camera, config.live, look=self._scan_look, stopping=self.stopping.is_set)
                      if camera is not None else None)
+
+    def start_button(self, pin_factory: Any = None) -> None:
+        """Watch the GPIO button when ``button.gpio`` is set (``edge.device.button``); a missing
+        gpiozero or pin is a degraded reason, never a failed start."""
+        if self.config.button.gpio is None:
+            return
+        try:
+            self.button = ShutterButton(self.config.button, self.button_target.press, pin_factory)
+        except Exception as exc:  # noqa: BLE001 - ImportError, or whatever gpiozero raises for the pin
+            self.button_error = (f"the GPIO button on pin {self.config.button.gpio} is not working: "
+                                 f"{type(exc).__name__}: {exc} (apt install python3-gpiozero)")
+
+    def _button_field(self, armed: Armed) -> str:
+        """One press: a field into the case a phone armed the button for, if it still takes fields."""
+        case = self.store.get_case(armed.case_id)
+        if case is None or case["signed"]:
+            self.button_target.disarm(armed.case_id)
+            return f"pressed: case #{armed.case_id} {'is signed out' if case else 'is gone'}; the button is disarmed"
+        result = self.capture(armed.case_id, client=f"GPIO button (armed by {armed.by})")
+        what = result.screening.label if result.screening is not None and result.classified else "not classified"
+        return f"field #{result.id} analysed into case {case['code']} ({what})"
 
     def _scan_look(self) -> ScanLook | None:
         """The running scan's state for the live view (None when nothing is scanned)."""
@@ -192,6 +217,8 @@ class Service:
         case["model_id"] = self.bundle.model_id
         case["site_verification"] = _case_site_text([f for f in case["fields"] if not f.get("excluded")],
                                                     self.site.state().text)
+        armed = self.button_target.armed
+        case["button"] = {"armed_by": armed.by} if armed is not None and armed.case_id == case_id else None
         slide = self.site.record.slide_of_case(case_id)
         # a known slide of a verification: its truth stays hidden until the slide is done
         case["verification_slide"] = None if slide is None else {
@@ -248,6 +275,8 @@ class Service:
         if self.bundle.signer is None:
             reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
         reasons.extend(self.store.recovered)
+        if self.button_error:
+            reasons.append(self.button_error)
         site = self.site.state()
         if not site.verified:
             reasons.append(f"{site.text}: {site.why}")
@@ -280,6 +309,8 @@ class Service:
             "device_name": self.config.device_name,
             "site_verification": self.site.state().to_dict(),
             "camera": camera,
+            "button": {"gpio": self.config.button.gpio, "working": self.button is not None,
+                       **self.button_target.status()},
             "live_view": None if self.live is None else {
                 "streams": self.live.streams, "max_streams": self.config.live.max_streams,
                 "fps": min(self.config.live.fps, self.config.camera.fps), "max_side": self.config.live.max_side,

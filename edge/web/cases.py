@@ -199,6 +199,26 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
             raise Refused(400, 'action must be "start" or "stop"')
         return jsonify(session.status())
 
+    @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/button")
+    @api
+    def button_case(case_id: int):
+        """Arm the Pi's GPIO button for this case, or disarm it (``edge.device.button``): a
+        press analyses a field into the case a phone armed it for, never into another."""
+        action = _json_body('{"action": "arm" | "disarm"}').get("action")
+        if action == "arm":
+            open_for_fields(case_id)
+            if service.config.button.gpio is None:
+                raise Refused(409, "this device has no GPIO button: set button.gpio in the config")
+            armed = service.button_target.arm(case_id, _client())
+            store.audit(_client(), "button.arm", after={"case_id": case_id})
+            return jsonify({"case_id": case_id, "armed_by": armed.by})
+        if action == "disarm":
+            existing_case(case_id)
+            service.button_target.disarm(case_id)
+            store.audit(_client(), "button.disarm", after={"case_id": case_id})
+            return jsonify({"case_id": case_id, "armed_by": None})
+        raise Refused(400, 'action must be "arm" or "disarm"')
+
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/scan")
     @api
     def scan_status(case_id: int):
@@ -309,6 +329,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         signature, seen = _review()
         if store.sign_case(case_id, signature, _client(), seen) is None:
             raise Refused(404, f"no case {case_id}")
+        service.button_target.disarm(case_id)  # a signed case takes no field
         return jsonify(existing_case(case_id))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/amend")

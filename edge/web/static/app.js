@@ -347,8 +347,29 @@ async function reclassify(label) {
 $("cell-picker-cancel").addEventListener("click", () => show($("cell-picker"), false));
 $("cells-section").addEventListener("toggle", () => { if (shownCase) loadCells(shownCase).catch(() => {}); });
 
+// The Pi's GPIO button (edge/device/button.py) feeds only the case a phone armed it for.
+function renderButton(c) {
+  const hasButton = !!(status && status.button && status.button.gpio !== null);
+  show($("cc-button"), hasButton && !c.signed);
+  if (!hasButton) return;
+  $("cc-button-text").textContent = c.button ? `The Pi's button analyses a field into this case (armed by ${c.button.armed_by}).`
+    : "The Pi's button does not feed this case.";
+  $("button-arm").textContent = c.button ? "Stop using the Pi's button" : "Use the Pi's button for this case";
+}
+$("button-arm").addEventListener("click", async () => {
+  const c = shownCase;
+  if (!c) return;
+  try {
+    await api(`/api/cases/${c.id}/button`, { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ action: c.button ? "disarm" : "arm" }) });
+    renderCaseCard(await api(`/api/cases/${c.id}`));
+    saved(shownCase.button ? `Saved: the Pi's button now analyses into case ${c.code}.` : "Saved: the Pi's button is off for this case.");
+  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+});
+
 function renderCaseCard(c) {
   shownCase = c;
+  renderButton(c);
   loadCells(c).catch(() => {});
   show($("case-card"), true);
   $("cc-code").textContent = c.code;
