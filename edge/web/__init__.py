@@ -85,7 +85,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         role or deactivation ends the sessions opened before it)."""
         if record is None or not record.user:
             return None
-        user, changed = users.get(record.user), users.changed_at(record.user)
+        user, changed = users.session_check(record.user)
         if user is None or not user.active or changed is None or changed > record.created:
             return None
         return user

@@ -176,8 +176,10 @@ class Users:
                                  (_token_hash(token), now, name))
         return token
 
-    def changed_at(self, name: str) -> float | None:
-        """When the user's PIN, role, token or state last changed (sessions opened before end)."""
+    def session_check(self, name: str) -> tuple[User | None, float | None]:
+        """The user and when they last changed, in one query: every request of a logged-in
+        phone asks both."""
         with self._lock:
-            row = self._db.execute("SELECT changed FROM users WHERE name = ?", (name,)).fetchone()
-        return None if row is None else float(row[0])
+            row = self._db.execute("SELECT name, role, active, changed FROM users WHERE name = ?", (name,)).fetchone()
+        return (None, None) if row is None else (User(row[0], row[1], bool(row[2])), float(row[3]))
+
