@@ -43,6 +43,7 @@ class SiteState:
     verification_id: int | None  # the one covering what runs
     under_way: dict[str, Any] | None  # the open verification's progress, if any
     drift: list[str] = field(default_factory=list)
+    short: str = ""  # why not, in a few words, for the page's one-line banner
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,17 +74,20 @@ class SiteVerification:
             return SiteState(True, f"verified at this site (verification #{passed.id}, {day})", "", passed.id,
                              under_way, self._drift_warnings(passed))
         if passed is None:
+            short = "no verification has passed yet"
             why = ("no verification has passed on this clinic's own slides: an admin starts one under "
                    "Site verification, and known positive and negative slides are analysed")
         elif passed.model_id != self.model_id:
+            short = f"the model changed since verification #{passed.id}"
             why = (f"verification #{passed.id} passed for model {passed.model_id}; model {self.model_id} runs now: "
                    "start a new verification")
         else:
+            short = f"the camera settings changed since verification #{passed.id}"
             why = (f"verification #{passed.id} passed with other camera settings ({_settings_text(passed.camera)}); "
                    f"now {_settings_text(self.camera)}: start a new verification")
         if current is not None:
             why += f" (verification #{current.id} is under way: {under_way['done'] if under_way else 0} slides done)"
-        return SiteState(False, NOT_VERIFIED, why, None, under_way)
+        return SiteState(False, NOT_VERIFIED, why, None, under_way, short=short)
 
     def _drift_warnings(self, passed: Verification) -> list[str]:
         """This week's field figures against the verification's, recounted every few minutes."""

@@ -32,6 +32,12 @@ def _log_in(driver, url, user="admin", pin=PIN):
     return wait
 
 
+#: Where the page's blocks are (for a failing in-view check's message).
+LAYOUT = ("return [window.scrollY, ...[...document.querySelectorAll('body > *, main > *')]"
+          ".filter(e => e.getBoundingClientRect().height > 0)"
+          ".map(e => `${e.id} ${Math.round(e.getBoundingClientRect().top)}-${Math.round(e.getBoundingClientRect().bottom)}`)]")
+
+
 def _in_view(driver, element_id: str) -> bool:
     return driver.execute_script(
         "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
@@ -66,7 +72,11 @@ def test_case_flow_on_a_phone(server, tmp_path, width, height):
                        and path.name in d.find_element(By.ID, "meta").get_attribute("textContent"))
             assert driver.find_element(By.ID, "label").text == "Pro-B ALL"
             assert driver.find_element(By.ID, "call").text == "▲ Screen positive"
-            assert _in_view(driver, "label") and _in_view(driver, "call")  # fix 1: not scrolled past
+            # the result in view (fix 1), and so are the preview, Analyze and the case bar, so a
+            # slide's ten fields need no scrolling (review issue, item 6)
+            assert driver.find_element(By.ID, "busy").text == "Result: Pro-B ALL, ▲ Screen positive"
+            for element in ("busy", "analyze", "preview", "case-chip"):
+                assert _in_view(driver, element), (element, driver.execute_script(LAYOUT))
             calibration = load_bundle(default_bundle_path()).calibration
             words = driver.find_element(By.ID, "malignant").text.lower()
             assert f"positive from {round(100 * calibration.uncertain_high)}%" in words  # fix 4

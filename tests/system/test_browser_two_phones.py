@@ -66,7 +66,11 @@ def test_each_phone_analyses_into_its_own_case(server, tmp_path):
         assert x["field_count"] == 2 and y["field_count"] == 1
         assert {f["id"] for f in x["fields"]}.isdisjoint(f["id"] for f in y["fields"])
         # the case bar counts what the server stored, not what the page assumed
-        wait_a.until(lambda d: d.find_element(By.ID, "case-next").text == x["case_call"]["next_step"])
+        call = x["case_call"]
+        words = {"positive": "▲ Screen positive", "negative": "● Screen negative", "uncertain": "◆ Uncertain"}
+        chip = (f"◌ {call['fields']} of {call['fields'] + call['fields_needed']} fields" if call["call"] == "pending"
+                else f"{words[call['call']]} · {call['fields']} fields")
+        wait_a.until(lambda d: d.find_element(By.ID, "case-chip").text == chip)
         assert phone_a.find_element(By.ID, "case-code").text == "PATIENT-X"
 
         audit = requests.get(server.url + "/api/audit?limit=50", headers=server.headers(), timeout=10).json()["audit"]

@@ -169,6 +169,7 @@ function renderCells(r) {
 }
 
 // Bring the result's label and call into view below the top of the screen (not past it).
+$("see-field").addEventListener("click", () => revealCard());
 function revealCard() {
   const head = $("card").querySelector(".card-head");
   const top = head.getBoundingClientRect().top + window.scrollY - 8;
@@ -190,7 +191,10 @@ function renderCaseBar(c) {
     if (call.call === "pending") $("case-chip").textContent = `◌ ${call.fields} of ${target} fields`;
     else $("case-chip").textContent += ` · ${call.fields} fields`;
   } else show($("case-chip"), false);
-  $("case-next").textContent = call ? call.next_step : c ? "" : "Fields analysed without a case are kept, but get no case call.";
+  // while fields are still needed the chip says how many ("◌ 3 of 5 fields"): no second line for it
+  $("case-next").textContent = call ? (call.call === "pending" ? "" : call.next_step)
+    : c ? "" : "Fields analysed without a case are kept, but get no case call.";
+  show($("case-next"), !!$("case-next").textContent);
   $("show-case").disabled = !c;
   $("scan").disabled = !c;
 }
@@ -440,6 +444,8 @@ async function loadActiveCase() {
 async function run(action) {
   show($("error"), false);
   show($("card"), false);  // never leave the previous result on screen while a new one is made
+  show($("last-field"), true);
+  show($("see-field"), false);
   $("busy").textContent = "Analysing…";
   $("analyze").disabled = true;
   try {
@@ -452,9 +458,12 @@ async function run(action) {
       if (shownCase && shownCase.id === stored.id) renderCaseCard(stored);
     }
     renderCard(r);
-    revealCard();  // after everything above the card has its new height
+    // the result stays under the Analyze button, with the preview and the case bar above it:
+    // a slide of ten fields needs no scrolling; the whole card is one tap away
     loadHistory();
-    $("busy").textContent = r.classified ? `Result: ${r.label_name}, ${CALL_TEXT[r.call]}` : "Field rejected";
+    $("busy").textContent = r.classified ? `Result: ${r.label_name}, ${CALL_TEXT[r.call]}`
+      : `Field rejected: ${(r.reasons[0] || "").replace(/ \([^)]*\)$/, "")}`;
+    show($("see-field"), true);
   } catch (e) {
     $("busy").textContent = "";
     $("error").textContent = e.message;
@@ -666,7 +675,9 @@ if ($("users-section")) {
 // known slides for the model and camera in force, every result says "not verified at this site".
 function renderSite(site) {
   const b = $("site-banner");
-  b.textContent = site.verified ? `Device ${site.text}.` : `Not verified at this site: ${site.why}.`;
+  // one line: the full reason is under Site verification and behind the status chip
+  b.textContent = site.verified ? `Device ${site.text}.` : `Not verified at this site: ${site.short || site.why} ` +
+    "(see Site verification).";
   b.className = "site-banner " + (site.verified ? "verified" : "unverified");
   if (site.drift && site.drift.length) b.textContent += " Changed since verification: " + site.drift.join("; ") + ".";
   show(b, true);
@@ -770,8 +781,10 @@ async function refreshStatus() {
     const h = $("health");
     h.textContent = status.status === "ok" ? "Ready" : "Needs attention";
     h.className = "chip " + status.status;
-    $("degraded").textContent = status.degraded_reasons.join(" · ");
-    show($("degraded"), status.degraded_reasons.length > 0 && !$("degraded").dataset.closed);
+    // the site-verification banner says that one already: the warning lists the others
+    const others = status.degraded_reasons.filter((r) => !r.startsWith("not verified at this site"));
+    $("degraded").textContent = others.join(" · ");
+    show($("degraded"), others.length > 0 && !$("degraded").dataset.closed);
     if (status.site_verification) renderSite(status.site_verification);
   } catch (e) { /* the offline banner says it */ }
 }
