@@ -214,3 +214,51 @@ def test_the_live_view_streams_while_the_page_is_visible_and_closes_when_hidden(
         WebDriverWait(driver, 10).until(lambda d: "/api/live.mjpg" in d.execute_script(preview)[0])
     finally:
         driver.quit()
+
+
+def test_every_field_of_a_case_is_listed_and_can_be_reviewed_or_excluded(server, tmp_path):
+    """Review issue, item 3: the case card lists every field; any of them, not only the last,
+    opens in the field card to be reviewed or excluded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = _driver(tmp_path / "profile", 390, 844)
+    try:
+        wait = _log_in(driver, server.url)
+        driver.find_element(By.ID, "new-case").click()
+        driver.find_element(By.ID, "case-code-input").send_keys("LAB-LIST")
+        driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "LAB-LIST"))
+        paths = [p for p in sample_paths() if p.name.startswith(("pro_b__", "benign__"))][:3]
+        for n, path in enumerate(paths, start=1):
+            driver.find_element(By.ID, "upload").send_keys(str(path))
+            wait.until(lambda d: d.find_element(By.ID, "cc-counts").text.startswith(f"{n} usable fields"))
+        driver.find_element(By.ID, "show-case").click()
+        rows = lambda: driver.find_elements(By.CSS_SELECTOR, "#cc-fields .field-row")  # noqa: E731
+        wait.until(lambda d: len(rows()) == 3)
+        assert driver.find_element(By.ID, "fields-summary").text.startswith("Fields (3)")
+        driver.find_element(By.ID, "fields-summary").click()
+        first_id = rows()[0].get_attribute("data-id")
+        assert rows()[0].text.startswith(f"1. #{first_id} ")
+        assert "Benign" in rows()[0].text or "Pro-B" in rows()[0].text
+
+        rows()[0].click()  # the first field, not the last analysed
+        wait.until(lambda d: f"Field #{first_id} " in d.find_element(By.ID, "meta").get_attribute("textContent"))
+        driver.execute_script("window.prompt = () => 'smudge';")
+        driver.find_element(By.ID, "exclude-field").click()
+        wait.until(lambda d: d.find_element(By.ID, "saved").text.startswith(f"Saved: field #{first_id} excluded"))
+        wait.until(lambda d: "excluded: smudge" in rows()[0].text and "excluded" in rows()[0].get_attribute("class"))
+        wait.until(lambda d: d.find_element(By.ID, "cc-counts").text.startswith("2 usable fields"))
+
+        second_id = rows()[1].get_attribute("data-id")
+        rows()[1].click()
+        wait.until(lambda d: f"Field #{second_id} " in d.find_element(By.ID, "meta").get_attribute("textContent"))
+        driver.find_element(By.ID, "review-field").click()
+        driver.find_element(By.CSS_SELECTOR, "#review-form input[value=uncertain]").click()
+        driver.find_element(By.ID, "review-reason").send_keys("overlapping cells")
+        driver.find_element(By.ID, "review-submit").click()
+        wait.until(lambda d: d.find_element(By.ID, "saved").text.startswith(f"Saved: review of field #{second_id}"))
+        driver.find_element(By.ID, "show-case").click()
+        wait.until(lambda d: "reviewed by admin: uncertain" in rows()[1].text)
+    finally:
+        driver.quit()

@@ -371,9 +371,40 @@ $("button-arm").addEventListener("click", async () => {
   } catch (e) { $("error").textContent = e.message; show($("error"), true); }
 });
 
+// Every field of the case, newest last: thumbnail, what it was called (or why it was refused),
+// excluded or reviewed; a tap opens it in the field card, where it is reviewed or excluded.
+function renderFieldList(c) {
+  const fields = c.fields || [];
+  $("fields-summary").textContent = `Fields (${fields.length}): tap one to see, review or exclude it`;
+  $("cc-fields").replaceChildren(...fields.map((f, i) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "field-row" + (f.excluded ? " excluded" : "");
+    b.dataset.id = f.id;
+    const img = document.createElement("img");
+    img.src = `/api/results/${f.id}/overlay`;
+    img.alt = `field ${i + 1}`;
+    img.loading = "lazy";
+    const text = document.createElement("span");
+    const what = f.classified ? `${f.label_name || names[f.label] || f.label}, ${CALL_TEXT[f.call] || f.call}`
+      : `not classified: ${(f.reasons[0] || "").replace(/ \([^)]*\)$/, "")}`;
+    text.textContent = `${i + 1}. #${f.id} ${what}` + (f.excluded ? ` · excluded: ${f.excluded.reason}` : "") +
+      (f.review ? ` · reviewed by ${f.review.reviewer}: ${f.review.call}` : "");
+    b.append(img, text);
+    b.addEventListener("click", () => {
+      renderCard(Object.assign({ case_code: c.code }, f));
+      revealCard();
+    });
+    li.append(b);
+    return li;
+  }));
+}
+
 function renderCaseCard(c) {
   shownCase = c;
   renderButton(c);
+  renderFieldList(c);
   loadCells(c).catch(() => {});
   show($("case-card"), true);
   $("cc-code").textContent = c.code;
