@@ -154,3 +154,20 @@ def test_fitted_limits_come_from_the_bundle_and_a_device_setting_wins():
     assert limits.min_brightness == GateLimits().min_brightness  # not fitted: the default
     assert GateLimits.resolve(fitted, QualityConfig(min_focus=4.0)).min_focus == 4.0
     assert GateLimits.resolve(None) == GateLimits()
+
+
+def test_an_off_centre_disc_is_read_not_called_too_dark(default_bundle):
+    """Review issue, item 6: a camera clamped off-centre on the eyepiece (the disc shifted
+    towards an edge, partly out of the frame) was told "too dark: raise the lamp". The field
+    inside the disc is as bright as ever: it is read, or refused for what is wrong, never as
+    too dark."""
+    from edge.model.bundle import load_bundle
+    from edge.pipeline import Pipeline
+
+    pipeline = Pipeline.on_cpu(load_bundle(default_bundle))
+    for path in sample_paths():
+        big = eyepiece_frame(read_rgb(path), size=(1624, 1168), centre=(812, 584), radius=330)
+        for shift in (200, 300, 380):  # the disc's centre 200-380 px left of the frame's
+            result = pipeline.process(big[200:968, 300 + shift:1324 + shift].copy())
+            assert not any(r.startswith("too dark") for r in result.reasons), (path.name, shift, result.reasons)
+            assert result.classified, (path.name, shift, result.reasons)
