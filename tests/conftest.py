@@ -165,6 +165,13 @@ class ServerProcess:
         return rc
 
 
+def configured_server(tmp_path: Path, toml: str) -> "ServerProcess":
+    """A demo daemon started with ``toml`` as its config file (settings a test needs)."""
+    config = tmp_path / "config.toml"
+    config.write_text(toml)
+    return ServerProcess(tmp_path / "state", "--demo", "--config", str(config))
+
+
 @pytest.fixture
 def server(tmp_path: Path):
     srv = ServerProcess(tmp_path / "state", "--demo")

@@ -12,7 +12,7 @@ import pytest
 
 from edge.model.bundle import default_bundle_path, load_bundle
 
-from conftest import PIN, ServerProcess, sample_paths
+from conftest import configured_server, PIN, ServerProcess, sample_paths
 from test_browser import _driver
 
 
@@ -30,6 +30,16 @@ def _log_in(driver, url, user="admin", pin=PIN):
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(ec.element_to_be_clickable((By.ID, "analyze")))
     return wait
+
+
+def _new_case(driver, wait, code: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver.find_element(By.ID, "new-case").click()
+    driver.find_element(By.ID, "case-code-input").send_keys(code)
+    driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), code))
 
 
 #: Where the page's blocks are (for a failing in-view check's message).
@@ -204,9 +214,7 @@ def test_login_wait_counts_down_and_the_button_comes_back(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    config = tmp_path / "login.toml"
-    config.write_text("[server]\nlogin_free_failures = 1\nlogin_max_delay_seconds = 3\n")
-    srv = ServerProcess(tmp_path / "state", "--demo", "--config", str(config))
+    srv = configured_server(tmp_path, "[server]\nlogin_free_failures = 1\nlogin_max_delay_seconds = 3\n")
     driver = _driver(tmp_path / "profile", 360, 740)
     try:
         driver.get(srv.url + "/login")
@@ -235,10 +243,7 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
     driver = _driver(tmp_path / "profile", 360, 740)
     try:
         wait = _log_in(driver, server.url)
-        driver.find_element(By.ID, "new-case").click()
-        driver.find_element(By.ID, "case-code-input").send_keys("GALLERY-1")
-        driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "GALLERY-1"))
+        _new_case(driver, wait, "GALLERY-1")
         pre_b = next(p for p in sample_paths() if p.name.startswith("pre_b__"))
         driver.find_element(By.ID, "upload").send_keys(str(pre_b))
         wait.until(lambda d: pre_b.name in d.find_element(By.ID, "meta").get_attribute("textContent"))

@@ -16,9 +16,9 @@ import unicodedata
 
 from PIL import Image
 
-from conftest import ServerProcess, sample_paths
+from conftest import configured_server, sample_paths
 from test_browser import _driver
-from test_browser_cases import _in_view, _log_in
+from test_browser_cases import _in_view, _log_in, _new_case
 
 SMALL_TARGETS = """
 const out = [];
@@ -163,9 +163,7 @@ def test_the_login_page_warns_before_a_lockout_and_shows_one_on_a_fresh_page(tmp
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    config = tmp_path / "login.toml"
-    config.write_text("[server]\nlockout_attempts = 3\nlockout_seconds = 30\n")
-    srv = ServerProcess(tmp_path / "state", "--demo", "--config", str(config))
+    srv = configured_server(tmp_path, "[server]\nlockout_attempts = 3\nlockout_seconds = 30\n")
     driver = _driver(tmp_path / "profile", 360, 740)
     try:
         def wrong_pin() -> str:
@@ -220,21 +218,20 @@ def test_every_field_of_a_case_is_listed_and_can_be_reviewed_or_excluded(server,
     """Review issue, item 3: the case card lists every field; any of them, not only the last,
     opens in the field card to be reviewed or excluded."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
 
     driver = _driver(tmp_path / "profile", 390, 844)
     try:
         wait = _log_in(driver, server.url)
-        driver.find_element(By.ID, "new-case").click()
-        driver.find_element(By.ID, "case-code-input").send_keys("LAB-LIST")
-        driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "LAB-LIST"))
+        _new_case(driver, wait, "LAB-LIST")
         paths = [p for p in sample_paths() if p.name.startswith(("pro_b__", "benign__"))][:3]
         for n, path in enumerate(paths, start=1):
             driver.find_element(By.ID, "upload").send_keys(str(path))
             wait.until(lambda d: d.find_element(By.ID, "cc-counts").text.startswith(f"{n} usable fields"))
         driver.find_element(By.ID, "show-case").click()
+        # read in one script: the list may be rebuilt between two WebDriver calls
         rows = lambda: driver.find_elements(By.CSS_SELECTOR, "#cc-fields .field-row")  # noqa: E731
+        texts = lambda: driver.execute_script(  # noqa: E731
+            "return [...document.querySelectorAll('#cc-fields .field-row')].map(b => b.innerText + ' | ' + b.className)")
         wait.until(lambda d: len(rows()) == 3)
         assert driver.find_element(By.ID, "fields-summary").text.startswith("Fields (3)")
         driver.find_element(By.ID, "fields-summary").click()
@@ -247,7 +244,7 @@ def test_every_field_of_a_case_is_listed_and_can_be_reviewed_or_excluded(server,
         driver.execute_script("window.prompt = () => 'smudge';")
         driver.find_element(By.ID, "exclude-field").click()
         wait.until(lambda d: d.find_element(By.ID, "saved").text.startswith(f"Saved: field #{first_id} excluded"))
-        wait.until(lambda d: "excluded: smudge" in rows()[0].text and "excluded" in rows()[0].get_attribute("class"))
+        wait.until(lambda d: "excluded: smudge" in texts()[0] and texts()[0].endswith("field-row excluded"))
         wait.until(lambda d: d.find_element(By.ID, "cc-counts").text.startswith("2 usable fields"))
 
         second_id = rows()[1].get_attribute("data-id")
@@ -259,6 +256,6 @@ def test_every_field_of_a_case_is_listed_and_can_be_reviewed_or_excluded(server,
         driver.find_element(By.ID, "review-submit").click()
         wait.until(lambda d: d.find_element(By.ID, "saved").text.startswith(f"Saved: review of field #{second_id}"))
         driver.find_element(By.ID, "show-case").click()
-        wait.until(lambda d: "reviewed by admin: uncertain" in rows()[1].text)
+        wait.until(lambda d: "reviewed by admin: uncertain" in texts()[1])
     finally:
         driver.quit()

@@ -12,17 +12,7 @@ import requests
 
 from conftest import sample_paths
 from test_browser import _driver
-from test_browser_cases import _log_in
-
-
-def _new_case(driver, wait, code: str) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-
-    driver.find_element(By.ID, "new-case").click()
-    driver.find_element(By.ID, "case-code-input").send_keys(code)
-    driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]").click()
-    wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), code))
+from test_browser_cases import _log_in, _new_case
 
 
 def _analyze(driver, wait) -> str:

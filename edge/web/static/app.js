@@ -376,6 +376,10 @@ $("button-arm").addEventListener("click", async () => {
 function renderFieldList(c) {
   const fields = c.fields || [];
   $("fields-summary").textContent = `Fields (${fields.length}): tap one to see, review or exclude it`;
+  // rebuilt only when a field changed: a row replaced under a thumb loses the tap
+  const key = JSON.stringify([c.id, fields.map((f) => [f.id, f.revision, f.excluded, f.review])]);
+  if ($("cc-fields").dataset.key === key) return;
+  $("cc-fields").dataset.key = key;
   $("cc-fields").replaceChildren(...fields.map((f, i) => {
     const li = document.createElement("li");
     const b = document.createElement("button");
