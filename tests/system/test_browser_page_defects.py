@@ -69,6 +69,10 @@ def test_the_page_defects_found_in_review_are_gone(server, tmp_path):
     try:
         wait = _log_in(driver, server.url)
         assert driver.execute_script(SMALL_TARGETS) == []
+        # the header's title, status chip and Log out side by side, none running under another
+        boxes = driver.execute_script("return [...document.querySelectorAll('header > *')].map(e => "
+                                      "[e.getBoundingClientRect().left, e.getBoundingClientRect().right, e.scrollWidth, e.clientWidth])")
+        assert all(a[1] <= b[0] for a, b in zip(boxes, boxes[1:])) and all(sw <= cw + 1 for _, _, sw, cw in boxes), boxes
 
         driver.find_element(By.ID, "new-case").click()
         start = driver.find_element(By.CSS_SELECTOR, "#case-form button[type=submit]")

@@ -66,7 +66,7 @@ def test_users_log_in_with_name_and_pin_and_a_changed_pin_ends_their_sessions(ap
     assert ok.status_code == 302 and DEVICE_COOKIE in ok.headers.get("Set-Cookie", "")
     assert client.get("/api/me").get_json()["name"] == "Ana"
     page = client.get("/").get_data(as_text=True)
-    assert "Log out Ana" in page and 'name="reviewer"' not in page  # the review form types no name
+    assert 'Log out <span class="who">Ana</span>' in page and 'name="reviewer"' not in page  # the review form types no name
     assert client.post("/api/users/Ana", json={"pin": "55667788"}, headers=bearer).status_code == 200
     assert client.get("/api/me").status_code == 401  # the session opened with the old PIN ended
     assert _login(client, "Ana", "11223344").status_code == 401

@@ -814,7 +814,7 @@ async function refreshStatus() {
   try {
     status = await api("/api/status");
     const h = $("health");
-    h.textContent = status.status === "ok" ? "Ready" : "Needs attention";
+    h.textContent = status.status === "ok" ? "Ready" : "⚠ Attention";
     h.className = "chip " + status.status;
     // the site-verification banner says that one already: the warning lists the others
     const others = status.degraded_reasons.filter((r) => !r.startsWith("not verified at this site"));
