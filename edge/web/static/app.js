@@ -876,7 +876,9 @@ async function syncCase(force = false) {
   if (!id) return;
   try {
     const c = await api(`/api/cases/${id}`);
-    if (shownCase && shownCase.id === c.id && (force || c.revision !== shownCase.revision)) renderCaseCard(c);
+    // the button's target is not part of the case's revision: compare it too
+    const buttonMoved = shownCase && JSON.stringify(c.button) !== JSON.stringify(shownCase.button);
+    if (shownCase && shownCase.id === c.id && (force || c.revision !== shownCase.revision || buttonMoved)) renderCaseCard(c);
     if (activeCase && activeCase.id === c.id && (force || c.revision !== activeCase.revision)) renderCaseBar(c);
     const field = shownResult && c.fields.find((f) => f.id === shownResult.id);
     if (field && (force || field.revision !== shownResult.revision)) renderCard(Object.assign({ case_code: c.code }, field));
