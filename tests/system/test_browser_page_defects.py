@@ -263,3 +263,36 @@ def test_every_field_of_a_case_is_listed_and_can_be_reviewed_or_excluded(server,
         wait.until(lambda d: "reviewed by admin: uncertain" in texts()[1])
     finally:
         driver.quit()
+
+
+def test_the_pi_button_is_armed_for_a_case_from_the_page(tmp_path):
+    """Live scan issue, item 5, the page's part: a daemon configured with a GPIO button (on this
+    machine gpiozero finds no pins, so the device says the button is not working, and arming
+    still works: the pins are what cannot exist here) offers "Use the Pi's button for this
+    case"; the card then says it feeds this case and who armed it, and it can be turned off."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    srv = configured_server(tmp_path, "[button]\ngpio = 17\n")
+    driver = _driver(tmp_path / "profile", 390, 844)
+    try:
+        wait = _log_in(driver, srv.url)
+        _new_case(driver, wait, "LAB-BUTTON")
+        driver.find_element(By.ID, "show-case").click()
+        arm = driver.find_element(By.ID, "button-arm")
+        WebDriverWait(driver, 10).until(lambda d: arm.is_displayed())
+        assert driver.find_element(By.ID, "cc-button-text").text == "The Pi's button does not feed this case."
+        arm.click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "cc-button-text").text.startswith(
+            "The Pi's button analyses a field into this case (armed by admin"))
+        assert arm.text == "Stop using the Pi's button"
+        assert driver.find_element(By.ID, "saved").text == "Saved: the Pi's button now analyses into case LAB-BUTTON."
+        arm.click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "cc-button-text").text ==
+                                        "The Pi's button does not feed this case.")
+        status = driver.execute_script("return fetch('/api/status').then(r => r.json())")
+        assert status["button"]["gpio"] == 17 and not status["button"]["working"]
+        assert any(r.startswith("the GPIO button on pin 17 is not working") for r in status["degraded_reasons"])
+    finally:
+        driver.quit()
+        srv.stop()

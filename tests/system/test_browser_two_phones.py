@@ -100,7 +100,8 @@ def _review(driver, call: str, reason: str) -> None:
 def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them(server, tmp_path):
     """Review issue, items 1 and 4: two users, Anna and Ben, on two phones. Ben's review shows
     on Anna's open case card within 2 s (her page polls); a review Anna makes on what her page
-    showed before is refused naming Ben, and his review stands under his name."""
+    showed before is refused naming Ben, and his review stands under his name; once Ben signs
+    it out, Anna's page shows the lock and a field she adds is refused naming him."""
     import time
 
     import requests
@@ -138,6 +139,19 @@ def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them
         assert "case reviewed, by Ben (127.0.0.1)" in phone_a.find_element(By.ID, "error").text
         assert _case(server, "SLIDE-SYNC")["review"]["reviewer"] == "Ben"
         wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Reviewed by Ben"))
+
+        # Ben signs the case out: Anna's page shows the lock within the sync, and the field she
+        # then tries to add to it is refused naming Ben
+        phone_b.find_element(By.ID, "sign-case").click()
+        phone_b.find_element(By.CSS_SELECTOR, "#review-form input[value=positive]").click()
+        phone_b.find_element(By.ID, "review-reason").send_keys("blasts confirmed")
+        phone_b.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+        wait_b.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Signed out by Ben: positive"))
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Signed out by Ben: positive"))
+        assert phone_a.find_element(By.ID, "amend-case").is_displayed() and not phone_a.find_element(By.ID, "sign-case").is_displayed()
+        phone_a.find_element(By.ID, "analyze").click()
+        wait_a.until(ec.text_to_be_present_in_element((By.ID, "error"), "signed out by Ben"))
+        assert _case(server, "SLIDE-SYNC")["field_count"] == 1
     finally:
         phone_a.quit()
         phone_b.quit()
