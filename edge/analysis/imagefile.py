@@ -36,8 +36,9 @@ FORMATS = ("JPEG", "PNG")
 WORKING_SIDE = 2048
 #: Longest side accepted at all (a 1 x 40,000,000 PNG is 78 KB and decodes to 1.1 GB).
 MAX_SIDE = 16384
-#: A PNG cannot be decoded at reduced scale (a JPEG can): a 24 Mpx PNG costs 72 MB before it is
-#: reduced, and four in parallel took the daemon past 300 MB (``python -m tools.hardening``).
+#: A PNG cannot be decoded at reduced scale (a JPEG can): a large PNG costs its full size in
+#: memory before it is reduced, and a few in parallel took the daemon past its memory target
+#: (``python -m tools.hardening`` measures it).
 #: 12 Mpx is a 4000x3000 phone photo or screenshot; larger fields should come as JPEG.
 MAX_PNG_PIXELS = 12_000_000
 #: Images above this many pixels are decoded one at a time.

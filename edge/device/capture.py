@@ -153,7 +153,7 @@ class Picamera2Source:
     libcamera gives a camera to one owner at a time: a ``Picamera2`` whose configure or start
     failed still holds it, and every later open then failed "busy" until a restart, so any
     failure here closes it. A sensor that stops delivering makes ``capture_array`` block for
-    good (the watchdog restarted the daemon 40-70 s later): a capture that has not finished in
+    good (until the watchdog restarted the whole daemon): a capture that has not finished in
     ``timeout_s`` is abandoned and reported, and the worker closes and reopens the camera."""
 
     def __init__(self, width: int, height: int, timeout_s: float = 3.0, controls: dict[str, Any] | None = None) -> None:

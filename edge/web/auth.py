@@ -77,7 +77,8 @@ class LoginGuard:
 
     Per client and per user name: after ``attempts`` failures within ``seconds`` the client,
     or anyone trying that name, waits out the rest of ``seconds``. Device-wide, because an
-    attacker can cycle source addresses (49 addresses found a 6-digit PIN in 0.6 s): after
+    attacker can cycle source addresses (a per-address limit alone falls to many addresses in
+    seconds; docs/security.md has the measurement): after
     ``free`` failures within the last 24 h, each further attempt must wait 1, 2, 4 ... seconds
     after the previous one, up to ``max_delay``. An attempt reserves its delay before the PIN
     is checked, so parallel requests cannot slip through together.

@@ -439,8 +439,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         exported: list[int] = []
 
         def body() -> Iterator[str]:
-            """Streamed a batch of records at a time (four parallel range exports of a full device
-            held 601 MB); marked and audited only once the last byte was produced, so an export
+            """Streamed a batch of records at a time (parallel range exports of a full device built
+            whole held hundreds of MB: ``python -m tools.hardening`` measures it); marked and audited only once the last byte was produced, so an export
             that broke off (the phone left) does not make its fields first in line for retention."""
             if kind == "csv":
                 yield from csv_lines(rows())
