@@ -2,8 +2,9 @@
 seen through the eyepiece (``edge.evaluation.virtual_slide``, 640x480 frames, as the scan
 bench) fed to a camera worker at the device's default camera rate. One stream runs in real
 time for ``--seconds`` with the default live settings and the scan state drawn; prints the
-frames per second delivered, the JPEG size per frame, the bandwidth beside its bound, and the
-encoding time per frame (one thread)."""
+frames per second delivered, the JPEG size per frame, the bandwidth beside its bound, the
+encoding time per frame (one thread), and a field's analysis time alone and while a stream runs
+(1024x768 eyepiece frames of the sample fields, the shipped bundle on the CPU)."""
 
 from __future__ import annotations
 
@@ -68,11 +69,49 @@ def measure(seconds: float) -> dict[str, object]:
     }
 
 
+def analysis_beside_the_stream(fields: int = 24) -> dict[str, float]:
+    """A field's analysis (the shipped bundle on the CPU, one thread) alone and while a live
+    stream runs in another thread: the p50 milliseconds of each."""
+    import threading
+
+    from edge.evaluation.bench import eyepiece_frame
+    from edge.analysis.imagefile import read_rgb
+    from edge.model.bundle import default_bundle_path, load_bundle
+    from edge.pipeline import Pipeline
+
+    pipeline = Pipeline.on_cpu(load_bundle(default_bundle_path()), threads=1)
+    frames = [eyepiece_frame(read_rgb(p)) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
+    pipeline.process(frames[0])
+
+    def timed() -> float:
+        times = []
+        for i in range(fields):
+            t = time.perf_counter()
+            pipeline.process(frames[i % len(frames)])
+            times.append((time.perf_counter() - t) * 1000)
+        return round(float(np.percentile(times, 50)), 1)
+
+    alone = timed()
+    camera = CameraWorker("simulated", lambda spec: _SimulatedCamera(frames), fps=CameraConfig().fps, retry_max_s=1.0).start()
+    stop = threading.Event()
+    try:
+        camera.latest(wait_s=5)
+        live = LiveView(camera, LiveConfig(stream_seconds=3600), look=lambda: ScanLook("settling"), stopping=stop.is_set)
+        stream = live.open()
+        reader = threading.Thread(target=lambda: [None for _ in stream], daemon=True)
+        reader.start()
+        beside = timed()
+    finally:
+        stop.set()
+        camera.stop()
+    return {"field_ms_p50_alone": alone, "field_ms_p50_beside_a_live_stream": beside}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.live_bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    print(json.dumps(measure(args.seconds), indent=2))
+    print(json.dumps({**measure(args.seconds), **analysis_beside_the_stream()}, indent=2))
 
 
 if __name__ == "__main__":
