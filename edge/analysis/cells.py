@@ -187,11 +187,12 @@ WRONG_MAGNIFICATION = ("wrong magnification: use the objective the device was se
 def working_scale(magnification: Magnification, params: CellParams = CellParams()) -> tuple[float, str | None]:
     """Pixels per micrometre to cut this field's cells at, and why it is refused (or None).
 
-    The ruler scatters between fields of one microscope (denser smears read longer), so within ``rescale_beyond`` of the model's scale the field is cut at the
-    model's own scale; beyond it, at the field's measured scale; beyond ``max_scale_factor``
-    it is refused. It reads enlargement short (an enlarged field reads less enlarged than it
-    is; the magnification tests measure by how much), so it refuses a much stronger objective rather than correcting a small
-    change, and the eyepiece's vignette and slow shading barely move it (removed before it
+    The ruler scatters between fields of one microscope (denser smears read longer), so
+    within ``rescale_beyond`` of the model's scale the field is cut at the model's own scale;
+    beyond it, at the field's measured scale; beyond ``max_scale_factor`` it is refused. It
+    reads enlargement short (an enlarged field reads less enlarged than it is; the
+    magnification tests measure by how much), so it refuses a much stronger objective rather
+    than correcting a small change, and the eyepiece's vignette and slow shading barely move it (removed before it
     is read)."""
     ratio = magnification.ratio(params)
     if ratio is None:

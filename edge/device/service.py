@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -17,7 +17,7 @@ from edge.device.capture import CameraError, CameraWorker
 from edge.device.button import Armed, ButtonTarget, ShutterButton
 from edge.device.live import LiveView, ScanLook
 from edge.device.scan import ScanSession, Scanner
-from edge.device.verification import SiteVerification
+from edge.device.verification import SiteState, SiteVerification
 from edge.analysis.case import CaseCall, case_call, final_call
 from edge.analysis.verification import NOT_VERIFIED
 from edge.device.config import Config
@@ -68,13 +68,13 @@ class Stats:
 
 
 
-def _case_site_text(fields: list[dict[str, Any]], now: str) -> str:
+def _case_site_text(fields: list[dict[str, Any]], now: Callable[[], str]) -> str:
     """What a case's report and exports say of site verification: the text stored with its
     fields when they were read (any field read unverified makes the case unverified), or the
     device's state now for a case with no field yet."""
     texts = {f.get("site_verification") or NOT_VERIFIED for f in fields}
     if not texts:
-        return now
+        return now()
     return NOT_VERIFIED if NOT_VERIFIED in texts else sorted(texts)[-1]
 
 
@@ -216,7 +216,7 @@ class Service:
         case["final_call"] = final_call(case["signed"] or case["review"], call.call if call else case["call"])
         case["model_id"] = self.bundle.model_id
         case["site_verification"] = _case_site_text([f for f in case["fields"] if not f.get("excluded")],
-                                                    self.site.state().text)
+                                                    lambda: self.site.state().text)
         armed = self.button_target.armed
         case["button"] = {"armed_by": armed.by} if armed is not None and armed.case_id == case_id else None
         slide = self.site.record.slide_of_case(case_id)
@@ -250,7 +250,9 @@ class Service:
             return "the camera thread has stopped"
         return None
 
-    def degraded_reasons(self) -> list[str]:
+    def degraded_reasons(self, site: SiteState | None = None) -> list[str]:
+        """Why the device is degraded (empty: it is not). ``site``: the verification state when
+        the caller has it already (status() reports it too; it costs a few queries)."""
         reasons = []
         if backend := self.pipeline.backends.degraded:
             reasons.append(backend)
@@ -277,14 +279,15 @@ class Service:
         reasons.extend(self.store.recovered)
         if self.button_error:
             reasons.append(self.button_error)
-        site = self.site.state()
+        site = site or self.site.state()
         if not site.verified:
             reasons.append(f"{site.text}: {site.why}")
         reasons.extend(f"drift since site verification: {d}" for d in site.drift)
         return reasons
 
     def status(self) -> dict[str, Any]:
-        reasons = self.degraded_reasons()
+        site = self.site.state()
+        reasons = self.degraded_reasons(site)
         camera = None
         if self.camera is not None:
             s = self.camera.state
@@ -307,7 +310,7 @@ class Service:
             "quality_limits": {**self.pipeline.limits.to_dict(),
                                "overridden": sorted(k for k, v in self.config.quality.model_dump().items() if v is not None)},
             "device_name": self.config.device_name,
-            "site_verification": self.site.state().to_dict(),
+            "site_verification": site.to_dict(),
             "camera": camera,
             "button": {"gpio": self.config.button.gpio, "working": self.button is not None,
                        **self.button_target.status()},

@@ -254,15 +254,15 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             locked, left = guard.standing(address, name, device)
             error = "Wrong name or PIN."
             if locked > 0:
-                next_wait = max(next_wait, locked)
-                error += f" Too many wrong PINs for {name}: wait {int(locked) + 1} s."
+                error += f" Too many wrong PINs for {name}."
             elif left <= 2:  # a warning before the lockout, not after it
                 span = (f"{round(cfg.lockout_seconds)} s" if cfg.lockout_seconds < 120
                         else f"{round(cfg.lockout_seconds / 60)} minutes")
                 error += f" {left} more wrong PIN{'s' if left != 1 else ''} and {name} must wait {span}."
-            if next_wait >= 1:
-                error += f" The next attempt is possible in {int(next_wait) + (1 if locked > 0 else 0)} s."
-            return login_page_with(error, 401, name, int(next_wait) + (1 if locked > 0 else 0) if next_wait >= 1 else None)
+            seconds = int(max(next_wait, locked)) + (1 if locked > 0 else 0)
+            if seconds >= 1:
+                error += f" The next attempt is possible in {seconds} s."
+            return login_page_with(error, 401, name, seconds if seconds >= 1 else None)
         guard.succeeded(address, user.name, device)
         session_id, _ = sessions.create(user.name)
         session.clear()

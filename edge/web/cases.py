@@ -24,6 +24,7 @@ from edge.analysis.labels import DISPLAY_NAMES, LABELS
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import ScanBusy, Service
 from edge.record.store import Locked, Stale, locked_message
+from edge.web.wording import local_minute
 from edge.web.common import MAX_ID, Refused, clean_text, client as _client, current_user, open_case, requires, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
@@ -374,7 +375,7 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return render_template("report.html", case=case, thumbnails=thumbnails, names=DISPLAY_NAMES,
                                slide_map=slide_map(case["fields"]),
                                disclaimer=DISCLAIMER, device=service.config.device_name,
-                               printed=time.strftime("%Y-%m-%d %H:%M", time.localtime()))
+                               printed=local_minute(time.time()))
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report-pages.css")
     @api
@@ -440,7 +441,8 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
 
         def body() -> Iterator[str]:
             """Streamed a batch of records at a time (parallel range exports of a full device built
-            whole held hundreds of MB: ``python -m tools.hardening`` measures it); marked and audited only once the last byte was produced, so an export
+            whole held hundreds of MB: ``python -m tools.hardening`` measures it); marked and
+            audited only once the last byte was produced, so an export
             that broke off (the phone left) does not make its fields first in line for retention."""
             if kind == "csv":
                 yield from csv_lines(rows())

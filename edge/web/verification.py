@@ -20,6 +20,7 @@ from edge.analysis.result import DISCLAIMER
 from edge.analysis.verification import CHALLENGING, Criteria, evaluate
 from edge.device.service import Service
 from edge.record.verification import Verification, VerificationError
+from edge.web.wording import local_minute
 from edge.web.common import MAX_ID, Refused, clean_text, client, requires, set_open_case
 from edge.web.cases import CODE
 
@@ -57,9 +58,9 @@ def _view(verification: Verification) -> dict[str, Any]:
     hidden (from everyone: the people analysing it must not be led by it), the figures so far."""
     out = verification.to_dict(reveal=False)
     out["so_far"] = evaluate(verification.slides, verification.criteria).to_dict()
-    out["started_iso"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(verification.started))
+    out["started_iso"] = local_minute(verification.started)
     if verification.finished:
-        out["finished_iso"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(verification.finished))
+        out["finished_iso"] = local_minute(verification.finished)
     return out
 
 
@@ -162,7 +163,7 @@ def report(verification_id: int) -> str:
     service.store.audit(client(), "verification.report", after={"verification_id": verification_id})
     return render_template("verification.html", v=_view(verification), names=DISPLAY_NAMES, disclaimer=DISCLAIMER,
                            device=service.config.device_name, challenging=CHALLENGING,
-                           printed=time.strftime("%Y-%m-%d %H:%M", time.localtime()))
+                           printed=local_minute(time.time()))
 
 
 @bp.get(f"/api/verifications/<int(max={MAX_ID}):verification_id>/export.json")

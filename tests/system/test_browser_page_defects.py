@@ -4,8 +4,10 @@ and its own icon for "more fields needed", no silent cut of a long lab number an
 view, "saved" after a review and an exclusion, a refusal's figure on screen, contrast of the
 offline chip and the report's excluded caption, the audit log in words, the report's wording
 (no internal path, probabilities as the page says them, review time, a signature line, the case
-code and page number on every printed page), Back after logout, and the login page's warning
-before a lockout and the lockout on a fresh page."""
+code and page number on every printed page), and the login page's warning before a lockout
+and the lockout on a fresh page. Back after logout is checked in process (tests/web/test_routes.py,
+the no-store header): headless Chromium under WebDriver keeps no back-forward cache, so a check
+here passed with the defect in place."""
 
 from __future__ import annotations
 
@@ -152,13 +154,6 @@ def test_the_page_defects_found_in_review_are_gone(server, tmp_path):
         for n, text in enumerate(pages, start=1):
             assert "LAB-DEFECTS" in text and f"page {n} of {len(pages)}" in text, (n, text[:200])
 
-        # Back after logout never shows the case again
-        driver.get(server.url + "/")
-        wait.until(ec.text_to_be_present_in_element((By.ID, "case-code"), "LAB-DEFECTS"))
-        driver.find_element(By.CSS_SELECTOR, "header form button").click()
-        wait.until(ec.url_contains("/login"))
-        driver.back()
-        assert not driver.find_elements(By.ID, "case-code") or "LAB-DEFECTS" not in driver.page_source
     finally:
         driver.quit()
 

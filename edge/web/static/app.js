@@ -65,6 +65,12 @@ function saved(text) {
   savedTimer = setTimeout(() => show(el, false), 5000);
 }
 
+// A refusal reads "plain words (the measurement)": the two parts, for the page to show apart.
+function splitReason(text) {
+  const cut = text.lastIndexOf(" (");
+  return cut > 0 && text.endsWith(")") ? [text.slice(0, cut), text.slice(cut + 2, -1)] : [text, ""];
+}
+
 // A calibrated probability is never certainty: never show 0% or 100%.
 function percent(p) { return p >= 0.995 ? ">99%" : p < 0.005 ? "<1%" : `${(100 * p).toFixed(0)}%`; }
 
@@ -124,12 +130,12 @@ function renderCard(r) {
   // plain words first; the measurement behind them is in brackets at the end
   $("reasons").replaceChildren(...r.reasons.map((text) => {
     const li = document.createElement("li");
-    const cut = text.lastIndexOf(" (");
-    li.textContent = cut > 0 ? text.slice(0, cut) : text;
-    if (cut > 0) {  // the measurement shown under the words (a title shows nothing on a phone)
+    const [words, measured] = splitReason(text);
+    li.textContent = words;
+    if (measured) {  // the measurement shown under the words (a title shows nothing on a phone)
       const figure = document.createElement("span");
       figure.className = "figure";
-      figure.textContent = text.slice(cut + 2, -1);
+      figure.textContent = measured;
       li.append(figure);
     }
     return li;
@@ -392,7 +398,7 @@ function renderFieldList(c) {
     img.loading = "lazy";
     const text = document.createElement("span");
     const what = f.classified ? `${f.label_name || names[f.label] || f.label}, ${CALL_TEXT[f.call] || f.call}`
-      : `not classified: ${(f.reasons[0] || "").replace(/ \([^)]*\)$/, "")}`;
+      : `not classified: ${splitReason(f.reasons[0] || "")[0]}`;
     text.textContent = `${i + 1}. #${f.id} ${what}` + (f.excluded ? ` · excluded: ${f.excluded.reason}` : "") +
       (f.review ? ` · reviewed by ${f.review.reviewer}: ${f.review.call}` : "");
     b.append(img, text);
@@ -497,7 +503,7 @@ async function run(action) {
     // a slide of ten fields needs no scrolling; the whole card is one tap away
     loadHistory();
     $("busy").textContent = r.classified ? `Result: ${r.label_name}, ${CALL_TEXT[r.call]}`
-      : `Field rejected: ${(r.reasons[0] || "").replace(/ \([^)]*\)$/, "")}`;
+      : `Field rejected: ${splitReason(r.reasons[0] || "")[0]}`;
     show($("see-field"), true);
   } catch (e) {
     $("busy").textContent = "";
