@@ -61,6 +61,8 @@ class CellBuildConfig:
     out: Path
     weights: str = "imagenet"
     work: Path | None = None  # cell crops and the trained Keras model; reused when present
+    #: A trained Keras cell model to go on training from (instead of the ImageNet weights).
+    init_model: Path | None = None
     train: CellTrainConfig = field(default_factory=CellTrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     segmentation: SegmentationParams = field(default_factory=SegmentationParams)
@@ -146,8 +148,14 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         model = keras.models.load_model(trained)
         history = json.loads(history_path.read_text()) if history_path and history_path.exists() else {}
     else:
-        model = build_cell_model(cfg.weights, side=cfg.cells.crop_px)
+        if cfg.init_model is not None:
+            log(f"training on from {cfg.init_model}")
+            model = keras.models.load_model(cfg.init_model)
+        else:
+            model = build_cell_model(cfg.weights, side=cfg.cells.crop_px)
         history = train_cells(model, cells["train"], cells["val"], cfg.train, log)
+        if cfg.init_model is not None:
+            history["init_model"] = str(cfg.init_model)
         if trained is not None:
             model.save(trained)
             history_path.write_text(json.dumps(history, indent=2))

@@ -80,12 +80,17 @@ def _build_cells(args: argparse.Namespace) -> int:
     if args.weights != "imagenet" and not Path(args.weights).is_file():
         print(f"error: {args.weights}: weights file not found", file=sys.stderr)
         return 2
+    if args.init_model and not Path(args.init_model).is_file():
+        print(f"error: {args.init_model}: trained cell model not found", file=sys.stderr)
+        return 2
     cfg = CellBuildConfig(
         data=Path(args.data), out=Path(args.out), weights=args.weights, work=Path(args.work) if args.work else None,
         train=CellTrainConfig(seed=args.seed, **{k: v for k, v in (
             ("head_epochs", args.head_epochs), ("finetune_epochs", args.finetune_epochs),
-            ("cells_per_epoch", args.cells_per_epoch), ("finetune_schedule", args.finetune_schedule))
+            ("cells_per_epoch", args.cells_per_epoch), ("finetune_schedule", args.finetune_schedule),
+            ("finetune_learning_rate", args.finetune_lr), ("average_last", args.average_last))
             if v is not None}),
+        init_model=Path(args.init_model) if args.init_model else None,
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
         command=" ".join(["blastscope-convert", *sys.argv[1:]]),
     )
@@ -194,6 +199,10 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--cells-per-epoch", type=int, help="default: CellTrainConfig.cells_per_epoch")
     bc.add_argument("--finetune-schedule", choices=("cosine", "constant"),
                     help="fine-tuning learning rate: cosine decay (default) or constant")
+    bc.add_argument("--finetune-lr", type=float, help="default: CellTrainConfig.finetune_learning_rate")
+    bc.add_argument("--average-last", type=int,
+                    help="keep the mean of the weights of the last N fine-tuning epochs (default: none)")
+    bc.add_argument("--init-model", help="a trained Keras cell model (.keras) to go on training from")
     bc.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
     bc.add_argument("--seed", type=int, default=1234)
     bc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")

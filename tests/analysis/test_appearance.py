@@ -70,3 +70,46 @@ def test_a_check_of_other_numbers_is_refused():
         AppearanceCheck.from_dict({**data, "mean": data["mean"][:-1]})
     with pytest.raises(ValueError, match="scale must be positive"):
         AppearanceCheck.from_dict({**data, "scale": [0.0] * len(FEATURES)})
+
+
+def _plain_features(rgb: np.ndarray, own: np.ndarray, um_per_px: float, sigma_px: float) -> np.ndarray:
+    """The appearance numbers as their definitions say, pixel by pixel with numpy."""
+    import cv2
+
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float64)
+    inside = lab[own]
+    spread = inside[:, 0].std()
+    depth = cv2.distanceTransform(own.astype(np.uint8), cv2.DIST_L2, 3)
+    core = own & (depth >= 0.5 * depth.max())
+    ring = own & ~core
+    interior = cv2.erode(own.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    laplacian = np.abs(cv2.Laplacian(lab[..., 0].astype(np.float32), cv2.CV_32F, ksize=3))
+    contours, _ = cv2.findContours(own.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.contourArea(cv2.convexHull(np.concatenate(contours)))
+    coarse = cv2.GaussianBlur(lab.astype(np.float32), (0, 0), sigma_px)[own].astype(np.float64)
+    centred = inside[:, 0] - inside[:, 0].mean()
+    return np.array([2 * np.sqrt(own.sum() / np.pi) * um_per_px, *inside.mean(0), spread,
+                     lab[..., 0][core].mean() - lab[..., 0][ring].mean(), laplacian[interior].mean() / max(spread, 1),
+                     min(own.sum() / hull, 1.0), np.corrcoef(-coarse[:, 0], coarse[:, 1])[0, 1],
+                     -np.corrcoef(-coarse[:, 0], coarse[:, 2])[0, 1], np.mean(centred ** 3) / max(spread, 1) ** 3])
+
+
+def test_the_numbers_are_their_plain_definitions(bundle):
+    """The device's reductions (masked OpenCV means, one dot product per correlation) give
+    each number as its definition does: a changed formula would move the check's distances
+    away from those its limit was fitted on."""
+    from edge.analysis.appearance import STAIN_SCALE_UM
+    from edge.analysis.cells import cut_cells as cut
+
+    params = bundle.cells
+    um_per_px = params.crop_um / params.crop_px
+    for path in sample_paths()[::2]:
+        field = normalise(read_rgb(path)).rgb
+        seg = segment(field, bundle.segmentation)
+        px_per_um, _ = working_scale(measure_magnification(field, seg.mask), params)
+        cells, labels = detect_cells(seg, px_per_um, params)
+        crops = cut(field, labels, cells, px_per_um, params)
+        rows = features(crops, params)
+        for i in range(len(crops)):
+            plain = _plain_features(crops.rgb[i], crops.own[i], um_per_px, STAIN_SCALE_UM / um_per_px)
+            np.testing.assert_allclose(rows[i], plain, rtol=1e-4, atol=1e-4, err_msg=f"{path.name} cell {i}")

@@ -134,3 +134,45 @@ def test_the_ruler_is_the_autocorrelation_of_the_whole_zero_padded_field(path):
     radius = np.hypot(yy - h, xx - w).astype(np.int64).ravel()
     plain = (np.bincount(radius, auto.ravel()) / np.maximum(np.bincount(radius), 1))[:MAX_RULER_PX]
     np.testing.assert_allclose(_radial_autocorrelation(image), plain / plain[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("path", sample_paths()[::2], ids=lambda p: p.name)
+def test_the_subsampled_shading_reads_the_ruler_of_the_full_blur(path, monkeypatch):
+    """The slow shading is blurred at a quarter of the resolution for speed: the ruler it
+    gives must be the one the full-resolution Gaussian gives, to a small part of a pixel."""
+    import edge.analysis.cells as cells_module
+
+    field = normalise(read_rgb(path)).rgb
+    mask = segment(field).mask
+    fast = measure_magnification(field, mask).ruler_px
+    monkeypatch.setattr(cells_module, "_slow_shading",
+                        lambda image: cv2.GaussianBlur(image, (0, 0), cells_module.RULER_HIGHPASS_PX))
+    full = measure_magnification(field, mask).ruler_px
+    assert fast is not None and full is not None
+    assert abs(fast - full) < 0.1, (fast, full)
+
+
+@pytest.mark.parametrize("path", sample_paths()[::3], ids=lambda p: p.name)
+def test_crops_and_inputs_are_their_plain_definitions(path):
+    """Each crop's own mask is the warped mask of its label alone, and input 1 is the grey crop
+    stretched between the 2nd and 98th percentiles (``np.percentile``) of the cell and its
+    rim: the fast paths (one warp of the label image, histogram percentiles) give the same
+    inputs, to one grey level of rounding."""
+    field, _, px_per_um, refused, cells, labels = _cells(read_rgb(path))
+    assert refused is None and cells
+    crops = cut_cells(field, labels, cells, px_per_um)
+    first, second = model_inputs(crops)
+    side, half = crops.rgb.shape[1], 0.5 * CellParams().crop_um * px_per_um
+    scale = side / (2 * half)
+    for i, cell in enumerate(cells):
+        cx, cy = cell.centre
+        m = np.array([[scale, 0, side / 2 - scale * cx], [0, scale, side / 2 - scale * cy]], np.float32)
+        own = cv2.warpAffine((labels == i + 1).astype(np.uint8), m, (side, side), flags=cv2.INTER_NEAREST) > 0
+        np.testing.assert_array_equal(crops.own[i], own)
+        grey = cv2.cvtColor(crops.rgb[i], cv2.COLOR_RGB2GRAY).astype(np.float64)
+        low, high = np.percentile(grey[crops.near[i]], (2.0, 98.0))
+        plain = np.clip((grey - low) * (255.0 / max(high - low, 8.0)), 0, 255).astype(np.uint8)
+        expected = np.where(crops.near[i], plain, 255)
+        assert np.abs(first[i, ..., 0].astype(int) - expected).max() <= 1
+        assert (first[i, ..., 0] != expected).mean() < 0.01
+        assert np.array_equal(second[i, ..., 0] > 0, crops.own[i] & (plain > 0))
