@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
+from edge.analysis.histogram import percentile_u8
 from edge.analysis.segmentation import Segmentation, from_known_keys
 
 #: Red-cell diameter (um) used as the ruler: normal erythrocytes measure 7-8 um.
@@ -122,10 +123,10 @@ def measure_magnification(rgb: np.ndarray, stained: np.ndarray) -> Magnification
         return Magnification(None)
     # lightness is 8-bit, so its 90th percentile and the unstained part's median are read off
     # histograms (exactly np.percentile's linear rule), several times faster than sorting
-    bright = _percentile_u8(np.bincount(lightness8.ravel(), minlength=256), 90.0)
+    bright = percentile_u8(np.bincount(lightness8.ravel(), minlength=256), 90.0)
     darkness = np.clip(bright - lightness8.astype(np.float32), 0, None)
     # darkness falls as lightness rises, so its median is the lightness median's mirror image
-    darkness[rim] = max(bright - _percentile_u8(np.bincount(lightness8[~rim], minlength=256), 50.0), 0.0)
+    darkness[rim] = max(bright - percentile_u8(np.bincount(lightness8[~rim], minlength=256), 50.0), 0.0)
     # a vignette or uneven lamp is a slope across the field, not red-cell texture: take away
     # what varies more slowly than a few red cells
     darkness -= _slow_shading(darkness)
@@ -154,16 +155,6 @@ def _slow_shading(image: np.ndarray) -> np.ndarray:
     small = cv2.resize(image, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), RULER_HIGHPASS_PX / f)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def _percentile_u8(hist: np.ndarray, q: float) -> float:
-    """``np.percentile(values, q)`` (linear interpolation) of 8-bit values given their histogram."""
-    n = int(hist.sum())
-    position = (n - 1) * q / 100.0
-    below, above = int(np.floor(position)), int(np.ceil(position))
-    cumulative = np.cumsum(hist)
-    low, high = np.searchsorted(cumulative, [below + 1, above + 1])
-    return float(low + (high - low) * (position - below))
 
 
 def _radial_autocorrelation(image: np.ndarray) -> np.ndarray:
@@ -223,6 +214,25 @@ def working_scale(magnification: Magnification, params: CellParams = CellParams(
     return params.model_px_per_um * ratio, None
 
 
+@functools.lru_cache(maxsize=8)
+def _disc_rectangles(size: int) -> tuple[tuple[int, int], ...]:
+    """OpenCV's elliptic structuring element of odd ``size`` as a union of centred rectangles
+    (width, height): one per distinct row width, as tall as the rows at least that wide."""
+    widths = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)).sum(axis=1)
+    return tuple((int(w), int((widths >= w).sum())) for w in sorted(set(widths[widths > 0].tolist())))
+
+
+def dilate_disc(image: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.dilate`` with the elliptic element of odd ``size``, exactly, as the maximum of
+    dilations by the rectangles the disc is the union of: OpenCV dilates by a rectangle
+    separably, row then column, while a disc it visits element by element."""
+    out = None
+    for width, height in _disc_rectangles(size):
+        grown = cv2.dilate(image, cv2.getStructuringElement(cv2.MORPH_RECT, (width, height)))
+        out = grown if out is None else np.maximum(out, grown, out=out)
+    return image.copy() if out is None else out
+
+
 def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParams = CellParams()) -> tuple[list[Cell], np.ndarray]:
     """White cells of a field and a label image (0 background, i+1 for cell i).
 
@@ -237,8 +247,7 @@ def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParam
     distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     seeds = (distance >= max(1.5, 0.8 * min_r_px)).astype(np.uint8)
     # one seed per nucleus: the core of each object shrunk to its thickest part
-    core = (distance >= 0.5 * cv2.dilate(distance, cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (int(4 * min_r_px) | 1, int(4 * min_r_px) | 1)))) & (seeds > 0)
+    core = (distance >= 0.5 * dilate_disc(distance, int(4 * min_r_px) | 1)) & (seeds > 0)
     n_seeds, markers = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
     markers = markers.astype(np.int32) + 1
     markers[mask == 0] = 0
@@ -293,7 +302,7 @@ def grey_standardised(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     grey8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     # grey is 8-bit, so the percentiles are read off its histogram (np.percentile's linear rule)
     hist = np.bincount((grey8[region] if region.any() else grey8).ravel(), minlength=256)
-    low, high = _percentile_u8(hist, 2.0), _percentile_u8(hist, 98.0)
+    low, high = percentile_u8(hist, 2.0), percentile_u8(hist, 98.0)
     return np.clip((grey8.astype(np.float64) - low) * (255.0 / max(high - low, 8.0)), 0, 255).astype(np.uint8)
 
 

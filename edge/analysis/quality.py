@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from edge.analysis.histogram import percentile_of_u8
 from edge.analysis.segmentation import Segmentation
 from edge.settings import Float, Settings
 
@@ -133,7 +134,7 @@ def border_fraction(grey: np.ndarray) -> float:
     """Share of pixels darker than a fifth of the background (the field's 90th percentile):
     the eyepiece's black surround. Stained nuclei stay above it; clean fields of the dataset
     have at most 0.33% of pixels below grey 40."""
-    return float((grey < 0.2 * np.percentile(grey, 90)).mean())
+    return float((grey < 0.2 * percentile_of_u8(grey, 90.0)).mean())
 
 
 def measure_quality(field_rgb: np.ndarray, cfg: GateLimits) -> Quality:

@@ -111,7 +111,7 @@ def test_pooling_lets_many_cells_outweigh_one():
 def test_the_histogram_percentile_is_numpys_linear_percentile():
     """The ruler reads its two order statistics off 8-bit histograms for speed; they must be
     what ``np.percentile`` gives, for odd and even counts and ties."""
-    from edge.analysis.cells import _percentile_u8
+    from edge.analysis.histogram import percentile_u8 as _percentile_u8
 
     rng = np.random.default_rng(3)
     for n in (1, 2, 3, 10, 11, 1000, 50176):
@@ -176,3 +176,15 @@ def test_crops_and_inputs_are_their_plain_definitions(path):
         assert np.abs(first[i, ..., 0].astype(int) - expected).max() <= 1
         assert (first[i, ..., 0] != expected).mean() < 0.01
         assert np.array_equal(second[i, ..., 0] > 0, crops.own[i] & (plain > 0))
+
+
+@pytest.mark.parametrize("size", [1, 3, 9, 17, 23, 31, 45])
+def test_the_disc_dilation_is_opencvs_elliptic_dilation(size):
+    """Touching nuclei are split at the distance map's local maxima over a disc; the union of
+    rectangles must give exactly what OpenCV's elliptic element gives, on a real field's map."""
+    from edge.analysis.cells import dilate_disc
+
+    field = normalise(read_rgb(sample_paths()[2])).rgb
+    distance = cv2.distanceTransform(segment(field).mask.astype(np.uint8), cv2.DIST_L2, 5)
+    expected = cv2.dilate(distance, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    np.testing.assert_array_equal(dilate_disc(distance, size), expected)

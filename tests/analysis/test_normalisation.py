@@ -7,7 +7,7 @@ import numpy as np
 
 from edge.analysis.imagefile import read_rgb
 from edge.evaluation.degradation import gain
-from edge.analysis.normalisation import TARGET_LEVEL, background_colour, normalise
+from edge.analysis.normalisation import MAX_GAIN, MIN_GAIN, TARGET_LEVEL, background_colour, normalise
 from edge.analysis.segmentation import SegmentationParams, segment
 
 from conftest import sample_paths
@@ -44,3 +44,13 @@ def test_segmentation_finds_the_cells_through_a_cast():
             assert mask.any(), (path.name, name)
             overlap = (mask & reference).sum() / max((mask | reference).sum(), 1)
             assert overlap > 0.8, (path.name, name, overlap)
+
+
+def test_the_lookup_table_is_the_per_pixel_gain():
+    """The gains go through a lookup table for speed: every pixel must come out as scaling
+    it by its channel's gain (rounded, clipped) does, on a real field with a colour cast."""
+    rgb = np.clip(read_rgb(sample_paths()[0]).astype(np.float32) * [0.8, 0.95, 0.7], 0, 255).astype(np.uint8)
+    result = normalise(rgb)
+    gains = np.clip(TARGET_LEVEL / np.maximum(background_colour(rgb), 1.0), MIN_GAIN, MAX_GAIN)
+    expected = np.clip(rgb.astype(np.float32) * gains.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(result.rgb, expected)
