@@ -50,6 +50,16 @@ class CellTrainConfig:
     #: draw; their average sits in the middle of the region the epochs visited. Batch-norm is
     #: frozen, so the average needs no second pass over the data for its statistics.
     average_last: int = 0
+    #: Multiple-instance fine-tuning: the share of the loss taken by the field's call, the
+    #: softmax of the mean log-probability of its cells (what the device's ``pool`` computes),
+    #: against the field's label. 0 trains cells alone. A malignant field's odd neutrophil
+    #: then need not be called a blast for the field to be right; the rest of the loss keeps
+    #: each cell's own call meaningful, since the page shows it.
+    field_loss_weight: float = 0.0
+    fields_per_batch: int = 8
+    #: Cells drawn from each field per step (with replacement when it has fewer), so every
+    #: batch has one shape and the step compiles once.
+    cells_per_field: int = 6
     seed: int = 1234
 
 
@@ -131,10 +141,15 @@ def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrain
                            metrics=["accuracy"])
         start = time.monotonic()
         averaged: list[np.ndarray] | None = None
+        bags = FieldBags(train, cfg, cfg.seed + 11) if phase == "finetune" and cfg.field_loss_weight > 0 else None
+        step = _bag_step(classifier, cfg, _rate(cfg, phase, lr, epochs)) if bags is not None else None
         for epoch in range(epochs):
             t = time.monotonic()
-            fit = classifier.fit(CellBatches(train, cfg, cfg.seed + 100 * epoch + (phase == "finetune") * 7), epochs=1,
-                            verbose=0)
+            if bags is not None and step is not None:
+                fit = _fit_bags(step, bags, cfg)
+            else:
+                fit = classifier.fit(CellBatches(train, cfg, cfg.seed + 100 * epoch + (phase == "finetune") * 7),
+                                     epochs=1, verbose=0)
             probs = classifier.predict((x1v, x2v), batch_size=64, verbose=0)
             cell_acc = float((probs.argmax(1) == val.labels).mean())
             field_acc = _field_accuracy(probs, val)
@@ -158,6 +173,75 @@ def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrain
             history[f"{phase}_averaged"] = {"epochs": n, "val_cell_accuracy": cell_acc,
                                             "val_field_accuracy": field_acc}
     return {"config": asdict(cfg), "history": history}
+
+
+class FieldBags:
+    """Batches of whole fields for multiple-instance fine-tuning: ``fields_per_batch`` fields
+    drawn class-balanced, ``cells_per_field`` augmented cells of each."""
+
+    def __init__(self, cells: CellSet, cfg: CellTrainConfig, seed: int):
+        self.cells, self.cfg = cells, cfg
+        self.rng = np.random.default_rng(seed)
+        order = np.argsort(cells.field, kind="stable")
+        starts = np.searchsorted(cells.field[order], np.arange(len(cells.keys) + 1))
+        self.members = [order[starts[f]:starts[f + 1]] for f in range(len(cells.keys))]
+        self.by_class = [np.array([f for f in range(len(cells.keys)) if cells.field_labels[f] == c and
+                                   len(self.members[f])]) for c in range(len(LABELS))]
+
+    def batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg, c = self.cfg, self.cells
+        picked, labels = [], []
+        for k in self.rng.integers(len(LABELS), size=cfg.fields_per_batch):
+            f = int(self.rng.choice(self.by_class[k]))
+            members = self.members[f]
+            picked.extend(self.rng.choice(members, cfg.cells_per_field, replace=len(members) < cfg.cells_per_field))
+            labels.append(k)
+        parts = [augment_cell(c.rgb[i], c.own[i], c.near[i], self.rng) for i in picked]
+        x1, x2 = model_inputs(CellCrops(*(np.stack([p[j] for p in parts]) for j in range(3))))
+        return x1, x2, keras.utils.to_categorical(np.array(labels), len(LABELS))
+
+
+def _bag_step(classifier: keras.Model, cfg: CellTrainConfig, rate):
+    """One compiled optimisation step on a batch of fields: the cells' own loss (label
+    smoothed, each cell with its field's label) and the fields' pooled loss, weighted."""
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(rate)
+    cell_loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    field_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
+    variables = classifier.trainable_variables
+    w, k, n = cfg.field_loss_weight, cfg.cells_per_field, len(LABELS)
+
+    @tf.function(reduce_retracing=True)
+    def step(x1, x2, y_field):
+        with tf.GradientTape() as tape:
+            p = classifier([x1, x2], training=True)
+            per_cell = cell_loss(tf.repeat(y_field, k, axis=0), p)
+            pooled = tf.reduce_mean(tf.reshape(tf.math.log(p + 1e-6), (-1, k, n)), axis=1)
+            loss = (1.0 - w) * per_cell + w * field_loss(y_field, pooled)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(pooled, 1), tf.argmax(y_field, 1)), tf.float32))
+        return loss, correct
+
+    return step
+
+
+class _History:
+    def __init__(self, history: dict):
+        self.history = history
+
+
+def _fit_bags(step, bags: FieldBags, cfg: CellTrainConfig) -> _History:
+    """One epoch of field batches: as many cells as an epoch of ``CellBatches``. Reports the
+    mean loss and the training fields' accuracy in ``fit``'s shape (the log reads both)."""
+    steps = math.ceil(cfg.cells_per_epoch / (cfg.fields_per_batch * cfg.cells_per_field))
+    losses, accuracies = [], []
+    for _ in range(steps):
+        x1, x2, y = bags.batch()
+        loss, correct = step(x1, x2, y)
+        losses.append(float(loss))
+        accuracies.append(float(correct))
+    return _History({"loss": [float(np.mean(losses))], "accuracy": [float(np.mean(accuracies))]})
 
 
 def _rate(cfg: CellTrainConfig, phase: str, lr: float, epochs: int):

@@ -88,7 +88,8 @@ def _build_cells(args: argparse.Namespace) -> int:
         train=CellTrainConfig(seed=args.seed, **{k: v for k, v in (
             ("head_epochs", args.head_epochs), ("finetune_epochs", args.finetune_epochs),
             ("cells_per_epoch", args.cells_per_epoch), ("finetune_schedule", args.finetune_schedule),
-            ("finetune_learning_rate", args.finetune_lr), ("average_last", args.average_last))
+            ("finetune_learning_rate", args.finetune_lr), ("average_last", args.average_last),
+            ("field_loss_weight", args.field_loss_weight))
             if v is not None}),
         init_model=Path(args.init_model) if args.init_model else None,
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
@@ -202,6 +203,8 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--finetune-lr", type=float, help="default: CellTrainConfig.finetune_learning_rate")
     bc.add_argument("--average-last", type=int,
                     help="keep the mean of the weights of the last N fine-tuning epochs (default: none)")
+    bc.add_argument("--field-loss-weight", type=float,
+                    help="multiple-instance fine-tuning: share of the loss on the fields' pooled calls (default 0)")
     bc.add_argument("--init-model", help="a trained Keras cell model (.keras) to go on training from")
     bc.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
     bc.add_argument("--seed", type=int, default=1234)
