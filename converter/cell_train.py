@@ -141,20 +141,15 @@ def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrain
                            metrics=["accuracy"])
         start = time.monotonic()
         averaged: list[np.ndarray] | None = None
-        bags = FieldBags(train, cfg, cfg.seed + 11) if phase == "finetune" and cfg.field_loss_weight > 0 else None
-        step = _bag_step(classifier, cfg, _rate(cfg, phase, lr, epochs)) if bags is not None else None
+        run_epoch = _epoch_runner(classifier, train, cfg, phase, _rate(cfg, phase, lr, epochs))
         for epoch in range(epochs):
             t = time.monotonic()
-            if bags is not None and step is not None:
-                fit = _fit_bags(step, bags, cfg)
-            else:
-                fit = classifier.fit(CellBatches(train, cfg, cfg.seed + 100 * epoch + (phase == "finetune") * 7),
-                                     epochs=1, verbose=0)
+            fit = run_epoch(epoch)
             probs = classifier.predict((x1v, x2v), batch_size=64, verbose=0)
             cell_acc = float((probs.argmax(1) == val.labels).mean())
             field_acc = _field_accuracy(probs, val)
-            line = (f"{phase} epoch {epoch + 1}/{epochs}: loss {fit.history['loss'][-1]:.4f} "
-                    f"train acc {fit.history['accuracy'][-1]:.4f} "
+            line = (f"{phase} epoch {epoch + 1}/{epochs}: loss {fit['loss'][-1]:.4f} "
+                    f"train acc {fit['accuracy'][-1]:.4f} "
                     f"val cell acc {cell_acc:.4f} val field acc {field_acc:.4f} "
                     f"({time.monotonic() - t:.0f} s, phase {time.monotonic() - start:.0f} s)")
             log(line)
@@ -226,14 +221,21 @@ def _bag_step(classifier: keras.Model, cfg: CellTrainConfig, rate):
     return step
 
 
-class _History:
-    def __init__(self, history: dict):
-        self.history = history
+def _epoch_runner(classifier: keras.Model, train: CellSet, cfg: CellTrainConfig, phase: str,
+                  rate) -> Callable[[int], dict[str, list[float]]]:
+    """What one epoch of a phase runs, returning ``fit``'s history (loss, accuracy): field
+    bags for a multiple-instance fine-tuning phase, else Keras' ``fit`` on single cells
+    (compiled by the caller)."""
+    if phase == "finetune" and cfg.field_loss_weight > 0:
+        bags, step = FieldBags(train, cfg, cfg.seed + 11), _bag_step(classifier, cfg, rate)
+        return lambda epoch: _fit_bags(step, bags, cfg)
+    return lambda epoch: classifier.fit(CellBatches(train, cfg, cfg.seed + 100 * epoch + (phase == "finetune") * 7),
+                                        epochs=1, verbose=0).history
 
 
-def _fit_bags(step, bags: FieldBags, cfg: CellTrainConfig) -> _History:
-    """One epoch of field batches: as many cells as an epoch of ``CellBatches``. Reports the
-    mean loss and the training fields' accuracy in ``fit``'s shape (the log reads both)."""
+def _fit_bags(step, bags: FieldBags, cfg: CellTrainConfig) -> dict[str, list[float]]:
+    """One epoch of field batches: as many cells as an epoch of ``CellBatches``; the mean
+    loss and the training fields' accuracy, in ``fit``'s history shape."""
     steps = math.ceil(cfg.cells_per_epoch / (cfg.fields_per_batch * cfg.cells_per_field))
     losses, accuracies = [], []
     for _ in range(steps):
@@ -241,7 +243,7 @@ def _fit_bags(step, bags: FieldBags, cfg: CellTrainConfig) -> _History:
         loss, correct = step(x1, x2, y)
         losses.append(float(loss))
         accuracies.append(float(correct))
-    return _History({"loss": [float(np.mean(losses))], "accuracy": [float(np.mean(accuracies))]})
+    return {"loss": [float(np.mean(losses))], "accuracy": [float(np.mean(accuracies))]}
 
 
 def _rate(cfg: CellTrainConfig, phase: str, lr: float, epochs: int):

@@ -40,18 +40,30 @@ def sample_cells():
 
 
 def test_field_bags_draw_every_class_alike_and_keep_a_fields_cells_together(sample_cells):
+    """Classes are drawn alike even when one has fewer fields (here benign keeps one of its
+    two sample fields), and a bag's cells are its own field's."""
+    from dataclasses import replace
+
+    import numpy as np
+
     from converter.cell_train import FieldBags
     from edge.analysis.labels import LABELS
 
-    cfg = CellTrainConfig(fields_per_batch=40, cells_per_field=6)
-    bags = FieldBags(sample_cells, cfg, seed=3)
-    x1, x2, y = bags.batch()
-    assert x1.shape == x2.shape == (40 * 6, 96, 96, 3) and y.shape == (40, len(LABELS))
-    assert (y.sum(0) >= 4).all()  # forty fields over four classes: none left out
-    # the bag's cells are its field's: each field's members carry that field's label only
+    dropped = int(np.flatnonzero(sample_cells.field_labels == 0)[0])
+    keep = sample_cells.field != dropped
+    cells = replace(sample_cells, rgb=sample_cells.rgb[keep], own=sample_cells.own[keep],
+                    near=sample_cells.near[keep], field=sample_cells.field[keep])
+    cfg = CellTrainConfig(fields_per_batch=400, cells_per_field=2)
+    bags = FieldBags(cells, cfg, seed=3)
+    for k, fields in enumerate(bags.by_class):
+        assert len(fields) and (cells.field_labels[fields] == k).all() and dropped not in fields
     for f, members in enumerate(bags.members):
-        assert (sample_cells.field[members] == f).all()
-    assert sum(len(m) for m in bags.members) == len(sample_cells.field)
+        assert (cells.field[members] == f).all()
+    assert sum(len(m) for m in bags.members) == len(cells.field)
+    x1, x2, y = bags.batch()
+    assert x1.shape == x2.shape == (400 * 2, 96, 96, 3) and y.shape == (400, len(LABELS))
+    # one benign field of seven: drawn by field it would be 1/7 of the bags, by class 1/4
+    assert 80 <= y.sum(0)[0] <= 120, y.sum(0)
 
 
 def test_the_bag_loss_pools_the_cells_as_the_device_does(sample_cells):
