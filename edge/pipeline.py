@@ -20,7 +20,7 @@ from edge.analysis.preprocess import fit_to_input
 from edge.model.inference import BackendManager, timed_ms
 from edge.analysis.normalisation import normalise
 from edge.analysis.quality import GateLimits, cells_reason, measure_quality
-from edge.analysis.cells import (NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, measure_magnification,
+from edge.analysis.cells import (FAINT_STAIN, NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, measure_magnification,
                                  model_inputs as cell_inputs, pool, working_scale)
 from edge.analysis.appearance import features as appearance_features
 from edge.analysis.labels import LABELS
@@ -101,7 +101,7 @@ class Pipeline:
         assert params is not None and ood is not None  # load_bundle checked both
         rbc = None
         if not reasons and seg.empty:  # nothing stained at all: say so, before measuring the scale of nothing
-            reasons.append(NO_WHITE_CELLS)
+            reasons.append(FAINT_STAIN if seg.faint else NO_WHITE_CELLS)
         if not reasons:
             t = time.perf_counter()
             magnification = measure_magnification(rgb, seg.mask)
