@@ -362,8 +362,8 @@ def model_inputs(crops: CellCrops) -> tuple[np.ndarray, np.ndarray]:
 NO_WHITE_CELLS = "no white cells in view: move the stage to an area of the smear with white cells"
 #: The same refusal for a field whose stain is faint (``Segmentation.faint``): real malignant
 #: fields of the dataset are that faint, and a second split of their stained pixels would find
-#: their white cells but also the pale ghosts of cells in fields with none (it called 8% of
-#: leukocyte-free fields positive), so the device refuses them and says what may be wrong.
+#: their white cells but also the pale ghosts of cells in fields with none (docs/cells.md), so
+#: the device refuses them and says what may be wrong.
 FAINT_STAIN = ("no white cells in view, and the stain is faint: if white cells are in view, the stain is too faint "
                "to find them (check the stain and the lamp); if not, move the stage to an area with white cells")
 

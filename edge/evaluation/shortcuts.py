@@ -119,7 +119,7 @@ def run(pipeline: Pipeline, test: list, train: list, seed: int = 0,
     rng = np.random.default_rng(seed)
     test_fields = [load_field(s.path, s.label, params) for s in test]
     train_fields = [load_field(s.path, s.label, params) for s in train]
-    log(f"{len(test_fields)} fields to test (the split asked for), {len(train_fields)} training fields loaded")
+    log(f"{len(test_fields)} fields of the split, {len(train_fields)} training fields loaded")
     truth = [f.label for f in test_fields]
 
     clean = [_shown(pipeline, f.rgb) for f in test_fields]
