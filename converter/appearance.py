@@ -10,7 +10,7 @@ benign variation validation was shown; a field whose cells do not look stained t
 training cells were is.
 
 ``add_to_bundle`` rewrites an existing bundle with the check and re-measures what the check
-can change, through the device pipeline: int8 metrics and the case rule (``converter.refit``),
+can change, through the device pipeline: the calibration, int8 metrics and the case rule (``converter.refit``),
 the capture-condition suite, the shortcut tests and the foreign-looking fields on test.
 """
 
@@ -26,6 +26,7 @@ import numpy as np
 from edge.analysis.appearance import features
 from edge.analysis.cells import CellCrops, CellParams
 from edge.analysis.imagefile import read_rgb
+from edge.analysis.screening import Calibration
 from edge.evaluation.dataset import Sample, load_dataset
 from edge.evaluation.evaluate import samples_for_split
 from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS, run as run_suite, table as robustness_table
@@ -98,7 +99,8 @@ def add_to_bundle(bundle: Bundle, data: Path, every: int = 2, log: Callable[[str
     checked = dataclasses.replace(bundle, manifest={**bundle.manifest, "ood_appearance": check.to_dict(),
                                                     "ood_appearance_fit": report})
     updates = {"ood_appearance": check.to_dict(), "ood_appearance_fit": report, **refit(checked, data, log)}
-    pipeline = Pipeline.on_cpu(dataclasses.replace(checked, manifest={**checked.manifest, **updates}))
+    pipeline = Pipeline.on_cpu(dataclasses.replace(checked, manifest={**checked.manifest, **updates},
+                                                   calibration=Calibration.from_dict(updates["calibration"])))
     log("capture-condition suite on the test split")
     updates["robustness_test"] = run_suite(pipeline, parts["test"])
     log(robustness_table(updates["robustness_test"]))

@@ -1,8 +1,16 @@
-"""Re-measure a bundle's model as the device runs it, without retraining: int8 metrics on the
-validation and test splits (scoring the label the device shows), the case rule fitted on
-validation fields, case figures on test. Used when the way results are scored or called
-changes; the model file is untouched, the manifest is rewritten (so the model id changes)
-and the bundle is signed again when a key is given.
+"""Re-measure a bundle's model as the device runs it, without retraining: the calibration
+(temperature, threshold and uncertain band) fitted again on the validation split, int8 metrics
+on the validation and test splits (scoring the label the device shows), the case rule fitted on
+validation fields, case figures on test. Used when the way results are computed, scored or
+called changes; the model file is untouched, the manifest is rewritten (so the model id
+changes) and the bundle is signed again when a key is given.
+
+The calibration is refitted because it is fitted on the probabilities the device computes:
+when the pipeline's numbers move (a faster resize, a coarser shading estimate), a validation
+field near the band's edge can cross it, and the recorded validation figures would no longer
+be what ``blastscope-edge evaluate`` prints. It is fitted as at build: same targets and band
+kind (read from the manifest's ``calibration_fit``), on validation fields run without the
+quality gate (the gate is kept as it was).
 
 The float model is not kept in a bundle, so float metrics recorded at build time stay as
 they were and say how they were scored.
@@ -17,7 +25,8 @@ from edge.model.bundle import Bundle
 from edge.analysis.case import CaseRule
 from edge.evaluation.dataset import load_dataset
 from edge.evaluation.evaluate import case_report, classify_samples, evaluation_report, field_records, samples_for_split
-from edge.analysis.labels import BENIGN
+from edge.analysis.labels import BENIGN, LABELS
+from edge.analysis.screening import Calibration
 from edge.pipeline import Pipeline
 
 CASE_SIZES = (1, 3, 5, 10)
@@ -38,12 +47,40 @@ def case_figures(bundle: Bundle, samples: list, raws: list) -> list[dict[str, An
     return out
 
 
-def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The manifest updates: re-measured int8 metrics, the case rule and the case figures."""
+def refit_calibration(bundle: Bundle, val: list, log: Callable[[str], None] = print) -> tuple[Calibration, dict[str, Any]]:
+    """The calibration fitted again on ``val`` as the build fitted it: the targets and band kind
+    recorded in the manifest, the fields run without the quality gate or case rule."""
     import dataclasses
 
-    pipeline = Pipeline.on_cpu(bundle)
+    import numpy as np
+
+    from converter.calibration import fit_calibration
+
+    recorded = bundle.manifest.get("calibration_fit", {}).get("int8", {})
+    targets = recorded.get("targets", {})
+    ungated = dataclasses.replace(bundle, calibration=Calibration(), manifest={
+        k: v for k, v in bundle.manifest.items() if k not in ("quality_gate", "case_rule")})
+    raws, _ = classify_samples(Pipeline.on_cpu(ungated), val)
+    usable = [i for i, r in enumerate(raws) if r is not None]
+    truth = np.array([LABELS.index(val[i].label) for i in usable])
+    fit = fit_calibration(np.stack([raws[i] for i in usable]), truth,
+                          target_sensitivity=float(targets.get("sensitivity", 0.995)),
+                          target_specificity=float(targets.get("specificity", 0.97)),
+                          band=str(recorded.get("band", "targets")))
+    log(f"calibration refitted on {len(usable)} validation fields: {fit.calibration} (was {bundle.calibration})")
+    return fit.calibration, fit.report
+
+
+def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The manifest updates: the calibration, re-measured int8 metrics, the case rule and the
+    case figures."""
+    import dataclasses
+
     dataset = load_dataset(data)
+    calibration, fit_report = refit_calibration(bundle, samples_for_split(bundle, dataset, "val"), log)
+    bundle = dataclasses.replace(bundle, calibration=calibration,
+                                 manifest={**bundle.manifest, "calibration": calibration.to_dict()})
+    pipeline = Pipeline.on_cpu(bundle)
     measured: dict[str, tuple[list, list, list]] = {}
     for split in ("val", "test"):
         samples = samples_for_split(bundle, dataset, split)
@@ -66,4 +103,6 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print) -> dic
     for c in metrics["cases_test"]:
         log(f"cases of {c['size']}: sensitivity {c['sensitivity']} specificity {c['specificity']} "
             f"({c['n_malignant']} malignant, {c['n_benign']} benign, {c['uncertain']} uncertain or pending)")
-    return {"case_rule": rule.to_dict(), "metrics": metrics}
+    calibration_fit = {**bundle.manifest.get("calibration_fit", {}), "int8": fit_report}
+    return {"calibration": calibration.to_dict(), "calibration_fit": calibration_fit,
+            "case_rule": rule.to_dict(), "metrics": metrics}

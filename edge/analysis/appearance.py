@@ -33,35 +33,42 @@ STAIN_SCALE_UM = 0.75
 
 def features(crops: CellCrops, params: CellParams) -> np.ndarray:
     """``(N, len(FEATURES))`` float64: one row per cell of ``crops``."""
-    out = np.zeros((len(crops), len(FEATURES)), np.float64)
+    n = len(crops)
+    out = np.zeros((n, len(FEATURES)), np.float64)
+    if n == 0:
+        return out
     um_per_px = params.crop_um / params.crop_px
-    for i in range(len(crops)):
-        out[i] = _cell_features(crops.rgb[i], crops.own[i], um_per_px, STAIN_SCALE_UM / um_per_px)
+    # colour conversion is per pixel, so the crops stacked into one image convert in one call
+    side = crops.rgb.shape[1]
+    labs = cv2.cvtColor(crops.rgb.reshape(n * side, side, 3), cv2.COLOR_RGB2LAB).reshape(crops.rgb.shape)
+    for i in range(n):
+        out[i] = _cell_features(labs[i], crops.own[i], um_per_px, STAIN_SCALE_UM / um_per_px)
     return out
 
 
-def _cell_features(rgb: np.ndarray, own: np.ndarray, um_per_px: float, stain_sigma_px: float) -> np.ndarray:
+def _cell_features(lab8: np.ndarray, own: np.ndarray, um_per_px: float, stain_sigma_px: float) -> np.ndarray:
+    """One cell's row, from its crop in 8-bit CIE-LAB (``cv2.COLOR_RGB2LAB``) and its mask."""
     # means and spreads over a mask are taken with OpenCV's masked reductions: the same
     # figures as indexing the pixels out with numpy, without copying them for every cell
     mask8 = own.astype(np.uint8)
     area = cv2.countNonZero(mask8)
     if area < 4:  # nothing to measure: a row no training cell is near
         return np.full(len(FEATURES), 1e6)
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab = lab8.astype(np.float32)
     lightness = lab[..., 0]
     mean, std = cv2.meanStdDev(lab, mask=mask8)
     mean, spread = mean.ravel(), float(std[0, 0])
     # the core is the inner half of the cell by distance to its edge; a stained white cell's
     # nucleus makes it darker than the cell's outer ring
     depth = cv2.distanceTransform(mask8, cv2.DIST_L2, 3)
-    core = (depth >= 0.5 * float(depth.max())).astype(np.uint8)
+    core = (depth >= 0.5 * cv2.minMaxLoc(depth)[1]).astype(np.uint8)
     ring = mask8 & (1 - core)
-    core_minus_rim = (cv2.mean(lightness, core)[0] - cv2.mean(lightness, ring)[0]) if ring.any() else 0.0
+    core_minus_rim = (cv2.mean(lightness, core)[0] - cv2.mean(lightness, ring)[0]) if cv2.countNonZero(ring) else 0.0
     # grain: the mean fine-scale second derivative inside the cell (its edge left out), in
     # units of the cell's own lightness spread
     interior = cv2.erode(mask8, np.ones((3, 3), np.uint8))
     laplacian = np.abs(cv2.Laplacian(lightness, cv2.CV_32F, ksize=3))
-    roughness = cv2.mean(laplacian, interior)[0] / max(spread, 1.0) if interior.any() else 0.0
+    roughness = cv2.mean(laplacian, interior)[0] / max(spread, 1.0) if cv2.countNonZero(interior) else 0.0
     contours, _ = cv2.findContours(mask8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.contourArea(cv2.convexHull(np.concatenate(contours))) if contours else 0.0
     solidity = min(area / hull, 1.0) if hull > 0 else 1.0

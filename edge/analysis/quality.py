@@ -143,7 +143,8 @@ def measure_quality(field_rgb: np.ndarray, cfg: GateLimits) -> Quality:
     noise = noise_sigma(grey)
     focus = sharpness(grey, noise)
     border = border_fraction(grey)
-    clipped = float(np.all(field_rgb >= 250, axis=2).mean())
+    # share of pixels saturated in all three channels (inRange: one pass, no boolean copies)
+    clipped = cv2.countNonZero(cv2.inRange(field_rgb, (250, 250, 250), (255, 255, 255))) / (grey.shape[0] * grey.shape[1])
     brightness = float(grey.mean())
     reasons = []
     if clipped > cfg.max_clipped:

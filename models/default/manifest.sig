@@ -1,4 +1,4 @@
 {
-  "key": "ed25519:up/zgk5drL39cQmvhDPBcYFwE34t51s8Bmeoz4Tr4bI=",
-  "signature": "RnH+4dPxcM0CaGtjoXQB5S8HbnxvIAkEIxBHh37KiXIAmsqljB9sP64jV4N502bAhKbUzOHvomVyh8AldxPVCg=="
+  "key": "ed25519:JqhKLMI7b/1mbX7GL4jnheZ9Qgz1t01ZPfKRqYTxtnc=",
+  "signature": "Uq9dKzGSbHGaAh0qtGW0Ze/whWpkw+uozPK9DJGhAoyWtaAG2xxOEMzZ56ouQahhvoSOhN3MNyUyC80PkqXdCg=="
 }
