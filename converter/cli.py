@@ -152,6 +152,20 @@ def _fit_appearance(args: argparse.Namespace) -> int:
                       f"appearance check added (limit {updates['ood_appearance']['limit']:.2f})")
 
 
+def _compare_pools(args: argparse.Namespace) -> int:
+    from converter.pooling import compare, field_cells, table
+    from edge.evaluation.dataset import load_dataset
+    from edge.evaluation.evaluate import samples_for_split
+
+    bundle = _as_written(Path(args.bundle))
+    if bundle.kind != "cells":
+        raise BundleError(f"{args.bundle}: a {bundle.kind} bundle has no cells to pool")
+    samples = samples_for_split(bundle, load_dataset(Path(args.data)), args.split)
+    _log(f"{len(samples)} {args.split} fields through the device pipeline")
+    print(table(compare(bundle, field_cells(bundle, samples)), args.split))
+    return 0
+
+
 def _keygen(args: argparse.Namespace) -> int:
     public = generate_key(Path(args.out))
     print(f"private key written to {args.out} (mode 0600): keep it off every device")
@@ -229,6 +243,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
     a.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
     a.set_defaults(func=_fit_appearance)
+    pc = sub.add_parser("compare-pools", help="compare the rules that turn a field's cells into its call, on "
+                        "validation through the device pipeline (never on test)")
+    pc.add_argument("bundle")
+    pc.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
+    pc.add_argument("--split", choices=("val", "train"), default="val",
+                    help="the split to compare on (test is not offered: a rule chosen on it would be tuned on it)")
+    pc.set_defaults(func=_compare_pools)
     g = sub.add_parser("keygen", help="make an Ed25519 signing key (private PEM file, public key printed)")
     g.add_argument("--out", required=True, help="private key file to create (never overwritten)")
     g.set_defaults(func=_keygen)
