@@ -188,3 +188,40 @@ def test_the_disc_dilation_is_opencvs_elliptic_dilation(size):
     distance = cv2.distanceTransform(segment(field).mask.astype(np.uint8), cv2.DIST_L2, 5)
     expected = cv2.dilate(distance, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
     np.testing.assert_array_equal(dilate_disc(distance, size), expected)
+
+
+def _stained(mask: np.ndarray):
+    from edge.analysis.segmentation import Segmentation
+
+    rgb = np.full((*mask.shape, 3), 230, np.uint8)
+    return Segmentation(mask=mask, segmented=np.where(mask[..., None], rgb, 0).astype(np.uint8),
+                        cell_count=1, area_fraction=float(mask.mean()), threshold=140, reason=None)
+
+
+def test_touching_cells_are_split_and_what_is_not_a_cell_is_left_out():
+    """Two nuclei that touch give two cells, each centred on its own; a platelet (under
+    5 um), a cell mostly outside the field and a clump (over 28 um) give none."""
+    params = CellParams()
+    px = params.model_px_per_um
+    mask = np.zeros((224, 224), np.uint8)
+    cv2.circle(mask, (80, 60), 12, 1, -1)  # two 10.6 um nuclei, 22 px apart: touching
+    cv2.circle(mask, (102, 60), 12, 1, -1)
+    cv2.circle(mask, (180, 60), 5, 1, -1)  # 4.8 um: a platelet (or a clump of them)
+    cv2.circle(mask, (3, 160), 12, 1, -1)  # 60% of its crop outside the field
+    cv2.circle(mask, (140, 160), 14, 1, -1)  # one cell alone
+    cells, labels = detect_cells(_stained(mask > 0), px, params)
+    centres = sorted((round(c.centre[0]), round(c.centre[1])) for c in cells)
+    assert len(cells) == 3, centres
+    for (x, y), (ex, ey) in zip(centres, [(80, 60), (102, 60), (140, 160)]):
+        assert abs(x - ex) <= 3 and abs(y - ey) <= 2, centres
+    lone = next(c for c in cells if c.centre[1] > 100)
+    # the watershed's dividing line takes the object's outermost pixels, the same in training
+    disc = np.zeros_like(mask)
+    cv2.circle(disc, (140, 160), 14, 1, -1)
+    assert 0.75 * disc.sum() <= lone.area_px <= disc.sum() and lone.area_px == int((labels == cells.index(lone) + 1).sum())
+    assert abs(lone.diameter_um - 2 * np.sqrt(disc.sum() / np.pi) / px) < 1.0
+    pair = [c for c in cells if c.centre[1] < 100]
+    assert abs(pair[0].area_px - pair[1].area_px) < 0.1 * pair[0].area_px  # split down the middle
+    clump = np.zeros((224, 224), np.uint8)
+    cv2.circle(clump, (112, 112), 70, 1, -1)  # 62 um across
+    assert detect_cells(_stained(clump > 0), px, params)[0] == []
