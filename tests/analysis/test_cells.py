@@ -39,6 +39,11 @@ def test_cells_are_detected_on_the_shipped_samples(path):
     assert refused is None and low <= len(cells) <= high, (len(cells), magnification)
     assert all(5.0 <= c.diameter_um <= 28.0 for c in cells)  # platelets and clumps left out
     assert sorted(np.unique(labels)[1:].tolist()) == list(range(1, len(cells) + 1))
+    for i, c in enumerate(cells):  # each cell's box, area and centre are its own label's pixels
+        own = (labels == i + 1).astype(np.uint8)
+        ys, xs = np.nonzero(own)
+        assert cv2.boundingRect(own) == (c.x, c.y, c.w, c.h) and c.area_px == len(ys)
+        assert np.allclose(c.centre, (xs.mean(), ys.mean()))
     # the red-cell ruler lands within the dataset's own spread (7-14 px at 224 px)
     assert 0.7 <= magnification.ratio(CellParams()) <= 1.5
 
