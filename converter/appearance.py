@@ -26,14 +26,11 @@ import numpy as np
 from edge.analysis.appearance import features
 from edge.analysis.cells import CellCrops, CellParams
 from edge.analysis.imagefile import read_rgb
-from edge.analysis.screening import Calibration
 from edge.evaluation.dataset import Sample, load_dataset
 from edge.evaluation.evaluate import samples_for_split
-from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS, run as run_suite, table as robustness_table
-from edge.evaluation.shortcuts import run as run_shortcuts, table as shortcut_table
+from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS
 from edge.model.bundle import Bundle
-from edge.evaluation.degradation import inverted_cells
-from edge.model.ood import OUT_OF_DISTRIBUTION, AppearanceCheck, fit_appearance
+from edge.model.ood import AppearanceCheck, fit_appearance
 from edge.pipeline import Pipeline
 
 from converter.cell_data import CellSet, extract
@@ -72,18 +69,6 @@ def fit_check(pipeline: Pipeline, train: CellSet, val: list[Sample], every: int,
     return dataclasses.replace(check, limit=float(limit)), report
 
 
-def foreign_report(pipeline: Pipeline, samples: list[Sample]) -> dict[str, Any]:
-    """How the device treats fields made foreign-looking (every white cell's lightness inverted,
-    ``edge.evaluation.degradation.inverted_cells``): measured, never fitted on."""
-    counts = {"fields": len(samples), "refused_out_of_distribution": 0, "classified": 0, "rejected_otherwise": 0}
-    for sample in samples:
-        result = pipeline.process(inverted_cells(read_rgb(sample.path), pipeline.bundle.segmentation), source="foreign")
-        key = "classified" if result.classified else \
-            "refused_out_of_distribution" if result.reasons == [OUT_OF_DISTRIBUTION] else "rejected_otherwise"
-        counts[key] += 1
-    return {"condition": "white cells' lightness inverted (dark rim, pale nucleus), colour untouched", **counts}
-
-
 def add_to_bundle(bundle: Bundle, data: Path, every: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The manifest updates that add the appearance check to ``bundle`` and re-measure it."""
 
@@ -98,15 +83,6 @@ def add_to_bundle(bundle: Bundle, data: Path, every: int = 2, log: Callable[[str
     log(f"appearance limit {check.limit:.2f}")
     checked = dataclasses.replace(bundle, manifest={**bundle.manifest, "ood_appearance": check.to_dict(),
                                                     "ood_appearance_fit": report})
+    # refit fits the calibration again and measures the metrics and the test suites with the check in force
     updates = {"ood_appearance": check.to_dict(), "ood_appearance_fit": report, **refit(checked, data, log)}
-    pipeline = Pipeline.on_cpu(dataclasses.replace(checked, manifest={**checked.manifest, **updates},
-                                                   calibration=Calibration.from_dict(updates["calibration"])))
-    log("capture-condition suite on the test split")
-    updates["robustness_test"] = run_suite(pipeline, parts["test"])
-    log(robustness_table(updates["robustness_test"]))
-    log("shortcut tests on the test split")
-    updates["shortcuts_test"] = run_shortcuts(pipeline, parts["test"], parts["train"], log=log)
-    log(shortcut_table(updates["shortcuts_test"]))
-    updates["foreign_test"] = foreign_report(pipeline, parts["test"])
-    log(f"foreign-looking test fields: {updates['foreign_test']}")
     return updates

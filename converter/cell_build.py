@@ -32,14 +32,14 @@ from edge.analysis.segmentation import SegmentationParams
 from edge.evaluation.dataset import Sample, load_dataset
 from edge.evaluation.evaluate import classify_samples, evaluation_report
 from edge.evaluation.metrics import summarize
-from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS, run as run_suite, table as robustness_table
-from edge.evaluation.shortcuts import run as run_shortcuts, table as shortcut_table
+from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS
 from edge.model import ood
 from edge.model.bundle import CPU_MODEL, Bundle
 from edge.model.inference import BackendManager
 from edge.pipeline import Pipeline
 
-from converter.appearance import fit_check as fit_appearance_check, foreign_report
+from converter.appearance import fit_check as fit_appearance_check
+from converter.suites import test_suites
 from converter.build import _tool_versions, edgetpu_files, io_record
 from converter.bundle import write_bundle
 from converter.calibration import fit_calibration
@@ -212,14 +212,7 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
             m = metrics[name]
             log(f"{name}: accuracy={m['accuracy']:.4f} sensitivity={m['malignant_sensitivity']} "
                 f"specificity={m['benign_specificity']} uncertain={m['uncertain']}")
-        log("capture-condition suite on the test split")
-        robustness = run_suite(pipeline, parts["test"])
-        log(robustness_table(robustness))
-        log("shortcut tests on the test split")
-        shortcuts = run_shortcuts(pipeline, parts["test"], parts["train"], log=log)
-        log(shortcut_table(shortcuts))
-        foreign = foreign_report(pipeline, parts["test"])
-        log(f"foreign-looking test fields: {foreign}")
+        suites = test_suites(pipeline, parts["test"], parts["train"], log)
 
         check_report, compiled, files = edgetpu_files(cpu_model, Path(tmp), log)
         backend = backends.cpu
@@ -238,9 +231,7 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
             "case_rule": case_rule.to_dict(),
             "split": split_record(split, cfg.split),
             "metrics": metrics,
-            "robustness_test": robustness,
-            "shortcuts_test": shortcuts,
-            "foreign_test": foreign,
+            **suites,
             "cell_data": {name: {"fields": len(c.keys), "cells": int(len(c.field)), "refused": len(c.refused),
                                  "refused_reasons": _count(r for _, r in c.refused)} for name, c in cells.items()},
             "training": {"weights": str(cfg.weights), "history": history,

@@ -75,6 +75,7 @@ def _build(args: argparse.Namespace) -> int:
 def _build_cells(args: argparse.Namespace) -> int:
     from converter.cell_build import CellBuildConfig, build_cells
     from converter.cell_train import CellTrainConfig
+    from edge.analysis.cells import CellParams
     from converter.split import SplitConfig
 
     if args.weights != "imagenet" and not Path(args.weights).is_file():
@@ -93,6 +94,7 @@ def _build_cells(args: argparse.Namespace) -> int:
             if v is not None}),
         init_model=Path(args.init_model) if args.init_model else None,
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
+        cells=CellParams(views=args.views),
         command=" ".join(["blastscope-convert", *sys.argv[1:]]),
     )
     return _written(build_cells(cfg, _log), args.sign_key)
@@ -140,7 +142,8 @@ def _refit(args: argparse.Namespace) -> int:
     from converter.refit import refit
 
     root = Path(args.bundle)
-    return _rewritten(root, refit(_as_written(root), Path(args.data), _log), args.sign_key, "re-measured")
+    return _rewritten(root, refit(_as_written(root), Path(args.data), _log, views=args.views), args.sign_key,
+                      "re-measured")
 
 
 def _fit_appearance(args: argparse.Namespace) -> int:
@@ -220,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--field-loss-weight", type=float,
                     help="multiple-instance fine-tuning: share of the loss on the fields' pooled calls (default 0)")
     bc.add_argument("--init-model", help="a trained Keras cell model (.keras) to go on training from")
+    bc.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8", default=8,
+                    help="orientations each cell is read in on the device, calibration included (default 8: all)")
     bc.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
     bc.add_argument("--seed", type=int, default=1234)
     bc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
@@ -236,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("bundle")
     r.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
     r.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
+    r.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8",
+                   help="read each cell in this many orientations from now on (8: every orientation of the square)")
     r.set_defaults(func=_refit)
     a = sub.add_parser("fit-appearance", help="add the field-level appearance check to a cell bundle (fitted on its "
                        "training cells, limit from validation under benign conditions) and re-measure it")

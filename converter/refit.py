@@ -1,8 +1,8 @@
 """Re-measure a bundle's model as the device runs it, without retraining: the calibration
 (temperature, threshold and uncertain band) fitted again on the validation split, int8 metrics
 on the validation and test splits (scoring the label the device shows), the case rule fitted on
-validation fields, case figures on test. Used when the way results are computed, scored or
-called changes; the model file is untouched, the manifest is rewritten (so the model id
+validation fields, case figures on test, and the test split's suites (``converter.suites``). Used when the way results are computed, scored or
+called changes (or, with ``views``, how many orientations each cell is read in); the model file is untouched, the manifest is rewritten (so the model id
 changes) and the bundle is signed again when a key is given.
 
 The calibration is refitted because it is fitted on the probabilities the device computes:
@@ -71,11 +71,29 @@ def refit_calibration(bundle: Bundle, val: list, log: Callable[[str], None] = pr
     return fit.calibration, fit.report
 
 
-def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The manifest updates: the calibration, re-measured int8 metrics, the case rule and the
-    case figures."""
+def with_views(bundle: Bundle, views: int) -> Bundle:
+    """``bundle`` reading each cell in ``views`` orientations (``edge.model.views``); its
+    calibration must then be fitted again, which ``refit`` does."""
     import dataclasses
 
+    if bundle.kind != "cells" or bundle.cells is None:
+        raise ValueError(f"bundle {bundle.model_id} is a {bundle.kind} bundle: views are a cell model's")
+    params = dataclasses.replace(bundle.cells, views=views)  # checks the range
+    return dataclasses.replace(bundle, manifest={**bundle.manifest, "cells": params.to_dict()})
+
+
+def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views: int | None = None) -> dict[str, Any]:
+    """The manifest updates: the calibration, re-measured int8 metrics, the case rule and the
+    case figures, and the test split's suites (capture conditions, shortcuts, foreign-looking
+    fields) measured again with them. With ``views``, each cell is read in that many
+    orientations from now on (the manifest's ``cells`` is updated)."""
+    import dataclasses
+
+    from converter.suites import test_suites
+
+    if views is not None:
+        bundle = with_views(bundle, views)
+        log(f"cells read in {views} orientation(s)")
     dataset = load_dataset(data)
     calibration, fit_report = refit_calibration(bundle, samples_for_split(bundle, dataset, "val"), log)
     bundle = dataclasses.replace(bundle, calibration=calibration,
@@ -104,5 +122,9 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print) -> dic
         log(f"cases of {c['size']}: sensitivity {c['sensitivity']} specificity {c['specificity']} "
             f"({c['n_malignant']} malignant, {c['n_benign']} benign, {c['uncertain']} uncertain or pending)")
     calibration_fit = {**bundle.manifest.get("calibration_fit", {}), "int8": fit_report}
-    return {"calibration": calibration.to_dict(), "calibration_fit": calibration_fit,
-            "case_rule": rule.to_dict(), "metrics": metrics}
+    suites = test_suites(Pipeline.on_cpu(with_rule), samples, samples_for_split(bundle, dataset, "train"), log)
+    updates = {"calibration": calibration.to_dict(), "calibration_fit": calibration_fit,
+               "case_rule": rule.to_dict(), "metrics": metrics, **suites}
+    if views is not None:
+        updates["cells"] = bundle.manifest["cells"]
+    return updates

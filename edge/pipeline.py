@@ -26,6 +26,7 @@ from edge.analysis.appearance import features as appearance_features
 from edge.analysis.labels import LABELS
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
+from edge.model.views import read_cell
 from edge.analysis.screening import screen
 from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, Segmentation, segment
 from edge.analysis.fieldofview import FieldOfView
@@ -130,7 +131,7 @@ class Pipeline:
             timings["appearance"] = timed_ms(t)
         outputs, inference_ms, backend = [], 0.0, "cpu"
         for a, b in zip(first, second):
-            out, backend, ms = self.backends.infer(a, b)
+            out, backend, ms = read_cell(self.backends.infer, a, b, params.views)
             outputs.append(out)
             inference_ms += ms
         timings["inference"] = inference_ms

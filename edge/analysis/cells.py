@@ -64,6 +64,14 @@ class CellParams:
     crop_px: int = 96
     #: A cell cut by the field's edge is kept when at least this share of its box is inside.
     min_inside: float = 0.7
+    #: Orientations each cell is read in (``edge.model.views``): 8 reads it in every
+    #: orientation of the square; 1, the default of bundles built before views, upright only.
+    #: The calibration is fitted on the views the bundle records.
+    views: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.views <= 8:
+            raise ValueError(f"cell views {self.views}: a cell is read in 1 to 8 orientations")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

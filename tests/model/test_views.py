@@ -1,0 +1,106 @@
+"""Each cell read in the eight orientations of a square (``edge.model.views``), with the
+shipped int8 model on the CPU and the real cell crops the bundle records for its sample fields:
+a cell turned or mirrored gets the same call, which one upright view does not give."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge.analysis.cells import CellParams
+from edge.model.bundle import BundleError, default_bundle_path, load_bundle
+from edge.model.inference import BackendManager, Inference
+from edge.model.reference import REFERENCE_INPUTS
+from edge.model.signing import Trust
+from edge.model.views import DIHEDRAL, combine, oriented, read_cell
+
+from conftest import resign
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    bundle = load_bundle(default_bundle_path())
+    crops = np.load(bundle.root / REFERENCE_INPUTS)
+    names = sorted({key.split(":")[0] for key in crops.files})
+    cells = [(a, b) for name in names for a, b in zip(crops[f"{name}:cell"], crops[f"{name}:cell_masked"])]
+    return BackendManager(bundle.cpu_model, None, mode="cpu", threads=1), cells
+
+
+def test_the_eight_views_are_the_square_s_symmetries():
+    image = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)  # no symmetry of its own
+    views = [oriented(image, k) for k in range(DIHEDRAL)]
+    assert np.array_equal(views[0], image)
+    assert len({v.tobytes() for v in views}) == DIHEDRAL  # eight different images
+    turned = np.rot90(image, 1, axes=(0, 1))
+    # the views of a turned image are the same eight images: the group is closed
+    assert {oriented(turned, k).tobytes() for k in range(DIHEDRAL)} == {v.tobytes() for v in views}
+    with pytest.raises(ValueError, match="8 orientations"):
+        oriented(image, DIHEDRAL)
+
+
+def test_views_are_combined_by_their_geometric_mean_with_the_upright_embedding():
+    upright = Inference(np.array([0.8, 0.1, 0.05, 0.05], np.float32), np.ones(3, np.float32))
+    turned = Inference(np.array([0.2, 0.4, 0.2, 0.2], np.float32), np.zeros(3, np.float32))
+    out = combine([upright, turned])
+    want = np.sqrt(upright.probabilities * turned.probabilities)
+    assert np.allclose(out.probabilities, want / want.sum(), atol=1e-6)
+    assert np.array_equal(out.embedding, upright.embedding)
+    assert combine([turned]) is turned
+
+
+@pytest.mark.parametrize("turn", [1, 2, 5], ids=["turned-90", "turned-180", "mirrored"])
+def test_a_turned_cell_gets_the_same_call_in_eight_views_but_not_in_one(shipped, turn):
+    backends, cells = shipped
+    assert len(cells) >= 20
+    one, eight = [], []
+    for a, b in cells:
+        ta, tb = oriented(a, turn), oriented(b, turn)
+        eight.append(np.abs(read_cell(backends.infer, ta, tb, 8)[0].probabilities
+                            - read_cell(backends.infer, a, b, 8)[0].probabilities).max())
+        one.append(np.abs(read_cell(backends.infer, ta, tb, 1)[0].probabilities
+                          - read_cell(backends.infer, a, b, 1)[0].probabilities).max())
+    assert max(eight) < 1e-5  # the same eight views in another order
+    assert max(one) > 0.02  # upright only: the int8 model is not invariant by itself
+
+
+def test_read_cell_sums_the_views_inference_time_and_keeps_the_upright_embedding(shipped):
+    backends, cells = shipped
+    a, b = cells[0]
+    upright, _, _ = backends.infer(a, b)
+    out, backend, ms = read_cell(backends.infer, a, b, 8)
+    assert backend == "cpu" and ms > 0
+    assert np.array_equal(out.embedding, upright.embedding)
+
+
+def test_a_bundle_asking_for_impossible_views_is_refused_by_name(bundle_copy, test_key):
+    manifest = load_bundle(bundle_copy).manifest
+    resign(bundle_copy, test_key[0], cells={**manifest["cells"], "views": 9})
+    with pytest.raises(BundleError, match="1 to 8 orientations"):
+        load_bundle(bundle_copy, Trust((test_key[1],)))
+    resign(bundle_copy, test_key[0], cells={**manifest["cells"], "views": 8})
+    assert load_bundle(bundle_copy, Trust((test_key[1],))).cells == dataclasses.replace(
+        CellParams.from_dict(manifest["cells"]), views=8)
+
+
+def test_the_pipeline_reads_each_cell_in_the_views_its_bundle_records(bundle_copy, test_key):
+    from conftest import sample_paths
+    from edge.analysis.imagefile import read_rgb
+    from edge.model.reference import cell_crops
+    from edge.pipeline import Pipeline
+
+    manifest = load_bundle(bundle_copy).manifest
+    resign(bundle_copy, test_key[0], cells={**manifest["cells"], "views": 8})
+    bundle = load_bundle(bundle_copy, Trust((test_key[1],)))
+    pipeline = Pipeline.on_cpu(bundle, threads=1)
+    frame = read_rgb(sample_paths()[0])
+    result = pipeline.process(frame)
+    first, second = cell_crops(bundle, frame)
+    assert result.cells and len(result.cells) == len(first)
+    for call, a, b in zip(result.cells, first, second):
+        want = read_cell(pipeline.backends.infer, a, b, 8)[0].probabilities
+        upright = pipeline.backends.infer(a, b)[0].probabilities
+        got = np.array(list(call.probabilities.values()))
+        assert np.allclose(got, want, atol=1e-5)
+        assert not np.allclose(got, upright, atol=1e-3)
