@@ -38,6 +38,18 @@ def release_number() -> int:
     return int(time.strftime("%Y%m%d%H%M%S", time.gmtime()))
 
 
+def _without_measured_ids(value: Any) -> Any:
+    """``value`` with every ``model_id`` inside it removed. A report made by a device command
+    (``evaluate``, ``shortcuts``) names the bundle it measured, and in a build or a re-measure
+    that is the bundle before it was written, whose id is not the written one's: inside a
+    manifest, the manifest's own id is the only true one."""
+    if isinstance(value, dict):
+        return {k: _without_measured_ids(v) for k, v in value.items() if k != "model_id"}
+    if isinstance(value, list):
+        return [_without_measured_ids(v) for v in value]
+    return value
+
+
 def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any], sign_key: Path | None = None) -> Path:
     """Write ``files`` (bundle name -> source path) and the manifest into ``out``, signed
     with the private key at ``sign_key`` when given.
@@ -61,7 +73,7 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict[str, Any], si
         full = {
             "format_version": FORMAT_VERSION,
             "labels": list(LABELS),
-            **manifest,
+            **{k: _without_measured_ids(v) for k, v in manifest.items() if k != "model_id"},
             "release": release_number(),
             "files": {name: sha256_file(staging / name) for name in sorted(files)},
         }

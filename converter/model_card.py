@@ -121,7 +121,10 @@ def _gate(manifest: dict[str, Any]) -> str:
     if not gate:
         return "This bundle has no fitted gate limits; the device uses its defaults."
     limits = ", ".join(f"`{k}` {v}" for k, v in gate["limits"].items())
-    return f"""Limits: {limits}. Fitted on the {gate['fitted_on']}. Focus: {gate['focus_rule']}
+    kept = (" The limits and the ladders below were measured when the gate was fitted, by the build; the "
+            "commands that re-measured the bundle since kept the gate and did not run the ladders again."
+            if manifest.get("history") else "")
+    return f"""Limits: {limits}. Fitted on the {gate['fitted_on']}.{kept} Focus: {gate['focus_rule']}
 (criteria: accuracy over classified fields more than {100 * gate['criteria']['accuracy_drop']:.0f} points
 below clean, or malignant sensitivity below {100 * gate['criteria']['min_sensitivity']:.0f}%). Noise, overexposure
 and the field-stop check sit just above every clean field (clean extremes: {gate['clean']}).
@@ -177,7 +180,15 @@ white; input 2 is the cell's own mask applied, the rest black. **Colour never re
 stain in optical density on top. Labels are weak: every cell of a field takes the field's class;
 the field call pools the cells (renormalised geometric mean of the cells' probabilities, cells
 that fail the out-of-distribution check left out). A 64-wide embedding is a second output.
-Full-integer quantized (uint8 inputs and outputs, int8 operations), batch 1, one invoke per cell."""
+Full-integer quantized (uint8 inputs and outputs, int8 operations), batch 1, {_views(c.get('views', 1))}"""
+
+
+def _views(views: int) -> str:
+    if views == 1:
+        return "one invoke per cell, upright."
+    return (f"one invoke per cell in each of {views} orientations of the square (turns and mirror images), "
+            "pooled by their geometric mean, so a turned cell gets the same call; the out-of-distribution check "
+            "reads the upright view's embedding.")
 
 
 def _shortcuts(manifest: dict[str, Any]) -> str:
@@ -250,7 +261,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
 
 Generated from `manifest.json` by `blastscope-convert` ({tools.get('blastscope', '?')}). Every figure
 below was measured by the commands that made this bundle ({commands(manifest)});
-`blastscope-edge evaluate --bundle <this folder> --data <dataset> --json` reproduces the int8 test row.
+`blastscope-edge evaluate --bundle <this folder> --data <dataset> --json` reproduces the int8 test row,
+and with `--split val` the int8 validation figures the manifest records (`metrics.int8_val`).
 
 ## Intended use
 A **screening aid** for peripheral blood smears of suspected B-cell acute lymphoblastic

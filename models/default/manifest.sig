@@ -1,4 +1,4 @@
 {
-  "key": "ed25519:JqhKLMI7b/1mbX7GL4jnheZ9Qgz1t01ZPfKRqYTxtnc=",
-  "signature": "Uq9dKzGSbHGaAh0qtGW0Ze/whWpkw+uozPK9DJGhAoyWtaAG2xxOEMzZ56ouQahhvoSOhN3MNyUyC80PkqXdCg=="
+  "key": "ed25519:CQwpClPq2PqeWSzD1g951r82d3mBZk4ZuhsikIEGmAw=",
+  "signature": "VlxHCo8hinlkxnA8ZenZhLh89GJTU47DG1eeI/oHeXZkxaVbl6y095inMi/kfnv+Viziv10T2IX0LW/lXz5IAg=="
 }

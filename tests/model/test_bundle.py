@@ -85,6 +85,24 @@ def test_an_appearance_check_of_other_numbers_is_refused(bundle_copy):
         load_bundle(bundle_copy, Trust(allow_unsigned=True))
 
 
+def test_a_written_manifest_names_no_model_but_its_own(bundle_copy):
+    """Reports a re-measure records (``evaluate``'s, ``shortcuts``') name the bundle they
+    measured, which is the bundle before it was written: the written manifest must not carry
+    that stale id beside its own."""
+    from converter.bundle import rewrite_bundle
+    from edge.model.signing import Trust
+
+    shipped = load_bundle(bundle_copy).manifest
+    metrics, shortcuts = shipped["metrics"], shipped["shortcuts_test"]
+    stale = {**metrics, "int8_test": {**metrics["int8_test"], "model_id": "0123456789abcdef"}}
+    rewrite_bundle(bundle_copy, metrics=stale, shortcuts_test={**shortcuts, "model_id": "0123456789abcdef"})
+    text = (bundle_copy / "manifest.json").read_text()
+    manifest = load_bundle(bundle_copy, Trust(allow_unsigned=True)).manifest
+    assert text.count('"model_id"') == 1 and "0123456789abcdef" not in text
+    assert manifest["shortcuts_test"] == {k: v for k, v in shortcuts.items() if k != "model_id"}
+    assert manifest["metrics"]["int8_test"]["accuracy"] == metrics["int8_test"]["accuracy"]
+
+
 def test_model_id_is_derived_from_the_content_and_never_taken_on_trust(bundle_copy, tmp_path):
     """A manifest edited after it was written (thresholds set to 1.0: every malignant field
     would be called negative) or an id that names a path is refused."""
