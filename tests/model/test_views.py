@@ -47,7 +47,10 @@ def test_views_are_combined_by_their_geometric_mean_with_the_upright_embedding()
     want = np.sqrt(upright.probabilities * turned.probabilities)
     assert np.allclose(out.probabilities, want / want.sum(), atol=1e-6)
     assert np.array_equal(out.embedding, upright.embedding)
+    assert out.probabilities.dtype == np.float32  # as the backends give them
     assert combine([turned]) is turned
+    with pytest.raises(ValueError, match="no views to combine"):
+        combine([])
 
 
 @pytest.mark.parametrize("turn", [1, 2, 5], ids=["turned-90", "turned-180", "mirrored"])
@@ -72,6 +75,13 @@ def test_read_cell_sums_the_views_inference_time_and_keeps_the_upright_embedding
     out, backend, ms = read_cell(backends.infer, a, b, 8)
     assert backend == "cpu" and ms > 0
     assert np.array_equal(out.embedding, upright.embedding)
+
+    def one_ms_each(first, second):  # the real backend, reporting a fixed time per invoke
+        result, name, _ = backends.infer(first, second)
+        return result, name, 1.0
+
+    assert read_cell(one_ms_each, a, b, 8)[2] == 8.0
+    assert read_cell(one_ms_each, a, b, 3)[2] == 3.0
 
 
 def test_a_bundle_asking_for_impossible_views_is_refused_by_name(bundle_copy, test_key):
