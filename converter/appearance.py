@@ -69,8 +69,12 @@ def fit_check(pipeline: Pipeline, train: CellSet, val: list[Sample], every: int,
     return dataclasses.replace(check, limit=float(limit)), report
 
 
-def add_to_bundle(bundle: Bundle, data: Path, every: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The manifest updates that add the appearance check to ``bundle`` and re-measure it."""
+def add_to_bundle(bundle: Bundle, data: Path, every: int = 2, log: Callable[[str], None] = print,
+                  embedding: bool = False) -> dict[str, Any]:
+    """The manifest updates that add the appearance check to ``bundle`` and re-measure it; with
+    ``embedding``, the embedding check is fitted again first (``converter.ood_fit``), for when
+    the way the device cuts cells has changed since the build."""
+    from converter.ood_fit import fit_embedding_check
 
     if bundle.kind != "cells" or bundle.cells is None:
         raise ValueError(f"bundle {bundle.model_id} is a {bundle.kind} bundle: the appearance check reads cells")
@@ -79,10 +83,16 @@ def add_to_bundle(bundle: Bundle, data: Path, every: int = 2, log: Callable[[str
     params: CellParams = bundle.cells
     train = extract(parts["train"], bundle.segmentation, params, log)
     log(f"appearance: {len(train.field)} training cells from {len(parts['train'])} fields")
+    refitted: dict[str, Any] = {}
+    if embedding:
+        check_e, report_e = fit_embedding_check(bundle, train, parts["val"], log)
+        refitted = {"ood": check_e.to_dict(), "ood_fit": report_e}
+        bundle = dataclasses.replace(bundle, manifest={**bundle.manifest, **refitted})
     check, report = fit_check(Pipeline.on_cpu(bundle), train, parts["val"], every, BENIGN_CONDITIONS, log)
     log(f"appearance limit {check.limit:.2f}")
     checked = dataclasses.replace(bundle, manifest={**bundle.manifest, "ood_appearance": check.to_dict(),
                                                     "ood_appearance_fit": report})
     # refit fits the calibration again and measures the metrics and the test suites with the check in force
-    updates = {"ood_appearance": check.to_dict(), "ood_appearance_fit": report, **refit(checked, data, log)}
+    updates = {**refitted, "ood_appearance": check.to_dict(), "ood_appearance_fit": report,
+               **refit(checked, data, log)}
     return updates

@@ -16,29 +16,28 @@ import platform
 import sys
 import tempfile
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import keras
 import numpy as np
 
 from edge.analysis.cells import CellCrops, CellParams, model_inputs
-from edge.analysis.imagefile import read_rgb
 from edge.analysis.labels import LABELS
 from edge.analysis.screening import Calibration
 from edge.analysis.segmentation import SegmentationParams
 from edge.evaluation.dataset import Sample, load_dataset
 from edge.evaluation.evaluate import classify_samples, evaluation_report
 from edge.evaluation.metrics import summarize
-from edge.evaluation.robustness import BENIGN_CONDITIONS, CONDITIONS
+from edge.evaluation.robustness import BENIGN_CONDITIONS
 from edge.model import ood
 from edge.model.bundle import CPU_MODEL, Bundle
 from edge.model.inference import BackendManager
 from edge.pipeline import Pipeline
 
 from converter.appearance import fit_check as fit_appearance_check
+from converter.ood_fit import embeddings as _embeddings, fit_ood_limit
 from converter.suites import test_suites
 from converter.build import _tool_versions, edgetpu_files, io_record
 from converter.bundle import write_bundle
@@ -50,9 +49,6 @@ from converter.gate import clean_figures, fit_gate
 from converter.quantize import quantize_cells
 from converter.refit import case_figures, fit_case_rule
 from converter.split import SplitConfig, select, split_record, split_samples
-
-#: Percentile of the benign-perturbed validation cells' distances taken as the limit.
-OOD_PERCENTILE = 99.5
 
 
 @dataclass(frozen=True)
@@ -99,33 +95,6 @@ def representative_cells(cells: CellSet, size: int, seed: int) -> dict[str, np.n
              (cells.rgb[i], cells.own[i], cells.near[i]) for n, i in enumerate(sorted(chosen))]
     first, second = model_inputs(CellCrops(*(np.stack([p[j] for p in parts]) for j in range(3))))
     return {"cell": first.astype(np.float32), "cell_masked": second.astype(np.float32)}
-
-
-def _embeddings(backend, cells: CellSet, every: int) -> np.ndarray:
-    idx = np.arange(0, len(cells.field), every)
-    first, second = model_inputs(CellCrops(cells.rgb[idx], cells.own[idx], cells.near[idx]))
-    return np.stack([backend.infer(a, b).embedding for a, b in zip(first, second)])
-
-
-def fit_ood_limit(pipeline: Pipeline, val: list[Sample], check: ood.OodCheck, every: int,
-                  log: Callable[[str], None]) -> tuple[float, dict[str, Any]]:
-    """The limit: ``OOD_PERCENTILE`` of the distances of validation cells under each benign
-    condition, through the device pipeline (the highest over conditions)."""
-    open_check = dataclasses.replace(check, limit=float("inf"))
-    bundle = dataclasses.replace(pipeline.bundle, manifest={**pipeline.bundle.manifest, "ood": open_check.to_dict()})
-    probe = Pipeline(bundle, pipeline.backends)
-    per_condition = {}
-    for name in BENIGN_CONDITIONS:
-        distances = []
-        for i, sample in enumerate(val[::every]):
-            rng = np.random.default_rng([zlib.crc32(name.encode()), i])
-            result = probe.process(CONDITIONS[name](read_rgb(sample.path), rng), source="ood-fit")
-            distances.extend(c.distance for c in result.cells or [])
-        per_condition[name] = float(np.percentile(distances, OOD_PERCENTILE)) if distances else 0.0
-        log(f"ood: {name}: {len(distances)} cells, p{OOD_PERCENTILE:g} distance {per_condition[name]:.2f}")
-    limit = max(per_condition.values())
-    return limit, {"fitted_on": f"validation split (every {every}th field) under benign capture conditions",
-                   "percentile": OOD_PERCENTILE, "per_condition": {k: round(v, 3) for k, v in per_condition.items()}}
 
 
 def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Path:

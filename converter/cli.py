@@ -155,6 +155,16 @@ def _fit_appearance(args: argparse.Namespace) -> int:
                       f"appearance check added (limit {updates['ood_appearance']['limit']:.2f})")
 
 
+def _fit_checks(args: argparse.Namespace) -> int:
+    from converter.appearance import add_to_bundle
+
+    root = Path(args.bundle)
+    updates = add_to_bundle(_as_written(root), Path(args.data), log=_log, embedding=True)
+    return _rewritten(root, updates, args.sign_key,
+                      f"both checks fitted again (embedding limit {updates['ood']['limit']:.2f}, "
+                      f"appearance limit {updates['ood_appearance']['limit']:.2f})")
+
+
 def _compare_pools(args: argparse.Namespace) -> int:
     from converter.pooling import compare, field_cells, table
     from edge.evaluation.dataset import load_dataset
@@ -250,6 +260,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
     a.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
     a.set_defaults(func=_fit_appearance)
+    fc = sub.add_parser("fit-checks", help="fit both out-of-distribution checks of a cell bundle again (the cells' "
+                        "embedding and their appearance) on its training cells as the device now cuts them, and "
+                        "re-measure it")
+    fc.add_argument("bundle")
+    fc.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
+    fc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
+    fc.set_defaults(func=_fit_checks)
     pc = sub.add_parser("compare-pools", help="compare the rules that turn a field's cells into its call, on "
                         "validation through the device pipeline (never on test)")
     pc.add_argument("bundle")

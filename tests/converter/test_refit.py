@@ -28,3 +28,30 @@ def test_refit_calibration_gives_back_the_shipped_calibration(dataset_dir, defau
     assert calibration.uncertain_low < calibration.malignant_threshold < calibration.uncertain_high  # a band with width
     assert report["band"] == shipped.manifest["calibration_fit"]["int8"]["band"] == "bootstrap"
     assert report["targets"] == shipped.manifest["calibration_fit"]["int8"]["targets"]
+
+
+@pytest.mark.system
+def test_the_embedding_check_fitted_again_is_the_shipped_one(dataset_dir, default_bundle):
+    """``blastscope-convert fit-checks`` fits the embedding check as the build did (every 3rd
+    training cell, the limit from every 4th validation field under the benign conditions). The
+    shipped model cuts its cells nearly as at its build, so fitting it again gives back its
+    check: this fails if the fit used other cells, other conditions or another percentile."""
+    import numpy as np
+
+    from converter.cell_data import extract
+    from converter.ood_fit import fit_embedding_check
+    from edge.model.ood import OodCheck
+
+    shipped = load_bundle(default_bundle)
+    dataset = load_dataset(dataset_dir)
+    train = extract(samples_for_split(shipped, dataset, "train"), shipped.segmentation, shipped.cells,
+                    log=lambda _: None)
+    check, report = fit_embedding_check(shipped, train, samples_for_split(shipped, dataset, "val"),
+                                        log=lambda _: None)
+    recorded = OodCheck.from_dict(shipped.manifest["ood"])
+    # the cells are cut a little differently since the build (the ruler's faster shading moved a
+    # few cells across the size limits), so the counts and figures agree closely, not exactly
+    assert report["training_cells"] == pytest.approx(shipped.manifest["ood_fit"]["training_cells"], rel=0.005)
+    assert check.limit == pytest.approx(max(report["per_condition"].values()), abs=1e-3)
+    assert check.limit == pytest.approx(recorded.limit, rel=0.02)
+    assert np.allclose(check.mean, recorded.mean, atol=0.05 * np.abs(recorded.mean).max())
