@@ -83,6 +83,29 @@ def test_scale_within_the_rulers_scatter_is_the_models_and_beyond_it_the_fields_
     assert working_scale(Magnification(None), params)[1].startswith("magnification cannot be measured")
 
 
+def test_the_scale_limits_are_inclusive_and_a_refused_field_says_its_size():
+    """At exactly the limits a field is still read (at the model's scale up to
+    ``rescale_beyond``, at its own up to ``max_scale_factor``); a refused field reports the
+    scale it was measured at. Limits and ruler chosen as exact binary fractions."""
+    from edge.analysis.cells import Magnification
+
+    params = CellParams(model_ruler_px=8.0, rescale_beyond=1.25, max_scale_factor=2.0)
+    at = lambda ratio: Magnification(ratio * params.model_ruler_px)  # noqa: E731
+    assert working_scale(at(1.25), params) == (params.model_px_per_um, None)
+    assert working_scale(at(0.8), params) == (params.model_px_per_um, None)
+    assert working_scale(at(2.0), params) == (params.model_px_per_um * 2.0, None)
+    assert working_scale(at(0.5), params) == (params.model_px_per_um * 0.5, None)
+    px, refused = working_scale(at(2.5), params)
+    assert px == params.model_px_per_um * 2.5 and "2.5 times" in str(refused)
+
+
+def test_a_cell_is_read_in_one_to_eight_orientations():
+    assert CellParams(views=8).views == 8 and CellParams().views == 1
+    for views in (0, 9):
+        with pytest.raises(ValueError, match="1 to 8 orientations"):
+            CellParams(views=views)
+
+
 @pytest.mark.parametrize("path", sample_paths()[::3], ids=lambda p: p.name)
 def test_a_field_without_white_cells_has_none(path):
     """Every stained object inpainted away (the leukocyte-free shortcut field): no cells."""
@@ -123,6 +146,42 @@ def test_the_histogram_percentile_is_numpys_linear_percentile():
         values = rng.integers(0, 256, n).astype(np.uint8) if n % 2 else rng.integers(100, 104, n).astype(np.uint8)
         for q in (0.0, 50.0, 90.0, 100.0):
             assert _percentile_u8(np.bincount(values, minlength=256), q) == pytest.approx(np.percentile(values, q))
+
+
+@pytest.mark.parametrize("path", sample_paths(), ids=lambda p: p.name)
+def test_the_ruler_is_its_plain_definition(path):
+    """The ruler as its docstring defines it, written with numpy's percentiles: the darkness
+    below the field's 90th lightness percentile, the white cells and a 3 px rim set to the
+    median darkness of the rest, the slow shading taken away, and the first lag at which the
+    directional autocorrelation falls below ``RULER_LEVEL``, interpolated."""
+    from edge.analysis.cells import RULER_LEVEL, _radial_autocorrelation, _slow_shading
+
+    rgb = normalise(read_rgb(path)).rgb
+    stained = segment(rgb).mask
+    lightness = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0], (3, 3), 0).astype(np.float64)
+    rim = cv2.dilate(stained.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
+    bright = np.percentile(lightness, 90)
+    darkness = np.clip(bright - lightness, 0, None)
+    darkness[rim] = max(bright - np.median(lightness[~rim]), 0.0)
+    darkness = darkness.astype(np.float32)
+    darkness -= _slow_shading(darkness)
+    profile = _radial_autocorrelation(darkness)
+    k = int(np.argmax(profile < RULER_LEVEL))
+    assert k > 0
+    want = k - 1 + (profile[k - 1] - RULER_LEVEL) / (profile[k - 1] - profile[k])
+    assert measure_magnification(rgb, stained).ruler_px == pytest.approx(want, abs=1e-6)
+
+
+def test_a_field_with_no_texture_has_no_ruler():
+    from edge.analysis.cells import Magnification
+
+    blank = np.full((224, 224, 3), 200, np.uint8)
+    assert measure_magnification(blank, np.zeros((224, 224), bool)) == Magnification(None)
+    faint = blank.copy()
+    faint[::2] = 201  # one grey level of texture: below what the ruler reads as red cells
+    assert measure_magnification(faint, np.zeros((224, 224), bool)) == Magnification(None)
+    covered = np.ones((224, 224), bool)  # every pixel stained: nothing left to measure by
+    assert measure_magnification(read_rgb(sample_paths()[0]), covered) == Magnification(None)
 
 
 @pytest.mark.parametrize("path", sample_paths()[::3], ids=lambda p: p.name)
