@@ -1,9 +1,10 @@
 """Re-measure a bundle's model as the device runs it, without retraining: the calibration
 (temperature, threshold and uncertain band) fitted again on the validation split, int8 metrics
 on the validation and test splits (scoring the label the device shows), the case rule fitted on
-validation fields, case figures on test, and the test split's suites (``converter.suites``). Used when the way results are computed, scored or
-called changes (or, with ``views``, how many orientations each cell is read in); the model file is untouched, the manifest is rewritten (so the model id
-changes) and the bundle is signed again when a key is given.
+validation fields, case figures on test, and the test split's suites (``converter.suites``).
+Used when the way results are computed, scored or called changes (or, with ``views``, how
+many orientations each cell is read in); the model file is untouched, the manifest is
+rewritten (so the model id changes) and the bundle is signed again when a key is given.
 
 The calibration is refitted because it is fitted on the probabilities the device computes:
 when the pipeline's numbers move (a faster resize, a coarser shading estimate), a validation

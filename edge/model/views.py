@@ -5,7 +5,7 @@ and how the slide lies on the stage turn and mirror every cell. The model was tr
 rotations and flips, but a network is only roughly invariant to them, so the same cell turned
 by 90 degrees can get a different call. Reading it in the eight orientations of a square (the
 dihedral group: four rotations, each mirrored or not) and taking the geometric mean of the
-views' probabilities, as the field's call pools its cells (``edge.analysis.cells.pool``),
+views' probabilities with the rule that pools a field's cells (``edge.analysis.cells.pool``),
 gives every orientation of a cell the same call. The bundle records how many views its
 calibration was fitted with (``CellParams.views``): a bundle fitted on one view is read on
 one view.
@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from edge.analysis.cells import pool
 from edge.model.inference import Inference
 
 #: The eight symmetries of a square, the upright view first.
@@ -43,9 +44,8 @@ def combine(outputs: list[Inference]) -> Inference:
         raise ValueError("no views to combine")
     if len(outputs) == 1:
         return outputs[0]
-    logp = np.log(np.maximum(np.stack([o.probabilities for o in outputs]).astype(np.float64), 1e-6)).mean(0)
-    p = np.exp(logp - logp.max())
-    return Inference((p / p.sum()).astype(np.float32), outputs[0].embedding)
+    pooled = pool(np.stack([o.probabilities for o in outputs]))  # the rule that pools a field's cells
+    return Inference(pooled.astype(np.float32), outputs[0].embedding)
 
 
 def read_cell(infer: Callable[[np.ndarray, np.ndarray], tuple[Inference, str, float]], first: np.ndarray,
