@@ -59,7 +59,7 @@ def extract(samples: Iterable[Sample], seg: SegmentationParams, params: CellPara
     for n, sample in enumerate(samples):
         field_rgb = normalise(read_rgb(sample.path)).rgb
         segmentation = segment(field_rgb, seg)
-        magnification = measure_magnification(field_rgb, segmentation.mask)
+        magnification = measure_magnification(field_rgb, segmentation.mask, seg.element)
         px_per_um, reason = working_scale(magnification, params)
         cells, label_image = detect_cells(segmentation, px_per_um, params) if reason is None else ([], None)
         keys.append(sample.key)
@@ -68,7 +68,7 @@ def extract(samples: Iterable[Sample], seg: SegmentationParams, params: CellPara
         if reason or not cells:
             refused.append((sample.key, reason or "no white cells in view"))
             continue
-        crops = cut_cells(field_rgb, label_image, cells, px_per_um, params)
+        crops = cut_cells(field_rgb, label_image, cells, px_per_um, params, seg.element)
         rgb.append(crops.rgb), own.append(crops.own), near.append(crops.near)
         field.extend([len(keys) - 1] * len(crops))
         if (n + 1) % 250 == 0:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edge.analysis.morphology import ELEMENTS
 from edge.model.bundle import CPU_MODEL, EDGETPU_MODEL, BundleError, load_bundle
 from edge.evaluation.dataset import DatasetError
 from edge.model.signing import SIGNATURE, SignatureError, Trust, generate_key, key_id, sign_manifest
@@ -76,6 +77,7 @@ def _build_cells(args: argparse.Namespace) -> int:
     from converter.cell_build import CellBuildConfig, build_cells
     from converter.cell_train import CellTrainConfig
     from edge.analysis.cells import CellParams
+    from edge.analysis.segmentation import SegmentationParams
     from converter.split import SplitConfig
 
     if args.weights != "imagenet" and not Path(args.weights).is_file():
@@ -95,6 +97,7 @@ def _build_cells(args: argparse.Namespace) -> int:
         init_model=Path(args.init_model) if args.init_model else None,
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
         cells=CellParams(views=args.views),
+        segmentation=SegmentationParams(element=args.element),
         command=" ".join(["blastscope-convert", *sys.argv[1:]]),
     )
     return _written(build_cells(cfg, _log), args.sign_key)
@@ -235,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--init-model", help="a trained Keras cell model (.keras) to go on training from")
     bc.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8", default=8,
                     help="orientations each cell is read in on the device, calibration included (default 8: all)")
+    bc.add_argument("--element", choices=ELEMENTS, default="ellipse",
+                    help="structuring element of the segmentation and the cell path, recorded in the bundle: "
+                    "'disc' is the same under every turn of the field, 'ellipse' is OpenCV's (default)")
     bc.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
     bc.add_argument("--seed", type=int, default=1234)
     bc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")

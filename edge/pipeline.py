@@ -105,7 +105,7 @@ class Pipeline:
             reasons.append(FAINT_STAIN if seg.faint else NO_WHITE_CELLS)
         if not reasons:
             t = time.perf_counter()
-            magnification = measure_magnification(rgb, seg.mask)
+            magnification = measure_magnification(rgb, seg.mask, seg.element)
             rbc = magnification.ruler_px
             px_per_um, wrong_scale = working_scale(magnification, params)
             cells, labels = ([], None) if wrong_scale else detect_cells(seg, px_per_um, params)
@@ -119,7 +119,7 @@ class Pipeline:
             return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
         assert labels is not None  # cells were found, so they were labelled
         t = time.perf_counter()
-        crops = cut_cells(rgb, labels, cells, px_per_um, params)
+        crops = cut_cells(rgb, labels, cells, px_per_um, params, seg.element)
         first, second = cell_inputs(crops)
         timings["cell_crops"] = timed_ms(t)
         looks, foreign_look, field_look = [None] * len(cells), False, None

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from edge.analysis.histogram import percentile_u8
+from edge.analysis.morphology import element as structuring_element
 from edge.analysis.segmentation import Segmentation, from_known_keys
 
 #: Red-cell diameter (um) used as the ruler: normal erythrocytes measure 7-8 um.
@@ -117,16 +118,17 @@ MAX_RULER_PX = 120
 RULER_HIGHPASS_PX = 24.0
 
 
-def measure_magnification(rgb: np.ndarray, stained: np.ndarray) -> Magnification:
+def measure_magnification(rgb: np.ndarray, stained: np.ndarray, element: str = "ellipse") -> Magnification:
     """The red-cell ruler of a normalised field: how far (px) its unstained texture stays
     correlated with itself.
 
     The image is the darkness below the background (the red cells), with the stained cells
     and their rim replaced by the median so white cells do not set the scale. Its
     autocorrelation (FFT, zero-padded) is averaged over directions; the ruler is the lag where
-    it first falls to ``RULER_LEVEL``, interpolated between pixels."""
+    it first falls to ``RULER_LEVEL``, interpolated between pixels. ``element`` is the
+    segmentation's structuring element (``SegmentationParams.element``)."""
     lightness8 = cv2.GaussianBlur(cv2.extractChannel(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), 0), (3, 3), 0)
-    rim = cv2.dilate(stained.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
+    rim = cv2.dilate(stained.astype(np.uint8), structuring_element(element, 7)) > 0
     if rim.all():
         return Magnification(None)
     # lightness is 8-bit, so its 90th percentile and the unstained part's median are read off
@@ -223,19 +225,21 @@ def working_scale(magnification: Magnification, params: CellParams = CellParams(
 
 
 @functools.lru_cache(maxsize=8)
-def _disc_rectangles(size: int) -> tuple[tuple[int, int], ...]:
-    """OpenCV's elliptic structuring element of odd ``size`` as a union of centred rectangles
-    (width, height): one per distinct row width, as tall as the rows at least that wide."""
-    widths = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)).sum(axis=1)
+def _disc_rectangles(size: int, element: str) -> tuple[tuple[int, int], ...]:
+    """The structuring element ``element`` of odd ``size`` as a union of centred rectangles
+    (width, height): one per distinct row width, as tall as the rows at least that wide. Both
+    elements of ``edge.analysis.morphology`` are convex and symmetric top to bottom, which
+    this needs."""
+    widths = structuring_element(element, size).sum(axis=1)
     return tuple((int(w), int((widths >= w).sum())) for w in sorted(set(widths[widths > 0].tolist())))
 
 
-def dilate_disc(image: np.ndarray, size: int) -> np.ndarray:
-    """``cv2.dilate`` with the elliptic element of odd ``size``, exactly, as the maximum of
+def dilate_disc(image: np.ndarray, size: int, element: str = "ellipse") -> np.ndarray:
+    """``cv2.dilate`` with the structuring element ``element`` of odd ``size``, exactly, as the maximum of
     dilations by the rectangles the disc is the union of: OpenCV dilates by a rectangle
     separably, row then column, while a disc it visits element by element."""
     out = None
-    for width, height in _disc_rectangles(size):
+    for width, height in _disc_rectangles(size, element):
         grown = cv2.dilate(image, cv2.getStructuringElement(cv2.MORPH_RECT, (width, height)))
         out = grown if out is None else np.maximum(out, grown, out=out)
     return image.copy() if out is None else out
@@ -255,7 +259,7 @@ def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParam
     distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     seeds = (distance >= max(1.5, 0.8 * min_r_px)).astype(np.uint8)
     # one seed per nucleus: the core of each object shrunk to its thickest part
-    core = (distance >= 0.5 * dilate_disc(distance, int(4 * min_r_px) | 1)) & (seeds > 0)
+    core = (distance >= 0.5 * dilate_disc(distance, int(4 * min_r_px) | 1, segmentation.element)) & (seeds > 0)
     n_seeds, markers = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
     markers = markers.astype(np.int32) + 1
     markers[mask == 0] = 0
@@ -331,15 +335,16 @@ class CellCrops:
 
 
 def cut_cells(rgb: np.ndarray, labels: np.ndarray, cells: list[Cell], px_per_um: float,
-              params: CellParams = CellParams()) -> CellCrops:
-    """A square of ``crop_um`` around each cell, resized to ``crop_px``."""
+              params: CellParams = CellParams(), element: str = "ellipse") -> CellCrops:
+    """A square of ``crop_um`` around each cell, resized to ``crop_px``; the rim around each
+    cell's mask is grown with the segmentation's structuring element ``element``."""
     side = params.crop_px
     crops = np.zeros((len(cells), side, side, 3), np.uint8)
     own = np.zeros((len(cells), side, side), bool)
     half = 0.5 * params.crop_um * px_per_um
     scale = side / (2 * half)
     margin = max(1, int(round(MARGIN_UM * params.crop_px / params.crop_um)))
-    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    ring = structuring_element(element, 2 * margin + 1)
     # the label image warped per cell (nearest neighbour, so labels are not mixed), then each
     # cell's own label picked in its crop: one small warp per cell, not a whole-field mask
     label_image = labels.astype(np.float32)

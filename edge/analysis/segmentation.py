@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
+from edge.analysis.morphology import ELEMENTS, element as structuring_element
+
 #: Frame side (pixels) at which the morphology radii and minimum area are specified.
 REFERENCE_SIDE = 224
 #: a* centre gap below which a field has no stain at all: background with pixel noise of sigma
@@ -54,6 +56,14 @@ class SegmentationParams:
     #: Minimum distance (a* levels) between the two cluster centres. Below it the field
     #: has no stained structure worth separating (blank, background only, overexposed).
     min_centre_gap: float = 12.0
+    #: The structuring element of every opening, closing and dilation of the field and its
+    #: cells (``edge.analysis.morphology``): "disc" is the same under every turn of the field;
+    #: "ellipse", OpenCV's, is what bundles that do not name one were trained with.
+    element: str = "ellipse"
+
+    def __post_init__(self) -> None:
+        if self.element not in ELEMENTS:
+            raise ValueError(f"unknown structuring element {self.element!r}: expected one of {', '.join(ELEMENTS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +90,8 @@ class Segmentation:
     #: dataset). Training gave the model such fields with an empty segmented image and their
     #: labels, so the device classifies them the same way instead of calling them empty.
     faint: bool = False
+    #: The structuring element it was made with, which the cell path uses too.
+    element: str = "ellipse"
 
     @property
     def empty(self) -> bool:
@@ -109,12 +121,7 @@ def two_means_threshold(histogram: np.ndarray) -> tuple[int, float, float] | Non
     return t, float(m0[t]), float(m1[t])
 
 
-def _disc(radius: int) -> np.ndarray:
-    side = 2 * radius + 1
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
-
-
-def _empty(rgb: np.ndarray, threshold: int | None, reason: str, faint: bool = False) -> Segmentation:
+def _empty(rgb: np.ndarray, threshold: int | None, reason: str, element: str, faint: bool = False) -> Segmentation:
     h, w = rgb.shape[:2]
     return Segmentation(
         mask=np.zeros((h, w), dtype=bool),
@@ -124,6 +131,7 @@ def _empty(rgb: np.ndarray, threshold: int | None, reason: str, faint: bool = Fa
         threshold=threshold,
         reason=reason,
         faint=faint,
+        element=element,
     )
 
 
@@ -140,20 +148,20 @@ def segment(rgb: np.ndarray, params: SegmentationParams = SegmentationParams()) 
     histogram = cv2.calcHist([a_star], [0], None, [256], [0, 256])
     split = two_means_threshold(histogram)
     if split is None:
-        return _empty(rgb, None, "blank field: no colour contrast")
+        return _empty(rgb, None, "blank field: no colour contrast", params.element)
     t, low_centre, high_centre = split
     if high_centre - low_centre < params.min_centre_gap:
         return _empty(rgb, t, "no stained cells: colour contrast too low (blank or overexposed field)",
-                      faint=high_centre - low_centre >= BLANK_GAP)
+                      params.element, faint=high_centre - low_centre >= BLANK_GAP)
 
     _, binary = cv2.threshold(a_star, t, 255, cv2.THRESH_BINARY)
     scale = min(rgb.shape[:2]) / REFERENCE_SIDE
     open_r = max(1, round(params.open_radius * scale)) if params.open_radius > 0 else 0
     close_r = max(1, round(params.close_radius * scale)) if params.close_radius > 0 else 0
     if open_r:
-        binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, _disc(open_r))
+        binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, structuring_element(params.element, 2 * open_r + 1))
     if close_r:
-        binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, _disc(close_r))
+        binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, structuring_element(params.element, 2 * close_r + 1))
 
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     min_area = params.min_object_fraction * rgb.shape[0] * rgb.shape[1]
@@ -161,7 +169,7 @@ def segment(rgb: np.ndarray, params: SegmentationParams = SegmentationParams()) 
     keep[0] = False  # label 0 is the background
     cell_count = int(keep.sum())
     if cell_count == 0:
-        return _empty(rgb, t, "no stained cells large enough to be a cell")
+        return _empty(rgb, t, "no stained cells large enough to be a cell", params.element)
     mask = keep[labels]
     segmented = cv2.bitwise_and(rgb, rgb, mask=mask.view(np.uint8))
     return Segmentation(
@@ -171,6 +179,7 @@ def segment(rgb: np.ndarray, params: SegmentationParams = SegmentationParams()) 
         area_fraction=float(stats[1:, cv2.CC_STAT_AREA][keep[1:]].sum()) / mask.size,
         threshold=t,
         reason=None,
+        element=params.element,
     )
 
 

@@ -68,11 +68,11 @@ def cell_crops(bundle: Bundle, frame: np.ndarray) -> tuple[np.ndarray, np.ndarra
     params = bundle.cells
     assert params is not None
     field_rgb, seg = field_and_segmentation(frame, bundle.segmentation, int(bundle.manifest.get("field_side", 224)))
-    px_per_um, _ = working_scale(measure_magnification(field_rgb, seg.mask), params)
+    px_per_um, _ = working_scale(measure_magnification(field_rgb, seg.mask, seg.element), params)
     cells, labels = detect_cells(seg, px_per_um, params)
     if not cells:
         raise ValueError("a reference field shows no white cell")
-    return cell_inputs(cut_cells(field_rgb, labels, cells, px_per_um, params))
+    return cell_inputs(cut_cells(field_rgb, labels, cells, px_per_um, params, seg.element))
 
 
 def write_reference_inputs(bundle: Bundle, path: Path) -> None:

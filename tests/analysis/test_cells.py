@@ -245,16 +245,19 @@ def test_crops_and_inputs_are_their_plain_definitions(path):
         assert np.array_equal(second[i, ..., 0] > 0, crops.own[i] & (plain > 0))
 
 
+@pytest.mark.parametrize("shape", ["ellipse", "disc"])
 @pytest.mark.parametrize("size", [1, 3, 9, 17, 23, 31, 45])
-def test_the_disc_dilation_is_opencvs_elliptic_dilation(size):
+def test_the_disc_dilation_is_opencvs_dilation_by_the_element(size, shape):
     """Touching nuclei are split at the distance map's local maxima over a disc; the union of
-    rectangles must give exactly what OpenCV's elliptic element gives, on a real field's map."""
+    rectangles must give exactly what OpenCV's dilation by the segmentation's element gives,
+    on a real field's map."""
     from edge.analysis.cells import dilate_disc
+    from edge.analysis.morphology import element
 
     field = normalise(read_rgb(sample_paths()[2])).rgb
     distance = cv2.distanceTransform(segment(field).mask.astype(np.uint8), cv2.DIST_L2, 5)
-    expected = cv2.dilate(distance, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    np.testing.assert_array_equal(dilate_disc(distance, size), expected)
+    expected = cv2.dilate(distance, element(shape, size))
+    np.testing.assert_array_equal(dilate_disc(distance, size, shape), expected)
 
 
 def _stained(mask: np.ndarray):

@@ -47,9 +47,9 @@ def _cell_pair(bundle) -> tuple[np.ndarray, np.ndarray]:
 
     field = normalise(read_rgb(sample_paths()[4])).rgb
     seg = segment(field, bundle.segmentation)
-    px_per_um, _ = working_scale(measure_magnification(field, seg.mask), bundle.cells)
+    px_per_um, _ = working_scale(measure_magnification(field, seg.mask, seg.element), bundle.cells)
     cells, labels = detect_cells(seg, px_per_um, bundle.cells)
-    first, second = model_inputs(cut_cells(field, labels, cells, px_per_um, bundle.cells))
+    first, second = model_inputs(cut_cells(field, labels, cells, px_per_um, bundle.cells, seg.element))
     return first[0], second[0]
 
 
