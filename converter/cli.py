@@ -97,7 +97,7 @@ def _build_cells(args: argparse.Namespace) -> int:
         init_model=Path(args.init_model) if args.init_model else None,
         split=SplitConfig(block_size=args.block_size, seed=args.seed),
         cells=CellParams(views=args.views),
-        segmentation=SegmentationParams(element=args.element),
+        segmentation=SegmentationParams(element=args.element, resplit=args.resplit),
         command=" ".join(["blastscope-convert", *sys.argv[1:]]),
     )
     return _written(build_cells(cfg, _log), args.sign_key)
@@ -145,7 +145,8 @@ def _refit(args: argparse.Namespace) -> int:
     from converter.refit import refit
 
     root = Path(args.bundle)
-    return _rewritten(root, refit(_as_written(root), Path(args.data), _log, views=args.views), args.sign_key,
+    return _rewritten(root, refit(_as_written(root), Path(args.data), _log, views=args.views,
+                                             resplit=args.resplit), args.sign_key,
                       "re-measured")
 
 
@@ -241,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--element", choices=ELEMENTS, default="ellipse",
                     help="structuring element of the segmentation and the cell path, recorded in the bundle: "
                     "'disc' is the same under every turn of the field, 'ellipse' is OpenCV's (default)")
+    bc.add_argument("--resplit", action=argparse.BooleanOptionalAction, default=True,
+                    help="split a field whose a* centres are close a second time, to find its few white cells "
+                    "(default: on; --no-resplit refuses such fields as faintly stained)")
     bc.add_argument("--block-size", type=int, default=25, help="file numbers per split block (patient proxy)")
     bc.add_argument("--seed", type=int, default=1234)
     bc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
@@ -259,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
     r.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8",
                    help="read each cell in this many orientations from now on (8: every orientation of the square)")
+    r.add_argument("--resplit", action=argparse.BooleanOptionalAction,
+                   help="split a field whose a* centres are close a second time, to find its few white cells, "
+                   "instead of refusing it as faintly stained (default: as the bundle says)")
     r.set_defaults(func=_refit)
     a = sub.add_parser("fit-appearance", help="add the field-level appearance check to a cell bundle (fitted on its "
                        "training cells, limit from validation under benign conditions) and re-measure it")

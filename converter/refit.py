@@ -83,18 +83,36 @@ def with_views(bundle: Bundle, views: int) -> Bundle:
     return dataclasses.replace(bundle, manifest={**bundle.manifest, "cells": params.to_dict()})
 
 
-def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views: int | None = None) -> dict[str, Any]:
+def with_resplit(bundle: Bundle, resplit: bool) -> Bundle:
+    """``bundle`` segmenting with ``SegmentationParams.resplit`` on or off: a field whose a*
+    centres are close is split a second time to find its few white cells, instead of being
+    refused as faintly stained. Its calibration must then be fitted again, which ``refit`` does."""
+    import dataclasses
+
+    params = dataclasses.replace(bundle.segmentation, resplit=resplit)
+    return dataclasses.replace(bundle, segmentation=params, manifest={**bundle.manifest, "segmentation": params.to_dict()})
+
+
+def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views: int | None = None,
+          resplit: bool | None = None) -> dict[str, Any]:
     """The manifest updates: the calibration, re-measured int8 metrics, the case rule and the
     case figures, and the test split's suites (capture conditions, shortcuts, foreign-looking
     fields) measured again with them. With ``views``, each cell is read in that many
-    orientations from now on (the manifest's ``cells`` is updated)."""
+    orientations from now on (the manifest's ``cells`` is updated); with ``resplit``, the
+    segmentation's second split is turned on or off (the manifest's ``segmentation``)."""
     import dataclasses
 
     from converter.suites import test_suites
 
+    updates: dict[str, Any] = {}
     if views is not None:
         bundle = with_views(bundle, views)
+        updates["cells"] = bundle.manifest["cells"]
         log(f"cells read in {views} orientation(s)")
+    if resplit is not None:
+        bundle = with_resplit(bundle, resplit)
+        updates["segmentation"] = bundle.manifest["segmentation"]
+        log(f"second split of fields with close a* centres {'on' if resplit else 'off'}")
     dataset = load_dataset(data)
     calibration, fit_report = refit_calibration(bundle, samples_for_split(bundle, dataset, "val"), log)
     bundle = dataclasses.replace(bundle, calibration=calibration,
@@ -124,8 +142,5 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views:
             f"({c['n_malignant']} malignant, {c['n_benign']} benign, {c['uncertain']} uncertain or pending)")
     calibration_fit = {**bundle.manifest.get("calibration_fit", {}), "int8": fit_report}
     suites = test_suites(Pipeline.on_cpu(with_rule), samples, samples_for_split(bundle, dataset, "train"), log)
-    updates = {"calibration": calibration.to_dict(), "calibration_fit": calibration_fit,
-               "case_rule": rule.to_dict(), "metrics": metrics, **suites}
-    if views is not None:
-        updates["cells"] = bundle.manifest["cells"]
-    return updates
+    return {**updates, "calibration": calibration.to_dict(), "calibration_fit": calibration_fit,
+            "case_rule": rule.to_dict(), "metrics": metrics, **suites}

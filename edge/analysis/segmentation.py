@@ -60,6 +60,12 @@ class SegmentationParams:
     #: cells (``edge.analysis.morphology``): "disc" is the same under every turn of the field;
     #: "ellipse", OpenCV's, is what bundles that do not name one were trained with.
     element: str = "ellipse"
+    #: When the two a* centres are closer than ``min_centre_gap`` (but the field is not blank),
+    #: split the upper cluster a second time. In a field with only one or two white cells the
+    #: best two-way split of a* is the background against the red cells, with the few stained
+    #: pixels in the upper cluster; splitting that cluster again finds them. Off in bundles
+    #: that do not name it, which refuse such fields as faintly stained.
+    resplit: bool = False
 
     def __post_init__(self) -> None:
         if self.element not in ELEMENTS:
@@ -85,10 +91,10 @@ class Segmentation:
     area_fraction: float
     threshold: int | None  # a* level separating the clusters (pixels above it are kept)
     reason: str | None  # why the mask is empty, in words a technician understands
-    #: Empty only because the stain is faint (a* centres ``BLANK_GAP`` to ``min_centre_gap``
-    #: apart): weakly stained fields exist among real malignant ones (Pro-B 336-345 of the
-    #: dataset). Training gave the model such fields with an empty segmented image and their
-    #: labels, so the device classifies them the same way instead of calling them empty.
+    #: Empty with the a* centres ``BLANK_GAP`` to ``min_centre_gap`` apart (and, with
+    #: ``resplit``, no second split that finds stained cells): the stain may be faint, or the
+    #: field holds no white cell, and the refusal says both. Real malignant fields with one or
+    #: two white cells among many red cells look like this to the first split.
     faint: bool = False
     #: The structuring element it was made with, which the cell path uses too.
     element: str = "ellipse"
@@ -150,6 +156,12 @@ def segment(rgb: np.ndarray, params: SegmentationParams = SegmentationParams()) 
     if split is None:
         return _empty(rgb, None, "blank field: no colour contrast", params.element)
     t, low_centre, high_centre = split
+    if params.resplit and BLANK_GAP <= high_centre - low_centre < params.min_centre_gap:
+        upper = np.asarray(histogram, np.float64).ravel().copy()
+        upper[: t + 1] = 0
+        again = two_means_threshold(upper)
+        if again is not None and again[2] - again[1] >= params.min_centre_gap:
+            t, low_centre, high_centre = again
     if high_centre - low_centre < params.min_centre_gap:
         return _empty(rgb, t, "no stained cells: colour contrast too low (blank or overexposed field)",
                       params.element, faint=high_centre - low_centre >= BLANK_GAP)
