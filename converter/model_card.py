@@ -169,7 +169,7 @@ def _model(manifest: dict[str, Any]) -> str:
     c = manifest.get("cells", {})
     return f"""Per-cell dual-input MobileNetV2 (ImageNet start), reading **white cells, not fields**
 (`edge/analysis/cells.py`). Each field is normalised to its smear background and segmented
-(CIE-LAB, exact 2-means on a*); the stain mask's connected components, split by a watershed on
+(CIE-LAB, exact 2-means on a*{_segmentation(manifest.get("segmentation", {}))}); the stain mask's connected components, split by a watershed on
 the distance transform and kept between {c.get('min_cell_um')} and {c.get('max_cell_um')} um, are the white
 cells. The field's scale comes from its red cells (an autocorrelation ruler; training median
 {c.get('model_ruler_px')} px at {c.get('model_px_per_um')} px/um); a field beyond {c.get('max_scale_factor')}x of it is refused
@@ -181,6 +181,16 @@ stain in optical density on top. Labels are weak: every cell of a field takes th
 the field call pools the cells (renormalised geometric mean of the cells' probabilities, cells
 that fail the out-of-distribution check left out). A 64-wide embedding is a second output.
 Full-integer quantized (uint8 inputs and outputs, int8 operations), batch 1, {_views(c.get('views', 1))}"""
+
+
+def _segmentation(seg: dict[str, Any]) -> str:
+    element = seg.get("element", "ellipse")
+    shape = "a round disc" if element == "disc" else "OpenCV's elliptic element"
+    text = f", opened and closed with {shape}"
+    if seg.get("resplit"):
+        text += (", and split a second time when the two centres are close, which finds the one or two white "
+                 "cells of a field whose first split is the background against the red cells")
+    return text
 
 
 def _views(views: int) -> str:
@@ -230,13 +240,18 @@ def _ood(manifest: dict[str, Any]) -> str:
 def _cell_limitations(manifest: dict[str, Any]) -> str:
     if manifest.get("kind") != "cells":
         return ""
+    if manifest.get("segmentation", {}).get("resplit"):
+        faint = """- Fields whose stain mask finds no white cell even when split a second time are refused ("no
+  white cells in view, and the stain is faint"), not read: on this dataset they are Pro-B fields."""
+    else:
+        faint = """- Faintly stained fields whose white cells the stain mask misses are refused ("no white cells in
+  view"), not read: on this dataset they are Pro-B fields."""
     return """- **The out-of-distribution checks are no guarantee.** They pass the benign capture conditions
   they were fitted on and refuse cells whose dark parts are not the stained ones (inverted
   lightness, figures above), but they have only been shown synthetic foreign cells: no other
   laboratory's smear was available to fit or measure them. Another laboratory's cells may still
   be read without a warning; verify the device on your own slides before relying on it.
-- Faintly stained fields whose white cells the stain mask misses are refused ("no white cells in
-  view"), not read: on this dataset they are Pro-B fields.
+""" + faint + """
 - The subtypes (Early Pre-B, Pre-B, Pro-B) are defined by flow cytometry, not by morphology; the
   model's subtype is a pattern to check, and Pre-B and Early Pre-B are confused.
 - Cell labels are weak (every cell of a field takes the field's class), so a reactive lymphocyte

@@ -42,6 +42,17 @@ def test_every_sample_is_read_cell_by_cell(pipeline, path):
         assert record["call"] in ("positive", "uncertain") and record["blasts"] >= 1, record
 
 
+@pytest.mark.parametrize("name", ["Pre/WBC-Malignant-Pre-001.jpg", "Pro/WBC-Malignant-Pro-046.jpg",
+                                  "Early/WBC-Malignant-Early-290.jpg"])
+def test_a_malignant_field_with_one_or_two_white_cells_is_read_not_refused(pipeline, dataset_dir, name):
+    """Training-split fields whose first a* split is background against red cells: the shipped
+    bundle splits again (``segmentation.resplit``) and reads their few cells."""
+    assert pipeline.bundle.segmentation.resplit
+    record = pipeline.process(read_rgb(dataset_dir / name), source=name).to_dict()
+    assert record["status"] == "classified", record["reasons"]
+    assert 1 <= record["white_cells"] <= 3 and record["call"] in ("positive", "uncertain"), record
+
+
 @pytest.mark.parametrize("path", sample_paths()[::2], ids=lambda p: p.name)
 def test_a_field_with_its_white_cells_removed_is_refused_not_classified(pipeline, path):
     field = load_field(path, "x", pipeline.bundle.segmentation)
