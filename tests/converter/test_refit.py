@@ -55,3 +55,18 @@ def test_the_embedding_check_fitted_again_is_the_shipped_one(dataset_dir, defaul
     assert check.limit == pytest.approx(max(report["per_condition"].values()), abs=1e-3)
     assert check.limit == pytest.approx(recorded.limit, rel=0.02)
     assert np.allclose(check.mean, recorded.mean, atol=0.05 * np.abs(recorded.mean).max())
+
+
+def test_the_second_split_is_set_in_the_bundle_the_device_reads(default_bundle):
+    """``refit --resplit`` changes the parsed segmentation and the manifest alike, so the
+    pipeline that re-measures the bundle and the device that loads it segment the same way."""
+    from converter.refit import with_resplit
+    from edge.analysis.segmentation import SegmentationParams
+
+    shipped = load_bundle(default_bundle)
+    for value in (False, True):
+        changed = with_resplit(shipped, value)
+        assert changed.segmentation.resplit is value
+        assert SegmentationParams.from_dict(changed.manifest["segmentation"]) == changed.segmentation
+        assert {k: v for k, v in changed.manifest["segmentation"].items() if k != "resplit"} == \
+            {k: v for k, v in shipped.manifest["segmentation"].items() if k != "resplit"}
