@@ -200,3 +200,38 @@ def test_the_second_split_takes_no_red_cells_for_white_cells():
     seen = [segment(normalise(without_cells(load_field(p, "x", resplit))).rgb, resplit) for p in sample_paths()]
     assert all(s.empty for s in seen)
     assert sum(s.faint for s in seen) >= 2
+
+
+def _plain_segmentation(rgb: np.ndarray, params: SegmentationParams) -> np.ndarray:
+    """The published method written out step by step, with the radii and minimum area scaled
+    from the 224 px reference side to the frame's shorter side."""
+    a = _a_star(rgb)
+    t = two_means_threshold(np.bincount(a.ravel(), minlength=256))[0]
+    binary = np.where(a > t, 255, 0).astype(np.uint8)
+    scale = min(rgb.shape[:2]) / 224
+    for radius, op in ((params.open_radius, cv2.MORPH_OPEN), (params.close_radius, cv2.MORPH_CLOSE)):
+        r = max(1, round(radius * scale))
+        side = 2 * r + 1
+        element = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)) if params.element == "ellipse" else
+                   ((np.mgrid[-r:r + 1, -r:r + 1] ** 2).sum(0) <= r * r + r).astype(np.uint8))
+        binary = cv2.morphologyEx(binary, op, element)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    big = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= params.min_object_fraction * a.size]
+    return np.isin(labels, big)
+
+
+@pytest.mark.parametrize("factor", [1, 3])
+@pytest.mark.parametrize("shape", ["ellipse", "disc"])
+def test_the_mask_is_its_plain_definition_at_any_frame_size(factor, shape):
+    """At the reference side and at three times it (the morphology radii and the minimum area
+    scale with the frame), with either element, on every shipped sample."""
+    params = SegmentationParams(element=shape)
+    for path in sample_paths():
+        rgb = read_rgb(path)
+        rgb = cv2.resize(rgb, (224 * factor, 224 * factor), interpolation=cv2.INTER_LINEAR)
+        got = segment(rgb, params)
+        want = _plain_segmentation(rgb, params)
+        np.testing.assert_array_equal(got.mask, want)
+        assert got.cell_count == len(np.unique(cv2.connectedComponents(want.astype(np.uint8), connectivity=8)[1])) - 1
+        assert got.area_fraction == pytest.approx(want.mean())
+        assert np.array_equal(got.segmented, np.where(want[..., None], rgb, 0))
