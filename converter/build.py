@@ -167,7 +167,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
         provisional = Bundle(Path(tmp), {"model_id": "provisional"}, cfg.segmentation, Calibration())
 
         pipeline = Pipeline(provisional, backends)
-        val_raw, _ = classify_samples(pipeline, parts["val"])
+        val_raw = classify_samples(pipeline, parts["val"]).raws
         usable = [i for i, r in enumerate(val_raw) if r is not None]
         fit = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
         calibration = fit.calibration
@@ -178,13 +178,14 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
         gated = dataclasses.replace(provisional, calibration=calibration,
                                     manifest={"model_id": "provisional", "quality_gate": gate})
         pipeline = Pipeline(gated, backends)
-        val_raw, _ = classify_samples(pipeline, parts["val"])
-        test_raw, test_ms = classify_samples(pipeline, parts["test"])
+        val_read = classify_samples(pipeline, parts["val"])
+        test_read = classify_samples(pipeline, parts["test"])
+        val_raw, test_raw = val_read.raws, test_read.raws
         usable = [i for i, r in enumerate(val_raw) if r is not None]
         float_val = _float_probabilities(model, fields["val"], cfg.segmentation, [r is None for r in val_raw])
         float_fit = fit_calibration(np.stack([float_val[i] for i in usable]), labels["val"][usable])
         log(f"float calibration {float_fit.calibration}")
-        case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_raw, "validation split, int8 on the device pipeline")
+        case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_read, "validation split, int8 on the device pipeline")
         log(f"case rule {case_rule.to_dict()}")
         pipeline = Pipeline(dataclasses.replace(gated, manifest={
             **gated.manifest, "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}),
@@ -196,8 +197,8 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             "float_test": summarize(truth["test"], _float_probabilities(model, fields["test"], cfg.segmentation,
                                                                        [r is None for r in test_raw]),
                                     float_fit.calibration),
-            "int8_test": evaluation_report(pipeline, parts["test"], test_raw, test_ms),
-            "cases_test": case_figures(pipeline.bundle, parts["test"], test_raw),
+            "int8_test": evaluation_report(pipeline, parts["test"], test_read),
+            "cases_test": case_figures(pipeline.bundle, parts["test"], test_read),
         }
         for name, m in metrics.items():
             if name == "cases_test":

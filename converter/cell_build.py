@@ -153,7 +153,7 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         base["ood_appearance"] = looks.to_dict()
         provisional = Bundle(Path(tmp), {**base, "ood": check.to_dict()}, cfg.segmentation, Calibration())
 
-        val_raw, _ = classify_samples(Pipeline(provisional, backends), parts["val"])
+        val_raw = classify_samples(Pipeline(provisional, backends), parts["val"]).raws
         val_labels = np.array([LABELS.index(s.label) for s in parts["val"]])
         usable = [i for i, r in enumerate(val_raw) if r is not None]
         fit = fit_calibration(np.stack([val_raw[i] for i in usable]), val_labels[usable], target_specificity=0.95,
@@ -166,16 +166,16 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         gated = dataclasses.replace(provisional, calibration=calibration,
                                     manifest={**provisional.manifest, "quality_gate": gate})
         pipeline = Pipeline(gated, backends)
-        val_raw, _ = classify_samples(pipeline, parts["val"])
-        test_raw, test_ms = classify_samples(pipeline, parts["test"])
-        case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_raw, "validation split, int8 on the device pipeline")
+        val_read = classify_samples(pipeline, parts["val"])
+        test_read = classify_samples(pipeline, parts["test"])
+        case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_read, "validation split, int8 on the device pipeline")
         log(f"case rule {case_rule.to_dict()}")
         pipeline = Pipeline(dataclasses.replace(gated, manifest={
             **gated.manifest, "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}), backends)
         metrics = {
-            "int8_val": summarize([s.label for s in parts["val"]], val_raw, calibration),
-            "int8_test": evaluation_report(pipeline, parts["test"], test_raw, test_ms),
-            "cases_test": case_figures(pipeline.bundle, parts["test"], test_raw),
+            "int8_val": summarize([s.label for s in parts["val"]], val_read.raws, calibration, val_read.cells),
+            "int8_test": evaluation_report(pipeline, parts["test"], test_read),
+            "cases_test": case_figures(pipeline.bundle, parts["test"], test_read),
         }
         for name in ("int8_val", "int8_test"):
             m = metrics[name]

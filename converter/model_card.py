@@ -85,6 +85,30 @@ def _cases(manifest: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _cell_count(manifest: dict[str, Any]) -> str:
+    """The count rule (``Calibration.min_cells_to_clear``) and the validation counts it was fitted on."""
+    count = manifest.get("calibration", {}).get("min_cells_to_clear", 1)
+    fit = manifest.get("calibration_fit", {}).get("min_cells_to_clear")
+    if count <= 1 and not fit:
+        return ""
+    text = (f"\n\nA negative field call rests on at least {count} recognised white cell(s): a field that would be "
+            "called negative on fewer is shown uncertain (\"too few white cells to clear this field\"), never "
+            "negative; a positive call is never held back.")
+    if not fit:
+        return text
+    shown = [r for r in fit["negative_calls_by_cells"] if r["cells"] <= 10]
+    more = [r for r in fit["negative_calls_by_cells"] if r["cells"] > 10]
+    rows = "\n".join([f"| {r['cells']} | {r['malignant']} | {r['benign']} |" for r in shown]
+                      + ([f"| more than 10 | {sum(r['malignant'] for r in more)} | {sum(r['benign'] for r in more)} |"]
+                         if more else []))
+    return text + f""" Fitted on the {fit['fitted_on']} ({fit['fields']} field-conditions): {fit['rule']}.
+Negative calls without the rule, by the recognised cells they rested on:
+
+| recognised cells | malignant fields called negative | benign fields called negative |
+|---|---|---|
+{rows}"""
+
+
 def _calibration(manifest: dict[str, Any]) -> str:
     cal = manifest.get("calibration", {})
     text = (f"Temperature {cal.get('temperature')} (fitted on validation, rounded before the thresholds were fitted); "
@@ -103,7 +127,7 @@ def _calibration(manifest: dict[str, Any]) -> str:
 The float model was calibrated on its own validation outputs (temperature {float_cal.get('temperature')},
 threshold {float_cal.get('malignant_threshold')}, band [{float_cal.get('uncertain_low')}, {float_cal.get('uncertain_high')}))."""
               if float_cal else "")
-    return text + f"""
+    return text + _cell_count(manifest) + f"""
 
 Targets on validation: sensitivity {fit['targets']['sensitivity']}, specificity {fit['targets']['specificity']}
 ({fit['validation_malignant']} malignant, {fit['validation_benign']} benign fields). Each threshold is the mean

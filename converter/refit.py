@@ -25,7 +25,8 @@ from typing import Any, Callable
 from edge.model.bundle import Bundle
 from edge.analysis.case import CaseRule
 from edge.evaluation.dataset import load_dataset
-from edge.evaluation.evaluate import case_report, classify_samples, evaluation_report, field_records, samples_for_split
+from edge.evaluation.evaluate import (Readings, case_report, classify_samples, evaluation_report, field_records,
+                                      samples_for_split)
 from edge.analysis.labels import BENIGN, LABELS
 from edge.analysis.screening import Calibration
 from edge.pipeline import Pipeline
@@ -33,16 +34,16 @@ from edge.pipeline import Pipeline
 CASE_SIZES = (1, 3, 5, 10)
 
 
-def fit_case_rule(bundle: Bundle, samples: list, raws: list, fitted_on: str) -> CaseRule:
-    records = field_records(bundle, raws)
+def fit_case_rule(bundle: Bundle, samples: list, readings: Readings, fitted_on: str) -> CaseRule:
+    records = field_records(bundle, readings)
     return CaseRule.fit([r["call"] for r, s in zip(records, samples) if s.label == BENIGN],
                         [r["call"] for r, s in zip(records, samples) if s.label != BENIGN], fitted_on)
 
 
-def case_figures(bundle: Bundle, samples: list, raws: list) -> list[dict[str, Any]]:
+def case_figures(bundle: Bundle, samples: list, readings: Readings) -> list[dict[str, Any]]:
     out = []
     for k in CASE_SIZES:
-        report = case_report(bundle, samples, raws, k)
+        report = case_report(bundle, samples, readings, k)
         report.pop("rule")
         out.append(report)
     return out
@@ -61,15 +62,17 @@ def refit_calibration(bundle: Bundle, val: list, log: Callable[[str], None] = pr
     targets = recorded.get("targets", {})
     ungated = dataclasses.replace(bundle, calibration=Calibration(), manifest={
         k: v for k, v in bundle.manifest.items() if k not in ("quality_gate", "case_rule")})
-    raws, _ = classify_samples(Pipeline.on_cpu(ungated), val)
+    raws = classify_samples(Pipeline.on_cpu(ungated), val).raws
     usable = [i for i, r in enumerate(raws) if r is not None]
     truth = np.array([LABELS.index(val[i].label) for i in usable])
     fit = fit_calibration(np.stack([raws[i] for i in usable]), truth,
                           target_sensitivity=float(targets.get("sensitivity", 0.995)),
                           target_specificity=float(targets.get("specificity", 0.97)),
                           band=str(recorded.get("band", "targets")))
-    log(f"calibration refitted on {len(usable)} validation fields: {fit.calibration} (was {bundle.calibration})")
-    return fit.calibration, fit.report
+    # the count rule is fitted apart (converter.cell_count) and kept: the thresholds do not move it
+    calibration = dataclasses.replace(fit.calibration, min_cells_to_clear=bundle.calibration.min_cells_to_clear)
+    log(f"calibration refitted on {len(usable)} validation fields: {calibration} (was {bundle.calibration})")
+    return calibration, fit.report
 
 
 def with_views(bundle: Bundle, views: int) -> Bundle:
@@ -94,17 +97,23 @@ def with_resplit(bundle: Bundle, resplit: bool) -> Bundle:
 
 
 def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views: int | None = None,
-          resplit: bool | None = None) -> dict[str, Any]:
+          resplit: bool | None = None, min_cells: int | None = None) -> dict[str, Any]:
     """The manifest updates: the calibration, re-measured int8 metrics, the case rule and the
     case figures, and the test split's suites (capture conditions, shortcuts, foreign-looking
     fields) measured again with them. With ``views``, each cell is read in that many
     orientations from now on (the manifest's ``cells`` is updated); with ``resplit``, the
-    segmentation's second split is turned on or off (the manifest's ``segmentation``)."""
+    segmentation's second split is turned on or off (the manifest's ``segmentation``); with
+    ``min_cells``, a negative field call needs that many recognised cells from now on
+    (``Calibration.min_cells_to_clear``, fitted by ``converter.cell_count``)."""
     import dataclasses
 
     from converter.suites import test_suites
 
     updates: dict[str, Any] = {}
+    if min_cells is not None:
+        bundle = dataclasses.replace(bundle, calibration=dataclasses.replace(bundle.calibration,
+                                                                             min_cells_to_clear=min_cells))
+        log(f"a negative field call rests on at least {min_cells} recognised cell(s)")
     if views is not None:
         bundle = with_views(bundle, views)
         updates["cells"] = bundle.manifest["cells"]
@@ -118,11 +127,10 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views:
     bundle = dataclasses.replace(bundle, calibration=calibration,
                                  manifest={**bundle.manifest, "calibration": calibration.to_dict()})
     pipeline = Pipeline.on_cpu(bundle)
-    measured: dict[str, tuple[list, list, list]] = {}
+    measured: dict[str, tuple[list, Readings]] = {}
     for split in ("val", "test"):
         samples = samples_for_split(bundle, dataset, split)
-        raws, ms = classify_samples(pipeline, samples)
-        measured[split] = (samples, raws, ms)
+        measured[split] = (samples, classify_samples(pipeline, samples))
         log(f"{split}: {len(samples)} fields run through the device pipeline")
     rule = fit_case_rule(bundle, measured["val"][0], measured["val"][1], "validation split, int8 on the device pipeline")
     with_rule = dataclasses.replace(bundle, manifest={**bundle.manifest, "case_rule": rule.to_dict()})
@@ -131,11 +139,11 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views:
         if name in metrics and "scored" not in metrics[name]:
             metrics[name] = {**metrics[name], "scored": "argmax of the calibrated probabilities (recorded at build; "
                                                         "the float model is not kept to re-score it)"}
-    samples, raws, ms = measured["val"]
-    metrics["int8_val"] = evaluation_report(Pipeline.on_cpu(with_rule), samples, raws, ms)
-    samples, raws, ms = measured["test"]
-    metrics["int8_test"] = evaluation_report(Pipeline.on_cpu(with_rule), samples, raws, ms)
-    metrics["cases_test"] = case_figures(with_rule, samples, raws)
+    samples, readings = measured["val"]
+    metrics["int8_val"] = evaluation_report(Pipeline.on_cpu(with_rule), samples, readings)
+    samples, readings = measured["test"]
+    metrics["int8_test"] = evaluation_report(Pipeline.on_cpu(with_rule), samples, readings)
+    metrics["cases_test"] = case_figures(with_rule, samples, readings)
     log(f"case rule: {rule.to_dict()}")
     for c in metrics["cases_test"]:
         log(f"cases of {c['size']}: sensitivity {c['sensitivity']} specificity {c['specificity']} "

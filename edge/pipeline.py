@@ -152,7 +152,7 @@ class Pipeline:
             return Result("rejected", [OUT_OF_DISTRIBUTION], None, raw_probabilities=None, backend=backend,
                           timings_ms=timings, **common)
         raw = pool(probabilities[familiar]).astype(np.float32)
-        screening = screen(raw, self.bundle.calibration)
+        screening = screen(raw, self.bundle.calibration, cells=int(familiar.sum()))
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings,
                       **common)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,53 +30,63 @@ def samples_for_split(bundle: Bundle, dataset: Dataset, split: str) -> list:
     return chosen
 
 
-def classify_samples(pipeline: Pipeline, samples: list) -> tuple[list[np.ndarray | None], list[float]]:
-    """Raw probabilities per sample (None where the device rejected the field) and the time
-    each field took. Raw probabilities do not depend on calibration, so one pass serves
-    both fitting it and reporting with it."""
-    raws: list[np.ndarray | None] = []
-    field_ms: list[float] = []
+class Readings(NamedTuple):
+    """What the device computed for each field of a list, in order: the raw (pooled)
+    probabilities (None where it refused the field), how many recognised white cells each
+    call rests on (None for a field model) and the time each field took. Raw probabilities do
+    not depend on calibration, so one pass serves both fitting it and reporting with it; the
+    counts go with them because the call depends on them (``Calibration.min_cells_to_clear``)."""
+
+    raws: list[np.ndarray | None]
+    cells: list[int | None]
+    ms: list[float]
+
+
+def classify_samples(pipeline: Pipeline, samples: list) -> Readings:
+    """Each sample through the device pipeline (``Readings``)."""
+    readings = Readings([], [], [])
     for sample in samples:
         rgb = read_rgb(sample.path)
         start = time.perf_counter()
         result = pipeline.process(rgb, source=str(sample.path))
-        field_ms.append((time.perf_counter() - start) * 1000.0)
-        raws.append(result.raw_probabilities)
-    return raws, field_ms
+        readings.ms.append((time.perf_counter() - start) * 1000.0)
+        readings.raws.append(result.raw_probabilities)
+        readings.cells.append(None if result.cells is None else sum(c.familiar for c in result.cells))
+    return readings
 
 
-def evaluation_report(pipeline: Pipeline, samples: list, raws: list[np.ndarray | None], field_ms: list[float]) -> dict[str, Any]:
-    report = summarize([s.label for s in samples], raws, pipeline.bundle.calibration)
-    report["ms_per_field"] = float(np.mean(field_ms)) if field_ms else None
+def evaluation_report(pipeline: Pipeline, samples: list, readings: Readings) -> dict[str, Any]:
+    report = summarize([s.label for s in samples], readings.raws, pipeline.bundle.calibration, readings.cells)
+    report["ms_per_field"] = float(np.mean(readings.ms)) if readings.ms else None
     report["backend"] = pipeline.backends.name
     report["model_id"] = pipeline.bundle.model_id
     return report
 
 
 def evaluate(pipeline: Pipeline, samples: list, case_sizes: list[int] | None = None) -> dict[str, Any]:
-    raws, field_ms = classify_samples(pipeline, samples)
-    report = evaluation_report(pipeline, samples, raws, field_ms)
+    readings = classify_samples(pipeline, samples)
+    report = evaluation_report(pipeline, samples, readings)
     if case_sizes:
         if "case_rule" not in pipeline.bundle.manifest:
             raise ValueError(f"{pipeline.bundle.root}: the bundle has no case rule (built before cases); rebuild it")
-        cases = [case_report(pipeline.bundle, samples, raws, k) for k in case_sizes]
+        cases = [case_report(pipeline.bundle, samples, readings, k) for k in case_sizes]
         report["cases"] = cases[0] if len(cases) == 1 else cases
     return report
 
 
-def field_records(bundle: Bundle, raws: list[np.ndarray | None]) -> list[dict[str, Any]]:
+def field_records(bundle: Bundle, readings: Readings) -> list[dict[str, Any]]:
     """What the device would store for each field: status, the shown label and the call."""
     out = []
-    for raw in raws:
+    for raw, cells in zip(readings.raws, readings.cells):
         if raw is None:
             out.append({"status": "rejected", "label": None, "call": None})
         else:
-            shown = screen(raw, bundle.calibration)
+            shown = screen(raw, bundle.calibration, cells)
             out.append({"status": "classified", "label": shown.label, "call": shown.call})
     return out
 
 
-def case_report(bundle: Bundle, samples: list, raws: list[np.ndarray | None], size: int,
+def case_report(bundle: Bundle, samples: list, readings: Readings, size: int,
                 min_fields: int | None = None) -> dict[str, Any]:
     """Case-level figures: non-overlapping cases of ``size`` consecutive fields drawn from one
     patient-proxy block (the split's blocks of file numbers per class), called by the
@@ -84,7 +94,7 @@ def case_report(bundle: Bundle, samples: list, raws: list[np.ndarray | None], si
     (too few usable fields) or uncertain is neither detected nor cleared."""
     rule = CaseRule.from_dict(bundle.manifest["case_rule"])
     block_size = int(bundle.manifest.get("split", {}).get("block_size", 25))
-    records = field_records(bundle, raws)
+    records = field_records(bundle, readings)
     blocks: dict[tuple[str, int], list[int]] = {}
     for i, block in enumerate(number_blocks(samples, block_size)):
         blocks.setdefault(block, []).append(i)

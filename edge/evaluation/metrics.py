@@ -29,14 +29,19 @@ def _rate(successes: int, n: int) -> dict[str, Any]:
     return {"value": successes / n if n else None, "ci95": [lo, hi], "k": successes, "n": n}
 
 
-def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray | None], calibration: Calibration) -> dict[str, Any]:
-    """Metrics for fields with known labels; ``None`` marks a field that was not classified."""
+def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray | None], calibration: Calibration,
+              cells: Sequence[int | None] | None = None) -> dict[str, Any]:
+    """Metrics for fields with known labels; ``None`` marks a field that was not classified.
+    ``cells``: how many recognised white cells each field's call rests on (a cell bundle's;
+    None for a field model), which ``screen`` needs to call the field as the device does."""
+    if cells is None:
+        cells = [None] * len(raw_probabilities)
     k = len(LABELS)
     confusion = np.zeros((k, k), dtype=int)
     rejected = np.zeros(k, dtype=int)
     uncertain_by_class = np.zeros(k, dtype=int)
     sens_hits = sens_n = spec_hits = spec_n = flagged = cleared = 0
-    for truth, raw in zip(true_labels, raw_probabilities):
+    for truth, raw, count in zip(true_labels, raw_probabilities, cells, strict=True):
         t = LABELS.index(truth)
         malignant = truth != BENIGN
         sens_n += malignant
@@ -44,7 +49,7 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
         if raw is None:
             rejected[t] += 1
             continue
-        result = screen(raw, calibration)
+        result = screen(raw, calibration, count)
         if result.label == "uncertain":
             uncertain_by_class[t] += 1
         else:

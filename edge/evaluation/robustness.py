@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge.evaluation.bench import eyepiece_frame
+from edge.evaluation.dataset import Sample
 from edge.evaluation.degradation import blur, gain, gaussian_noise, glow, jpeg, shot_noise, vignette
 from edge.analysis.imagefile import read_rgb
 from edge.analysis.labels import BENIGN, LABELS
@@ -71,16 +72,21 @@ def _rate(k: int, n: int) -> float | None:
     return round(k / n, 4) if n else None
 
 
+def condition_frame(name: str, sample: Sample, index: int, seed: int = 0) -> np.ndarray:
+    """The ``index``-th sample of a split under condition ``name``, seeded per condition and
+    field so that every command that runs the suite sees the same frames."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), index])
+    return CONDITIONS[name](read_rgb(sample.path), rng)
+
+
 def run_condition(pipeline: Pipeline, samples: list, name: str, seed: int = 0) -> dict[str, Any]:
-    condition = CONDITIONS[name]
     rejected: Counter[str] = Counter()
     n = correct = classified = correct_classified = uncertain = 0
     mal = mal_pos = mal_cls = ben = ben_neg = ben_cls = mal_negative = 0
     by_class_rejected: Counter[str] = Counter()
     by_class: Counter[str] = Counter()
     for i, sample in enumerate(samples):
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode()), i])
-        result = pipeline.process(condition(read_rgb(sample.path), rng), source=f"robustness:{name}")
+        result = pipeline.process(condition_frame(name, sample, i, seed), source=f"robustness:{name}")
         malignant = sample.label != BENIGN
         by_class[sample.label] += 1
         n += 1

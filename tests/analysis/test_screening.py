@@ -8,7 +8,7 @@ import pytest
 from converter.calibration import fit_calibration, fit_temperature
 from edge.analysis.labels import LABELS
 from edge.evaluation.metrics import summarize, wilson_interval
-from edge.analysis.screening import Calibration, calibrated, screen
+from edge.analysis.screening import FEW_CELLS, Calibration, calibrated, screen
 
 
 def test_temperature_one_is_identity_and_rows_sum_to_one():
@@ -161,3 +161,48 @@ def test_thresholds_are_fitted_with_the_temperature_the_device_uses():
     shown = [screen(r, cal) for r in raw]
     m = np.array([s.malignant_probability for s in shown])
     assert np.array_equal(m >= cal.malignant_threshold, (1 - calibrated(raw, cal.temperature)[:, 0]) >= cal.malignant_threshold)
+
+
+def test_a_negative_call_on_too_few_cells_is_uncertain_with_the_reason():
+    cal = Calibration(temperature=1.0, malignant_threshold=0.5, uncertain_low=0.3, uncertain_high=0.7,
+                      min_cells_to_clear=3)
+    benign_looking = np.array([0.9, 0.05, 0.03, 0.02])
+    held = screen(benign_looking, cal, cells=2)
+    assert (held.label, held.call, held.call_reason) == ("uncertain", "uncertain", FEW_CELLS)
+    assert held.malignant_probability == pytest.approx(0.1)  # the probabilities are the model's, unchanged
+    cleared = screen(benign_looking, cal, cells=3)  # exactly the count clears
+    assert (cleared.label, cleared.call, cleared.call_reason) == ("benign", "negative", None)
+    # a field model (no cells counted) and a bundle without the rule call as before
+    assert screen(benign_looking, cal).call == "negative"
+    assert screen(benign_looking, Calibration(temperature=1.0, uncertain_low=0.3, uncertain_high=0.7), cells=1).call \
+        == "negative"
+    # a positive call on one cell is never held back; the band's uncertain carries no count reason
+    one_blast = screen(np.array([0.05, 0.1, 0.8, 0.05]), cal, cells=1)
+    assert (one_blast.label, one_blast.call) == ("pre_b", "positive")
+    band = screen(np.array([0.5, 0.2, 0.2, 0.1]), cal, cells=1)
+    assert (band.call, band.call_reason) == ("uncertain", None)
+
+
+def test_the_cell_count_rule_is_read_from_the_manifest_and_checked():
+    old = {"temperature": 0.5, "malignant_threshold": 0.2, "uncertain_low": 0.1, "uncertain_high": 0.3}
+    assert Calibration.from_dict(old).min_cells_to_clear == 1  # a bundle that names none: no rule
+    fitted = Calibration.from_dict({**old, "min_cells_to_clear": 2})
+    assert fitted.min_cells_to_clear == 2 and Calibration.from_dict(fitted.to_dict()) == fitted
+    for wrong in (2.5, "2", True, 0, 101):
+        with pytest.raises(ValueError, match="min_cells_to_clear"):
+            Calibration.from_dict({**old, "min_cells_to_clear": wrong})
+
+
+def test_summarize_scores_the_count_rule_as_the_device_calls():
+    cal = Calibration(temperature=1.0, malignant_threshold=0.5, uncertain_low=0.5, uncertain_high=0.5,
+                      min_cells_to_clear=2)
+    truth = ["benign", "benign", "early_pre_b", "pro_b"]
+    raws = [np.array([0.9, 0.05, 0.03, 0.02])] * 3 + [None]
+    m = summarize(truth, raws, cal, cells=[5, 1, 1, None])
+    assert m["benign_specificity"] == pytest.approx(1 / 2)  # the one-cell benign field is uncertain, not cleared
+    assert m["uncertain_by_class"] == [1, 1, 0, 0] and m["uncertain"] == 2
+    assert m["screening"]["malignant_flagged"] == pytest.approx(1 / 2)  # the one-cell malignant field is flagged
+    with_no_counts = summarize(truth, raws, cal)
+    assert with_no_counts["uncertain"] == 0 and with_no_counts["benign_specificity"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        summarize(truth, raws, cal, cells=[5, 1])  # a count per field, or none

@@ -20,14 +20,29 @@ def test_refit_calibration_gives_back_the_shipped_calibration(dataset_dir, defau
     from a bundle whose calibration was wiped gives the same numbers: same targets and band
     kind (read from the manifest), the same validation fields, run without the quality gate."""
     shipped = load_bundle(default_bundle)
-    wiped = dataclasses.replace(shipped, calibration=Calibration(),
-                                manifest={**shipped.manifest, "calibration": Calibration().to_dict()})
+    # the thresholds wiped; the count rule is fitted apart and kept (the next test)
+    blank = Calibration(min_cells_to_clear=shipped.calibration.min_cells_to_clear)
+    wiped = dataclasses.replace(shipped, calibration=blank, manifest={**shipped.manifest, "calibration": blank.to_dict()})
     val = samples_for_split(shipped, load_dataset(dataset_dir), "val")
     calibration, report = refit_calibration(wiped, val, log=lambda _: None)
     assert calibration == shipped.calibration
     assert calibration.uncertain_low < calibration.malignant_threshold < calibration.uncertain_high  # a band with width
     assert report["band"] == shipped.manifest["calibration_fit"]["int8"]["band"] == "bootstrap"
     assert report["targets"] == shipped.manifest["calibration_fit"]["int8"]["targets"]
+
+
+def test_refit_calibration_keeps_the_bundles_cell_count_rule(default_bundle):
+    """The thresholds are fitted again; the count rule (``converter.cell_count``) is not
+    theirs to move. Real bundle, the shipped sample fields standing in for validation."""
+    from conftest import sample_paths
+    from edge.evaluation.dataset import Sample
+
+    shipped = load_bundle(default_bundle)
+    ruled = dataclasses.replace(shipped, calibration=dataclasses.replace(shipped.calibration, min_cells_to_clear=7))
+    val = [Sample(p, p.name.split("__")[0]) for p in sample_paths()]
+    calibration, _ = refit_calibration(ruled, val, log=lambda _: None)
+    assert calibration.min_cells_to_clear == 7
+    assert calibration.temperature != shipped.calibration.temperature  # fitted again, on these eight fields
 
 
 @pytest.mark.system

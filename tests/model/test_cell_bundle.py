@@ -111,3 +111,26 @@ def test_benign_capture_conditions_pass_the_out_of_distribution_check(pipeline, 
         assert result.reasons != [OUT_OF_DISTRIBUTION], (path.name, name)
         if result.cells:
             assert sum(c.familiar for c in result.cells) >= len(result.cells) / 2
+
+
+def test_a_field_cleared_on_fewer_cells_than_the_rule_is_uncertain_on_the_page_and_in_the_figures(pipeline):
+    """The count rule on a real benign field read from 10 recognised cells: with a rule of 11
+    it is shown uncertain with the reason, with 10 it is cleared; and ``evaluate`` scores the
+    call the device shows, so its figures follow the rule too."""
+    import dataclasses
+
+    from edge.analysis.screening import FEW_CELLS
+    from edge.evaluation.dataset import Sample
+    from edge.evaluation.evaluate import classify_samples, field_records
+
+    path = next(p for p in sample_paths() if p.name == "benign__WBC-Benign-182.jpg")
+    samples = [Sample(p, p.name.split("__")[0]) for p in sample_paths()]
+    for count, call in ((11, "uncertain"), (10, "negative")):
+        bundle = dataclasses.replace(pipeline.bundle, calibration=dataclasses.replace(
+            pipeline.bundle.calibration, min_cells_to_clear=count))
+        ruled = Pipeline.on_cpu(bundle, threads=1)
+        record = ruled.process(read_rgb(path), source=str(path)).to_dict()
+        assert record["white_cells"] == 10
+        assert (record["call"], record["call_reason"]) == (call, FEW_CELLS if call == "uncertain" else None)
+        shown = [ruled.process(read_rgb(s.path)).screening for s in samples]
+        assert [r["call"] for r in field_records(bundle, classify_samples(ruled, samples))] == [s.call for s in shown]

@@ -196,3 +196,28 @@ def test_pages_and_records_are_never_kept_by_the_browser_and_the_report_names_it
     css = client.get(f"/api/cases/{case['id']}/report-pages.css", headers=bearer)
     assert css.mimetype == "text/css" and '"BlastScope case LAB-STORE' in css.get_data(as_text=True)
     assert client.get(f"/api/cases/{case['id']}/report-pages.css").status_code == 401
+
+
+def test_a_field_held_back_by_the_cell_count_rule_says_why_in_the_answer_the_record_and_the_report(app, client, bearer):
+    """A real benign field read from 10 white cells, on a device whose bundle needs 11 to
+    clear a field: the answer, the stored record and the case report all say it is uncertain
+    and why (a rule of 10 clears it: the other side of the boundary)."""
+    import dataclasses
+
+    from edge.analysis.screening import FEW_CELLS
+    from edge.pipeline import Pipeline
+
+    path = next(p for p in sample_paths() if p.name == "benign__WBC-Benign-182.jpg")
+    shipped = app.service.bundle
+    for count, call in ((11, "uncertain"), (10, "negative")):
+        ruled = dataclasses.replace(shipped, calibration=dataclasses.replace(shipped.calibration,
+                                                                             min_cells_to_clear=count))
+        app.service.bundle, app.service.pipeline = ruled, Pipeline.on_cpu(ruled, threads=1)
+        case = _case(client, bearer, f"LAB-FEW-{count}")
+        field = _upload(client, bearer, case["id"], path)
+        reason = FEW_CELLS if call == "uncertain" else None
+        assert (field["call"], field["call_reason"], field["white_cells"]) == (call, reason, 10)
+        assert app.service.store.get(field["id"])["call_reason"] == reason
+        report = client.get(f"/api/cases/{case['id']}/report", headers=bearer).get_data(as_text=True)
+        assert (FEW_CELLS in report) == (call == "uncertain")
+        assert client.get("/api/status", headers=bearer).get_json()["model"]["calibration"]["min_cells_to_clear"] == count

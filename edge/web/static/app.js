@@ -97,6 +97,16 @@ const FIELD_NEXT = {
   uncertain: "The model cannot place this field. Analyse other fields, or ask for an expert read.",
 };
 
+// What to do next with a field; when the count rule held it back (the server's call_reason),
+// why, with the counts behind it.
+function fieldNext(r) {
+  if (!r.call_reason) return FIELD_NEXT[r.call] || "";
+  const c = status && status.model.calibration;
+  const needed = c && c.min_cells_to_clear > 1 ? `, ${c.min_cells_to_clear} needed` : "";
+  const read = `${r.white_cells} white cell${r.white_cells === 1 ? "" : "s"} read${needed}`;
+  return `${r.call_reason[0].toUpperCase()}${r.call_reason.slice(1)} (${read}).`;
+}
+
 function renderCard(r) {
   shownResult = r;
   show($("card"), true);
@@ -107,7 +117,7 @@ function renderCard(r) {
     $("label").textContent = r.label_name;
     chip($("call"), r.call);
     $("malignant").textContent = operatingPoint(r);
-    $("next-step").textContent = FIELD_NEXT[r.call] || "";
+    $("next-step").textContent = fieldNext(r);
   } else {
     $("label").textContent = "Field rejected";
     chip($("call"), "rejected");
