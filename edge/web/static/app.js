@@ -87,7 +87,9 @@ function operatingPoint(r) {
   if (!c) return m;
   // the band is what screen() uses: uncertain from uncertain_low up to uncertain_high
   const lo = percent(c.uncertain_low), hi = percent(c.uncertain_high);
-  if (c.uncertain_high > c.uncertain_low) return `${m}. Negative below ${lo}, uncertain from ${lo} to ${hi}, positive from ${hi}.`;
+  // the cell-count rule: a negative call also needs that many white cells (fieldNext says why)
+  const clear = c.min_cells_to_clear > 1 ? ` with at least ${c.min_cells_to_clear} white cells` : "";
+  if (c.uncertain_high > c.uncertain_low) return `${m}. Negative below ${lo}${clear}, uncertain from ${lo} to ${hi}, positive from ${hi}.`;
   return `${m}. Positive from ${percent(c.malignant_threshold)}.`;
 }
 
