@@ -5,10 +5,10 @@ A cell bundle's field call pools the field's recognised cells. A field read from
 cells carries one or two cells' evidence, and the cells a malignant field is most often
 cleared on are lymphocyte-like blasts, which the model reads as benign; a field with many red
 cells and one white cell is common on a real slide. The count is fitted on the validation
-split, through the device pipeline, under the capture suite's benign conditions (the
-variations a working device must still read, as the out-of-distribution limits are fitted:
-clean, colour casts, a dimmer lamp, defocus 1, JPEG, the eyepiece mix; a cast leaves some
-fields fewer recognised cells), with the bundle's calibration and no count rule: among the fields called negative, those
+split, through the device pipeline, under every condition of the capture suite (the
+target is that none of them calls a malignant field negative without a warning, and a cast,
+the eyepiece's vignette or stray light leaves some fields fewer recognised cells), with the
+bundle's calibration and no count rule: among the fields called negative, those
 resting on exactly k cells are counted by truth, and the count is raised from 1 one cell at a
 time while the negative calls on exactly that many cells clear at least one malignant field
 and clear no more benign fields than malignant ones. A benign field it holds back is shown
@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from edge.analysis.labels import BENIGN
-from edge.analysis.screening import Calibration
 from edge.evaluation.dataset import Sample
-from edge.evaluation.robustness import BENIGN_CONDITIONS, condition_frame
+from edge.evaluation.robustness import CONDITIONS, condition_frame
 from edge.model.bundle import Bundle
 from edge.pipeline import Pipeline
 
@@ -64,7 +64,7 @@ def fit_min_cells(negatives: NegativesByCount, most: int = MAX_MIN_CELLS) -> int
 
 def negatives_by_count(bundle: Bundle, samples: list[Sample], conditions: list[str] | None = None,
                        seed: int = 0, log: Callable[[str], None] = print) -> NegativesByCount:
-    """Run ``samples`` under each of ``conditions`` (the benign ones unless named; as
+    """Run ``samples`` under each of ``conditions`` (every capture condition unless named; as
     ``blastscope-edge robustness`` runs them, same seeds) through the device pipeline with
     ``bundle``'s calibration and no count rule, and count the negative calls by the recognised
     cells they rest on."""
@@ -75,7 +75,7 @@ def negatives_by_count(bundle: Bundle, samples: list[Sample], conditions: list[s
     malignant: Counter[int] = Counter()
     benign: Counter[int] = Counter()
     fields = 0
-    for name in conditions or list(BENIGN_CONDITIONS):
+    for name in conditions or list(CONDITIONS):
         for i, sample in enumerate(samples):
             result = pipeline.process(condition_frame(name, sample, i, seed), source=f"cell-count:{name}")
             fields += 1
@@ -87,11 +87,6 @@ def negatives_by_count(bundle: Bundle, samples: list[Sample], conditions: list[s
     return NegativesByCount(dict(malignant), dict(benign), fields)
 
 
-def with_min_cells(calibration: Calibration, count: int) -> Calibration:
-    """``calibration`` with its count rule set (the rest as fitted)."""
-    return dataclasses.replace(calibration, min_cells_to_clear=count)
-
-
 def table(negatives: NegativesByCount, chosen: int) -> str:
     """The fit's evidence, one row per count, as the command prints it."""
     rows = ["| recognised cells | malignant fields called negative | benign fields called negative | rule |",
@@ -100,3 +95,29 @@ def table(negatives: NegativesByCount, chosen: int) -> str:
         rule = "held back: uncertain" if row["cells"] < chosen else "negative"
         rows.append(f"| {row['cells']} | {row['malignant']} | {row['benign']} | {rule} |")
     return "\n".join(rows)
+
+
+def fit_cell_count(bundle: Bundle, data: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The manifest updates of ``blastscope-convert fit-cell-count``: the count fitted on the
+    validation split (its evidence recorded in ``calibration_fit``), then everything ``refit``
+    measures, with the count in force."""
+    from converter.refit import refit
+    from edge.evaluation.dataset import load_dataset
+    from edge.evaluation.evaluate import samples_for_split
+
+    if bundle.kind != "cells":
+        raise ValueError(f"bundle {bundle.model_id} is a {bundle.kind} bundle: it reads whole fields, "
+                         "it has no cells to count")
+    samples = samples_for_split(bundle, load_dataset(data), "val")
+    log(f"{len(samples)} validation fields under every capture condition through the device pipeline")
+    negatives = negatives_by_count(bundle, samples, log=log)
+    count = fit_min_cells(negatives)
+    log("\n" + table(negatives, count))
+    log(f"a negative field call rests on at least {count} recognised cell(s) (was {bundle.calibration.min_cells_to_clear})")
+    updates = refit(bundle, data, log, min_cells=count)
+    updates["calibration_fit"]["min_cells_to_clear"] = {
+        "fitted_on": "validation split under every capture condition, int8 on the device pipeline, no count rule",
+        "rule": "raised from 1 while the negative calls on exactly that many cells clear a malignant field and "
+                "no more benign fields than malignant ones (converter.cell_count)",
+        "chosen": count, **negatives.to_dict()}
+    return updates

@@ -170,27 +170,11 @@ def _fit_checks(args: argparse.Namespace) -> int:
 
 
 def _fit_cell_count(args: argparse.Namespace) -> int:
-    from converter.cell_count import fit_min_cells, negatives_by_count, table
-    from converter.refit import refit
-    from edge.evaluation.dataset import load_dataset
-    from edge.evaluation.evaluate import samples_for_split
+    from converter.cell_count import fit_cell_count
 
     root = Path(args.bundle)
-    bundle = _as_written(root)
-    if bundle.kind != "cells":
-        raise BundleError(f"{args.bundle}: a {bundle.kind} bundle reads whole fields: it has no cells to count")
-    samples = samples_for_split(bundle, load_dataset(Path(args.data)), "val")
-    _log(f"{len(samples)} validation fields under the benign capture conditions through the device pipeline")
-    negatives = negatives_by_count(bundle, samples, log=_log)
-    count = fit_min_cells(negatives)
-    print(table(negatives, count))
-    _log(f"a negative field call rests on at least {count} recognised cell(s) (was {bundle.calibration.min_cells_to_clear})")
-    updates = refit(bundle, Path(args.data), _log, min_cells=count)
-    updates["calibration_fit"]["min_cells_to_clear"] = {
-        "fitted_on": "validation split under the benign capture conditions, int8 on the device pipeline, no count rule",
-        "rule": "raised from 1 while the negative calls on exactly that many cells clear a malignant field and "
-                "no more benign fields than malignant ones (converter.cell_count)",
-        "chosen": count, **negatives.to_dict()}
+    updates = fit_cell_count(_as_written(root), Path(args.data), log=_log)
+    count = updates["calibration"]["min_cells_to_clear"]
     return _rewritten(root, updates, args.sign_key, f"fitted: a negative call needs {count} recognised cell(s)")
 
 
@@ -306,7 +290,7 @@ def parser() -> argparse.ArgumentParser:
     fc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
     fc.set_defaults(func=_fit_checks)
     cc = sub.add_parser("fit-cell-count", help="fit the fewest recognised cells a negative field call may rest on "
-                        "(validation under the benign capture conditions), then re-measure the bundle as refit does")
+                        "(validation under every capture condition), then re-measure the bundle as refit does")
     cc.add_argument("bundle")
     cc.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
     cc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")

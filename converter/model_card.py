@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.analysis.labels import DISPLAY_NAMES, LABELS
+from edge.analysis.screening import FEW_CELLS
 from edge.evaluation.robustness import table as robustness_table
 
 from converter.gate import gate_table
@@ -92,8 +93,8 @@ def _cell_count(manifest: dict[str, Any]) -> str:
     if count <= 1 and not fit:
         return ""
     text = (f"\n\nA negative field call rests on at least {count} recognised white cell(s): a field that would be "
-            "called negative on fewer is shown uncertain (\"too few white cells to clear this field\"), never "
-            "negative; a positive call is never held back.")
+            f"called negative on fewer is shown uncertain (\"{FEW_CELLS}\"), never negative; a positive call is "
+            "never held back.")
     if not fit:
         return text
     shown = [r for r in fit["negative_calls_by_cells"] if r["cells"] <= 10]

@@ -240,7 +240,8 @@ def _describe(path: str, result: dict) -> str:
         return f"{path}: not classified: {'; '.join(result['reasons'])}"
     label = DISPLAY_NAMES.get(result["label"], result["label"])
     probs = ", ".join(f"{k} {v:.2f}" for k, v in result["probabilities"].items())
-    return (f"{path}: {label}; screening {result['call']} (malignant probability "
+    why = f": {result['call_reason']}" if result.get("call_reason") else ""
+    return (f"{path}: {label}; screening {result['call']}{why} (malignant probability "
             f"{result['malignant_probability']:.2f}); {probs}; {result['cell_count']} cells")
 
 

@@ -1,4 +1,4 @@
 {
-  "key": "ed25519:CQwpClPq2PqeWSzD1g951r82d3mBZk4ZuhsikIEGmAw=",
-  "signature": "Y0W+RDOKiezpFXqC5OgaJb5hswKUwURH4W+gJpJ6kr0k3qI/aDuUyzUMPn2J1iQj+v1QmI4vlHWoEAqwUEZlCA=="
+  "key": "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc=",
+  "signature": "osqK8r/plDw+poj7zE2OIS007aJhySkaNqeNaBTOA9v00Cx4XMkU3MfKv+yh1WHM/dWGb62cClUK1OVv6pb2Ag=="
 }

@@ -32,6 +32,24 @@ def test_classify_samples_json():
         assert {"field_of_view", "resize", "quality", "segmentation", "inference"} <= set(r["timings_ms"])
 
 
+def test_classify_says_why_a_field_is_not_cleared_on_too_few_cells(tmp_path):
+    """A real 10-cell benign field, with a copy of the shipped bundle that needs 11 cells to
+    clear a field (unsigned: --allow-unsigned, as for a development bundle)."""
+    import shutil
+
+    from converter.bundle import rewrite_bundle
+    from edge.analysis.screening import FEW_CELLS
+    from edge.model.bundle import default_bundle_path
+
+    ruled = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), ruled)
+    rewrite_bundle(ruled, calibration={**load_bundle(default_bundle_path()).calibration.to_dict(), "min_cells_to_clear": 11})
+    field = next(p for p in sample_paths() if p.name == "benign__WBC-Benign-182.jpg")
+    result = run_cli("blastscope-edge", "classify", "--bundle", str(ruled), "--allow-unsigned", str(field))
+    assert result.returncode == 0, result.stderr
+    assert f"{field}: uncertain; screening uncertain: {FEW_CELLS} (malignant probability 0.01)" in result.stdout
+
+
 def test_classify_text_and_bad_files(tmp_path):
     bad = tmp_path / "scan.jpg"
     bad.write_bytes(b"not really a jpeg")
