@@ -265,36 +265,28 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compile", help="compile a bundle's model with edgetpu_compiler when installed")
     k.add_argument("bundle")
     k.set_defaults(func=_compile)
-    r = sub.add_parser("refit", help="re-measure a bundle as the device runs it (int8 metrics on the label shown, "
-                       "case rule from validation, case figures on test) without retraining")
-    r.add_argument("bundle")
-    r.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
-    r.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
+    def rewriting(name: str, summary: str, func) -> argparse.ArgumentParser:
+        """A command that measures a bundle on its dataset and rewrites it (signed when asked)."""
+        command = sub.add_parser(name, help=summary)
+        command.add_argument("bundle")
+        command.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
+        command.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
+        command.set_defaults(func=func)
+        return command
+
+    r = rewriting("refit", "re-measure a bundle as the device runs it (int8 metrics on the label shown, case rule "
+                  "from validation, case figures on test) without retraining", _refit)
     r.add_argument("--views", type=int, choices=range(1, 9), metavar="1-8",
                    help="read each cell in this many orientations from now on (8: every orientation of the square)")
     r.add_argument("--resplit", action=argparse.BooleanOptionalAction,
                    help="split a field whose a* centres are close a second time, to find its few white cells, "
                    "instead of refusing it as faintly stained (default: as the bundle says)")
-    r.set_defaults(func=_refit)
-    a = sub.add_parser("fit-appearance", help="add the field-level appearance check to a cell bundle (fitted on its "
-                       "training cells, limit from validation under benign conditions) and re-measure it")
-    a.add_argument("bundle")
-    a.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
-    a.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
-    a.set_defaults(func=_fit_appearance)
-    fc = sub.add_parser("fit-checks", help="fit both out-of-distribution checks of a cell bundle again (the cells' "
-                        "embedding and their appearance) on its training cells as the device now cuts them, and "
-                        "re-measure it")
-    fc.add_argument("bundle")
-    fc.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
-    fc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
-    fc.set_defaults(func=_fit_checks)
-    cc = sub.add_parser("fit-cell-count", help="fit the fewest recognised cells a negative field call may rest on "
-                        "(validation under every capture condition), then re-measure the bundle as refit does")
-    cc.add_argument("bundle")
-    cc.add_argument("--data", required=True, help="the labelled dataset the bundle was built from")
-    cc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the rewritten bundle with")
-    cc.set_defaults(func=_fit_cell_count)
+    rewriting("fit-appearance", "add the field-level appearance check to a cell bundle (fitted on its training "
+              "cells, limit from validation under benign conditions) and re-measure it", _fit_appearance)
+    rewriting("fit-checks", "fit both out-of-distribution checks of a cell bundle again (the cells' embedding and "
+              "their appearance) on its training cells as the device now cuts them, and re-measure it", _fit_checks)
+    rewriting("fit-cell-count", "fit the fewest recognised cells a negative field call may rest on (validation "
+              "under every capture condition), then re-measure the bundle as refit does", _fit_cell_count)
     pc = sub.add_parser("compare-pools", help="compare the rules that turn a field's cells into its call, on "
                         "validation through the device pipeline (never on test)")
     pc.add_argument("bundle")
