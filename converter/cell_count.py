@@ -79,10 +79,9 @@ def negatives_by_count(bundle: Bundle, samples: list[Sample], conditions: list[s
         for i, sample in enumerate(samples):
             result = pipeline.process(condition_frame(name, sample, i, seed), source=f"cell-count:{name}")
             fields += 1
-            if result.screening is None or result.screening.call != "negative" or result.cells is None:
+            if result.screening is None or result.screening.call != "negative" or result.white_cells is None:
                 continue
-            cells = sum(c.familiar for c in result.cells)
-            (benign if sample.label == BENIGN else malignant)[cells] += 1
+            (benign if sample.label == BENIGN else malignant)[result.white_cells] += 1
         log(f"{name}: negative calls so far {sum(malignant.values())} malignant, {sum(benign.values())} benign")
     return NegativesByCount(dict(malignant), dict(benign), fields)
 

@@ -51,6 +51,12 @@ class Result:
     def classified(self) -> bool:
         return self.status == "classified"
 
+    @property
+    def white_cells(self) -> int | None:
+        """The recognised white cells, the ones the field's call is pooled from (None for a
+        field bundle, or a field refused before its cells were read)."""
+        return None if self.cells is None else sum(c.familiar for c in self.cells)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -71,12 +77,11 @@ class Result:
             "revision": 0,  # a new record; the store counts its reviews and exclusions from here
         }
         if self.cells is not None:
-            familiar = [c for c in self.cells if c.familiar]
             out["cells"] = [c.to_dict() for c in self.cells]
             out["cell_count"] = len(self.cells)
-            out["white_cells"] = len(familiar)
-            out["blasts"] = sum(c.label != BENIGN for c in familiar)
-            out["unfamiliar_cells"] = len(self.cells) - len(familiar)
+            out["white_cells"] = self.white_cells
+            out["blasts"] = sum(c.familiar and c.label != BENIGN for c in self.cells)
+            out["unfamiliar_cells"] = len(self.cells) - out["white_cells"]
         if self.ruler_px is not None:
             out["ruler_px"] = round(self.ruler_px, 1)
         if self.appearance_distance is not None:

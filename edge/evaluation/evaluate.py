@@ -51,7 +51,7 @@ def classify_samples(pipeline: Pipeline, samples: list) -> Readings:
         result = pipeline.process(rgb, source=str(sample.path))
         readings.ms.append((time.perf_counter() - start) * 1000.0)
         readings.raws.append(result.raw_probabilities)
-        readings.cells.append(None if result.cells is None else sum(c.familiar for c in result.cells))
+        readings.cells.append(result.white_cells)
     return readings
 
 
