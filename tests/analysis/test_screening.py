@@ -170,8 +170,10 @@ def test_a_negative_call_on_too_few_cells_is_uncertain_with_the_reason():
     held = screen(benign_looking, cal, cells=2)
     assert (held.label, held.call, held.call_reason) == ("uncertain", "uncertain", FEW_CELLS)
     assert held.malignant_probability == pytest.approx(0.1)  # the probabilities are the model's, unchanged
+    assert held.probabilities == pytest.approx(dict(zip(LABELS, benign_looking)))
     cleared = screen(benign_looking, cal, cells=3)  # exactly the count clears
     assert (cleared.label, cleared.call, cleared.call_reason) == ("benign", "negative", None)
+    assert cleared.probabilities == held.probabilities
     # a field model (no cells counted) and a bundle without the rule call as before
     assert screen(benign_looking, cal).call == "negative"
     assert screen(benign_looking, Calibration(temperature=1.0, uncertain_low=0.3, uncertain_high=0.7), cells=1).call \
@@ -179,13 +181,31 @@ def test_a_negative_call_on_too_few_cells_is_uncertain_with_the_reason():
     # a positive call on one cell is never held back; the band's uncertain carries no count reason
     one_blast = screen(np.array([0.05, 0.1, 0.8, 0.05]), cal, cells=1)
     assert (one_blast.label, one_blast.call) == ("pre_b", "positive")
+    assert one_blast.probabilities == pytest.approx(dict(zip(LABELS, [0.05, 0.1, 0.8, 0.05])))
     band = screen(np.array([0.5, 0.2, 0.2, 0.1]), cal, cells=1)
     assert (band.call, band.call_reason) == ("uncertain", None)
 
 
+def test_the_band_and_the_threshold_include_their_lower_edge():
+    """Exactly at the band's low end is uncertain; exactly at the threshold (no band) is positive."""
+    even = np.full(4, 0.25)  # calibrated exactly: malignant probability 0.75, no rounding
+    assert screen(even, Calibration(temperature=1.0)).malignant_probability == 0.75
+    at_low = Calibration(temperature=1.0, malignant_threshold=0.75, uncertain_low=0.75, uncertain_high=0.9)
+    at_high = Calibration(temperature=1.0, malignant_threshold=0.5, uncertain_low=0.5, uncertain_high=0.75)
+    at_threshold = Calibration(temperature=1.0, malignant_threshold=0.75, uncertain_low=0.75, uncertain_high=0.75)
+    assert screen(even, at_low).call == "uncertain"
+    assert screen(even, at_high).call == "positive" and screen(even, at_threshold).call == "positive"
+    # the whole range is allowed: a band from 0, a band up to 1
+    assert Calibration(malignant_threshold=0.0, uncertain_low=0.0, uncertain_high=1.0).uncertain_high == 1.0
+    with pytest.raises(ValueError):
+        Calibration(malignant_threshold=0.5, uncertain_low=0.5, uncertain_high=1.5)
+
+
 def test_the_cell_count_rule_is_read_from_the_manifest_and_checked():
     old = {"temperature": 0.5, "malignant_threshold": 0.2, "uncertain_low": 0.1, "uncertain_high": 0.3}
-    assert Calibration.from_dict(old).min_cells_to_clear == 1  # a bundle that names none: no rule
+    assert Calibration.from_dict(old) == Calibration(**old)  # a bundle that names none: no rule
+    assert Calibration.from_dict(old).min_cells_to_clear == 1
+    assert Calibration(min_cells_to_clear=100).min_cells_to_clear == 100  # the whole range is allowed
     fitted = Calibration.from_dict({**old, "min_cells_to_clear": 2})
     assert fitted.min_cells_to_clear == 2 and Calibration.from_dict(fitted.to_dict()) == fitted
     for wrong in (2.5, "2", True, 0, 101):

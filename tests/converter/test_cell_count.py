@@ -41,3 +41,13 @@ def test_negative_calls_are_counted_by_the_cells_they_rest_on_through_the_device
     # the shipped samples: both benign fields are cleared on their 10 recognised cells under both
     # conditions, no malignant one is cleared
     assert counted.malignant == {} and counted.benign == {10: 4}
+    assert counted.to_dict()["negative_calls_by_cells"] == [{"cells": 10, "malignant": 0, "benign": 4}]
+    # with a threshold no field reaches, every field is called negative: the malignant ones are
+    # counted apart, by their own cells (Early 163 and the Pro-B fields 5, Early 703 3, Pre 375 13, Pre 608 10)
+    blind = dataclasses.replace(bundle, calibration=dataclasses.replace(
+        bundle.calibration, malignant_threshold=1.0, uncertain_low=1.0, uncertain_high=1.0))
+    counted = negatives_by_count(blind, samples, ["clean"], log=lambda _: None)
+    assert counted.malignant == {5: 3, 3: 1, 13: 1, 10: 1} and counted.benign == {10: 2}
+    assert counted.to_dict() == {"fields": 8, "negative_calls_by_cells": [
+        {"cells": 3, "malignant": 1, "benign": 0}, {"cells": 5, "malignant": 3, "benign": 0},
+        {"cells": 10, "malignant": 1, "benign": 2}, {"cells": 13, "malignant": 1, "benign": 0}]}
