@@ -20,7 +20,7 @@ from edge.analysis.result import DISCLAIMER
 from edge.analysis.verification import NOT_VERIFIED
 
 COLUMNS = ["case_code", "case_call", "case_review_call", "result_id", "created_utc", "source", "status", "label",
-           "label_name", "call", "malignant_probability", "reasons", "excluded_reason", "review_call", "review_reason",
+           "label_name", "call", "call_reason", "malignant_probability", "reasons", "excluded_reason", "review_call", "review_reason",
            "reviewer", "model_id", "white_cells", "blasts", "unfamiliar_cells", "site_verification"]
 
 
@@ -41,6 +41,7 @@ def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) ->
             "result_id": f["id"], "created_utc": _iso(f.get("created")), "source": f.get("source", ""),
             "status": f.get("status", ""), "label": f.get("label") or "",
             "label_name": DISPLAY_NAMES.get(f.get("label") or "", f.get("label") or ""), "call": f.get("call") or "",
+            "call_reason": f.get("call_reason") or "",  # why a field was held back (too few white cells)
             "malignant_probability": "" if f.get("malignant_probability") is None else round(f["malignant_probability"], 4),
             "reasons": "; ".join(f.get("reasons") or []), "excluded_reason": excluded.get("reason", ""),
             "review_call": review.get("call", ""), "review_reason": review.get("reason", ""),
@@ -78,6 +79,8 @@ def _observation(f: dict[str, Any], device: str, status: str) -> dict[str, Any]:
              f"{f.get('site_verification') or NOT_VERIFIED}."]
     if f.get("reasons"):
         notes.append("Not classified: " + "; ".join(f["reasons"]))
+    if f.get("call_reason"):
+        notes.append(f"Uncertain: {f['call_reason']}")
     if f.get("excluded"):
         notes.append(f"Excluded from the case: {f['excluded'].get('reason', '')}")
     if review:

@@ -220,4 +220,9 @@ def test_a_field_held_back_by_the_cell_count_rule_says_why_in_the_answer_the_rec
         assert app.service.store.get(field["id"])["call_reason"] == reason
         report = client.get(f"/api/cases/{case['id']}/report", headers=bearer).get_data(as_text=True)
         assert (FEW_CELLS in report) == (call == "uncertain")
+        rows = list(csv.DictReader(io.StringIO(client.get(f"/api/cases/{case['id']}/export.csv",
+                                                          headers=bearer).get_data(as_text=True))))
+        assert [(r["call"], r["call_reason"]) for r in rows] == [(call, reason or "")]
+        fhir = client.get(f"/api/cases/{case['id']}/fhir", headers=bearer).get_data(as_text=True)
+        assert (f"Uncertain: {FEW_CELLS}" in fhir) == (call == "uncertain")
         assert client.get("/api/status", headers=bearer).get_json()["model"]["calibration"]["min_cells_to_clear"] == count
