@@ -104,15 +104,11 @@ def fit_cell_count(bundle: Bundle, data: Path, log: Callable[[str], None] = prin
     from edge.evaluation.dataset import load_dataset
     from edge.evaluation.evaluate import samples_for_split
 
-    if bundle.kind != "cells":
-        raise ValueError(f"bundle {bundle.model_id} is a {bundle.kind} bundle: it reads whole fields, "
-                         "it has no cells to count")
     samples = samples_for_split(bundle, load_dataset(data), "val")
     log(f"{len(samples)} validation fields under every capture condition through the device pipeline")
     negatives = negatives_by_count(bundle, samples, log=log)
     count = fit_min_cells(negatives)
     log("\n" + table(negatives, count))
-    log(f"a negative field call rests on at least {count} recognised cell(s) (was {bundle.calibration.min_cells_to_clear})")
     updates = refit(bundle, data, log, min_cells=count)
     updates["calibration_fit"]["min_cells_to_clear"] = {
         "fitted_on": "validation split under every capture condition, int8 on the device pipeline, no count rule",

@@ -111,9 +111,10 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views:
 
     updates: dict[str, Any] = {}
     if min_cells is not None:
+        log(f"a negative field call rests on at least {min_cells} recognised cell(s) "
+            f"(was {bundle.calibration.min_cells_to_clear})")
         bundle = dataclasses.replace(bundle, calibration=dataclasses.replace(bundle.calibration,
                                                                              min_cells_to_clear=min_cells))
-        log(f"a negative field call rests on at least {min_cells} recognised cell(s)")
     if views is not None:
         bundle = with_views(bundle, views)
         updates["cells"] = bundle.manifest["cells"]
