@@ -20,6 +20,7 @@ SYSTEM_PYTHON="${SYSTEM_PYTHON:-/usr/bin/python3}"
 # The BlastScope release keys (edge/model/signing.py RELEASE_KEYS; a test checks they agree).
 # An offline tarball is used only when one of them (or a --trusted-key) signed it.
 RELEASE_KEYS=(
+  "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8="
   "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc="
   "ed25519:CQwpClPq2PqeWSzD1g951r82d3mBZk4ZuhsikIEGmAw="
   "ed25519:JqhKLMI7b/1mbX7GL4jnheZ9Qgz1t01ZPfKRqYTxtnc="

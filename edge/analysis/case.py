@@ -15,6 +15,15 @@ binomial model of the field error rates measured on the bundle's validation spli
   ``uncertain`` in between. Where both hold, positive wins.
 - ``min_fields`` is the smallest ``n`` at which both calls are possible; until then the
   case is ``pending`` and says how many more fields to analyse.
+- **A negative call never outruns its parts** (issue 35): the binomial rule allows a few
+  positive fields in a negative case (benign fields are called positive at rate ``q``), but a
+  case shown "negative" while 2 of its 5 fields were positive and 45% of its white cells were
+  called blasts reassures falsely. So a case the rule would clear is ``uncertain: refer for an
+  expert read`` when any usable field is positive, or when the blasts reach
+  ``NEGATIVE_BLAST_SHARE_LIMIT`` of the recognised white cells (model's count or reviewed
+  count, whichever is higher). A negative call says what it rests on: "0 of 5 fields
+  positive, 1 blast among 48 white cells". The differential issue's count-based rule will
+  replace this guard; it only ever turns a negative into an uncertain, never the reverse.
 
 The model assumes fields are independent; fields of one slide are not, so the rule is
 checked empirically at case level (``blastscope-edge evaluate --case-size K``), and the
@@ -41,6 +50,13 @@ class CasesConfig(Settings):
 
 
 Q_FLOOR, S_CEILING = 0.05, 0.95
+#: The blast share of the recognised white cells at or above which a case is never cleared.
+#: A guard, not a fitted operating point: no blasts circulate in a healthy person's blood, but
+#: the shipped cell model calls about 9% of the cells of the benign validation fields it
+#: clears blasts (pooled; 25 of 274), and 25% stands over three standard deviations above that
+#: at a 5-field case's ~50 cells, and far below its malignant validation fields (5th
+#: percentile 60%). A hematologist reads every case at or above it.
+NEGATIVE_BLAST_SHARE_LIMIT = 0.25
 MAX_FIELDS = 200  # thresholds are computed up to here; a case never needs more
 
 
@@ -121,8 +137,9 @@ def final_call(review: Mapping[str, Any] | None, model_call: str | None) -> str 
 #: What each case call asks the clinician to do.
 NEXT_STEP = {
     "positive": "Refer for confirmatory testing (flow cytometry and a hematologist's review).",
-    "negative": "No B-ALL pattern in {n} fields. Screening aid only: a normal screen does not exclude leukemia.",
+    "negative": "Negative screen: {basis}. Screening aid only: a normal screen does not exclude leukemia.",
     "uncertain": "Analyse more fields or ask for an expert read.",
+    "held": "Uncertain: refer for an expert read. Not cleared: {basis}.",
     "pending": "Analyse {more} more usable field(s) before the case can be called.",
 }
 
@@ -207,24 +224,47 @@ def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: i
     else:
         call = "uncertain"
     more = max(0, need - n) if call == "pending" else 0
-    with_cells = [r for r in usable if "white_cells" in r]
-    cells = None
-    if with_cells:
-        blasts, white = sum(int(r["blasts"]) for r in with_cells), sum(int(r["white_cells"]) for r in with_cells)
-        reviewed_blasts, reviewed_white, reviewed = reviewed_count(with_cells)
-        cells = {"blasts": blasts, "white_cells": white, "fields": len(with_cells),
-                 "blast_share": round(blasts / white, 4) if white else None,
-                 "text": f"{blasts} blast{'s' * (blasts != 1)} among {white} white cell{'s' * (white != 1)} in "
-                         f"{len(with_cells)} field{'s' * (len(with_cells) != 1)}"}
-        if reviewed:
-            cells.update(reviewed_cells=reviewed, reviewed_blasts=reviewed_blasts, reviewed_white_cells=reviewed_white,
-                         reviewed_text=f"after review of {reviewed} cell{'s' * (reviewed != 1)}: {reviewed_blasts} "
-                                       f"blast{'s' * (reviewed_blasts != 1)} among {reviewed_white} white cells")
+    cells = _cell_count([r for r in usable if "white_cells" in r])
+    basis = f"{k} of {n} field{'s' * (n != 1)} positive" + (f", {cells['summary']}" if cells else "")
+    template = call
+    if call == "negative" and (k > 0 or _blast_share(cells) >= NEGATIVE_BLAST_SHARE_LIMIT):
+        call, template = "uncertain", "held"
+        words += (f"; not cleared while any field is positive or blasts reach "
+                  f"{NEGATIVE_BLAST_SHARE_LIMIT:.0%} of the white cells")
     return CaseCall(
-        call=call, next_step=NEXT_STEP[call].format(n=n, more=more), fields=len(usable), decisive=n, positive=k,
-        negative=neg, uncertain=unc, rejected=rejected, excluded=excluded, fields_needed=more,
+        call=call, next_step=NEXT_STEP[template].format(n=n, more=more, basis=basis), fields=len(usable), decisive=n,
+        positive=k, negative=neg, uncertain=unc, rejected=rejected, excluded=excluded, fields_needed=more,
         counts={label: int(c) for label, c in counts.items()},
         subtype_pattern=_pattern([str(r["label"]) for r in usable if r.get("call") == "positive"]),
         rule=words, thresholds={"negative_at_most": negative_to, "positive_at_least": positive_from, "min_fields": need},
         cells=cells,
     )
+
+
+def _blast_share(cells: dict[str, Any] | None) -> float:
+    """The higher of the model's and the reviewed blast share (0 without cells)."""
+    if not cells:
+        return 0.0
+    shares = [cells["blasts"] / cells["white_cells"] if cells["white_cells"] else 0.0]
+    if cells.get("reviewed_white_cells"):
+        shares.append(cells["reviewed_blasts"] / cells["reviewed_white_cells"])
+    return max(shares)
+
+
+def _cell_count(with_cells: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Blasts among the recognised white cells over the fields that carry a count, model and
+    reviewed (None for a field bundle)."""
+    cells = None
+    if with_cells:
+        blasts, white = sum(int(r["blasts"]) for r in with_cells), sum(int(r["white_cells"]) for r in with_cells)
+        reviewed_blasts, reviewed_white, reviewed = reviewed_count(with_cells)
+        summary = (f"{blasts} blast{'s' * (blasts != 1)} among {white} white cell{'s' * (white != 1)}"
+                   + (f" ({blasts / white:.0%})" if white else ""))
+        cells = {"blasts": blasts, "white_cells": white, "fields": len(with_cells),
+                 "blast_share": round(blasts / white, 4) if white else None, "summary": summary,
+                 "text": f"{summary} in {len(with_cells)} field{'s' * (len(with_cells) != 1)}"}
+        if reviewed:
+            cells.update(reviewed_cells=reviewed, reviewed_blasts=reviewed_blasts, reviewed_white_cells=reviewed_white,
+                         reviewed_text=f"after review of {reviewed} cell{'s' * (reviewed != 1)}: {reviewed_blasts} "
+                                       f"blast{'s' * (reviewed_blasts != 1)} among {reviewed_white} white cells")
+    return cells

@@ -57,6 +57,11 @@ class Result:
         field bundle, or a field refused before its cells were read)."""
         return None if self.cells is None else sum(c.familiar for c in self.cells)
 
+    @property
+    def blasts(self) -> int | None:
+        """The recognised white cells called blasts (None where ``white_cells`` is None)."""
+        return None if self.cells is None else sum(c.familiar and c.label != BENIGN for c in self.cells)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -80,7 +85,7 @@ class Result:
             out["cells"] = [c.to_dict() for c in self.cells]
             out["cell_count"] = len(self.cells)
             out["white_cells"] = self.white_cells
-            out["blasts"] = sum(c.familiar and c.label != BENIGN for c in self.cells)
+            out["blasts"] = self.blasts
             out["unfamiliar_cells"] = len(self.cells) - out["white_cells"]
         if self.ruler_px is not None:
             out["ruler_px"] = round(self.ruler_px, 1)

@@ -40,11 +40,14 @@ class Readings(NamedTuple):
     raws: list[np.ndarray | None]
     cells: list[int | None]
     ms: list[float]
+    #: The recognised white cells called blasts in each field (None for a field model): the
+    #: case call holds a case whose blasts are many (``edge.analysis.case``).
+    blasts: list[int | None]
 
 
 def classify_samples(pipeline: Pipeline, samples: list) -> Readings:
     """Each sample through the device pipeline (``Readings``)."""
-    readings = Readings([], [], [])
+    readings = Readings([], [], [], [])
     for sample in samples:
         rgb = read_rgb(sample.path)
         start = time.perf_counter()
@@ -52,6 +55,7 @@ def classify_samples(pipeline: Pipeline, samples: list) -> Readings:
         readings.ms.append((time.perf_counter() - start) * 1000.0)
         readings.raws.append(result.raw_probabilities)
         readings.cells.append(result.white_cells)
+        readings.blasts.append(result.blasts)
     return readings
 
 
@@ -77,12 +81,15 @@ def evaluate(pipeline: Pipeline, samples: list, case_sizes: list[int] | None = N
 def field_records(bundle: Bundle, readings: Readings) -> list[dict[str, Any]]:
     """What the device would store for each field: status, the shown label and the call."""
     out = []
-    for raw, cells in zip(readings.raws, readings.cells):
+    for raw, cells, blast in zip(readings.raws, readings.cells, readings.blasts):
         if raw is None:
             out.append({"status": "rejected", "label": None, "call": None})
         else:
             shown = screen(raw, bundle.calibration, cells)
-            out.append({"status": "classified", "label": shown.label, "call": shown.call})
+            record: dict[str, Any] = {"status": "classified", "label": shown.label, "call": shown.call}
+            if cells is not None and blast is not None:
+                record.update(white_cells=cells, blasts=blast)
+            out.append(record)
     return out
 
 

@@ -34,16 +34,17 @@ KEY_PREFIX = "ed25519:"
 #: people who build and sign releases. ``RELEASE_KEY`` signs the shipped bundle
 #: (models/default). The earlier keys stay trusted so that a device with a bundle they signed
 #: installed keeps starting; their private halves were lost with earlier build machines, so
-#: they sign nothing new: ``CELL_RELEASE_KEY_2026_12E``, ``CELL_RELEASE_KEY_2026_12D``, ``CELL_RELEASE_KEY_2026_12B`` and
+#: they sign nothing new: ``CELL_RELEASE_KEY_2026_12F``, ``CELL_RELEASE_KEY_2026_12E``, ``CELL_RELEASE_KEY_2026_12D``, ``CELL_RELEASE_KEY_2026_12B`` and
 #: ``CELL_RELEASE_KEY_2026_12`` signed the earlier cell-model releases,
 #: ``PREVIOUS_RELEASE_KEY`` the field-model releases.
-RELEASE_KEY = "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc="
+RELEASE_KEY = "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8="
+CELL_RELEASE_KEY_2026_12F = "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc="
 CELL_RELEASE_KEY_2026_12E = "ed25519:CQwpClPq2PqeWSzD1g951r82d3mBZk4ZuhsikIEGmAw="
 CELL_RELEASE_KEY_2026_12D = "ed25519:JqhKLMI7b/1mbX7GL4jnheZ9Qgz1t01ZPfKRqYTxtnc="
 CELL_RELEASE_KEY_2026_12B = "ed25519:up/zgk5drL39cQmvhDPBcYFwE34t51s8Bmeoz4Tr4bI="
 CELL_RELEASE_KEY_2026_12 = "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0="
 PREVIOUS_RELEASE_KEY = "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
-RELEASE_KEYS = (RELEASE_KEY, CELL_RELEASE_KEY_2026_12E, CELL_RELEASE_KEY_2026_12D, CELL_RELEASE_KEY_2026_12B, CELL_RELEASE_KEY_2026_12, PREVIOUS_RELEASE_KEY)
+RELEASE_KEYS = (RELEASE_KEY, CELL_RELEASE_KEY_2026_12F, CELL_RELEASE_KEY_2026_12E, CELL_RELEASE_KEY_2026_12D, CELL_RELEASE_KEY_2026_12B, CELL_RELEASE_KEY_2026_12, PREVIOUS_RELEASE_KEY)
 
 
 class SignatureError(ValueError):

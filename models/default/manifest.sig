@@ -1,4 +1,4 @@
 {
-  "key": "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc=",
-  "signature": "osqK8r/plDw+poj7zE2OIS007aJhySkaNqeNaBTOA9v00Cx4XMkU3MfKv+yh1WHM/dWGb62cClUK1OVv6pb2Ag=="
+  "key": "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8=",
+  "signature": "nqW6oQ36kfX5ksbWuEB0KsFW+GYz+rtzC8aPno2lbU0uKYzLf3xn6Up4np+1vn41ZjaiUPEVnt365VN9DKcABQ=="
 }

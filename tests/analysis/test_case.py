@@ -47,16 +47,73 @@ def test_case_calls_from_field_records():
     positive = case_call(_fields("positive", "positive", "negative", "positive", "negative"), RULE)
     assert positive.call == "positive" and positive.subtype_pattern == "mostly Pre-B ALL 3/3"
     assert "Refer for confirmatory testing" in positive.next_step and "positive at >= 3 of 5" in positive.rule
-    negative = case_call(_fields("negative", "negative", "positive", "negative", "negative"), RULE)
-    assert negative.call == "negative" and "No B-ALL pattern in 5 fields" in negative.next_step
-    assert negative.counts == {"benign": 4, "pre_b": 1}
+    negative = case_call(_fields("negative", "negative", "negative", "negative", "negative"), RULE)
+    assert negative.call == "negative" and negative.next_step.startswith("Negative screen: 0 of 5 fields positive.")
+    assert "no b-all pattern" not in negative.next_step.lower()
+    # the binomial rule would clear 1 of 5 positive fields: the case is held for an expert read
+    held = case_call(_fields("negative", "negative", "positive", "negative", "negative"), RULE)
+    assert RULE.thresholds(5)[0] >= 1 and held.call == "uncertain" and held.counts == {"benign": 4, "pre_b": 1}
+    assert held.next_step.startswith("Uncertain: refer for an expert read. Not cleared: 1 of 5 fields positive")
+    assert "not cleared while any field is positive" in held.rule
     assert case_call(_fields("positive", "negative"), RULE).call == "uncertain"  # 1 of 2: neither
     assert case_call(_fields("negative", "negative", "uncertain", "uncertain", "uncertain"), RULE).call == "uncertain"
     excluded = _fields("positive", "positive", "negative", "negative")
     excluded[0]["excluded"] = excluded[1]["excluded"] = True
     call = case_call(excluded, RULE)
     assert call.call == "negative" and call.excluded == 2 and call.positive == 0
+    assert call.next_step.startswith("Negative screen: 0 of 2 fields positive.")
     assert case_call(_fields("negative", "negative"), RULE, min_fields=5).call == "pending"
+
+
+def _counted(call: str, white: int, blasts: int, reviews: dict | None = None) -> dict:
+    cells = [{"label": "pre_b" if i < blasts else "benign", "familiar": True} for i in range(white)]
+    return {"status": "classified", "call": call, "label": "benign" if call == "negative" else "pre_b",
+            "white_cells": white, "blasts": blasts, "cells": cells, "cell_reviews": reviews or {}}
+
+
+def test_a_negative_call_says_its_count_and_is_held_when_blasts_are_many():
+    clear = case_call([_counted("negative", 10, 0)] * 4 + [_counted("negative", 8, 1)], RULE)
+    assert clear.call == "negative"
+    assert clear.next_step.startswith("Negative screen: 0 of 5 fields positive, 1 blast among 48 white cells (2%).")
+    # every field negative, but 12 of 48 cells (25%) blasts: not cleared
+    many = case_call([_counted("negative", 10, 3)] * 4 + [_counted("negative", 8, 0)], RULE)
+    assert many.call == "uncertain" and "12 blasts among 48 white cells (25%)" in many.next_step
+    just_under = case_call([_counted("negative", 10, 3)] * 4 + [_counted("negative", 9, 0)], RULE)
+    assert just_under.call == "negative" and "12 blasts among 49 white cells (24%)" in just_under.next_step
+    # a reviewer's reclassification to blasts holds the case too (the higher share counts)
+    reviewed = {str(i): {"label": "pre_b"} for i in range(10)}
+    held = case_call([_counted("negative", 10, 0, reviewed)] * 2 + [_counted("negative", 10, 0)] * 3, RULE)
+    assert held.call == "uncertain" and held.cells["blasts"] == 0 and held.cells["reviewed_blasts"] == 20  # 40%
+
+
+def test_a_real_mixed_case_is_never_called_negative(default_bundle, dataset_dir):
+    """Issue 35, item 1, on real fields through the device pipeline: 2 malignant fields called
+    positive and 3 benign fields called negative make a case the binomial rule alone clears
+    (negative at <= 2 of 5); the device shows it uncertain, with the count."""
+    from edge.analysis.imagefile import read_rgb
+    from edge.model.inference import BackendManager
+    from edge.pipeline import Pipeline
+
+    bundle = load_bundle(default_bundle)
+    pipeline = Pipeline(bundle, BackendManager(bundle.cpu_model, None, mode="cpu"))
+
+    def fields(folder: str, call: str, want: int) -> list[dict]:
+        found = []
+        for path in sorted((dataset_dir / folder).glob("*.jpg"))[:60]:
+            record = pipeline.process(read_rgb(path), source=str(path)).to_dict()
+            if record.get("call") == call:
+                found.append(record)
+            if len(found) == want:
+                return found
+        pytest.fail(f"fewer than {want} {folder} fields called {call} among the first 60")
+
+    records = fields("Pre", "positive", 2) + fields("Benign", "negative", 3)
+    call = case_call(records, bundle.case_rule)
+    assert bundle.case_rule.thresholds(5)[0] >= 2  # the rule alone: negative at <= 2 positive of 5
+    assert call.positive == 2 and call.call == "uncertain"
+    cells = call.cells
+    assert f"2 of 5 fields positive, {cells['blasts']} blasts among {cells['white_cells']} white cells" in call.next_step
+    assert call.next_step.startswith("Uncertain: refer for an expert read.")
 
 
 @pytest.mark.system

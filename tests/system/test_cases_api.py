@@ -81,7 +81,9 @@ def test_a_malignant_slide_and_a_benign_slide(daemon):
     # what a hematologist reports, summed over the fields the case used
     assert call["cells"]["blasts"] == sum(a["blasts"] for a in answers) and call["cells"]["blasts"] >= 6
     assert call["cells"]["white_cells"] == sum(a["white_cells"] for a in answers)
-    assert call["cells"]["text"] == f"{call['cells']['blasts']} blasts among {call['cells']['white_cells']} white cells in 6 fields"
+    share = round(100 * call["cells"]["blasts"] / call["cells"]["white_cells"])
+    assert call["cells"]["text"] == (f"{call['cells']['blasts']} blasts among {call['cells']['white_cells']} white cells "
+                                     f"({share}%) in 6 fields")
     assert all(f["source"].startswith("upload:") and f["created_iso"] for f in case["fields"])
 
     benign = _post(daemon, "/api/cases", json={"code": "LAB-77", "note": ""}).json()["id"]
@@ -89,7 +91,9 @@ def test_a_malignant_slide_and_a_benign_slide(daemon):
     for _ in range(2):
         assert _upload(daemon, benign, path)["label"] == "benign"
     case = _get(daemon, f"/api/cases/{benign}").json()
-    assert case["case_call"]["call"] == "negative" and "No B-ALL pattern in 2 fields" in case["case_call"]["next_step"]
+    cells = case["case_call"]["cells"]
+    assert case["case_call"]["call"] == "negative" and case["case_call"]["next_step"].startswith(
+        f"Negative screen: 0 of 2 fields positive, {cells['summary']}.")
 
     listing = _get(daemon, "/api/cases?limit=1&offset=0").json()
     assert listing["total"] == 2 and listing["cases"][0]["code"] == "LAB-77" and listing["active_case"] is None
