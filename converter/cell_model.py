@@ -23,8 +23,9 @@ EMBEDDING = 64
 
 
 def build_cell_model(weights: str | Path | None = "imagenet", batch_size: int | None = None,
-                     dropout: float = 0.3, side: int = CELL_SIDE) -> keras.Model:
-    """``weights``: Keras' ``"imagenet"`` (needs internet), a ``.weights.h5`` path, or None."""
+                     dropout: float = 0.3, side: int = CELL_SIDE, n_classes: int = len(LABELS)) -> keras.Model:
+    """``weights``: Keras' ``"imagenet"`` (needs internet), a ``.weights.h5`` path, or None.
+    ``n_classes``: the 4 labels, or the differential's (``converter.differential_data``)."""
     inputs, features = [], []
     for name in INPUT_NAMES:
         x_in = keras.Input(shape=(side, side, 3), batch_size=batch_size, name=name)
@@ -39,7 +40,7 @@ def build_cell_model(weights: str | Path | None = "imagenet", batch_size: int | 
     x = layers.Concatenate(name="fuse")(features)
     x = layers.Dropout(dropout, name="dropout")(x)
     embedding = layers.Dense(EMBEDDING, activation="relu", name="embedding")(x)
-    probabilities = layers.Dense(len(LABELS), activation="softmax", name="probabilities")(embedding)
+    probabilities = layers.Dense(n_classes, activation="softmax", name="probabilities")(embedding)
     return keras.Model(inputs=inputs, outputs=[probabilities, embedding], name="blastscope_cell_mobilenetv2")
 
 

@@ -61,6 +61,8 @@ class CellTrainConfig:
     #: batch has one shape and the step compiles once.
     cells_per_field: int = 6
     seed: int = 1234
+    #: Outputs: the 4 labels, or the differential's 11 (``converter.differential_data``).
+    n_classes: int = len(LABELS)
 
 
 #: Ruifrok and Johnston's H&E optical-density vectors (rows: haematoxylin, eosin, residual).
@@ -102,7 +104,7 @@ class CellBatches(keras.utils.PyDataset):
         self.rng = np.random.default_rng(seed)
         labels = cells.labels
         weights = np.zeros(len(labels))
-        for c in range(len(LABELS)):
+        for c in range(cfg.n_classes):
             weights[labels == c] = 1.0 / max(1, (labels == c).sum())
         self.p = weights / weights.sum()
         self.on_epoch_end()
@@ -120,7 +122,7 @@ class CellBatches(keras.utils.PyDataset):
                  for i in idx]
         crops = CellCrops(np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]), np.stack([p[2] for p in parts]))
         x1, x2 = model_inputs(crops)
-        y = keras.utils.to_categorical(c.labels[idx], len(LABELS))
+        y = keras.utils.to_categorical(c.labels[idx], self.cfg.n_classes)
         return (x1, x2), y
 
 
@@ -181,19 +183,19 @@ class FieldBags:
         starts = np.searchsorted(cells.field[order], np.arange(len(cells.keys) + 1))
         self.members = [order[starts[f]:starts[f + 1]] for f in range(len(cells.keys))]
         self.by_class = [np.array([f for f in range(len(cells.keys)) if cells.field_labels[f] == c and
-                                   len(self.members[f])]) for c in range(len(LABELS))]
+                                   len(self.members[f])]) for c in range(cfg.n_classes)]
 
     def batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg, c = self.cfg, self.cells
         picked, labels = [], []
-        for k in self.rng.integers(len(LABELS), size=cfg.fields_per_batch):
+        for k in self.rng.integers(cfg.n_classes, size=cfg.fields_per_batch):
             f = int(self.rng.choice(self.by_class[k]))
             members = self.members[f]
             picked.extend(self.rng.choice(members, cfg.cells_per_field, replace=len(members) < cfg.cells_per_field))
             labels.append(k)
         parts = [augment_cell(c.rgb[i], c.own[i], c.near[i], self.rng) for i in picked]
         x1, x2 = model_inputs(CellCrops(*(np.stack([p[j] for p in parts]) for j in range(3))))
-        return x1, x2, keras.utils.to_categorical(np.array(labels), len(LABELS))
+        return x1, x2, keras.utils.to_categorical(np.array(labels), cfg.n_classes)
 
 
 def _bag_step(classifier: keras.Model, cfg: CellTrainConfig, rate):
@@ -205,7 +207,7 @@ def _bag_step(classifier: keras.Model, cfg: CellTrainConfig, rate):
     cell_loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     field_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
     variables = classifier.trainable_variables
-    w, k, n = cfg.field_loss_weight, cfg.cells_per_field, len(LABELS)
+    w, k, n = cfg.field_loss_weight, cfg.cells_per_field, cfg.n_classes
 
     @tf.function(reduce_retracing=True)
     def step(x1, x2, y_field):

@@ -4,7 +4,7 @@ People log in with their name and PIN (``edge.web.users``: a server-side session
 in the cookie, CSRF token on every state-changing request including logout, limits on wrong
 PINs per client, per user and device-wide with trusted phones apart, each failure logged and
 audited); scripts send ``Authorization: Bearer <token>``, one token per user. Every request
-runs as a user with a role (``requires`` on the routes that need more than a technician).
+runs as a user with a role (each route's level in the one table of ``edge.web.access``).
 Everything the page needs is served from here: no CDN, no external fonts or scripts.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import timedelta
-from functools import wraps
+
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Callable
+from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, send_file, session, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -34,8 +34,9 @@ from edge.record.store import Locked, Stale, StoreFull
 from edge.web import verification
 from edge.web.cases import make_blueprint
 from edge.web import wording
-from edge.web.common import MAX_ID, Refused, client, json_error as _error, requires, uploaded_frame, whole_number
-from edge.web.users import ROLES, User, UserError, Users, check_name
+from edge.web import access
+from edge.web.common import MAX_ID, Refused, client, json_error as _error, uploaded_frame, whole_number
+from edge.web.users import ROLE_WORDS, ROLES, User, UserError, Users, check_name
 
 #: The trusted-device cookie (``LoginGuard``): which user this phone logged in before.
 DEVICE_COOKIE = "blastscope_device"
@@ -142,14 +143,6 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     app.extensions["blastscope.authenticate"] = authenticate
     app.extensions["blastscope.service"] = service
 
-    def api(view: Callable[..., Any]) -> Callable[..., Any]:
-        """A route for scripts (bearer token) or a logged-in page (session, CSRF on changes)."""
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            refusal = authenticate()
-            return refusal if refusal is not None else view(*args, **kwargs)
-        return wrapper
-
     @app.before_request
     def refuse_while_stopping():
         """After SIGTERM a request on a connection still open gets a clear answer; the server
@@ -158,6 +151,26 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             response, status = _error(503, "the device is restarting; try again in a few seconds")
             response.headers["Retry-After"] = "5"
             return response, status
+        return None
+
+    @app.before_request
+    def authorise():
+        """Every route's level from the one table (``edge.web.access``): an endpoint with no row
+        is refused, a public one passes, the rest authenticate and then check the role."""
+        if request.endpoint is None:
+            return None  # no such route: Flask answers 404
+        level = access.required(request.endpoint)
+        if level is None:
+            return _error(403, f"route {request.endpoint} has no entry in the access table")
+        if level == access.PUBLIC:
+            return None
+        refusal = authenticate()
+        if refusal is not None:
+            return refusal
+        user = g.user
+        if level != access.USER and not user.may(level):
+            return _error(403, f"{user.name} is a {user.role}: this needs a {level} "
+                               f"(who may {ROLE_WORDS[level]}); ask an admin")
         return None
 
     @app.after_request
@@ -293,12 +306,10 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         return render_template("index.html", csrf=record.csrf, disclaimer=DISCLAIMER, names=DISPLAY_NAMES, user=user)
 
     @app.get("/api/status")
-    @api
     def status():
         return jsonify(service.status())
 
     @app.get("/metrics")
-    @api
     def metrics():
         """Prometheus text format; scrape with the API token (``authorization`` in the scrape config)."""
         from edge.device.metrics import CONTENT_TYPE, render
@@ -308,23 +319,19 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     # Without a case in the URL a field goes into no case, whatever another phone has open:
     # the page names its case (/api/cases/<id>/classify) on every analysis.
     @app.post("/api/classify")
-    @api
     def classify():
         frame, source = uploaded_frame(cfg.max_pixels)
         return jsonify({**service.analyze(frame, source=source, client=client()).to_dict(), "case_id": None})
 
     @app.post("/api/capture")
-    @api
     def capture():
         return jsonify({**service.capture(client=client()).to_dict(), "case_id": None})
 
     @app.get("/api/preview.jpg")
-    @api
     def preview():
         return Response(service.preview_jpeg(), mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/live.mjpg")
-    @api
     def live():
         """The live view (``edge.device.live``): 503 with the reason when there is no camera,
         it delivers nothing, or every stream slot is taken; the page then shows stills."""
@@ -338,18 +345,14 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
                         headers={"Cache-Control": "no-store"}, direct_passthrough=True)
 
     @app.get("/api/results")
-    @api
     def results():
         return jsonify({"results": service.store.recent(whole_number("limit", 20, 1, 500))})
 
     @app.get("/api/audit")
-    @api
-    @requires("reviewer")
     def audit_log():
         return jsonify({"audit": service.store.audit_log(whole_number("limit", 100, 1, 1000))})
 
     @app.get("/api/me")
-    @api
     def me():
         """Who this phone or token is logged in as, and what the role may do."""
         user = g.user
@@ -362,14 +365,10 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         return data
 
     @app.get("/api/users")
-    @api
-    @requires("admin")
     def list_users():
         return jsonify({"users": [{"name": u.name, "role": u.role, "active": u.active} for u in users.all()]})
 
     @app.post("/api/users")
-    @api
-    @requires("admin")
     def add_user():
         """A new user with their own PIN; the answer carries their API token, shown only here."""
         data = user_body()
@@ -382,8 +381,6 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         return jsonify({"name": name, "role": data["role"], "active": True, "token": token}), 201
 
     @app.post("/api/users/<string(maxlength=40):name>")
-    @api
-    @requires("admin")
     def change_user(name: str):
         """Change a role, a PIN, whether the user may log in, or issue a new token (the old one
         stops working). The user's sessions opened before the change end."""
@@ -409,19 +406,17 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
                         **({"token": token} if token else {})})
 
     @app.get(f"/api/results/<int(max={MAX_ID}):result_id>")
-    @api
     def result(result_id: int):
         record = service.store.get(result_id)
         return jsonify(record) if record else _error(404, f"no result {result_id}")
 
     @app.get(f"/api/results/<int(max={MAX_ID}):result_id>/<any(image, overlay):kind>")
-    @api
     def result_file(result_id: int, kind: str):
         path = service.store.file_path(result_id, kind)
         if path is None or not path.exists():
             return _error(404, f"no {kind} for result {result_id}")
         return send_file(path, mimetype="image/jpeg", max_age=3600)
 
-    app.register_blueprint(make_blueprint(service, api))
+    app.register_blueprint(make_blueprint(service))
     app.register_blueprint(verification.bp)
     return app

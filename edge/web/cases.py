@@ -14,7 +14,7 @@ import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
@@ -25,7 +25,7 @@ from edge.analysis.result import DISCLAIMER
 from edge.device.service import ScanBusy, Service
 from edge.record.store import Locked, Stale, locked_message
 from edge.web.wording import local_minute
-from edge.web.common import MAX_ID, Refused, clean_text, client as _client, current_user, open_case, requires, set_open_case, uploaded_frame, whole_number
+from edge.web.common import MAX_ID, Refused, clean_text, client as _client, current_user, open_case, set_open_case, uploaded_frame, whole_number
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
 CALLS = ("positive", "negative", "uncertain")
@@ -100,7 +100,7 @@ def _download(body: str | bytes, mimetype: str, filename: str) -> Response:
     return Response(body, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Blueprint:
+def make_blueprint(service: Service) -> Blueprint:
     bp = Blueprint("cases", __name__)
     store = service.store
 
@@ -118,7 +118,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify({**result.to_dict(), "case_id": case_id, "case_code": case["code"]})
 
     @bp.post("/api/cases")
-    @api
     def create_case():
         data = _json_body('{"code": "<lab number, or empty to generate one>", "note": "..."}')
         code, note = clean_text("code", data.get("code"), 40), clean_text("note", data.get("note"), 500)
@@ -132,7 +131,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(existing_case(case["id"])), 201
 
     @bp.get("/api/cases")
-    @api
     def list_cases():
         limit, offset, call = whole_number("limit", 20, 1, 200), whole_number("offset", 0, 0, 10**9), request.args.get("call", "")
         if call and call not in FILTER_CALLS:
@@ -145,12 +143,10 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify({"cases": cases, "total": total, "limit": limit, "offset": offset, "active_case": active})
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>")
-    @api
     def get_case(case_id: int):
         return jsonify(existing_case(case_id))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/activate")
-    @api
     def activate(case_id: int):
         existing_case(case_id)
         set_open_case(case_id)
@@ -164,20 +160,17 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
             raise Locked(locked_message(case["code"], case["signed"]))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/classify")
-    @api
     def classify_into(case_id: int):
         open_for_fields(case_id)
         frame, source = uploaded_frame(service.config.server.max_pixels)
         return analysed_into(case_id, service.analyze(frame, source=source, case_id=case_id, client=_client()))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/capture")
-    @api
     def capture_into(case_id: int):
         open_for_fields(case_id)
         return analysed_into(case_id, service.capture(case_id, client=_client()))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/scan")
-    @api
     def scan_case(case_id: int):
         """Start or stop scanning this case hands-free (``edge.device.scan``): fields are taken
         by themselves while the stage pauses over new, sharp areas, until the case rule has its
@@ -201,7 +194,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(session.status())
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/button")
-    @api
     def button_case(case_id: int):
         """Arm the Pi's GPIO button for this case, or disarm it (``edge.device.button``): a
         press analyses a field into the case a phone armed it for, never into another."""
@@ -221,7 +213,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         raise Refused(400, 'action must be "arm" or "disarm"')
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/scan")
-    @api
     def scan_status(case_id: int):
         existing_case(case_id)
         session = service.scan
@@ -231,8 +222,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(session.status())
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/review")
-    @api
-    @requires("reviewer")
     def review_result(result_id: int):
         review, seen = _review()
         if store.review_result(result_id, review, _client(), seen) is None:
@@ -240,8 +229,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(store.get(result_id))
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/exclude")
-    @api
-    @requires("reviewer")
     def exclude_result(result_id: int):
         reason = clean_text("reason (why the field is excluded: wrong slide, artefact)",
                             _json_body('{"reason": "..."}').get("reason"), 500, required=True)
@@ -255,8 +242,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(record)
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/review")
-    @api
-    @requires("reviewer")
     def review_case(case_id: int):
         review, seen = _review()
         if store.review_case(case_id, review, _client(), seen) is None:
@@ -264,7 +249,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(existing_case(case_id))
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/cells")
-    @api
     def case_cells(case_id: int):
         """The case's white cells grouped by class, CellaVision's way: the reviewer's class where
         a cell was reclassified, else the model's (kept beside it); cells the model did not
@@ -288,7 +272,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
                         "cells": (case.get("case_call") or {}).get("cells")})
 
     @bp.get(f"/api/results/<int(max={MAX_ID}):result_id>/cells/<int(min=1, max=999):n>.jpg")
-    @api
     def cell_image(result_id: int, n: int):
         record = store.get(result_id)
         cells = (record or {}).get("cells") or []
@@ -303,8 +286,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/cells/<int(min=1, max=999):n>/review")
-    @api
-    @requires("reviewer")
     def review_cell(result_id: int, n: int):
         data = _json_body('{"label": ..., "revision": ...}')
         label = clean_text("label", data.get("label"), 30)
@@ -323,8 +304,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(store.get(result_id))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/sign")
-    @api
-    @requires("reviewer")
     def sign_case(case_id: int):
         """Sign the case out with the final call; locked until amended."""
         signature, seen = _review()
@@ -334,8 +313,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return jsonify(existing_case(case_id))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/amend")
-    @api
-    @requires("reviewer")
     def amend_case(case_id: int):
         """Unlock a signed-out case as a new version; the reason is required and kept."""
         data = _json_body('{"reason": "why the signed case must change", "revision": ...}')
@@ -363,7 +340,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
                      "cx": round(p[0], 1), "cy": round(p[1], 1)} for n, p in placed]}
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report")
-    @api
     def report(case_id: int):
         case = existing_case(case_id)
         thumbnails = {}
@@ -378,7 +354,6 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
                                printed=local_minute(time.time()))
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report-pages.css")
-    @api
     def report_pages(case_id: int):
         """The case code on every printed page of the report: a page-margin box can only hold a
         stylesheet's string, and the page's CSP forbids inline style, so the string comes from
@@ -412,14 +387,12 @@ def make_blueprint(service: Service, api: Callable[[Callable[..., Any]], Callabl
         return _download(body, mimetype, f"{name}.{suffix}")
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/<any(export.csv, export.json, fhir):what>")
-    @api
     def export_case(case_id: int, what: str):
         case = existing_case(case_id)
         return export(case["fields"], {case_id: case}, what.rsplit(".", 1)[-1],
                       f"blastscope-case-{case['code'].replace('/', '-')}", case)
 
     @bp.get("/api/export.<any(csv, json):kind>")
-    @api
     def export_range(kind: str):
         start = _day("from") or 0.0
         end = (_day("to") or time.time() - 86400) + 86400  # 'to' is inclusive

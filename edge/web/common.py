@@ -3,14 +3,12 @@ the parameters and uploads every route checks the same way."""
 
 from __future__ import annotations
 
-from functools import wraps
-from typing import Any, Callable
 
 import numpy as np
 from flask import Response, g, jsonify, request, session
 
 from edge.analysis.imagefile import decode_image
-from edge.web.users import ROLE_WORDS, User
+from edge.web.users import User
 
 #: SQLite's largest integer: a larger id in a URL is a plain 404, not an overflow.
 MAX_ID = 2**63 - 1
@@ -58,20 +56,6 @@ def client() -> str:
     address = request.remote_addr or "unknown"
     user = g.get("user")
     return f"{user.name} ({address})" if isinstance(user, User) else address
-
-
-def requires(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A route only ``role`` and the roles above it may use (after the app's ``api`` check)."""
-    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user = current_user()
-            if not user.may(role):
-                raise Refused(403, f"{user.name} is a {user.role}: this needs a {role} "
-                                   f"(who may {ROLE_WORDS[role]}); ask an admin")
-            return view(*args, **kwargs)
-        return wrapper
-    return decorate
 
 
 #: The key in a phone's session cookie for the case that phone has open. It is per phone

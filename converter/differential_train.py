@@ -1,0 +1,135 @@
+"""Train the differential cell model (issue 32) on cells of both sites; a long job.
+
+``python -m converter.differential_train --data DIR --pbc DIR --weights H5 --work DIR``
+cuts the cells (cached in ``--work``), trains the 11-output dual MobileNetV2 and saves it
+with its history and a per-site, per-class validation report. The all-pbs-224 split is the
+shipped bundle's (its manifest's keys), so a validation figure here is comparable with the
+shipped model's; pbc-normal is split by image (no patient identifiers). Quantizing, fitting
+the operating point and writing a bundle are the next steps (``build-cells``' path), not this
+command's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.analysis.labels import LABELS
+from edge.evaluation.dataset import load_dataset
+from edge.model.bundle import default_bundle_path, load_bundle
+
+from converter.cell_data import CellSet, extract
+from converter.cell_train import CellTrainConfig
+from converter.differential_data import DIFF_LABELS, extract_pbc, merge, pbc_files
+
+
+def cell_sets(data: Path, pbc: Path, work: Path, log=print) -> dict[str, dict[str, CellSet]]:
+    """{"allpbs"|"pbc": {"train"|"val"|"test": CellSet}}, cached as npz in ``work``; all-pbs
+    labels are already the first four differential labels."""
+    bundle = load_bundle(default_bundle_path())
+    seg, params = bundle.segmentation, bundle.cells
+    keys = bundle.manifest["split"]["keys"]
+    dataset = load_dataset(data)
+    files = pbc_files(pbc)
+    out: dict[str, dict[str, CellSet]] = {"allpbs": {}, "pbc": {}}
+    for split in ("train", "val", "test"):
+        for site in ("allpbs", "pbc"):
+            cache = work / f"{site}_{split}.npz"
+            if cache.exists():
+                out[site][split] = CellSet.load(cache)
+                continue
+            t = time.monotonic()
+            if site == "allpbs":
+                chosen = set(keys[split])
+                cells = extract([s for s in dataset.samples if s.key in chosen], seg, params, log)
+            else:
+                cells = extract_pbc([f for f in files if f[2] == split], seg, params, log)
+            cells.save(cache)
+            out[site][split] = cells
+            log(f"{site} {split}: {len(cells.field)} cells from {len(cells.keys)} images/fields, "
+                f"{len(cells.refused)} refused ({time.monotonic() - t:.0f} s)")
+    return out
+
+
+def site_report(probs: np.ndarray, cells: CellSet) -> dict:
+    """Per-class recall, confusion and blast calls of one site's cells."""
+    truth, pred = cells.labels, probs.argmax(1)
+    blast = np.isin(pred, [DIFF_LABELS.index(b) for b in ("early_pre_b", "pre_b", "pro_b")])
+    truth_blast = np.isin(truth, [1, 2, 3])
+    report = {"cells": int(len(truth)), "accuracy": float((pred == truth).mean()) if len(truth) else None,
+              "recall": {}, "confusion": {}}
+    for k, name in enumerate(DIFF_LABELS):
+        sel = truth == k
+        if sel.any():
+            report["recall"][name] = round(float((pred[sel] == k).mean()), 4)
+            report["confusion"][name] = {DIFF_LABELS[j]: int((pred[sel] == j).sum()) for j in range(len(DIFF_LABELS))
+                                         if (pred[sel] == j).any()}
+    merged = np.where(np.isin(pred, [1, 2, 3]), 1, pred)
+    merged_truth = np.where(truth_blast, 1, truth)
+    report["accuracy_blasts_merged"] = float((merged == merged_truth).mean()) if len(truth) else None
+    report["non_blast_called_blast"] = round(float(blast[~truth_blast].mean()), 4) if (~truth_blast).any() else None
+    report["blast_called_blast"] = round(float(blast[truth_blast].mean()), 4) if truth_blast.any() else None
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m converter.differential_train", description=__doc__)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--pbc", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--head-epochs", type=int, default=1)
+    ap.add_argument("--finetune-epochs", type=int, default=8)
+    ap.add_argument("--cells-per-epoch", type=int, default=8000)
+    ap.add_argument("--average-last", type=int, default=3)
+    args = ap.parse_args(argv)
+    for path in (args.data, args.pbc, args.weights):
+        if not path.exists():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    def log(line: str) -> None:
+        print(time.strftime("%H:%M:%S"), line, flush=True)
+
+    import keras
+
+    from converter.cell_model import build_cell_model
+    from converter.cell_train import train_cells
+    from edge.analysis.cells import CellCrops, model_inputs
+
+    sets = cell_sets(args.data, args.pbc, args.work, log)
+    train = merge(sets["allpbs"]["train"], sets["pbc"]["train"])
+    val = merge(sets["allpbs"]["val"], sets["pbc"]["val"])
+    counts = np.bincount(train.labels, minlength=len(DIFF_LABELS))
+    log("training cells per class: " + ", ".join(f"{n} {c}" for n, c in zip(DIFF_LABELS, counts)))
+    cfg = CellTrainConfig(head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
+                          cells_per_epoch=args.cells_per_epoch, average_last=args.average_last,
+                          n_classes=len(DIFF_LABELS))
+    model = build_cell_model(args.weights, n_classes=len(DIFF_LABELS))
+    started = time.monotonic()
+    history = train_cells(model, train, val, cfg, log)
+    history["seconds"] = round(time.monotonic() - started)
+    model.save(args.work / "differential.keras")
+    classifier = keras.Model(model.inputs, model.outputs[0])
+    reports = {}
+    for site in ("allpbs", "pbc"):
+        cells = sets[site]["val"]
+        probs = classifier.predict(model_inputs(CellCrops(cells.rgb, cells.own, cells.near)), batch_size=64, verbose=0)
+        reports[site] = site_report(probs, cells)
+        log(f"val {site}: {json.dumps({k: v for k, v in reports[site].items() if k != 'confusion'})}")
+    (args.work / "differential_training.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(cfg), "labels": list(DIFF_LABELS), "history": history,
+         "val": reports, "four_labels": list(LABELS)}, indent=2))
+    log(f"done in {history['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
