@@ -15,11 +15,14 @@ import time
 import uuid
 from typing import Any, Iterable, Iterator
 
+from edge.analysis.case import final_call
 from edge.analysis.labels import DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.analysis.verification import NOT_VERIFIED
 
-COLUMNS = ["case_code", "case_call", "case_review_call", "result_id", "created_utc", "source", "status", "label",
+COLUMNS = ["case_code", "case_call", "case_review_call", "case_final_call", "case_signed_by", "case_signed_at_utc",
+           "case_signed_reason", "case_version", "case_amended_by", "case_amended_at_utc", "case_amendment_reason",
+           "result_id", "created_utc", "source", "status", "label",
            "label_name", "call", "call_reason", "malignant_probability", "reasons", "excluded_reason", "review_call", "review_reason",
            "reviewer", "model_id", "white_cells", "blasts", "unfamiliar_cells", "site_verification"]
 
@@ -28,16 +31,33 @@ def _iso(t: float | None) -> str:
     return "" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+def _case_columns(case: dict[str, Any]) -> dict[str, Any]:
+    """The case's standing in every row of its fields: the model's call, the review's, the call
+    that stands (sign-out over review over model, as on the page), who signed it out, when and
+    why, its version and its latest amendment. A case the model called positive and a reviewer
+    signed out negative must say negative somewhere in a CSV, not only in the JSON and FHIR."""
+    review, signed = case.get("review") or {}, case.get("signed") or {}
+    amendment = (case.get("amendments") or [{}])[-1]
+    return {
+        "case_code": case.get("code", ""), "case_call": case.get("call", ""),
+        "case_review_call": review.get("call", ""),
+        "case_final_call": (final_call(signed or review or None, case.get("call")) or "") if case else "",
+        "case_signed_by": signed.get("reviewer", ""), "case_signed_at_utc": _iso(signed.get("at")),
+        "case_signed_reason": signed.get("reason", ""), "case_version": case.get("version", ""),
+        "case_amended_by": amendment.get("by", ""), "case_amended_at_utc": _iso(amendment.get("at")),
+        "case_amendment_reason": amendment.get("reason", ""),
+    }
+
+
 def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per field, with its case's code, call and review."""
+    """One flat row per field, with its case's code, calls, sign-out and amendment."""
     rows = []
     for f in fields:
         case = cases.get(f["case_id"]) if f.get("case_id") is not None else None
         case = case or {}
         review, excluded = f.get("review") or {}, f.get("excluded") or {}
         rows.append({
-            "case_code": case.get("code", ""), "case_call": case.get("call", ""),
-            "case_review_call": (case.get("review") or {}).get("call", ""),
+            **_case_columns(case),
             "result_id": f["id"], "created_utc": _iso(f.get("created")), "source": f.get("source", ""),
             "status": f.get("status", ""), "label": f.get("label") or "",
             "label_name": DISPLAY_NAMES.get(f.get("label") or "", f.get("label") or ""), "call": f.get("call") or "",
