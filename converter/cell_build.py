@@ -83,14 +83,14 @@ def _cells(cfg: CellBuildConfig, parts: dict[str, list[Sample]], log: Callable[[
     return out
 
 
-def representative_cells(cells: CellSet, size: int, seed: int) -> dict[str, np.ndarray]:
+def representative_cells(cells: CellSet, size: int, seed: int, n_classes: int = len(LABELS)) -> dict[str, np.ndarray]:
     """The int8 calibration set: the same number of training cells per class, every other one
     stain-jittered as in training."""
     rng = np.random.default_rng(seed)
     chosen = []
-    for k in range(len(LABELS)):
+    for k in range(n_classes):
         members = np.flatnonzero(cells.labels == k)
-        chosen.extend(rng.choice(members, size=min(size // len(LABELS), len(members)), replace=False).tolist())
+        chosen.extend(rng.choice(members, size=min(size // n_classes, len(members)), replace=False).tolist())
     parts = [augment_cell(cells.rgb[i], cells.own[i], cells.near[i], rng) if n % 2 else
              (cells.rgb[i], cells.own[i], cells.near[i]) for n, i in enumerate(sorted(chosen))]
     first, second = model_inputs(CellCrops(*(np.stack([p[j] for p in parts]) for j in range(3))))
@@ -129,7 +129,21 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
             model.save(trained)
             history_path.write_text(json.dumps(history, indent=2))
 
-    representative = representative_cells(cells["train"], cfg.representative_size, cfg.split.seed)
+    return finish_cell_bundle(cfg, model, cells, parts, split, dataset, history, ruler, started, log)
+
+
+def finish_cell_bundle(cfg: CellBuildConfig, model: keras.Model, cells: dict[str, CellSet],
+                       parts: dict[str, list[Sample]], split: dict, dataset, history: dict, ruler: float,
+                       started: float, log: Callable[[str], None], cell_labels: tuple[str, ...] = LABELS,
+                       fit_cells: CellSet | None = None, extra: dict | None = None) -> Path:
+    """Everything after training, shared by the 4-class build and the differential's
+    (``converter.differential_build``): int8, the out-of-distribution checks, calibration, gate,
+    case rule, every figure and the bundle. ``fit_cells`` (default: the training split's cells)
+    are the cells the int8 calibration set and both out-of-distribution checks are fitted on:
+    the differential's come from both sites, so a normal cell of either is familiar.
+    ``extra`` goes into the manifest as it is."""
+    fit_cells = fit_cells if fit_cells is not None else cells["train"]
+    representative = representative_cells(fit_cells, cfg.representative_size, cfg.split.seed, len(cell_labels))
     log(f"quantizing with {len(representative['cell'])} representative training cells")
     tflite = quantize_cells(model, representative)
 
@@ -137,17 +151,18 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         cpu_model = Path(tmp) / CPU_MODEL
         cpu_model.write_bytes(tflite)
         backends = BackendManager(cpu_model, None, mode="cpu")
-        embeddings = _embeddings(backends.cpu, cells["train"], every=3)
+        embeddings = _embeddings(backends.cpu, fit_cells, every=3)
         mean, precision = ood.fit(embeddings)
         check = ood.OodCheck(mean, precision, float("inf"))
-        base = {"model_id": "provisional", "kind": "cells", "cells": cfg.cells.to_dict(), "field_side": 224}
+        base = {"model_id": "provisional", "kind": "cells", "cells": cfg.cells.to_dict(), "field_side": 224,
+                **({"cell_labels": list(cell_labels)} if cell_labels != LABELS else {})}
         provisional = Bundle(Path(tmp), {**base, "ood": check.to_dict()}, cfg.segmentation, Calibration())
         limit, ood_report = fit_ood_limit(Pipeline(provisional, backends), parts["val"], check, every=4, log=log)
         check = dataclasses.replace(check, limit=limit)
         ood_report["training_cells"] = int(len(embeddings))
         log(f"ood limit {limit:.2f}")
         provisional = Bundle(Path(tmp), {**base, "ood": check.to_dict()}, cfg.segmentation, Calibration())
-        looks, looks_report = fit_appearance_check(Pipeline(provisional, backends), cells["train"], parts["val"],
+        looks, looks_report = fit_appearance_check(Pipeline(provisional, backends), fit_cells, parts["val"],
                                                    every=2, conditions=BENIGN_CONDITIONS, log=log)
         log(f"appearance limit {looks.limit:.2f}")
         base["ood_appearance"] = looks.to_dict()
@@ -212,6 +227,7 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
             "dataset": {"root": str(cfg.data), "counts": dataset.counts()},
             "training_config": asdict(cfg.train),
             "platform": f"{platform.system()} {platform.machine()} python {sys.version.split()[0]}",
+            **(extra or {}),
         }
         return write_bundle(cfg.out, files, manifest)
 

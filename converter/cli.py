@@ -73,6 +73,13 @@ def _build(args: argparse.Namespace) -> int:
     return _written(build(cfg, _log), args.sign_key)
 
 
+def _build_differential(args: argparse.Namespace) -> int:
+    from converter.differential_build import build_differential
+
+    return _written(build_differential(Path(args.data), Path(args.pbc), Path(args.work), Path(args.out), args.weights,
+                                       _log), args.sign_key)
+
+
 def _build_cells(args: argparse.Namespace) -> int:
     from converter.cell_build import CellBuildConfig, build_cells
     from converter.cell_train import CellTrainConfig
@@ -258,6 +265,16 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--seed", type=int, default=1234)
     bc.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
     bc.set_defaults(func=_build_cells)
+    bd = sub.add_parser("build-differential", help="the differential cell model (issue 32), trained by "
+                        "python -m converter.differential_train into --work: int8, checks fitted on both sites' cells, "
+                        "calibration, gate, case rule, every figure, bundle")
+    bd.add_argument("--data", required=True, help="all-pbs-224 (labelled per field)")
+    bd.add_argument("--pbc", required=True, help="pbc-normal (labelled per cell)")
+    bd.add_argument("--work", required=True, help="the training's folder: differential.keras and the cell caches")
+    bd.add_argument("--weights", default="", help="the ImageNet weights the training started from (recorded)")
+    bd.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    bd.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the bundle with (see keygen)")
+    bd.set_defaults(func=_build_differential)
     c = sub.add_parser("check", help="static Edge TPU compatibility check of a .tflite model")
     c.add_argument("model")
     c.add_argument("--json", action="store_true")

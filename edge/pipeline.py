@@ -20,10 +20,9 @@ from edge.analysis.preprocess import fit_to_input
 from edge.model.inference import BackendManager, timed_ms
 from edge.analysis.normalisation import normalise
 from edge.analysis.quality import GateLimits, cells_reason, measure_quality
-from edge.analysis.cells import (FAINT_STAIN, NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, measure_magnification,
-                                 model_inputs as cell_inputs, pool, working_scale)
+from edge.analysis.cells import (FAINT_STAIN, NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, four_class,
+                                 measure_magnification, model_inputs as cell_inputs, pool, working_scale)
 from edge.analysis.appearance import features as appearance_features
-from edge.analysis.labels import LABELS
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
 from edge.model.views import read_cell
@@ -142,7 +141,8 @@ class Pipeline:
             raise ValueError(f"{self.bundle.root}: the cell model gives no embedding, so its cells cannot be checked")
         distances = ood.distances(np.stack([e for e in embeddings if e is not None]))
         familiar = distances <= ood.limit
-        calls = [CellCall(cell, LABELS[int(np.argmax(p))], {lab: float(v) for lab, v in zip(LABELS, p)}, float(d), bool(f),
+        names = self.bundle.cell_labels
+        calls = [CellCall(cell, names[int(np.argmax(p))], {lab: float(v) for lab, v in zip(names, p)}, float(d), bool(f),
                           look)
                  for cell, p, d, f, look in zip(cells, probabilities, distances, familiar, looks)]
         common["cells"], common["ruler_px"], common["appearance_distance"] = calls, rbc, field_look
@@ -151,8 +151,15 @@ class Pipeline:
             timings["screening"] = timed_ms(t)
             return Result("rejected", [OUT_OF_DISTRIBUTION], None, raw_probabilities=None, backend=backend,
                           timings_ms=timings, **common)
-        raw = pool(probabilities[familiar]).astype(np.float32)
-        screening = screen(raw, self.bundle.calibration, cells=int(familiar.sum()))
+        # one cell, one vote: what the model reads as not a white cell (a platelet clump, a smudge)
+        # neither votes in the field's call nor counts
+        counted = np.array([c.counted for c in calls])
+        if not counted.any():
+            timings["screening"] = timed_ms(t)
+            return Result("rejected", [NO_WHITE_CELLS], None, raw_probabilities=None, backend=backend,
+                          timings_ms=timings, **common)
+        raw = pool(four_class(probabilities[counted], names)).astype(np.float32)
+        screening = screen(raw, self.bundle.calibration, cells=int(counted.sum()))
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings,
                       **common)

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Iterable, Mapping
 
 from pydantic import Field
 
-from edge.analysis.labels import BENIGN, DISPLAY_NAMES
+from edge.analysis.labels import BENIGN, DISPLAY_NAMES, NOT_A_WHITE_CELL, is_blast
 from edge.settings import Int, Settings
 
 
@@ -178,6 +178,21 @@ def _pattern(labels: list[str]) -> str | None:
     return "mostly " + parts[0] if subtypes.most_common(1)[0][1] / total >= 0.6 else "mixed: " + ", ".join(parts)
 
 
+def differential(fields: Iterable[Mapping[str, Any]], reviewed: bool = False) -> dict[str, int]:
+    """The white cells by class over ``fields``, as a hematologist's differential count: the
+    model's classes (cells it recognised and did not read as "not a white cell"), or with
+    ``reviewed`` each reviewer's class in place of the model's."""
+    counts: Counter[str] = Counter()
+    for record in fields:
+        reviews = (record.get("cell_reviews") or {}) if reviewed else {}
+        for i, cell in enumerate(record.get("cells") or []):
+            review = reviews.get(str(i))
+            label = review["label"] if review else cell.get("label")
+            if (cell.get("familiar") or review) and label != NOT_A_WHITE_CELL:
+                counts[str(label)] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def reviewed_count(fields: Iterable[Mapping[str, Any]]) -> tuple[int, int, int]:
     """Blasts and white cells with each reviewer's class in place of the model's where a cell
     was reclassified in the gallery (a cell the model did not recognise counts once a reviewer
@@ -189,10 +204,10 @@ def reviewed_count(fields: Iterable[Mapping[str, Any]]) -> tuple[int, int, int]:
             review = reviews.get(str(i))
             reviewed += bool(review)
             label = review["label"] if review else cell.get("label")
-            if not (cell.get("familiar") or review) or label == "not_a_white_cell":
+            if not (cell.get("familiar") or review) or label == NOT_A_WHITE_CELL:
                 continue
             white += 1
-            blasts += label != BENIGN
+            blasts += is_blast(label)
     return blasts, white, reviewed
 
 
@@ -262,9 +277,11 @@ def _cell_count(with_cells: list[Mapping[str, Any]]) -> dict[str, Any] | None:
                    + (f" ({blasts / white:.0%})" if white else ""))
         cells = {"blasts": blasts, "white_cells": white, "fields": len(with_cells),
                  "blast_share": round(blasts / white, 4) if white else None, "summary": summary,
-                 "text": f"{summary} in {len(with_cells)} field{'s' * (len(with_cells) != 1)}"}
+                 "text": f"{summary} in {len(with_cells)} field{'s' * (len(with_cells) != 1)}",
+                 "differential": differential(with_cells)}
         if reviewed:
             cells.update(reviewed_cells=reviewed, reviewed_blasts=reviewed_blasts, reviewed_white_cells=reviewed_white,
+                         reviewed_differential=differential(with_cells, reviewed=True),
                          reviewed_text=f"after review of {reviewed} cell{'s' * (reviewed != 1)}: {reviewed_blasts} "
                                        f"blast{'s' * (reviewed_blasts != 1)} among {reviewed_white} white cells")
     return cells

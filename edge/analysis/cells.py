@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from edge.analysis.histogram import percentile_u8
+from edge.analysis.labels import BENIGN, LABELS, NOT_A_WHITE_CELL
 from edge.analysis.morphology import element as structuring_element
 from edge.analysis.segmentation import Segmentation, from_known_keys
 
@@ -402,6 +403,11 @@ class CellCall:
     familiar: bool  # False: out of distribution, left out of the field call
     appearance: float | None = None  # distance of its appearance numbers (edge.analysis.appearance)
 
+    @property
+    def counted(self) -> bool:
+        """Whether it counts as a white cell: familiar, and not read as "not a white cell"."""
+        return self.familiar and self.label != NOT_A_WHITE_CELL
+
     def to_dict(self) -> dict[str, Any]:
         out = {**self.cell.to_dict(), "label": self.label, "familiar": self.familiar,
                "distance": round(self.distance, 2),
@@ -409,6 +415,22 @@ class CellCall:
         if self.appearance is not None:
             out["appearance_distance"] = round(self.appearance, 2)
         return out
+
+
+def four_class(cell_probabilities: np.ndarray, cell_labels: tuple[str, ...]) -> np.ndarray:
+    """Cells' probabilities over ``cell_labels`` as the four field labels (``LABELS``): every
+    benign white cell (lymphoid, granulocyte, monocyte, erythroblast) is "benign", each blast
+    subtype itself, and "not a white cell" left out before renormalising. The identity for a
+    4-class model. This is what the field's pooled call and its calibration read."""
+    p = np.asarray(cell_probabilities, np.float64)
+    if tuple(cell_labels) == LABELS:
+        return p
+    out = np.zeros((len(p), len(LABELS)))
+    for j, label in enumerate(cell_labels):
+        if label == NOT_A_WHITE_CELL:
+            continue
+        out[:, LABELS.index(label) if label in LABELS else LABELS.index(BENIGN)] += p[:, j]
+    return out / np.maximum(out.sum(1, keepdims=True), 1e-9)
 
 
 def pool(cell_probabilities: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from edge.analysis.cells import CellCall
 from edge.analysis.fieldofview import FieldOfView
-from edge.analysis.labels import BENIGN, DISPLAY_NAMES
+from edge.analysis.labels import DISPLAY_NAMES, is_blast
 from edge.analysis.quality import Quality
 from edge.analysis.screening import Screening
 from edge.analysis.segmentation import Segmentation
@@ -55,12 +56,12 @@ class Result:
     def white_cells(self) -> int | None:
         """The recognised white cells, the ones the field's call is pooled from (None for a
         field bundle, or a field refused before its cells were read)."""
-        return None if self.cells is None else sum(c.familiar for c in self.cells)
+        return None if self.cells is None else sum(c.counted for c in self.cells)
 
     @property
     def blasts(self) -> int | None:
         """The recognised white cells called blasts (None where ``white_cells`` is None)."""
-        return None if self.cells is None else sum(c.familiar and c.label != BENIGN for c in self.cells)
+        return None if self.cells is None else sum(c.counted and is_blast(c.label) for c in self.cells)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -86,7 +87,10 @@ class Result:
             out["cell_count"] = len(self.cells)
             out["white_cells"] = self.white_cells
             out["blasts"] = self.blasts
-            out["unfamiliar_cells"] = len(self.cells) - out["white_cells"]
+            out["unfamiliar_cells"] = sum(not c.familiar for c in self.cells)
+            out["not_white_cells"] = sum(c.familiar and not c.counted for c in self.cells)
+            # the differential: the counted cells by class, as a hematologist counts them
+            out["differential"] = dict(sorted(Counter(c.label for c in self.cells if c.counted).items()))
         if self.ruler_px is not None:
             out["ruler_px"] = round(self.ruler_px, 1)
         if self.appearance_distance is not None:

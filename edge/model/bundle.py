@@ -22,7 +22,7 @@ from typing import Any
 from edge.analysis.case import CaseRule
 from edge.analysis.cells import CellParams
 
-from edge.analysis.labels import LABELS
+from edge.analysis.labels import DIFFERENTIAL, LABELS
 from edge.analysis.screening import Calibration
 from edge.analysis.segmentation import SegmentationParams
 from edge.model.ood import AppearanceCheck, OodCheck
@@ -98,6 +98,16 @@ class Bundle:
     def cells(self) -> CellParams | None:
         """How a cell bundle finds and cuts cells; None for a field bundle."""
         return CellParams.from_dict(self.manifest["cells"]) if self.kind == "cells" else None
+
+    @functools.cached_property
+    def cell_labels(self) -> tuple[str, ...]:
+        """What each output of a cell model means: the four labels, or the differential
+        (``edge.analysis.labels.DIFFERENTIAL``) recorded as ``cell_labels`` by its build."""
+        return tuple(self.manifest.get("cell_labels", LABELS))
+
+    @property
+    def differential(self) -> bool:
+        return self.cell_labels != LABELS
 
     @functools.cached_property
     def ood(self) -> OodCheck | None:
@@ -185,6 +195,11 @@ def load_bundle(root: Path | str, trust: Trust = Trust()) -> Bundle:
                           f"manifest's content ({content_id(manifest)}); the manifest was changed after it was written")
     if tuple(manifest.get("labels", ())) != LABELS:
         raise BundleError(f"{manifest_path}: labels {manifest.get('labels')} differ from {list(LABELS)}")
+    cell_labels = tuple(manifest.get("cell_labels", LABELS))
+    if cell_labels[:len(LABELS)] != LABELS or not set(cell_labels) <= set(DIFFERENTIAL) or \
+            len(set(cell_labels)) != len(cell_labels):
+        raise BundleError(f"{manifest_path}: cell_labels {list(cell_labels)} are not the four labels followed by "
+                          f"classes of the differential ({', '.join(DIFFERENTIAL[len(LABELS):])})")
     try:
         segmentation = SegmentationParams.from_dict(manifest["segmentation"])
         calibration = Calibration.from_dict(manifest["calibration"])

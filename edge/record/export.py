@@ -15,8 +15,8 @@ import time
 import uuid
 from typing import Any, Iterable, Iterator
 
-from edge.analysis.case import final_call
-from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.case import differential, final_call
+from edge.analysis.labels import CELL_NAMES, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.analysis.verification import NOT_VERIFIED
 
@@ -24,7 +24,8 @@ COLUMNS = ["case_code", "case_call", "case_review_call", "case_final_call", "cas
            "case_signed_reason", "case_version", "case_amended_by", "case_amended_at_utc", "case_amendment_reason",
            "result_id", "created_utc", "source", "status", "label",
            "label_name", "call", "call_reason", "malignant_probability", "reasons", "excluded_reason", "review_call", "review_reason",
-           "reviewer", "model_id", "white_cells", "blasts", "unfamiliar_cells", "site_verification"]
+           "reviewer", "model_id", "white_cells", "blasts", "blast_share", "differential", "unfamiliar_cells",
+           "site_verification"]
 
 
 def _iso(t: float | None) -> str:
@@ -68,6 +69,9 @@ def case_rows(fields: list[dict[str, Any]], cases: dict[int, dict[str, Any]]) ->
             "reviewer": review.get("reviewer", ""), "model_id": f.get("model_id", ""),
             # a cell bundle's count per field; empty for a field bundle or a rejected field
             "white_cells": f.get("white_cells", ""), "blasts": f.get("blasts", ""),
+            "blast_share": round(f["blasts"] / f["white_cells"], 4) if f.get("white_cells") else "",
+            # the field's white cells by class ("pre_b 3; neutrophil 1"), the reviewers' classes in place
+            "differential": "; ".join(f"{k} {v}" for k, v in differential([f], reviewed=True).items()),
             "unfamiliar_cells": f.get("unfamiliar_cells", ""),
             # as stored with the field when it was read (fields from before 0.4 carry none)
             "site_verification": f.get("site_verification") or NOT_VERIFIED,
@@ -105,6 +109,8 @@ def _observation(f: dict[str, Any], device: str, status: str) -> dict[str, Any]:
         notes.append(f"Excluded from the case: {f['excluded'].get('reason', '')}")
     if review:
         notes.append(f"Reviewed by {review.get('reviewer')}: {review.get('call')} ({review.get('reason')})")
+    if counts := differential([f], reviewed=True):
+        notes.append("White cells by class: " + ", ".join(f"{CELL_NAMES.get(k, k)} {v}" for k, v in counts.items()))
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "status": status,
@@ -135,6 +141,11 @@ def fhir_bundle(case: dict[str, Any], fields: list[dict[str, Any]], device: str)
     review = case.get("review") or {}
     call = case.get("case_call") or {}
     cells = f"White cells: {call['cells']['text']}. " if call.get("cells") else ""
+    if (call.get("cells") or {}).get("differential"):
+        cells += "Differential (model): " + ", ".join(f"{CELL_NAMES.get(k, k)} {v}"
+                                                       for k, v in call["cells"]["differential"].items()) + ". "
+    if (call.get("cells") or {}).get("reviewed_text"):
+        cells += f"{call['cells']['reviewed_text'].capitalize()}. "
     signed = case.get("signed") or {}
     # final only once a reviewer signed the case out (a review alone may still change);
     # "amended" when the sign-out is a later version than the first

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from edge.analysis.result import Result
+from edge.analysis.labels import is_blast
 from edge.record import audit
 from edge.record.audit import AuditCheck
 from edge.settings import Float, Int, Settings
@@ -190,7 +191,9 @@ def locked_message(code: str, signed: dict[str, Any]) -> str:
 
 #: Box colours of a cell bundle's overlay: blasts red, hematogones green, cells the model
 #: did not recognise grey (the page's legend names them; the number is the cell's index).
-CELL_COLOURS = {"blast": (220, 40, 40), "benign": (0, 170, 60), "unfamiliar": (140, 140, 140)}
+#: Box colours: blasts red, benign lymphoid green, other white cells of the differential blue,
+#: what is not counted (unrecognised, or not a white cell) grey.
+CELL_COLOURS = {"blast": (220, 40, 40), "benign": (0, 170, 60), "other": (40, 110, 230), "unfamiliar": (140, 140, 140)}
 
 
 def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448, cells: list | None = None) -> np.ndarray:
@@ -206,7 +209,8 @@ def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448, cell
     scale = side / field_rgb.shape[1]
     for n, call in enumerate(cells, start=1):
         c = call.cell
-        kind = "unfamiliar" if not call.familiar else "benign" if call.label == "benign" else "blast"
+        kind = ("unfamiliar" if not call.counted else "benign" if call.label == "benign" else
+                "blast" if is_blast(call.label) else "other")
         x0, y0 = int(c.x * scale), int(c.y * scale)
         x1, y1 = int((c.x + c.w) * scale), int((c.y + c.h) * scale)
         cv2.rectangle(out, (x0, y0), (x1, y1), CELL_COLOURS[kind], 2)

@@ -26,7 +26,7 @@ from edge.device.capture import CameraError
 from edge.device.httpserver import ServerConfig
 from edge.device.live import BOUNDARY, LiveBusy
 from edge.analysis.imagefile import ImageRejected
-from edge.analysis.labels import DISPLAY_NAMES
+from edge.analysis.labels import CELL_NAMES, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
@@ -303,7 +303,8 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         user = session_user(record)
         if record is None or user is None:
             return redirect(url_for("login_page"))
-        return render_template("index.html", csrf=record.csrf, disclaimer=DISCLAIMER, names=DISPLAY_NAMES, user=user)
+        return render_template("index.html", csrf=record.csrf, disclaimer=DISCLAIMER, names=DISPLAY_NAMES,
+                               cell_names=CELL_NAMES, user=user)
 
     @app.get("/api/status")
     def status():

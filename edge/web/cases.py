@@ -20,7 +20,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from edge.analysis.case import final_call
 from edge.record.export import case_rows, csv_lines, csv_text, fhir_bundle
-from edge.analysis.labels import DISPLAY_NAMES, LABELS
+from edge.analysis.labels import CELL_NAMES, DIFFERENTIAL, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import ScanBusy, Service
 from edge.record.store import Locked, Stale, locked_message
@@ -31,7 +31,9 @@ CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,39}$")
 CALLS = ("positive", "negative", "uncertain")
 FILTER_CALLS = CALLS + ("pending",)
 #: What a reviewer may call a cell in the gallery: a class, or not a white cell at all.
-CELL_CLASSES = (*LABELS, "not_a_white_cell")
+#: Every class of the differential is pickable by a reviewer (a neutrophil is a neutrophil,
+#: not a hematogone), whatever the bundle's model reads.
+CELL_CLASSES = DIFFERENTIAL
 
 
 def cell_jpeg(field_image: Path, box: list[int], side: int = 96) -> bytes:
@@ -266,7 +268,7 @@ def make_blueprint(service: Service) -> Blueprint:
                                       "familiar": cell.get("familiar"), "review": review,
                                       "field_revision": f["revision"],
                                       "image": f"/api/results/{f['id']}/cells/{i + 1}.jpg"})
-        names = {**DISPLAY_NAMES, "not_a_white_cell": "Not a white cell", "unfamiliar": "Not recognised by the model"}
+        names = {**CELL_NAMES, "unfamiliar": "Not recognised by the model"}
         return jsonify({"case_id": case_id, "revision": case["revision"],
                         "groups": [{"label": k, "name": names[k], "cells": v} for k, v in groups.items()],
                         "cells": (case.get("case_call") or {}).get("cells")})
@@ -348,7 +350,7 @@ def make_blueprint(service: Service) -> Blueprint:
             if path is not None and path.exists():
                 thumbnails[f["id"]] = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
         store.audit(_client(), "case.report", after={"case_id": case_id})
-        return render_template("report.html", case=case, thumbnails=thumbnails, names=DISPLAY_NAMES,
+        return render_template("report.html", case=case, thumbnails=thumbnails, names=DISPLAY_NAMES, cell_names=CELL_NAMES,
                                slide_map=slide_map(case["fields"]),
                                disclaimer=DISCLAIMER, device=service.config.device_name,
                                printed=local_minute(time.time()))

@@ -295,3 +295,32 @@ def test_touching_cells_are_split_and_what_is_not_a_cell_is_left_out():
     clump = np.zeros((224, 224), np.uint8)
     cv2.circle(clump, (112, 112), 70, 1, -1)  # 62 um across
     assert detect_cells(_stained(clump > 0), px, params)[0] == []
+
+
+def test_the_differential_reads_as_the_four_labels_without_what_is_not_a_white_cell():
+    from edge.analysis.cells import four_class
+    from edge.analysis.labels import DIFFERENTIAL, LABELS
+
+    p = np.zeros((2, len(DIFFERENTIAL)))
+    p[0, DIFFERENTIAL.index("neutrophil")], p[0, DIFFERENTIAL.index("pre_b")] = 0.5, 0.3
+    p[0, DIFFERENTIAL.index("not_a_white_cell")] = 0.2
+    p[1, DIFFERENTIAL.index("benign")], p[1, DIFFERENTIAL.index("ig")] = 0.4, 0.6
+    four = four_class(p, DIFFERENTIAL)
+    assert four.shape == (2, 4)
+    np.testing.assert_allclose(four[0], [0.625, 0, 0.375, 0])  # neutrophil is benign; the platelet share left out
+    np.testing.assert_allclose(four[1], [1, 0, 0, 0])
+    same = np.random.default_rng(0).dirichlet(np.ones(4), 3)
+    assert four_class(same, LABELS) is not None and np.array_equal(four_class(same, LABELS), same)
+
+
+def test_a_cell_read_as_not_a_white_cell_is_never_counted():
+    from edge.analysis.cells import Cell, CellCall
+    from edge.analysis.result import Result
+
+    def call(label, familiar=True):
+        return CellCall(Cell(0, 0, 5, 5, 20, 8.0, (2.0, 2.0)), label, {label: 0.9}, 1.0, familiar)
+
+    cells = [call("pre_b"), call("neutrophil"), call("not_a_white_cell"), call("benign"), call("pro_b", familiar=False)]
+    result = Result.__new__(Result)
+    result.cells = cells
+    assert result.white_cells == 3 and result.blasts == 1  # a neutrophil is no blast; the platelet and the stranger not counted

@@ -5,6 +5,12 @@ window.addEventListener("pageshow", (e) => { if (e.persisted) window.location.re
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 const names = JSON.parse(document.body.dataset.labelNames);  // no inline script: the CSP forbids it
+// a cell's class in the differential (edge/analysis/labels.py CELL_NAMES)
+const cellNames = JSON.parse(document.body.dataset.cellNames);
+// "Pre-B blast 12, Neutrophil 3": a differential count in words, most first
+function differentialText(counts) {
+  return Object.entries(counts || {}).map(([k, v]) => `${cellNames[k] || k} ${v}`).join(", ");
+}
 const CALL_TEXT = { positive: "▲ Screen positive", negative: "● Screen negative", uncertain: "◆ Uncertain",
                     pending: "◌ More fields needed", rejected: "✕ Not classified" };
 const PAGE = 10;
@@ -169,19 +175,19 @@ function renderCells(r) {
   show($("cells-line"), cells.length > 0);
   show($("cell-list"), cells.length > 0);
   if (!cells.length) { $("cell-list").replaceChildren(); return; }
-  const familiar = cells.filter((c) => c.familiar);
-  const bySubtype = {};
-  for (const c of familiar) if (c.label !== "benign") bySubtype[c.label] = (bySubtype[c.label] || 0) + 1;
-  const subtypes = Object.entries(bySubtype).map(([k, v]) => `${names[k] || k} ${v}`).join(", ");
-  const unfamiliar = cells.length - familiar.length;
-  $("cells-line").textContent = `${r.blasts} blast${r.blasts === 1 ? "" : "s"} among ${familiar.length} white cells` +
-    (subtypes ? ` (${subtypes})` : "") + (unfamiliar ? `; ${unfamiliar} not recognised (grey boxes)` : "") +
-    ". Red boxes: blasts; green: hematogones.";
+  const counted = cells.filter((c) => c.familiar && c.label !== "not_a_white_cell");
+  const notCounted = cells.length - counted.length;
+  const share = counted.length ? ` (${Math.round(100 * r.blasts / counted.length)}%)` : "";
+  const diff = differentialText(r.differential);
+  $("cells-line").textContent = `${r.blasts} blast${r.blasts === 1 ? "" : "s"} among ${counted.length} white cell${counted.length === 1 ? "" : "s"}${share}` +
+    (diff ? `: ${diff}` : "") + (notCounted ? `; ${notCounted} not counted (grey boxes)` : "") +
+    ". Red boxes: blasts; green: benign lymphoid; blue: other white cells.";
   $("cell-list").replaceChildren(...cells.map((c) => {
     const li = document.createElement("li");
     const p = c.probabilities[c.label];
-    li.textContent = c.familiar ? `${names[c.label] || c.label} (${percent(p)}), ${c.diameter_um} µm`
-      : `not recognised: unlike the training cells, ${c.diameter_um} µm`;
+    li.textContent = !c.familiar ? `not recognised: unlike the training cells, ${c.diameter_um} µm`
+      : `${cellNames[c.label] || c.label} (${percent(p)}), ${c.diameter_um} µm` +
+        (c.label === "not_a_white_cell" ? ": not counted" : "");
     return li;
   }));
 }
@@ -321,8 +327,8 @@ async function loadCells(c) {
       b.type = "button";
       b.className = "cell-thumb" + (cell.review ? " reviewed" : "");
       b.dataset.cell = `${cell.result_id}-${cell.cell}`;
-      const what = cell.review ? `reviewed by ${cell.review.reviewer} (model: ${names[cell.model_label] || cell.model_label})`
-                               : `model: ${names[cell.model_label] || cell.model_label}`;
+      const what = cell.review ? `reviewed by ${cell.review.reviewer} (model: ${cellNames[cell.model_label] || cell.model_label})`
+                               : `model: ${cellNames[cell.model_label] || cell.model_label}`;
       b.setAttribute("aria-label", `Cell ${cell.cell} of field ${cell.result_id}, ${what}`);
       const img = document.createElement("img");
       img.src = cell.image;
@@ -340,13 +346,13 @@ function pickCell(cell, button, what) {
   button.classList.add("selected");
   cellChoice = cell;
   $("cell-picker-title").textContent = `Cell ${cell.cell} of field #${cell.result_id}, ${what}. Its class:`;
-  const classes = [...Object.keys(names), "not_a_white_cell"];
+  const classes = Object.keys(cellNames);
   $("cell-picker-buttons").replaceChildren(...classes.map((label) => {
     const b = document.createElement("button");
     b.type = "button";
     b.className = "secondary mid";
     b.dataset.label = label;
-    b.textContent = names[label] || "Not a white cell";
+    b.textContent = cellNames[label];
     b.addEventListener("click", () => reclassify(label));
     return b;
   }));
@@ -436,7 +442,10 @@ function renderCaseCard(c) {
     $("cc-next").textContent = call.next_step;
     const counts = Object.entries(call.counts).map(([k, v]) => `${names[k] || "Uncertain"} ${v}`).join(", ");
     $("cc-counts").textContent = `${call.fields} usable fields (${counts || "none yet"}); ${call.rejected} rejected; ${call.excluded} excluded.`;
+    const diff = call.cells ? differentialText(call.cells.differential) : "";
+    const reviewedDiff = call.cells && call.cells.reviewed_differential ? differentialText(call.cells.reviewed_differential) : "";
     $("cc-pattern").textContent = (call.cells ? `${call.cells.text}${call.cells.reviewed_text ? "; " + call.cells.reviewed_text : ""}. ` : "") +
+      (diff ? `Differential (model): ${diff}. ` : "") + (reviewedDiff ? `After review: ${reviewedDiff}. ` : "") +
       (call.subtype_pattern ? `Positive fields point to: ${call.subtype_pattern}.` : "");
     $("cc-rule").textContent = call.rule;
   } else {
