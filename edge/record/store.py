@@ -169,6 +169,8 @@ SCHEMA_VERSION = max(MIGRATIONS)
 IMAGES = "images"
 QUARANTINE = "quarantine"
 DATABASE = "results.db"
+#: The audit chain's head kept outside the database (``edge.record.audit.Anchor``).
+AUDIT_ANCHOR = "audit-anchor.jsonl"
 
 
 class StoreFull(OSError):
@@ -258,6 +260,7 @@ class Store:
         self._lock = threading.Lock()
         self.recovered: list[str] = []  # what was repaired at start, for the log and the status
         self._audit_checked: tuple[float, audit.AuditCheck] | None = None
+        self._audit_walk = threading.Lock()
         self._db = self._open_database()
         self._migrate()
         self._run_base = float(self._meta("run_seconds", "0"))
@@ -541,12 +544,33 @@ class Store:
                      None if after is None else json.dumps(after))
 
     def audit_check(self, max_age_s: float = 60.0) -> AuditCheck:
-        """The chain's verdict (``edge.record.audit``), walked again when older than ``max_age_s``."""
+        """The chain's verdict (``edge.record.audit``), walked again when older than ``max_age_s``:
+        from the last anchor on, on a read-only connection of its own, so requests do not wait
+        behind the walk; an intact chain moves the anchor to its head. A damaged chain stays
+        damaged: the anchor is never moved past a problem."""
         now = time.monotonic()
+        cached = self._audit_checked
+        if cached is not None and now - cached[0] <= max_age_s:
+            return cached[1]
+        with self._audit_walk:  # one walk at a time; the store's lock is not taken
+            anchor = audit.Anchor(self.root / AUDIT_ANCHOR)
+            mark = anchor.last()
+            reader = sqlite3.connect(f"file:{self.root / DATABASE}?mode=ro", uri=True, check_same_thread=False)
+            try:  # the first walk of a run re-reads every row; later ones only the rows since the anchor
+                check = audit.verify(reader, mark, whole=cached is None)
+            finally:
+                reader.close()
+            if check.intact and (mark is None or check.rows > mark.rows):
+                anchor.write(audit.Mark(check.rows, check.head, time.time()))
+            self._audit_checked = (now, check)
+            return check
+
+    def audit_head(self) -> dict[str, Any]:
+        """The chain's current head (row count and hash), as a sign-out and a report carry it so
+        that a later loss of rows can be shown against a paper or an export."""
         with self._lock:
-            if self._audit_checked is None or now - self._audit_checked[0] > max_age_s:
-                self._audit_checked = (now, audit.verify(self._db))
-            return self._audit_checked[1]
+            rows, last = audit.head(self._db)
+        return {"rows": rows, "hash": last}
 
     def _changed_locked(self, case_id: int, client: str, what: str) -> int:
         """A case's content changed: its revision goes up, with who, when and what."""
@@ -611,7 +635,9 @@ class Store:
                 raise self._stale("case", json.loads(row[1]) if row[1] else None)
             fields = [r[0] for r in self._db.execute("SELECT id FROM results WHERE case_id = ? AND excluded IS NULL "
                                                      "ORDER BY id", (case_id,))]
-            signed = {**signature, "at": time.time(), "fields": fields, "version": row[2], "revision": row[0] + 1}
+            rows, last = audit.head(self._db)  # the chain as it stood before this sign-out's own row
+            signed = {**signature, "at": time.time(), "fields": fields, "version": row[2], "revision": row[0] + 1,
+                      "audit_head": {"rows": rows, "hash": last}}
             self._db.execute("UPDATE cases SET signed = ?, revision = revision + 1, changed = ? WHERE id = ?",
                              (json.dumps(signed), json.dumps({"by": client, "at": signed["at"], "what": "case signed out"}),
                               case_id))

@@ -353,7 +353,7 @@ def make_blueprint(service: Service) -> Blueprint:
         return render_template("report.html", case=case, thumbnails=thumbnails, names=DISPLAY_NAMES, cell_names=CELL_NAMES,
                                slide_map=slide_map(case["fields"]),
                                disclaimer=DISCLAIMER, device=service.config.device_name,
-                               printed=local_minute(time.time()))
+                               printed=local_minute(time.time()), audit_head=store.audit_head())
 
     @bp.get(f"/api/cases/<int(max={MAX_ID}):case_id>/report-pages.css")
     def report_pages(case_id: int):

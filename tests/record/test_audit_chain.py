@@ -4,11 +4,12 @@ could) is found by the store, the status and ``blastscope-edge audit verify``.""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
-from edge.record.store import DATABASE, Store, StoreConfig
+from edge.record.store import AUDIT_ANCHOR, DATABASE, Store, StoreConfig
 
 from conftest import run_cli
 
@@ -64,7 +65,43 @@ def test_a_row_taken_out_is_found(state):
 
 def test_rows_cut_from_the_end_are_found(state):
     _tamper(state, "DELETE FROM audit WHERE id = 3")
+    problem = _verdict(state).problem
+    assert problem.startswith("rows were removed: the anchor of ") and "recorded 3 rows" in problem, problem
+    (state / AUDIT_ANCHOR).unlink()  # without the anchor, SQLite's own sequence still tells
     assert _verdict(state).problem == "rows 3 to 3 were removed from the end"
+
+
+def test_truncation_with_the_sequence_lowered_is_found_by_the_anchor(state):
+    """Issue 34: the last rows deleted plus one UPDATE of sqlite_sequence left nothing inside
+    the database to tell; the anchor outside it recorded the head."""
+    store = Store(state, StoreConfig(min_free_mb=0))
+    try:
+        for n in range(3):
+            store.audit("10.0.0.9", "review", None, {"n": n})
+        assert store.audit_check(max_age_s=0).rows == 6
+    finally:
+        store.close()
+    _tamper(state, "DELETE FROM audit WHERE id > 3", "UPDATE sqlite_sequence SET seq = 3 WHERE name = 'audit'")
+    check = _verdict(state)
+    assert not check.intact and "recorded 6 rows" in check.problem and "the log now has 3" in check.problem
+    lines = (state / AUDIT_ANCHOR).read_text().splitlines()
+    assert json.loads(lines[-1])["rows"] == 6  # a damaged chain never moves the anchor back
+
+
+def test_later_walks_read_only_the_rows_since_the_anchor(state, monkeypatch):
+    from edge.record import audit
+
+    walked = []
+    real = audit.row_hash
+    monkeypatch.setattr(audit, "row_hash", lambda *a: walked.append(a[1]) or real(*a))
+    store = Store(state, StoreConfig(min_free_mb=0))
+    try:
+        assert store.audit_check(max_age_s=0).intact and walked == [1, 2, 3]  # the first walk of a run: every row
+        store.audit("10.0.0.9", "review", None, {"n": 1})
+        walked.clear()
+        assert store.audit_check(max_age_s=0).rows == 4 and walked == [4]
+    finally:
+        store.close()
 
 
 def test_a_rewritten_row_with_a_recomputed_hash_still_breaks_the_next_link(state):
