@@ -221,6 +221,29 @@ def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448, cell
     return out
 
 
+#: Bits of the 256-bit difference hash two fields may differ by and still be one capture. On
+#: 600 fields of all-pbs-224 (``blastscope`` issue 34, measured by hand in the session that chose
+#: it): different fields differ in 127 bits at the median and 92 at the 0.01th percentile (the
+#: rare pairs below are the dataset's own duplicate frames); the same field taken again (noise,
+#: a 2-pixel shift, 5% more light, JPEG 80) in 29 at the mean and 49 at the most.
+SAME_FIELD_BITS = 64
+#: What ``include_result`` returns for a field that does not exist.
+MISSING = object()
+
+
+def field_hash(rgb: np.ndarray) -> str:
+    """A perceptual (difference) hash of a field: whether each of 16x16 cells of its grey image
+    is brighter than its left neighbour, 256 bits as 64 hex digits. Two captures of one area
+    give nearly the same bits; byte-identical images the same."""
+    grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (17, 16), interpolation=cv2.INTER_AREA)
+    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
+    return np.packbits(bits).tobytes().hex()
+
+
+def same_field(a: str, b: str) -> bool:
+    return len(a) == len(b) and bin(int(a, 16) ^ int(b, 16)).count("1") <= SAME_FIELD_BITS
+
+
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
@@ -384,21 +407,28 @@ class Store:
             _write_jpeg(files.image, result.field_rgb)
             _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask, cells=result.cells))
             _fsync_dir(self.images)
+            record["field_hash"] = field_hash(result.field_rgb)
             with self._lock, self._transaction():
+                duplicate = None
                 if case_id is not None:
                     self._refuse_if_signed_locked(case_id)
+                    duplicate = self._duplicate_locked(case_id, record["field_hash"])
+                excluded = None if duplicate is None else json.dumps({
+                    "reason": f"the same field as #{duplicate} (taken twice: move the stage to a new area), not "
+                              "counted twice", "duplicate_of": duplicate, "at": time.time()})
                 cur = self._db.execute(
-                    "INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds, case_id) "
-                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds, case_id, "
+                    "excluded) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (result.created, result.status, record.get("label"), record.get("call"),
-                     files.image.name, files.overlay.name, json.dumps(record), self.run_seconds(), case_id),
+                     files.image.name, files.overlay.name, json.dumps(record), self.run_seconds(), case_id, excluded),
                 )
                 self._persist_clock()
                 result.id = _inserted_id(cur)
                 if case_id is not None:
                     self._audit_locked(client, "case.field_added", None,
                                        {"case_id": case_id, "result_id": result.id, "status": result.status,
-                                        "label": record.get("label"), "source": result.source})
+                                        "label": record.get("label"), "source": result.source,
+                                        "duplicate_of": duplicate})
                     self._changed_locked(case_id, client, f"field #{result.id} added")
         except Locked:
             files.image.unlink(missing_ok=True)
@@ -410,6 +440,15 @@ class Store:
             raise StoreFull(f"the result could not be stored ({exc}); every stored result is kept") from None
         self.apply_retention()
         return result.id
+
+    def _duplicate_locked(self, case_id: int, fingerprint: str) -> int | None:
+        """The counted field of the case that ``fingerprint`` repeats (``same_field``), if any."""
+        for rid, data in self._db.execute("SELECT id, data FROM results WHERE case_id = ? AND excluded IS NULL "
+                                          "ORDER BY id", (case_id,)):
+            other = json.loads(data).get("field_hash")
+            if other and same_field(fingerprint, other):
+                return int(rid)
+        return None
 
     def audit(self, client: str, action: str, before: Any = None, after: Any = None) -> None:
         """Append to the audit log (the table refuses updates and deletes)."""
@@ -609,12 +648,13 @@ class Store:
             if table == "cases":  # the review names the revision it leaves the case at
                 value = {**value, "revision": row[1] + 1}
             self._db.execute(f"UPDATE {table} SET {column} = ?, revision = revision + 1 WHERE id = ?",
-                             (json.dumps(value), row_id))
+                             (None if value is None else json.dumps(value), row_id))
             if table == "cases":
                 self._db.execute("UPDATE cases SET changed = ? WHERE id = ?",
                                  (json.dumps({"by": client, "at": time.time(), "what": "case reviewed"}), row_id))
             elif row[3] is not None:  # a field of a case: the case changed too
-                self._changed_locked(row[3], client, f"field #{row_id} {'excluded' if column == 'excluded' else 'reviewed'}")
+                what = ("reviewed" if column != "excluded" else "excluded" if value is not None else "included again")
+                self._changed_locked(row[3], client, f"field #{row_id} {what}")
             self._audit_locked(client, action, {"id": row_id, column: before}, {"id": row_id, column: value})
         return value
 
@@ -698,6 +738,20 @@ class Store:
     def exclude_result(self, result_id: int, reason: str, client: str) -> Any:
         return self._set_json("results", "excluded", result_id, {"reason": reason, "at": time.time()}, client,
                               "result.exclude")
+
+    def include_result(self, result_id: int, client: str) -> Any:
+        """Count an excluded field again (a duplicate analysed anyway, or an exclusion undone);
+        returns the exclusion it undid's replacement (None), or ``MISSING`` for no such field."""
+        with self._lock:
+            row = self._db.execute("SELECT excluded FROM results WHERE id = ?", (result_id,)).fetchone()
+        if row is None:
+            return MISSING
+        return self._set_json("results", "excluded", result_id, None, client, "result.include")
+
+    def exclusion(self, result_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT excluded FROM results WHERE id = ?", (result_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
 
     def review_result(self, result_id: int, review: dict[str, Any], client: str, seen: int | None = None) -> Any:
         return self._set_json("results", "review", result_id, {**review, "at": time.time()}, client, "result.review",

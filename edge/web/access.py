@@ -34,6 +34,9 @@ ACCESS: dict[str, str] = {
     "cases.scan_status": USER,
     "cases.create_case": "technician", "cases.activate": "technician", "cases.classify_into": "technician",
     "cases.capture_into": "technician", "cases.scan_case": "technician", "cases.button_case": "technician",
+    # a technician may count a field stored as a repeat; the route itself keeps a reviewer's
+    # exclusion for a reviewer to undo
+    "cases.include_result": "technician",
     "cases.review_result": "reviewer", "cases.exclude_result": "reviewer", "cases.review_case": "reviewer",
     "cases.review_cell": "reviewer", "cases.sign_case": "reviewer", "cases.amend_case": "reviewer",
     # site verification (edge/web/verification.py)

@@ -20,6 +20,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from edge.analysis.case import final_call
 from edge.record.export import case_rows, csv_lines, csv_text, fhir_bundle
+from edge.record.store import MISSING
 from edge.analysis.labels import CELL_NAMES, DIFFERENTIAL, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import ScanBusy, Service
@@ -117,7 +118,9 @@ def make_blueprint(service: Service) -> Blueprint:
     def analysed_into(case_id: int, result: Any) -> Response:
         """The result with the case it was stored in, so the page shows where it went."""
         case = existing_case(case_id)
-        return jsonify({**result.to_dict(), "case_id": case_id, "case_code": case["code"]})
+        # a field that repeats one already in the case is stored excluded, with the reason said
+        return jsonify({**result.to_dict(), "case_id": case_id, "case_code": case["code"],
+                        "excluded": store.exclusion(result.id) if result.id is not None else None})
 
     @bp.post("/api/cases")
     def create_case():
@@ -240,6 +243,27 @@ def make_blueprint(service: Service) -> Blueprint:
         if record is None:  # removed by retention between the two calls
             raise Refused(404, f"no result {result_id}")
         if record.get("case_id") is not None:
+            service.refresh_case_call(record["case_id"])
+        return jsonify(record)
+
+    @bp.post(f"/api/results/<int(max={MAX_ID}):result_id>/include")
+    def include_result(result_id: int):
+        """Count an excluded field again. A field excluded as a repeat of another ("analyse
+        anyway": the technician knows the stage moved) any technician may count; a field a
+        reviewer excluded only a reviewer may include again."""
+        exclusion = store.exclusion(result_id)
+        if exclusion is None:
+            if store.get(result_id) is None:
+                raise Refused(404, f"no result {result_id}")
+            raise Refused(409, f"field #{result_id} is not excluded: it already counts")
+        user = current_user()
+        if exclusion.get("duplicate_of") is None and not user.may("reviewer"):
+            raise Refused(403, f"{user.name} is a {user.role}: field #{result_id} was excluded by a reviewer "
+                               f"({exclusion.get('reason')}); only a reviewer may include it again")
+        if store.include_result(result_id, _client()) is MISSING:
+            raise Refused(404, f"no result {result_id}")
+        record = store.get(result_id)
+        if record is not None and record.get("case_id") is not None:
             service.refresh_case_call(record["case_id"])
         return jsonify(record)
 

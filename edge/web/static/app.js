@@ -167,6 +167,10 @@ function renderCard(r) {
     ` · ${ms.toFixed(0)} ms · ${r.cell_count} cells · model ${r.model_id}` +
     (r.review ? ` · reviewed by ${r.review.reviewer}: ${r.review.call}` : "") + (r.excluded ? ` · excluded: ${r.excluded.reason}` : "");
   show($("exclude-field"), r.case_id != null && !r.excluded);
+  // a repeat of a field already in the case (or a reviewer's exclusion): count it again
+  const repeat = r.excluded && r.excluded.duplicate_of != null;
+  show($("include-field"), r.case_id != null && !!r.excluded && (repeat || document.body.dataset.role !== "technician"));
+  $("include-field").textContent = repeat ? "Count this field anyway (the stage moved)" : "Include in the case again";
 }
 
 // A cell model's reading, cell by cell: what a hematologist counts, and the boxes' legend.
@@ -645,6 +649,15 @@ $("exclude-field").addEventListener("click", async () => {
     renderCard(await api(`/api/results/${shownResult.id}/exclude`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }) }));
     saved(`Saved: field #${shownResult.id} excluded from the case (${reason}).`);
+    if (activeCase) renderCaseBar(await api(`/api/cases/${activeCase.id}`));
+  } catch (e) { $("error").textContent = e.message; show($("error"), true); }
+});
+
+$("include-field").addEventListener("click", async () => {
+  try {
+    renderCard(await api(`/api/results/${shownResult.id}/include`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: "{}" }));
+    saved(`Saved: field #${shownResult.id} counts in the case again.`);
     if (activeCase) renderCaseBar(await api(`/api/cases/${activeCase.id}`));
   } catch (e) { $("error").textContent = e.message; show($("error"), true); }
 });
