@@ -392,12 +392,26 @@ def _shortcuts(args: argparse.Namespace) -> int:
     train = samples_for_split(pipeline.bundle, dataset, "train")[:: args.every]
     report = run(pipeline, test, train, args.seed, log=lambda m: print(m, file=sys.stderr))
     report["split"], report["every"] = args.split, args.every
+    if args.pbc is not None:
+        from edge.evaluation import site_check
+
+        if not (args.pbc / "images").is_dir():
+            print(f"error: {args.pbc}: not pbc-normal (no images/ folder)", file=sys.stderr)
+            return 2
+        benign = [s for s in test if s.label == "benign"]
+        report["site_check"] = site_check.run(pipeline, benign, args.pbc, log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"{report['n']} fields ({args.split} split, every {args.every}), model {report['model_id']}, seed "
               f"{args.seed}; scoring the label the device shows")
         print(table(report))
+        if "site_check" in report:
+            c = report["site_check"]
+            print(f"site check ({c['cells_per_site']} benign lymphoid cells a site, all-pbs-224 against pbc-normal, "
+                  f"split by image): linear probe AUC on the embedding {c['embedding_auc']:.3f} (target <= "
+                  f"{c['target_auc']}: {'met' if c['passes'] else 'NOT met'}), on the raw grey crops "
+                  f"{c['raw_crop_auc']:.3f}")
     return 0
 
 
@@ -500,6 +514,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--every", type=int, default=1, help="use every Nth field of the split (and of training)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true")
+    t.add_argument("--pbc", type=Path, help="pbc-normal: also run the site check (edge/evaluation/site_check.py)")
     t.set_defaults(func=_shortcuts)
     return p
 
