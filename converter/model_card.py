@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.analysis.labels import DISPLAY_NAMES, LABELS
+from edge.analysis.labels import DIFFERENTIAL, DISPLAY_NAMES, LABELS
 from edge.analysis.screening import FEW_CELLS
 from edge.evaluation.robustness import table as robustness_table
 
@@ -289,6 +289,53 @@ def commands(manifest: dict[str, Any]) -> str:
     return build + "".join(f", then `{h['command']}` ({h['at']})" for h in manifest.get("history", []))
 
 
+def _differential(manifest: dict[str, Any]) -> str:
+    """The differential's figures per site and class (issue 32), the site check and the data's
+    limits; empty for a 4-class bundle."""
+    cells = manifest.get("differential_cells")
+    if not cells:
+        return ""
+    data = manifest.get("differential_data", {})
+    rows = ["| cells | n | accuracy (classes) | accuracy (blasts merged) | non-blast cells called blast | blast cells called blast |",
+            "|---|---|---|---|---|---|"]
+    for name, r in cells.items():
+        rows.append(f"| {name} | {r['cells']} | {_pct(r['accuracy'])} | {_pct(r['accuracy_blasts_merged'])} | "
+                    f"{_pct(r['non_blast_called_blast'])} | {_pct(r['blast_called_blast'])} |")
+    recall = ["| cells | " + " | ".join(DIFFERENTIAL) + " |", "|---|" + "---|" * len(DIFFERENTIAL)]
+    for name, r in cells.items():
+        recall.append(f"| {name} | " + " | ".join(_pct(r["recall"].get(k)) if k in r["recall"] else "" for k in DIFFERENTIAL)
+                      + " |")
+    site = manifest.get("site_check")
+    site_text = (f"Linear probe telling the sites apart among benign lymphoid cells "
+                 f"({site['cells_per_site']} a site): AUC {site['embedding_auc']:.3f} on the model's embedding "
+                 f"(target <= {site['target_auc']}: {'met' if site['passes'] else 'NOT met'}), "
+                 f"{site['raw_crop_auc']:.3f} on the raw grey crops (`blastscope-edge shortcuts --pbc`)."
+                 if site else "Not measured on this bundle (`blastscope-edge shortcuts --data ... --pbc ...`).")
+    sites = "\n".join(f"- `{k}`: {v}" for k, v in data.get("sites", {}).items())
+    limits = "\n".join(f"- {x}" for x in data.get("limits", []))
+    return f"""
+## Differential (cells of two sites)
+Each white cell is read as one of: {', '.join(f'`{k}`' for k in DIFFERENTIAL)}; "not a white cell"
+is never counted, and a blast's B-ALL subtype is a hint (the subtypes are defined by flow
+cytometry). Float model on the cells of each split (all-pbs-224 cells carry their field's class,
+so "accuracy" there is against weak labels; pbc-normal is split by image, not by donor):
+
+{chr(10).join(rows)}
+
+Recall per class:
+
+{chr(10).join(recall)}
+
+Sites:
+{sites}
+
+**Site check.** {site_text}
+
+Limits of the data:
+{limits}
+"""
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     split = manifest.get("split", {})
     metrics = manifest.get("metrics", {})
@@ -354,6 +401,7 @@ Float rows: {metrics.get('float_test', {}).get('scored', 'as the int8 rows')}{_f
 ## Capture conditions (test split)
 {_robustness(manifest)}
 
+{_differential(manifest)}
 ## Edge TPU
 {edgetpu.get('summary', 'not compiled')}
 

@@ -36,7 +36,8 @@ def quantize_cells(trained: keras.Model, representative: dict[str, np.ndarray]) 
     """The cell model (two inputs, probabilities and embedding) to full int8."""
     from converter.cell_model import INPUT_NAMES as CELL_INPUTS, build_cell_model
 
-    fixed = build_cell_model(weights=None, batch_size=1, side=int(trained.input_shape[0][1]))
+    fixed = build_cell_model(weights=None, batch_size=1, side=int(trained.input_shape[0][1]),
+                             n_classes=int(trained.outputs[0].shape[-1]))  # 4, or the differential's 11
     fixed.set_weights(trained.get_weights())
 
     def endpoint(cell, cell_masked):

@@ -599,7 +599,9 @@ $("activate-case").addEventListener("click", async () => {
 });
 
 function openReview(kind, id, title) {
-  reviewTarget = { kind, id };
+  // the form keeps the revision it was opened on: the 2-second sync moves shownCase on under an
+  // open form, and a sign-out posted with the new revision would sign fields the reviewer never saw
+  reviewTarget = { kind, id, revision: kind === "result" ? shownResult.revision : shownCase.revision };
   $("review-title").textContent = title;
   $("review-submit").textContent = kind === "sign" ? "Sign out (locks the case)" : "Save review";
   show($("review-form"), true);
@@ -609,11 +611,12 @@ $("review-field").addEventListener("click", () => shownResult && openReview("res
 $("review-case").addEventListener("click", () => shownCase && openReview("case", shownCase.id, `Review case ${shownCase.code}`));
 $("sign-case").addEventListener("click", () => shownCase && openReview("sign", shownCase.id, `Sign out case ${shownCase.code} with the final call`));
 $("amend-case").addEventListener("click", async () => {
+  const seen = shownCase.revision;  // what the reviewer looked at when they tapped
   const reason = window.prompt("Why must this signed-out case change? (kept with the new version)");
   if (!reason) return;
   try {
     renderCaseCard(await api(`/api/cases/${shownCase.id}/amend`, { method: "POST",
-      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason, revision: shownCase.revision }) }));
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason, revision: seen }) }));
   } catch (e) { $("error").textContent = e.message; show($("error"), true); }
 });
 $("cancel-review").addEventListener("click", () => show($("review-form"), false));
@@ -623,8 +626,7 @@ $("review-form").addEventListener("submit", async (event) => {
   // the review names the revision this page showed: if another phone changed it since, the
   // device refuses it (409) and says who did what, instead of writing over it
   const onCase = reviewTarget.kind !== "result";
-  const revision = onCase ? shownCase.revision : shownResult.revision;
-  const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), revision });
+  const body = JSON.stringify({ call: form.get("call"), reason: form.get("reason"), revision: reviewTarget.revision });
   try {
     const path = reviewTarget.kind === "sign" ? `/api/cases/${reviewTarget.id}/sign`
       : onCase ? `/api/cases/${reviewTarget.id}/review` : `/api/results/${reviewTarget.id}/review`;
