@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 
 from edge.model.runtime import interpreter_module
 from edge.model.signing import RELEASE_KEYS, parse_public_key
+from edge.analysis.labels import DIFFERENTIAL, LABELS
 from edge.settings import Float, Int, Settings
 
 
@@ -112,11 +113,14 @@ class TFLiteModel:
             raise InferenceError(f"model inputs {[d['name'] for d in details]} are neither "
                                  + " nor ".join(f"{a!r} and {b!r}" for a, b in INPUT_PAIRS.values()))
         outputs = interpreter.get_output_details()
-        probabilities = [o for o in outputs if int(o["shape"][-1]) == 4]
-        others = [o for o in outputs if int(o["shape"][-1]) != 4]
+        # class probabilities: the four labels, or a cell model's differential (up to 11); the
+        # embedding is wider (64)
+        classes = {len(LABELS), len(DIFFERENTIAL)}
+        probabilities = [o for o in outputs if int(o["shape"][-1]) in classes]
+        others = [o for o in outputs if int(o["shape"][-1]) not in classes]
         if len(probabilities) != 1 or len(others) > 1:
             raise InferenceError(f"model has outputs of shapes {[list(o['shape']) for o in outputs]}; expected one of "
-                                 "4 class probabilities, and at most one embedding")
+                                 f"{len(LABELS)} or {len(DIFFERENTIAL)} class probabilities, and at most one embedding")
         self.output, self.embedding_output = probabilities[0], (others[0] if others else None)
         self.input_side = int(self.inputs[self.input_names[0]]["shape"][1])
 

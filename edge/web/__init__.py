@@ -41,6 +41,8 @@ from edge.web.users import ROLE_WORDS, ROLES, User, UserError, Users, check_name
 #: The trusted-device cookie (``LoginGuard``): which user this phone logged in before.
 DEVICE_COOKIE = "blastscope_device"
 DEVICE_DAYS = 180
+#: The users a phone remembers (a ward phone's staff); the oldest is forgotten past it.
+MAX_DEVICE_USERS = 30
 
 log = logging.getLogger("blastscope")
 
@@ -71,15 +73,22 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             return {}
         return data if isinstance(data, dict) else {}
 
-    def trusted_device(name: str) -> str | None:
-        """The id of this phone's device cookie when it was issued to ``name``, else None."""
+    def known_users() -> dict[str, str]:
+        """Every user who logged in on this phone (lower-case name -> device id): a shared ward
+        phone is trusted for each of them, not only for the last (issue 35). Cookies of the
+        form before (one "user" and "id") are read as one entry."""
         data = device_cookie()
-        if str(data.get("user", "")).lower() == name.lower() and data.get("id"):
-            return str(data["id"])
-        return None
+        users_seen = data.get("users")
+        if isinstance(users_seen, dict):
+            return {str(k): str(v) for k, v in users_seen.items() if v}
+        return {str(data["user"]).lower(): str(data["id"])} if data.get("user") and data.get("id") else {}
+
+    def trusted_device(name: str) -> str | None:
+        """The id this phone's device cookie holds for ``name``, else None."""
+        return known_users().get(name.lower())
 
     def remembered_name() -> str:
-        return str(device_cookie().get("user", ""))
+        return str(device_cookie().get("last") or device_cookie().get("user", ""))
 
     def session_user(record: Any) -> User | None:
         """The session's user while they are active and unchanged since the login (a new PIN,
@@ -259,6 +268,11 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             seconds = int(wait) + 1
             return login_page_with(f"Too many wrong PINs for {name}. Try again in {seconds} s.", 429, name, seconds)
         user = users.login(name, request.form.get("pin", ""))
+        if user is None and users.deactivated(name, request.form.get("pin", "")):
+            # the right PIN of a deactivated user: told so, and not a guess to count
+            guard.succeeded(address, name, device)
+            audit("login_refused", {"user": name, "why": "deactivated"})
+            return login_page_with(f"{name} is deactivated: ask an admin to reactivate you.", 403, name)
         if user is None:
             failures = guard.failed(address, name, device)
             log.warning("wrong name or PIN for %r from %s (%d wrong PINs on this device in 24 h)", name, address, failures)
@@ -283,7 +297,8 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         session["sid"] = session_id
         audit("login", {"user": user.name, "role": user.role, "trusted_device": device is not None}, name=user.name)
         response = redirect(url_for("index"))
-        cookie = devices.dumps({"user": user.name, "id": device or secrets.token_hex(16)})
+        seen = {**known_users(), user.name.lower(): device or secrets.token_hex(16)}
+        cookie = devices.dumps({"users": dict(list(seen.items())[-MAX_DEVICE_USERS:]), "last": user.name})
         response.set_cookie(DEVICE_COOKIE, cookie, max_age=DEVICE_DAYS * 86400, httponly=True, samesite="Strict")
         return response
 

@@ -75,8 +75,10 @@ class LoginGuard:
     """Limits on guessing PINs: per client, per user, for the whole device, and apart for
     trusted devices.
 
-    Per client and per user name: after ``attempts`` failures within ``seconds`` the client,
-    or anyone trying that name, waits out the rest of ``seconds``. Device-wide, because an
+    Per user name on each client, and per user name: after ``attempts`` failures within
+    ``seconds`` that name waits out the rest of ``seconds``, on that phone or anywhere. One
+    user's wrong PINs never lock another user out of a shared phone (they did when the limit
+    was per client: a technician's typos locked the phone for the clinician). Device-wide, because an
     attacker can cycle source addresses (a per-address limit alone falls to many addresses in
     seconds; docs/security.md has the measurement): after
     ``free`` failures within the last 24 h, each further attempt must wait 1, 2, 4 ... seconds
@@ -101,6 +103,11 @@ class LoginGuard:
         self._next_allowed = 0.0
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _on(client: str, user: str) -> str:
+        """The key of one user name on one client."""
+        return f"{client}|user:{user.lower()}"
+
     def delay_after(self, failures: int) -> float:
         """Device-wide wait after the ``failures``-th failure in the window."""
         return 0.0 if failures < self.free else float(min(2.0 ** (failures - self.free), self.max_delay))
@@ -119,7 +126,7 @@ class LoginGuard:
         on a fresh page while one lasts."""
         with self._lock:
             now = self.clock()
-            keys = [f"device:{device}"] if device is not None else [client, f"user:{user.lower()}"]
+            keys = [f"device:{device}"] if device is not None else [self._on(client, user), f"user:{user.lower()}"]
             wait = max(self._wait_locked(key, now) for key in keys)
             left = min(self.attempts - len(self._client_failures.get(key, [])) for key in keys)
             return wait, max(left, 0)
@@ -131,7 +138,7 @@ class LoginGuard:
             now = self.clock()
             if device is not None:
                 return self._wait_locked(f"device:{device}", now)
-            wait = max(self._wait_locked(client, now), self._wait_locked(f"user:{user.lower()}", now))
+            wait = max(self._wait_locked(self._on(client, user), now), self._wait_locked(f"user:{user.lower()}", now))
             if wait > 0:
                 return wait
             if now < self._next_allowed:
@@ -149,7 +156,7 @@ class LoginGuard:
                 self._client_failures.setdefault(f"device:{device}", []).append(now)
                 self._prune(now)
                 return len(self._device_failures)
-            self._client_failures.setdefault(client, []).append(now)
+            self._client_failures.setdefault(self._on(client, user), []).append(now)
             self._client_failures.setdefault(f"user:{user.lower()}", []).append(now)
             self._device_failures.append(now)
             self._prune(now)
@@ -157,7 +164,7 @@ class LoginGuard:
 
     def succeeded(self, client: str, user: str = "", device: str | None = None) -> None:
         with self._lock:
-            self._client_failures.pop(client, None)
+            self._client_failures.pop(self._on(client, user), None)
             if device is not None:  # an attacker's failures on this name stand: only this phone is cleared
                 self._client_failures.pop(f"device:{device}", None)
             else:

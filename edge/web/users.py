@@ -138,6 +138,14 @@ class Users:
             return None
         return User(row[0], row[1], True)
 
+    def deactivated(self, name: str, pin: str) -> bool:
+        """Whether ``name`` is a deactivated user and ``pin`` their right PIN (so the page may say
+        so: someone without the PIN learns nothing of who exists or is deactivated)."""
+        with self._lock:
+            row = self._db.execute("SELECT active, pin_salt, pin_hash FROM users WHERE name = ?",
+                                   (name.strip(),)).fetchone()
+        return row is not None and not row[0] and hmac.compare_digest(_pin_hash(pin, row[1]), row[2])
+
     def by_token(self, token: str) -> User | None:
         if not token:
             return None

@@ -72,7 +72,12 @@ def test_users_log_in_with_name_and_pin_and_a_changed_pin_ends_their_sessions(ap
     assert _login(client, "Ana", "11223344").status_code == 401
     assert _login(client, "Ana", "55667788").status_code == 302
     assert client.post("/api/users/Ana", json={"active": False}, headers=bearer).status_code == 200
-    assert client.get("/api/me").status_code == 401 and _login(client, "Ana", "55667788").status_code == 401
+    assert client.get("/api/me").status_code == 401
+    # a deactivated user with the right PIN is told so (issue 35), and it is not counted as a guess
+    refused = _login(client, "Ana", "55667788")
+    assert refused.status_code == 403 and "Ana is deactivated: ask an admin" in refused.get_data(as_text=True)
+    wrong = _login(client, "Ana", "00000000")  # without the PIN nobody learns that Ana is deactivated
+    assert wrong.status_code == 401 and "deactivated" not in wrong.get_data(as_text=True)
 
 
 def test_an_attacker_without_the_phones_cookie_cannot_lock_the_clinician_out(app, bearer):
@@ -108,3 +113,28 @@ def test_user_rules_and_the_last_admin(app, client, bearer, tmp_path):
     assert users.login("admin", PIN) is not None and users.by_token("tok-2") is None
     with pytest.raises(UserError, match="last active admin"):
         users.change("admin", active=False)
+
+
+def test_one_users_wrong_pins_never_lock_another_user_of_the_phone(app, bearer):
+    """Issue 35: 5 wrong PINs of one user locked the whole phone; another user with the right PIN
+    was refused, named in the message as the one who erred. And a shared phone remembers every
+    user who logged in on it, not only the last."""
+    phone = app.test_client()
+    for name, pin in (("Tina", "24682468"), ("Carl", "13571357")):
+        assert phone.post("/api/users", json={"name": name, "role": "technician", "pin": pin},
+                          headers=bearer).status_code == 201
+    for _ in range(5):
+        assert _login(phone, "Tina", "99999999").status_code in (401, 429)
+    locked = _login(phone, "Tina", "24682468")
+    assert locked.status_code == 429 and "for Tina" in locked.get_data(as_text=True)
+    carl = _login(phone, "Carl", "13571357")
+    assert carl.status_code == 302, carl.get_data(as_text=True)
+    phone.post("/logout", data={"csrf": ""})
+    # the shared phone trusts each user who logged in on it: an attack on Carl's name from
+    # elsewhere does not lock Carl out of this phone, and Tina's entry is still there
+    attacker = app.test_client()
+    for _ in range(6):
+        _login(attacker, "Carl", "00000000")
+    assert _login(attacker, "Carl", "13571357").status_code == 429
+    assert _login(phone, "Carl", "13571357").status_code == 302
+
