@@ -8,6 +8,7 @@ import numpy as np
 from flask import Response, g, jsonify, request, session
 
 from edge.analysis.imagefile import decode_image
+from edge.web import text as text_rule
 from edge.web.users import User
 
 #: SQLite's largest integer: a larger id in a URL is a plain 404, not an overflow.
@@ -40,7 +41,9 @@ def uploaded_frame(max_pixels: int) -> tuple[np.ndarray, str]:
     upload = request.files.get("image")
     if upload is None:
         raise Refused(400, "multipart field 'image' is required")
-    return decode_image(upload.read(), max_pixels), f"upload:{upload.filename or 'image'}"
+    # a file name is only a label: what the text rule refuses is dropped, and it is capped
+    name = text_rule.scrubbed(upload.filename or "", text_rule.MAX_FILE_NAME).strip() or "image"
+    return decode_image(upload.read(), max_pixels), f"upload:{name}"
 
 
 def current_user() -> User:
@@ -89,10 +92,8 @@ def clean_text(name: str, value: object, limit: int, required: bool = False) -> 
     if not isinstance(value, str):
         raise Refused(400, f"{name} must be text")
     text = value.strip()
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
-        raise Refused(400, f"{name} contains an invalid character (an unpaired UTF-16 surrogate)")
-    if any((ord(ch) < 32 and ch != "\t") or 0x7F <= ord(ch) < 0xA0 for ch in text):
-        raise Refused(400, f"{name} contains a control character")
+    if (why := text_rule.problem(text)) is not None:
+        raise Refused(400, f"{name} contains {why}")
     if len(text) > limit:
         raise Refused(400, f"{name}: at most {limit} characters (got {len(text)})")
     if required and not text:

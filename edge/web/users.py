@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from edge.web import text as text_rule
 
 DATABASE = "users.db"
 ROLES = ("technician", "reviewer", "admin")
@@ -52,8 +53,9 @@ class User:
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name.strip()):
-        raise UserError("a user name is 1 to 40 characters, no control characters")
+    if not isinstance(name, str) or not _NAME.fullmatch(name.strip()) or text_rule.problem(name) is not None:
+        raise UserError("a user name is 1 to 40 characters, without control characters, line separators or "
+                        "text-direction controls")
     return name.strip()
 
 
