@@ -99,6 +99,14 @@ def _day(name: str) -> float | None:
         raise Refused(400, f"{name} must be a date like 2026-11-23") from None
 
 
+def _only_owner_or_reviewer(by: str, what: str) -> None:
+    """Only who started a scan or armed the button (``by`` is "name (address)"), or a reviewer,
+    may stop or move it: another technician's tap must not end someone's work."""
+    user = current_user()
+    if by.rsplit(" (", 1)[0] != user.name and not user.may("reviewer"):
+        raise Refused(403, f"{by.rsplit(' (', 1)[0]} started this: only they or a reviewer may {what}")
+
+
 def _download(body: str | bytes, mimetype: str, filename: str) -> Response:
     return Response(body, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -189,10 +197,20 @@ def make_blueprint(service: Service) -> Blueprint:
                 session = service.start_scan(case_id, _client())
             except ScanBusy as exc:
                 raise Refused(409, str(exc)) from None
+            store.audit(_client(), "scan.start", after={"case_id": case_id})
+            signed = (store.case_summary(case_id) or {}).get("signed")
+            if signed:  # signed out while the scan started: the sign-out's stop may have run first
+                service.stop_scan(case_id)
+                raise Refused(409, locked_message(case["code"], signed))
         elif action == "stop":
+            running = service.scan
+            if running is None or running.case_id != case_id:
+                raise Refused(404, f"case {case['code']} is not being scanned")
+            _only_owner_or_reviewer(running.client, "stop this scan")
             stopped = service.stop_scan(case_id)
             if stopped is None:
                 raise Refused(404, f"case {case['code']} is not being scanned")
+            store.audit(_client(), "scan.stop", after={"case_id": case_id, "started_by": stopped.client})
             session = stopped
         else:
             raise Refused(400, 'action must be "start" or "stop"')
@@ -203,15 +221,24 @@ def make_blueprint(service: Service) -> Blueprint:
         """Arm the Pi's GPIO button for this case, or disarm it (``edge.device.button``): a
         press analyses a field into the case a phone armed it for, never into another."""
         action = _json_body('{"action": "arm" | "disarm"}').get("action")
+        current = service.button_target.armed
         if action == "arm":
             open_for_fields(case_id)
             if service.config.button.gpio is None:
                 raise Refused(409, "this device has no GPIO button: set button.gpio in the config")
+            if current is not None:
+                _only_owner_or_reviewer(current.by, "arm the button away from the case they armed it for")
             armed = service.button_target.arm(case_id, _client())
             store.audit(_client(), "button.arm", after={"case_id": case_id})
+            after = store.case_summary(case_id) or {}
+            if after.get("signed"):  # signed out between the check and the arm: its disarm may have run first
+                service.button_target.disarm(case_id)
+                raise Refused(409, locked_message(after["code"], after["signed"]))
             return jsonify({"case_id": case_id, "armed_by": armed.by})
         if action == "disarm":
             existing_case(case_id)
+            if current is not None and current.case_id == case_id:
+                _only_owner_or_reviewer(current.by, "disarm the button")
             service.button_target.disarm(case_id)
             store.audit(_client(), "button.disarm", after={"case_id": case_id})
             return jsonify({"case_id": case_id, "armed_by": None})
@@ -335,7 +362,14 @@ def make_blueprint(service: Service) -> Blueprint:
         signature, seen = _review()
         if store.sign_case(case_id, signature, _client(), seen) is None:
             raise Refused(404, f"no case {case_id}")
-        service.button_target.disarm(case_id)  # a signed case takes no field
+        # a signed case takes no field: its button is disarmed and its scan stopped, both audited
+        armed = service.button_target.armed
+        if armed is not None and armed.case_id == case_id:
+            service.button_target.disarm(case_id)
+            store.audit(_client(), "button.disarm", after={"case_id": case_id, "why": "case signed out"})
+        if (stopped := service.stop_scan(case_id)) is not None:
+            store.audit(_client(), "scan.stop", after={"case_id": case_id, "started_by": stopped.client,
+                                                       "why": "case signed out"})
         return jsonify(existing_case(case_id))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/amend")

@@ -121,3 +121,33 @@ def test_a_device_without_a_button_refuses_to_arm_and_a_broken_one_is_a_degraded
     broken.start_button(pin_factory=NoPins())
     assert broken.button is None and any(r.startswith("the GPIO button on pin 17 is not working")
                                          for r in broken.degraded_reasons())
+
+
+def test_only_who_armed_it_or_a_reviewer_moves_the_button_and_sign_out_stops_the_scan(device):
+    """Issue 35 item 3: any user could re-arm, disarm or stop what another armed or started;
+    scans were not audited; a scan kept running (holding the camera) after its case was signed."""
+    service, client, bearer, _ = device
+    tokens = {}
+    for name in ("Tomas", "Ines"):
+        r = client.post("/api/users", json={"name": name, "role": "technician", "pin": "97531864"}, headers=bearer)
+        tokens[name] = {"Authorization": f"Bearer {r.get_json()['token']}"}
+    a = client.post("/api/cases", json={"code": "OWN-A"}, headers=tokens["Tomas"]).get_json()
+    b = client.post("/api/cases", json={"code": "OWN-B"}, headers=tokens["Ines"]).get_json()
+    assert client.post(f"/api/cases/{a['id']}/button", json={"action": "arm"}, headers=tokens["Tomas"]).status_code == 200
+    for body, case in (({"action": "arm"}, b), ({"action": "disarm"}, a)):
+        r = client.post(f"/api/cases/{case['id']}/button", json=body, headers=tokens["Ines"])
+        assert r.status_code == 403 and "only they or a reviewer" in r.get_json()["error"], r.get_json()
+    assert service.button_target.armed.case_id == a["id"]
+
+    started = client.post(f"/api/cases/{a['id']}/scan", json={"action": "start"}, headers=tokens["Tomas"])
+    assert started.status_code == 200, started.get_json()
+    r = client.post(f"/api/cases/{a['id']}/scan", json={"action": "stop"}, headers=tokens["Ines"])
+    assert r.status_code == 403 and service.scan is not None and service.scan.running
+    revision = client.get(f"/api/cases/{a['id']}", headers=bearer).get_json()["revision"]
+    signed = client.post(f"/api/cases/{a['id']}/sign", json={"call": "negative", "reason": "read", "revision": revision},
+                         headers=bearer)
+    assert signed.status_code == 200, signed.get_json()
+    assert service.button_target.armed is None and not service.scan.running  # the camera is free for other cases
+    actions = [(x["action"], (x.get("after") or {}).get("why")) for x in service.store.audit_log(50)]
+    assert ("scan.start", None) in actions and ("scan.stop", "case signed out") in actions
+    assert ("button.disarm", "case signed out") in actions
