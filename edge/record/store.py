@@ -206,7 +206,8 @@ def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448, cell
     if cells is None:
         big_mask = cv2.resize(mask.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(big_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, (0, 220, 60), 2)
+        # amber, not green: green is the colour of a benign cell's box
+        cv2.drawContours(out, contours, -1, (235, 160, 0), 2)
         return out
     scale = side / field_rgb.shape[1]
     for n, call in enumerate(cells, start=1):

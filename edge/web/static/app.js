@@ -722,6 +722,9 @@ async function loadUsers() {
     toggle.className = "secondary mid";
     toggle.textContent = u.active ? "Deactivate" : "Activate";
     toggle.addEventListener("click", async () => {
+      // a deactivation ends the user's sessions at once: one stray tap (the Users card moves the
+      // next heading under the thumb as it opens) must not do it
+      if (u.active && !window.confirm(`Deactivate ${u.name}? They are logged out at once and cannot log in.`)) return;
       try {
         await api(`/api/users/${encodeURIComponent(u.name)}`, { method: "POST", headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ active: !u.active }) });
