@@ -96,7 +96,8 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
         else:  # a terminal (make demo): printed once, on the start that created them
             print(f"BlastScope first start: PIN {creds.pin}  API token {creds.token}  (kept in {where})", flush=True)
     app = create_app(service, creds, cfg.server)
-    server = HttpServer(app, cfg.server, body_gate=app.extensions["blastscope.body_gate"])
+    server = HttpServer(app, cfg.server, body_gate=app.extensions["blastscope.body_gate"],
+                        busy_gate=service.analyses.busy_for)
     camera = service.camera
     assert camera is not None  # the daemon always builds its camera worker (build_service)
     camera.start()
@@ -135,6 +136,7 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
             service.scan.stop("the device is stopping")
         if service.button is not None:
             service.button.close()
+        service.analyses.close(timeout=cfg.server.drain_seconds)  # the analysis under way finishes first
         camera.stop()
     service.store.close()  # after the request threads are joined: nothing writes to a closed store
     print(f"BlastScope stopped: drained in {drained.seconds:.2f} s, {drained.unfinished} request(s) unfinished; "

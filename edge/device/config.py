@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 from edge.analysis.case import CasesConfig
 from edge.analysis.quality import QualityConfig
 from edge.device.button import ButtonConfig
+from edge.device.analysis_queue import QueueConfig
 from edge.device.capture import CameraConfig
 from edge.device.httpserver import ServerConfig
 from edge.device.live import LiveConfig
@@ -46,6 +47,7 @@ class Config(Settings):
     live: LiveConfig = Field(default_factory=LiveConfig)
     button: ButtonConfig = Field(default_factory=ButtonConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
 
     @property
     def bundle_path(self) -> Path:

@@ -76,6 +76,11 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 #: ``(headers) -> bool``: whether a request's headers (waitress's: upper case, ``-`` as ``_``)
 #: carry the API token or a live session, so its body may be read.
 BodyGate = Callable[[dict[str, str]], bool]
+#: ``(method, path) -> seconds | None``: how long a request must wait before it is worth
+#: sending again (the analysis queue is full and it asks for an analysis), else None. Answered
+#: from the request line, before the body is read or a request thread taken, so twenty phones
+#: uploading cannot fill the threads that /healthz and the page's polls need (issue 35).
+BusyGate = Callable[[str, str], "int | None"]
 
 
 class _Refused(Error):
@@ -85,19 +90,32 @@ class _Refused(Error):
         super().__init__(message)
         self.code, self.reason = code, reason
 
+    retry_after: int | None = None
+
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
         body = json.dumps({"error": self.body, "status": self.code}).encode()
-        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+        headers = [("Content-Type", "application/json")]
+        if self.retry_after is not None:
+            headers.append(("Retry-After", str(self.retry_after)))
+        return f"{self.code} {self.reason}", headers, body
 
 
-def _gated_channel(gate: BodyGate | None, max_body: int, limit_text: str) -> type[HTTPChannel]:
+def _gated_channel(gate: BodyGate | None, max_body: int, limit_text: str,
+                   busy: BusyGate | None = None) -> type[HTTPChannel]:
     """A waitress channel whose parser refuses, before reading it, a body above ``max_body``
-    and, when ``gate`` says the request has not shown who it is, one above ``PREAUTH_BODY_BYTES``."""
+    and, when ``gate`` says the request has not shown who it is, one above ``PREAUTH_BODY_BYTES``;
+    and an analysis while ``busy`` says the queue is full (503 with Retry-After)."""
 
     class GatedParser(HTTPRequestParser):
         def parse_header(self, header_plus: bytes) -> None:
             super().parse_header(header_plus)
-            if self.content_length > max_body:
+            wait = busy(self.command, self.path) if busy is not None else None
+            if wait is not None:
+                refused = _Refused(503, "Service Unavailable", f"the device is busy analysing other fields: nothing "
+                                                               f"was stored from this one; send it again in {wait} s")
+                refused.retry_after = wait
+                self._refuse(refused)
+            elif self.content_length > max_body:
                 self._refuse(_Refused(413, "Request Entity Too Large", f"upload too large: the limit is {limit_text}"))
             elif (self.chunked or self.content_length > PREAUTH_BODY_BYTES) and gate is not None and not gate(self.headers):
                 self._refuse(_Refused(401, "Unauthorized", "log in first: a request body over 64 KB needs a "
@@ -121,7 +139,8 @@ class Drained:
 
 
 class HttpServer:
-    def __init__(self, app, cfg: ServerConfig, body_gate: BodyGate | None = None) -> None:
+    def __init__(self, app, cfg: ServerConfig, body_gate: BodyGate | None = None,
+                 busy_gate: BusyGate | None = None) -> None:
         self.cfg = cfg
         self.max_body = int(cfg.max_upload_mb * 1024 * 1024) + FORM_OVERHEAD_BYTES
         self.server = create_server(app, host=cfg.host, port=cfg.port, threads=cfg.threads, ident="BlastScope",
@@ -129,7 +148,7 @@ class HttpServer:
                                     cleanup_interval=max(1.0, cfg.channel_timeout / 3),
                                     # the bound for chunked bodies, counted as they arrive
                                     max_request_body_size=self.max_body + 1)
-        self.server.channel_class = _gated_channel(body_gate, self.max_body, f"{cfg.max_upload_mb:g} MB")
+        self.server.channel_class = _gated_channel(body_gate, self.max_body, f"{cfg.max_upload_mb:g} MB", busy_gate)
         self._stop_requested: float | None = None
         self._listening = True
 

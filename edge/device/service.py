@@ -14,6 +14,7 @@ import numpy as np
 import edge
 from edge.model.bundle import Bundle
 from edge.device.capture import CameraError, CameraWorker
+from edge.device.analysis_queue import AnalysisQueue
 from edge.device.button import Armed, ButtonTarget, ShutterButton
 from edge.device.live import LiveView, ScanLook
 from edge.device.scan import ScanSession, Scanner
@@ -90,6 +91,10 @@ class Service:
         self.stats = Stats()
         self.started = time.time()
         self.stopping = threading.Event()  # set at SIGTERM: new requests are refused while others finish
+        #: Every analysis, whoever asks, runs through this one bounded queue (issue 35).
+        self.analyses = AnalysisQueue(config.queue)
+        self._health: tuple[float, dict[str, Any]] | None = None
+        self._health_lock = threading.Lock()
         self.scan: ScanSession | None = None  # the hands-free scan under way (one camera: one at a time)
         self._scan_lock = threading.Lock()
         self.site = SiteVerification(store, bundle.model_id, config.camera)
@@ -116,7 +121,7 @@ class Service:
         if case is None or case["signed"]:
             self.button_target.disarm(armed.case_id)
             return f"pressed: case #{armed.case_id} {'is signed out' if case else 'is gone'}; the button is disarmed"
-        result = self.capture(armed.case_id, client=f"GPIO button (armed by {armed.by})")
+        result = self.capture(armed.case_id, client=f"GPIO button (armed by {armed.by})", wait=True)
         what = result.screening.label if result.screening is not None and result.classified else "not classified"
         return f"field #{result.id} analysed into case {case['code']} ({what})"
 
@@ -146,10 +151,17 @@ class Service:
             self.refresh_case_call(case_id)
         return result
 
-    def capture(self, case_id: int | None = None, client: str = "device") -> Result:
+    def capture(self, case_id: int | None = None, client: str = "device", wait: bool = False) -> Result:
         if self.camera is None:
             raise CameraError("no camera source is configured")
-        return self.analyze(self.camera.latest(), source=self.camera.spec, case_id=case_id, client=client)
+        frame = self.camera.latest()
+        return self.queued(frame, source=self.camera.spec, case_id=case_id, client=client, wait=wait)
+
+    def queued(self, frame: np.ndarray, source: str, case_id: int | None = None, client: str = "device",
+               stage_position: tuple[float, float, float] | None = None, wait: bool = False) -> Result:
+        """``analyze`` through the bounded queue: ``QueueFull`` at once when it is full (a
+        request's 503), or with ``wait`` a wait for a place (the scan and the button)."""
+        return self.analyses.run(lambda: self.analyze(frame, source, case_id, client, stage_position), wait=wait)
 
     # -- hands-free scanning ----------------------------------------------------------------
 
@@ -175,8 +187,8 @@ class Service:
 
             self.scan = ScanSession(
                 case_id, client, Scanner(self.config.scan, self.pipeline.limits, self.pipeline.field_side), camera,
-                analyze=lambda frame, where: self.analyze(frame, source=f"{camera.spec} (scan)", case_id=case_id,
-                                                          client=client, stage_position=where),
+                analyze=lambda frame, where: self.queued(frame, source=f"{camera.spec} (scan)", case_id=case_id,
+                                                         client=client, stage_position=where, wait=True),
                 done=done).start()
             return self.scan
 
@@ -284,6 +296,24 @@ class Service:
             reasons.append(f"{site.text}: {site.why}")
         reasons.extend(f"drift since site verification: {d}" for d in site.drift)
         return reasons
+
+    def health(self, max_age_s: float = 2.0) -> dict[str, Any]:
+        """What /healthz answers: the status and the backend, from a full ``status`` at most
+        ``max_age_s`` old. While one is being computed (it reads the record, which saves may
+        hold) other probes get the last one instead of waiting: a monitor must never queue."""
+        cached = self._health
+        if cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
+        if not self._health_lock.acquire(blocking=cached is None):
+            assert cached is not None
+            return cached[1]
+        try:
+            status = self.status()
+            answer = {"status": status["status"], "backend": status["backend"]["active"]}
+            self._health = (time.monotonic(), answer)
+            return answer
+        finally:
+            self._health_lock.release()
 
     def status(self) -> dict[str, Any]:
         site = self.site.state()

@@ -63,7 +63,9 @@ def degrade(rgb: np.ndarray, px_per_um: float, target_px_per_um: float, quality:
     small = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert decoded is not None  # OpenCV decodes what it has just encoded
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def centre_cell(rgb: np.ndarray, seg: SegmentationParams, params: CellParams,

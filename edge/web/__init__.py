@@ -22,6 +22,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
 from edge.web.auth import Credentials, LoginGuard, same_secret
+from edge.device.analysis_queue import QueueFull, ShuttingDown
 from edge.device.capture import CameraError
 from edge.device.httpserver import ServerConfig
 from edge.device.live import BOUNDARY, LiveBusy
@@ -220,6 +221,13 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     def refused(exc: Refused | ImageRejected):
         return _error(exc.status, exc.reason)
 
+    @app.errorhandler(QueueFull)
+    @app.errorhandler(ShuttingDown)
+    def busy(exc: QueueFull | ShuttingDown):
+        response, status = _error(503, str(exc))
+        response.headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
+        return response, status
+
     @app.errorhandler(CameraError)
     def camera_unavailable(exc: CameraError):
         return _error(503, f"camera unavailable: {exc}")
@@ -231,8 +239,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
 
     @app.get("/healthz")
     def healthz():
-        status = service.status()
-        return jsonify({"status": status["status"], "backend": status["backend"]["active"]})
+        return jsonify(service.health())
 
     @app.get("/login")
     def login_page():
@@ -337,7 +344,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.post("/api/classify")
     def classify():
         frame, source = uploaded_frame(cfg.max_pixels)
-        return jsonify({**service.analyze(frame, source=source, client=client()).to_dict(), "case_id": None})
+        return jsonify({**service.queued(frame, source=source, client=client()).to_dict(), "case_id": None})
 
     @app.post("/api/capture")
     def capture():

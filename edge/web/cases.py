@@ -176,7 +176,7 @@ def make_blueprint(service: Service) -> Blueprint:
     def classify_into(case_id: int):
         open_for_fields(case_id)
         frame, source = uploaded_frame(service.config.server.max_pixels)
-        return analysed_into(case_id, service.analyze(frame, source=source, case_id=case_id, client=_client()))
+        return analysed_into(case_id, service.queued(frame, source=source, case_id=case_id, client=_client()))
 
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/capture")
     def capture_into(case_id: int):
