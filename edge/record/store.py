@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator
 
-import cv2
-import numpy as np
 from pydantic import Field
 
 from edge.analysis.result import Result
-from edge.analysis.labels import is_blast
 from edge.record import audit
 from edge.record.audit import AuditCheck
+from edge.record.images import fsync_dir, field_hash, overlay_image, same_field, write_jpeg
+from edge.record.schema import MIGRATION_STEPS, MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
 from edge.settings import Float, Int, Settings
 
 
@@ -58,114 +57,6 @@ class StoreConfig(Settings):
 
 log = logging.getLogger("blastscope.store")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created REAL NOT NULL,
-    status TEXT NOT NULL,
-    label TEXT,
-    call TEXT,
-    image TEXT NOT NULL,
-    overlay TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_created ON results(created);
-"""
-#: Migrations by the schema version they lead to (``PRAGMA user_version``; release 0.1.0 made
-#: ``SCHEMA`` and left the version at 0). Version 2: the device's running clock per result,
-#: a key-value table, the append-only audit log.
-MIGRATIONS = {
-    2: """
-ALTER TABLE results ADD COLUMN run_seconds REAL NOT NULL DEFAULT 0;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    client TEXT NOT NULL,
-    action TEXT NOT NULL,
-    before TEXT,
-    after TEXT
-);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-""",
-    # Version 3: cases (one slide of one patient); a field belongs to at most one case, may be
-    # excluded from it with a reason, and may carry a clinician's review; exports are recorded.
-    3: """
-CREATE TABLE IF NOT EXISTS cases (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    code TEXT NOT NULL UNIQUE,
-    note TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    call TEXT NOT NULL DEFAULT 'pending',
-    review TEXT,
-    exported REAL
-);
-ALTER TABLE results ADD COLUMN case_id INTEGER REFERENCES cases(id);
-ALTER TABLE results ADD COLUMN excluded TEXT;
-ALTER TABLE results ADD COLUMN review TEXT;
-ALTER TABLE results ADD COLUMN exported REAL;
-CREATE INDEX IF NOT EXISTS results_case ON results(case_id);
-""",
-    # Version 4: the audit log becomes a hash chain (edge.record.audit); the rows before it
-    # get their hashes in the same transaction.
-    4: """
-ALTER TABLE audit ADD COLUMN hash TEXT;
-""",
-    # Version 5: revisions, so that a review names what it saw and one made on a page that was
-    # out of date is refused (409), never written over another phone's.
-    5: """
-ALTER TABLE cases ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE cases ADD COLUMN changed TEXT;
-ALTER TABLE results ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
-""",
-    # Version 6: sign-out. A signed case is locked; an amendment (with a reason) unlocks it as a
-    # new version and keeps the sign-out it replaces.
-    6: """
-ALTER TABLE cases ADD COLUMN signed TEXT;
-ALTER TABLE cases ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
-ALTER TABLE cases ADD COLUMN amendments TEXT NOT NULL DEFAULT '[]';
-""",
-    # Version 7: a reviewer's class per cell (the gallery), beside the model's, which stays.
-    7: """
-ALTER TABLE results ADD COLUMN cell_reviews TEXT NOT NULL DEFAULT '{}';
-""",
-    # Version 8: site verification (edge.record.verification): the criteria fixed at the start,
-    # the known slides' truth kept apart from their cases, the device's call on each.
-    8: """
-CREATE TABLE IF NOT EXISTS verifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started REAL NOT NULL,
-    started_by TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    camera TEXT NOT NULL,
-    criteria TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'open',
-    finished REAL,
-    finished_by TEXT,
-    outcome TEXT,
-    baseline TEXT,
-    note TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS verification_slides (
-    case_id INTEGER PRIMARY KEY REFERENCES cases(id),
-    verification_id INTEGER NOT NULL REFERENCES verifications(id),
-    truth TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT '',
-    entered REAL NOT NULL,
-    entered_by TEXT NOT NULL,
-    done REAL,
-    done_by TEXT,
-    call TEXT
-);
-CREATE INDEX IF NOT EXISTS verification_slides_of ON verification_slides(verification_id);
-""",
-}
-#: Python steps that finish a migration, by the version they lead to.
-MIGRATION_STEPS = {4: audit.chain_existing}
-SCHEMA_VERSION = max(MIGRATIONS)
 IMAGES = "images"
 QUARANTINE = "quarantine"
 DATABASE = "results.db"
@@ -191,82 +82,8 @@ def locked_message(code: str, signed: dict[str, Any]) -> str:
             "amend it, with a reason, to change it")
 
 
-#: Box colours of a cell bundle's overlay: blasts red, hematogones green, cells the model
-#: did not recognise grey (the page's legend names them; the number is the cell's index).
-#: Box colours: blasts red, benign lymphoid green, other white cells of the differential blue,
-#: what is not counted (unrecognised, or not a white cell) grey.
-CELL_COLOURS = {"blast": (220, 40, 40), "benign": (0, 170, 60), "other": (40, 110, 230), "unfamiliar": (140, 140, 140)}
-
-
-def overlay_image(field_rgb: np.ndarray, mask: np.ndarray, side: int = 448, cells: list | None = None) -> np.ndarray:
-    """The field enlarged for a phone screen with the segmented cells outlined in green, or,
-    for a cell bundle, each white cell boxed in its class's colour and numbered."""
-    big = cv2.resize(field_rgb, (side, side), interpolation=cv2.INTER_CUBIC)
-    out = big.copy()
-    if cells is None:
-        big_mask = cv2.resize(mask.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
-        contours, _ = cv2.findContours(big_mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        # amber, not green: green is the colour of a benign cell's box
-        cv2.drawContours(out, contours, -1, (235, 160, 0), 2)
-        return out
-    scale = side / field_rgb.shape[1]
-    for n, call in enumerate(cells, start=1):
-        c = call.cell
-        kind = ("unfamiliar" if not call.counted else "benign" if call.label == "benign" else
-                "blast" if is_blast(call.label) else "other")
-        x0, y0 = int(c.x * scale), int(c.y * scale)
-        x1, y1 = int((c.x + c.w) * scale), int((c.y + c.h) * scale)
-        cv2.rectangle(out, (x0, y0), (x1, y1), CELL_COLOURS[kind], 2)
-        cv2.putText(out, str(n), (x0 + 3, max(14, y0 + 15)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 3)
-        cv2.putText(out, str(n), (x0 + 3, max(14, y0 + 15)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, CELL_COLOURS[kind], 1)
-    return out
-
-
-#: Bits of the 256-bit difference hash two fields may differ by and still be one capture. On
-#: 600 fields of all-pbs-224 (``blastscope`` issue 34, measured by hand in the session that chose
-#: it): different fields differ in 127 bits at the median and 92 at the 0.01th percentile (the
-#: rare pairs below are the dataset's own duplicate frames); the same field taken again (noise,
-#: a 2-pixel shift, 5% more light, JPEG 80) in 29 at the mean and 49 at the most.
-SAME_FIELD_BITS = 64
 #: What ``include_result`` returns for a field that does not exist.
 MISSING = object()
-
-
-def field_hash(rgb: np.ndarray) -> str:
-    """A perceptual (difference) hash of a field: whether each of 16x16 cells of its grey image
-    is brighter than its left neighbour, 256 bits as 64 hex digits. Two captures of one area
-    give nearly the same bits; byte-identical images the same."""
-    grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (17, 16), interpolation=cv2.INTER_AREA)
-    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
-    return np.packbits(bits).tobytes().hex()
-
-
-def same_field(a: str, b: str) -> bool:
-    return len(a) == len(b) and bin(int(a, 16) ^ int(b, 16)).count("1") <= SAME_FIELD_BITS
-
-
-def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    if not ok:
-        raise OSError(f"{path}: JPEG encoding failed")
-    tmp = path.with_suffix(".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave temp files behind
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -331,7 +148,7 @@ class Store:
                                         f"software ({SCHEMA_VERSION}); install the newer release again")
         for target in sorted(t for t in MIGRATIONS if t > version):  # release 0.1.0 left version 0
             with self._transaction():
-                for statement in _statements(MIGRATIONS[target]):
+                for statement in statements(MIGRATIONS[target]):
                     self._db.execute(statement)
                 if step := MIGRATION_STEPS.get(target):
                     step(self._db)
@@ -405,9 +222,9 @@ class Store:
         files = StoredFiles(self.images / f"{stem}.jpg", self.images / f"{stem}_overlay.jpg")
         record = result.to_dict()
         try:
-            _write_jpeg(files.image, result.field_rgb)
-            _write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask, cells=result.cells))
-            _fsync_dir(self.images)
+            write_jpeg(files.image, result.field_rgb)
+            write_jpeg(files.overlay, overlay_image(result.field_rgb, result.segmentation.mask, cells=result.cells))
+            fsync_dir(self.images)
             record["field_hash"] = field_hash(result.field_rgb)
             with self._lock, self._transaction():
                 duplicate = None
@@ -839,14 +656,3 @@ class Store:
                 log.warning("store: checkpoint at close failed (%s); the WAL is replayed at the next start", exc)
             finally:
                 self._db.close()
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (triggers contain ';' inside BEGIN ... END)."""
-    out, current = [], ""
-    for line in script.strip().splitlines():
-        current += line + "\n"
-        if sqlite3.complete_statement(current):
-            out.append(current.strip())
-            current = ""
-    return out

@@ -13,7 +13,8 @@ from edge.model.bundle import load_bundle
 from edge.record.store import StoreConfig
 from edge.analysis.imagefile import read_rgb
 from edge.pipeline import Pipeline
-from edge.record.store import DATABASE, MIGRATIONS, SCHEMA, SCHEMA_VERSION, Store, _statements
+from edge.record.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements as _statements
+from edge.record.store import DATABASE, Store
 
 from conftest import sample_paths
 

@@ -16,7 +16,8 @@ from edge.model.bundle import load_bundle
 from edge.record.store import StoreConfig
 from edge.analysis.imagefile import read_rgb
 from edge.pipeline import Pipeline
-from edge.record.store import DATABASE, QUARANTINE, SCHEMA, SCHEMA_VERSION, Store, StoreFull
+from edge.record.schema import SCHEMA, SCHEMA_VERSION
+from edge.record.store import DATABASE, QUARANTINE, Store, StoreFull
 
 from conftest import ServerProcess, sample_paths
 
