@@ -21,7 +21,8 @@ from edge.model.inference import BackendManager, timed_ms
 from edge.analysis.normalisation import normalise
 from edge.analysis.quality import GateLimits, cells_reason, measure_quality
 from edge.analysis.cells import (FAINT_STAIN, NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, four_class,
-                                 measure_magnification, model_inputs as cell_inputs, pool, working_scale)
+                                 measure_magnification, model_inputs as cell_inputs, pool, pool_share,
+                                 working_scale)
 from edge.analysis.appearance import features as appearance_features
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
@@ -158,7 +159,8 @@ class Pipeline:
             timings["screening"] = timed_ms(t)
             return Result("rejected", [NO_WHITE_CELLS], None, raw_probabilities=None, backend=backend,
                           timings_ms=timings, **common)
-        raw = pool(four_class(probabilities[counted], names)).astype(np.float32)
+        pooling = pool_share if self.bundle.differential else pool
+        raw = pooling(four_class(probabilities[counted], names)).astype(np.float32)
         screening = screen(raw, self.bundle.calibration, cells=int(counted.sum()))
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings,

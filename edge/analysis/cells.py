@@ -433,6 +433,18 @@ def four_class(cell_probabilities: np.ndarray, cell_labels: tuple[str, ...]) -> 
     return out / np.maximum(out.sum(1, keepdims=True), 1e-9)
 
 
+def pool_share(cell_probabilities: np.ndarray) -> np.ndarray:
+    """A differential's field probabilities from its cells': the arithmetic mean of the cells'
+    four-label probabilities, so the malignant share is the expected share of blasts among
+    the field's white cells, as a hematologist counts them.
+
+    The geometric mean suits a 4-class model, whose every cell carried the field's label in
+    training; a differential reads a malignant field's neutrophil as a neutrophil, and in a
+    geometric mean that one confident normal cell would veto the field's blasts."""
+    p = np.asarray(cell_probabilities, np.float64).mean(0)
+    return p / p.sum()
+
+
 def pool(cell_probabilities: np.ndarray) -> np.ndarray:
     """The field's raw class probabilities from its cells': the renormalised geometric mean.
 

@@ -324,3 +324,13 @@ def test_a_cell_read_as_not_a_white_cell_is_never_counted():
     result = Result.__new__(Result)
     result.cells = cells
     assert result.white_cells == 3 and result.blasts == 1  # a neutrophil is no blast; the platelet and the stranger not counted
+
+
+def test_a_differentials_field_is_its_share_of_blasts_and_one_normal_cell_vetoes_nothing():
+    from edge.analysis.cells import pool, pool_share
+
+    blast, neutrophil = [0.02, 0.03, 0.93, 0.02], [0.999998, 0.000001, 0.0000005, 0.0000005]
+    cells = np.array([blast] * 4 + [neutrophil])
+    share = pool_share(cells)
+    assert share[0] == pytest.approx((4 * 0.02 + 0.999998) / 5) and 1 - share[0] > 0.75  # 4 of 5 cells blasts
+    assert pool(cells)[0] > 0.5  # the geometric mean lets the one neutrophil make the field benign
