@@ -333,4 +333,4 @@ def test_a_differentials_field_is_its_share_of_blasts_and_one_normal_cell_vetoes
     cells = np.array([blast] * 4 + [neutrophil])
     share = pool_share(cells)
     assert share[0] == pytest.approx((4 * 0.02 + 0.999998) / 5) and 1 - share[0] > 0.75  # 4 of 5 cells blasts
-    assert pool(cells)[0] > 0.5  # the geometric mean lets the one neutrophil make the field benign
+    assert pool(cells)[0] > 1.5 * share[0]  # the geometric mean: the one neutrophil nearly doubles "benign"
