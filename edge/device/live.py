@@ -96,6 +96,7 @@ class LiveView:
         self._lock = threading.Lock()
         self._cached: tuple[int, ScanLook | None, bytes] | None = None
         self.streams = 0  # running now, for the status page
+        self._owners: dict[str, threading.Event] = {}  # each user's stream, to end it when they open another
 
     def jpeg(self) -> bytes:
         """The newest frame as the stream shows it, encoded once for every watcher."""
@@ -109,23 +110,42 @@ class LiveView:
             self._cached = (frames, look, data)
         return data
 
-    def open(self) -> Iterator[bytes]:
+    def open(self, owner: str = "") -> Iterator[bytes]:
         """A stream's parts. Takes a slot now (``LiveBusy`` when none is free), so the caller
-        can answer 503 before any byte is sent; the slot is given back when the stream ends."""
-        if self._slots is None or not self._slots.acquire(blocking=False):
+        can answer 503 before any byte is sent; the slot is given back when the stream ends.
+
+        One stream per ``owner`` (a user): a user's new stream ends their previous one and
+        takes its slot, so one client reconnecting cannot hold every slot (issue 35: another
+        user got 503 66 times in 70 s)."""
+        ended = threading.Event()
+        with self._lock:
+            previous = self._owners.get(owner) if owner else None
+            if previous is not None:
+                previous.set()  # that stream stops at its next frame and gives its slot back
+        wait = 3.0 / max(self.config.fps, 0.5) if previous is not None else 0.0
+        got = self._slots is not None and (self._slots.acquire(timeout=wait) if wait else
+                                            self._slots.acquire(blocking=False))
+        if not got:
             raise LiveBusy(f"the live view is already open on {self.config.max_streams} phone(s), the most this device "
                            "serves at once: close it on one of them; a still picture is shown instead")
-        self.jpeg()  # a camera that delivers nothing fails here, before the answer starts
+        try:
+            self.jpeg()  # a camera that delivers nothing fails here, before the answer starts
+        except BaseException:
+            assert self._slots is not None
+            self._slots.release()
+            raise
         with self._lock:
             self.streams += 1
-        return self._parts()
+            if owner:
+                self._owners[owner] = ended
+        return self._parts(ended, owner)
 
-    def _parts(self) -> Iterator[bytes]:
+    def _parts(self, ended: threading.Event | None = None, owner: str = "") -> Iterator[bytes]:
         period = 1.0 / min(self.config.fps, 1.0 / self.camera.period)
         bytes_per_s = self.config.max_kbps * 1000 / 8
         end = self._clock() + self.config.stream_seconds
         try:
-            while not self._stopping() and self._clock() < end:
+            while not self._stopping() and self._clock() < end and not (ended is not None and ended.is_set()):
                 started = self._clock()
                 try:
                     data = self.jpeg()
@@ -139,5 +159,7 @@ class LiveView:
         finally:
             with self._lock:
                 self.streams -= 1
+                if owner and self._owners.get(owner) is ended:
+                    del self._owners[owner]
             assert self._slots is not None
             self._slots.release()

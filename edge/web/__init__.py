@@ -361,7 +361,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         if service.live is None:
             raise Refused(503, "no camera source is configured")
         try:
-            parts = service.live.open()
+            parts = service.live.open(owner=g.user.name)
         except (LiveBusy, CameraError) as exc:
             raise Refused(503, str(exc)) from None
         return Response(parts, mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",

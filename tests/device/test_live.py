@@ -138,3 +138,31 @@ def test_a_stream_ends_when_the_daemon_stops(camera):
     next(stream), next(stream)
     stopping["now"] = True
     assert list(stream) == [] and live.streams == 0
+
+
+def test_one_stream_per_user_so_one_client_cannot_hold_every_slot(camera):
+    """Issue 35: one client reconnecting held both live-view slots for ever; another user got 503
+    66 times in 70 s. A user's new stream ends their previous one and takes its slot."""
+    import threading
+
+    clock = Clock()
+    live = LiveView(camera, LiveConfig(max_streams=2), look=lambda: None, stopping=lambda: False,
+                    clock=clock, sleep=clock.sleep)
+    first = live.open(owner="ana")
+    next(first)
+    second = live.open(owner="ana")  # a reconnect: the first stream ends at its next frame
+    next(second)
+    with pytest.raises(StopIteration):
+        next(first)
+    bob = live.open(owner="bob")  # the slot the first stream gave back
+    next(bob)
+    # ana reconnects again with every slot taken: her old stream (served by a request thread
+    # here as on the server) ends and hands its slot over; bob keeps his
+    threading.Timer(0.1, lambda: next(second, None)).start()
+    third = live.open(owner="ana")
+    next(third)
+    assert live.streams == 2 and next(bob)
+    with pytest.raises(LiveBusy):
+        live.open(owner="carl")
+    bob.close(), third.close()
+    assert live.streams == 0

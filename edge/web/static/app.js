@@ -886,7 +886,13 @@ let liveOn = false, liveTimer = null, liveFailedAt = 0;
 function startLive() {
   if (liveOn || document.hidden || offline || Date.now() - liveFailedAt < 30000) return;
   const img = $("preview");
-  img.onerror = () => { stopLive(); liveFailedAt = Date.now(); refreshPreview(); };
+  img.onerror = () => {
+    stopLive(); liveFailedAt = Date.now(); refreshPreview();
+    // say why the picture turned into stills (issue 35): a refused stream gave no notice
+    $("preview-error").textContent = "Live view not available (the device streams to a few phones at once, or the " +
+      "camera is busy): showing a still picture every second. It tries again in 30 s.";
+    show($("preview-error"), true);
+  };
   img.onload = () => show($("preview-error"), false);
   img.src = `/api/live.mjpg?t=${Date.now()}`;
   liveOn = true;
@@ -907,7 +913,8 @@ function refreshPreview() {
   startLive();
   if (liveOn) return;
   const img = new Image();
-  img.onload = () => { $("preview").src = img.src; show($("preview-error"), false); };
+  // the stills keep the notice of why the live view was refused while it lasts
+  img.onload = () => { $("preview").src = img.src; show($("preview-error"), Date.now() - liveFailedAt < 30000); };
   img.onerror = () => { $("preview-error").textContent = "No live view: the camera is not delivering pictures."; show($("preview-error"), true); };
   img.src = `/api/preview.jpg?t=${Date.now()}`;
 }
