@@ -286,6 +286,10 @@ class Service:
         if not chain.intact:
             reasons.append(f"the audit log was altered outside BlastScope: {chain.problem} "
                            "(blastscope-edge audit verify; keep the database file for an investigation)")
+        if unsealed := self.site.record.unsealed():
+            reasons.append(f"verification #{', #'.join(map(str, unsealed))} is marked passed in the database but was "
+                           "never passed in BlastScope (no audit row): it does not count; keep the database file "
+                           "for an investigation")
         if self.bundle.signer is None:
             reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
         reasons.extend(self.store.recovered)

@@ -86,6 +86,51 @@ def locked_message(code: str, signed: dict[str, Any]) -> str:
 MISSING = object()
 
 
+class UnitOfWork:
+    """What a module of the record outside the store (site verification) may do to the
+    database: statements, the next case code, a new case (the one INSERT of a case) and audit
+    rows, all inside one locked transaction that ``Store.transaction`` opens and commits, or
+    rolls back on any error. It never hands out the connection, the lock or the transaction."""
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        return self._store._db.execute(sql, args)
+
+    def insert(self, sql: str, args: tuple = ()) -> int:
+        """An INSERT's new row id."""
+        return _inserted_id(self._store._db.execute(sql, args))
+
+    def audit(self, client: str, action: str, before: Any = None, after: Any = None) -> None:
+        self._store._audit_locked(client, action, before, after)
+
+    def next_case_code(self) -> str:
+        return self._store._next_code_locked()
+
+    def create_case(self, code: str, note: str, client: str, **audited: Any) -> int:
+        """A new case; ``ValueError`` when ``code`` is taken. ``audited`` is added to its audit row."""
+        try:
+            with self._store._savepoint():
+                case_id = self.insert("INSERT INTO cases(code, note, created) VALUES (?,?,?)", (code, note, time.time()))
+        except sqlite3.IntegrityError:
+            raise ValueError(f"case code {code!r} already exists") from None
+        self.audit(client, "case.create", None, {"case_id": case_id, "code": code, "note": note, **audited})
+        return case_id
+
+
+class Reading:
+    """Read-only statements under the store's lock (``Store.reading``)."""
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise ValueError("a reading only selects: open a transaction to change the record")
+        return self._store._db.execute(sql, args)
+
+
 @dataclass(frozen=True)
 class StoredFiles:
     image: Path
@@ -164,6 +209,31 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        """A nested step inside the transaction, undone alone when it fails."""
+        self._db.execute("SAVEPOINT step")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO step")
+            self._db.execute("RELEASE step")
+            raise
+        self._db.execute("RELEASE step")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """The public unit of work: the store's lock and one SQLite transaction, committed at
+        the end or rolled back on any error, with the audit rows written inside it."""
+        with self._lock, self._transaction():
+            yield UnitOfWork(self)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Reading]:
+        """Consistent reads under the store's lock."""
+        with self._lock:
+            yield Reading(self)
 
     def _meta(self, key: str, default: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -347,16 +417,8 @@ class Store:
         """A new case; an empty ``code`` is numbered (``new_case_code``) under the same lock as
         the insert, so parallel requests never get the same number. Raises ``ValueError``
         when a given code is taken."""
-        with self._lock:
-            code = code or self._next_code_locked()
-            try:
-                with self._transaction():
-                    cur = self._db.execute("INSERT INTO cases(code, note, created) VALUES (?,?,?)", (code, note, time.time()))
-                    case_id = _inserted_id(cur)
-                    self._audit_locked(client, "case.create", None, {"case_id": case_id, "code": code, "note": note})
-            except sqlite3.IntegrityError:
-                raise ValueError(f"case code {code!r} already exists") from None
-        return case_id
+        with self.transaction() as tx:
+            return tx.create_case(code or tx.next_case_code(), note, client)
 
     def _case_row(self, row: tuple) -> dict[str, Any]:
         cid, code, note, created, call, review, exported, revision, changed, signed, version, amendments, fields = row

@@ -11,13 +11,12 @@ its case and their audit rows commit together or not at all.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge.analysis.verification import KINDS, TRUTHS, Criteria, Slide
-from edge.record.store import Store, _inserted_id
+from edge.record.store import Reading, Store, UnitOfWork
 
 #: A verification's states: open (slides being read), then passed or failed when an admin
 #: closes it, or abandoned (with a reason) when it is given up.
@@ -63,71 +62,86 @@ class Verifications:
     _SELECT = ("SELECT id, started, started_by, model_id, camera, criteria, state, finished, finished_by, outcome, "
                "baseline, note FROM verifications")
 
-    def _slides_locked(self, verification_id: int) -> list[Slide]:
-        rows = self.store._db.execute(
+    @staticmethod
+    def _slides(db: Reading, verification_id: int) -> list[Slide]:
+        rows = db.execute(
             "SELECT s.case_id, c.code, s.truth, s.kind, s.call FROM verification_slides s JOIN cases c "
             "ON c.id = s.case_id WHERE s.verification_id = ? ORDER BY s.case_id", (verification_id,)).fetchall()
         return [Slide(case_id=r[0], code=r[1], truth=r[2], kind=r[3], call=r[4]) for r in rows]
 
-    def _from_row_locked(self, row: tuple) -> Verification:
+    def _from_row(self, db: Reading, row: tuple) -> Verification:
         return Verification(
             id=row[0], started=row[1], started_by=row[2], model_id=row[3], camera=json.loads(row[4]),
             criteria=Criteria.model_validate(json.loads(row[5])), state=row[6], finished=row[7], finished_by=row[8],
             outcome=json.loads(row[9]) if row[9] else None, baseline=json.loads(row[10]) if row[10] else None,
-            note=row[11], slides=self._slides_locked(row[0]))
+            note=row[11], slides=self._slides(db, row[0]))
 
     def get(self, verification_id: int) -> Verification | None:
-        with self.store._lock:
-            row = self.store._db.execute(f"{self._SELECT} WHERE id = ?", (verification_id,)).fetchone()
-            return None if row is None else self._from_row_locked(row)
+        with self.store.reading() as db:
+            row = db.execute(f"{self._SELECT} WHERE id = ?", (verification_id,)).fetchone()
+            return None if row is None else self._from_row(db, row)
 
     def all(self) -> list[Verification]:
-        with self.store._lock:
-            rows = self.store._db.execute(f"{self._SELECT} ORDER BY id DESC").fetchall()
-            return [self._from_row_locked(r) for r in rows]
+        with self.store.reading() as db:
+            rows = db.execute(f"{self._SELECT} ORDER BY id DESC").fetchall()
+            return [self._from_row(db, r) for r in rows]
 
     def current(self) -> Verification | None:
         """The open verification, if one is under way (there is at most one)."""
-        with self.store._lock:
-            row = self.store._db.execute(f"{self._SELECT} WHERE state = 'open' ORDER BY id DESC LIMIT 1").fetchone()
-            return None if row is None else self._from_row_locked(row)
+        with self.store.reading() as db:
+            row = db.execute(f"{self._SELECT} WHERE state = 'open' ORDER BY id DESC LIMIT 1").fetchone()
+            return None if row is None else self._from_row(db, row)
 
     def last_passed(self) -> Verification | None:
-        with self.store._lock:
-            row = self.store._db.execute(f"{self._SELECT} WHERE state = 'passed' ORDER BY id DESC LIMIT 1").fetchone()
-            return None if row is None else self._from_row_locked(row)
+        """The latest verification that passed *in the audit chain*: a row whose state says
+        passed with no "verification.passed" audit row for it was set by hand (issue 34), and
+        does not make the device verified (``unsealed`` names it)."""
+        with self.store.reading() as db:
+            for row in db.execute(f"{self._SELECT} WHERE state = 'passed' ORDER BY id DESC").fetchall():
+                if self._sealed(db, int(row[0])):
+                    return self._from_row(db, row)
+            return None
+
+    def unsealed(self) -> list[int]:
+        """Verifications marked passed with no audit row that passed them: edited by hand."""
+        with self.store.reading() as db:
+            ids = [int(r[0]) for r in db.execute("SELECT id FROM verifications WHERE state = 'passed'").fetchall()]
+            return [i for i in ids if not self._sealed(db, i)]
+
+    @staticmethod
+    def _sealed(db: Reading, verification_id: int) -> bool:
+        return db.execute("SELECT 1 FROM audit WHERE action = 'verification.passed' AND "
+                          "json_extract(after, '$.verification_id') = ? LIMIT 1", (verification_id,)).fetchone() is not None
 
     def slide_of_case(self, case_id: int) -> tuple[int, Slide] | None:
         """The verification a case is a known slide of, and the slide, or None."""
-        with self.store._lock:
-            row = self.store._db.execute("SELECT verification_id FROM verification_slides WHERE case_id = ?",
-                                         (case_id,)).fetchone()
+        with self.store.reading() as db:
+            row = db.execute("SELECT verification_id FROM verification_slides WHERE case_id = ?", (case_id,)).fetchone()
             if row is None:
                 return None
-            slide = next(s for s in self._slides_locked(row[0]) if s.case_id == case_id)
+            slide = next(s for s in self._slides(db, row[0]) if s.case_id == case_id)
             return int(row[0]), slide
 
     # -- changing ---------------------------------------------------------------------------
 
     def start(self, criteria: Criteria, model_id: str, camera: dict[str, Any], client: str, note: str = "") -> int:
         """Open a verification for the model and camera settings in force; one at a time."""
-        store = self.store
-        with store._lock, store._transaction():
-            open_row = store._db.execute("SELECT id, started_by FROM verifications WHERE state = 'open'").fetchone()
+        with self.store.transaction() as tx:
+            open_row = tx.execute("SELECT id, started_by FROM verifications WHERE state = 'open'").fetchone()
             if open_row is not None:
                 raise VerificationError(f"verification #{open_row[0]} (started by {open_row[1]}) is still open: "
                                         "finish or abandon it first")
-            cur = store._db.execute(
+            verification_id = tx.insert(
                 "INSERT INTO verifications(started, started_by, model_id, camera, criteria, note) VALUES (?,?,?,?,?,?)",
                 (time.time(), client, model_id, json.dumps(camera, sort_keys=True), criteria.model_dump_json(), note))
-            verification_id = _inserted_id(cur)
-            store._audit_locked(client, "verification.start", None,
-                                {"verification_id": verification_id, "model_id": model_id, "camera": camera,
-                                 "criteria": criteria.model_dump(), "note": note})
+            tx.audit(client, "verification.start", None,
+                     {"verification_id": verification_id, "model_id": model_id, "camera": camera,
+                      "criteria": criteria.model_dump(), "note": note})
         return verification_id
 
-    def _open_locked(self, verification_id: int) -> None:
-        row = self.store._db.execute("SELECT state FROM verifications WHERE id = ?", (verification_id,)).fetchone()
+    @staticmethod
+    def _check_open(db: Reading | UnitOfWork, verification_id: int) -> None:
+        row = db.execute("SELECT state FROM verifications WHERE id = ?", (verification_id,)).fetchone()
         if row is None:
             raise LookupError(f"no verification {verification_id}")
         if row[0] != "open":
@@ -141,61 +155,50 @@ class Verifications:
             raise VerificationError("kind must be empty or one of " + ", ".join(k for k in KINDS if k))
         if kind and truth != "negative":
             raise VerificationError(f"a {kind} slide is a negative slide (benign lymphoid cells that look like blasts)")
-        store = self.store
-        with store._lock:
-            self._open_locked(verification_id)
-            code = code or store._next_code_locked()
-            try:
-                with store._transaction():
-                    now = time.time()
-                    cur = store._db.execute("INSERT INTO cases(code, note, created) VALUES (?,?,?)",
-                                            (code, f"verification #{verification_id} slide", now))
-                    case_id = _inserted_id(cur)
-                    store._db.execute("INSERT INTO verification_slides(case_id, verification_id, truth, kind, entered, "
-                                      "entered_by) VALUES (?,?,?,?,?,?)",
-                                      (case_id, verification_id, truth, kind, now, client))
-                    store._audit_locked(client, "case.create", None,
-                                        {"case_id": case_id, "code": code, "verification_id": verification_id})
-                    store._audit_locked(client, "verification.slide", None,
-                                        {"verification_id": verification_id, "case_id": case_id, "code": code,
-                                         "truth": truth, "kind": kind})
-            except sqlite3.IntegrityError:
-                raise VerificationError(f"case code {code!r} already exists") from None
+        try:
+            with self.store.transaction() as tx:
+                self._check_open(tx, verification_id)
+                code = code or tx.next_case_code()
+                case_id = tx.create_case(code, f"verification #{verification_id} slide", client,
+                                         verification_id=verification_id)
+                tx.execute("INSERT INTO verification_slides(case_id, verification_id, truth, kind, entered, "
+                           "entered_by) VALUES (?,?,?,?,?,?)", (case_id, verification_id, truth, kind, time.time(), client))
+                tx.audit(client, "verification.slide", None,
+                         {"verification_id": verification_id, "case_id": case_id, "code": code, "truth": truth,
+                          "kind": kind})
+        except ValueError as exc:  # the code is taken
+            raise VerificationError(str(exc)) from None
         return case_id
 
     def mark_done(self, case_id: int, call: str, client: str) -> Slide:
         """Freeze the device's case call on a known slide; only then is its truth shown."""
         if call not in ("positive", "negative", "uncertain"):
             raise VerificationError(f"the case has no call yet ({call}): analyse the fields its case rule needs first")
-        store = self.store
-        with store._lock:
-            row = store._db.execute("SELECT verification_id, done FROM verification_slides WHERE case_id = ?",
-                                    (case_id,)).fetchone()
+        with self.store.transaction() as tx:
+            row = tx.execute("SELECT verification_id, done FROM verification_slides WHERE case_id = ?",
+                             (case_id,)).fetchone()
             if row is None:
                 raise LookupError(f"case {case_id} is not a verification slide")
-            self._open_locked(row[0])
+            self._check_open(tx, row[0])
             if row[1] is not None:
                 raise VerificationError("this slide is already done: its call is in the verification")
-            with store._transaction():
-                store._db.execute("UPDATE verification_slides SET done = ?, done_by = ?, call = ? WHERE case_id = ?",
-                                  (time.time(), client, call, case_id))
-                store._audit_locked(client, "verification.slide_done", None,
-                                    {"verification_id": row[0], "case_id": case_id, "call": call})
-            slide = next(s for s in self._slides_locked(row[0]) if s.case_id == case_id)
-        return slide
+            tx.execute("UPDATE verification_slides SET done = ?, done_by = ?, call = ? WHERE case_id = ?",
+                       (time.time(), client, call, case_id))
+            tx.audit(client, "verification.slide_done", None, {"verification_id": row[0], "case_id": case_id, "call": call})
+            verification_id = int(row[0])
+        with self.store.reading() as db:
+            return next(s for s in self._slides(db, verification_id) if s.case_id == case_id)
 
     def close(self, verification_id: int, state: str, outcome: dict[str, Any] | None,
               baseline: dict[str, Any] | None, client: str, note: str = "") -> None:
         """Passed, failed (with the figures that decided it) or abandoned (with a reason)."""
         if state not in STATES[1:]:
             raise ValueError(state)
-        store = self.store
-        with store._lock:
-            self._open_locked(verification_id)
-            with store._transaction():
-                store._db.execute("UPDATE verifications SET state = ?, finished = ?, finished_by = ?, outcome = ?, "
-                                  "baseline = ?, note = CASE WHEN ? = '' THEN note ELSE ? END WHERE id = ?",
-                                  (state, time.time(), client, json.dumps(outcome) if outcome else None,
-                                   json.dumps(baseline) if baseline else None, note, note, verification_id))
-                store._audit_locked(client, f"verification.{state}", None,
-                                    {"verification_id": verification_id, "outcome": outcome, "note": note})
+        with self.store.transaction() as tx:
+            self._check_open(tx, verification_id)
+            tx.execute("UPDATE verifications SET state = ?, finished = ?, finished_by = ?, outcome = ?, "
+                       "baseline = ?, note = CASE WHEN ? = '' THEN note ELSE ? END WHERE id = ?",
+                       (state, time.time(), client, json.dumps(outcome) if outcome else None,
+                        json.dumps(baseline) if baseline else None, note, note, verification_id))
+            tx.audit(client, f"verification.{state}", None,
+                     {"verification_id": verification_id, "outcome": outcome, "note": note})

@@ -127,3 +127,28 @@ def test_the_status_says_degraded_when_the_log_was_altered(state, tmp_path):
     status = build_service(load_config(config, environ={})).status()
     assert status["audit"]["intact"] is False and status["audit"]["rows"] == 1
     assert any("audit log was altered outside BlastScope: rows 2 to 2 are missing" in r for r in status["degraded_reasons"])
+
+
+def test_a_verification_state_set_by_hand_is_found_and_does_not_verify(state):
+    """Issue 34: state='passed' set by hand made the device "verified" while the chain verified."""
+    from edge.analysis.verification import Criteria
+    from edge.record.verification import Verifications
+
+    store = Store(state, StoreConfig(min_free_mb=0))
+    try:
+        record = Verifications(store)
+        vid = record.start(Criteria(), "model-x", {"exposure": 1}, "admin (127.0.0.1)")
+        assert record.last_passed() is None
+    finally:
+        store.close()
+    _tamper(state, f"UPDATE verifications SET state = 'passed', finished = 1 WHERE id = {vid}")
+    store = Store(state, StoreConfig(min_free_mb=0))
+    try:
+        record = Verifications(store)
+        assert record.last_passed() is None and record.unsealed() == [vid]
+        with store.transaction() as tx:  # the same through BlastScope: sealed in the chain
+            tx.execute(f"UPDATE verifications SET state = 'open' WHERE id = {vid}")
+        record.close(vid, "passed", {"ok": True}, None, "admin (127.0.0.1)")
+        assert record.last_passed().id == vid and record.unsealed() == []
+    finally:
+        store.close()
