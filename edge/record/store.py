@@ -18,6 +18,7 @@ database is rebuilt (a corrupt one is kept aside) and images no row refers to ar
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -66,6 +67,22 @@ AUDIT_ANCHOR = "audit-anchor.jsonl"
 
 class StoreFull(OSError):
     """Not enough free space to keep a new result; nothing stored was touched."""
+
+
+class RecordError(RuntimeError):
+    """A write to the record failed for a reason other than a full disk; says what failed."""
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` means the storage is full: ENOSPC or EDQUOT from the file system, or
+    SQLite's SQLITE_FULL ("database or disk is full"). Nothing else is "storage full": a
+    permission, a damaged file or an I/O error must say what it is."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL if code is not None else "database or disk is full" in str(exc)
+    return False
 
 
 class Stale(ValueError):
@@ -325,7 +342,11 @@ class Store:
         except (OSError, sqlite3.OperationalError) as exc:
             files.image.unlink(missing_ok=True)
             files.overlay.unlink(missing_ok=True)
-            raise StoreFull(f"the result could not be stored ({exc}); every stored result is kept") from None
+            if is_full(exc):
+                raise StoreFull(f"storage full: the result could not be stored ({exc}); every stored result is "
+                                "kept. Free space on the device (or export and archive results) to continue") from None
+            raise RecordError(f"the result could not be stored: {type(exc).__name__}: {exc}; every stored result is "
+                              "kept") from exc
         self.apply_retention()
         return result.id
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 from datetime import timedelta
 
 from http.cookies import CookieError, SimpleCookie
@@ -31,7 +32,7 @@ from edge.analysis.labels import CELL_NAMES, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
-from edge.record.store import Locked, Stale, StoreFull
+from edge.record.store import Locked, RecordError, Stale, StoreFull, is_full
 from edge.web import verification
 from edge.web.cases import make_blueprint
 from edge.web import wording
@@ -210,6 +211,22 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.errorhandler(StoreFull)
     def store_full(exc: StoreFull):
         return _error(507, str(exc))
+
+    @app.errorhandler(RecordError)
+    def record_error(exc: RecordError):
+        app.logger.error("record: %s", exc)
+        return _error(500, str(exc))
+
+    @app.errorhandler(sqlite3.Error)
+    @app.errorhandler(OSError)
+    def storage_error(exc: Exception):
+        """A review, a sign-out, a login... that could not be written: 507 with words when the
+        storage is full (only ENOSPC, EDQUOT, SQLITE_FULL), else 500 naming what failed."""
+        if is_full(exc):
+            return _error(507, "storage full: nothing was changed. Free space on the device (or export and "
+                               "archive results) to continue")
+        app.logger.exception("storage error")
+        return _error(500, f"the record could not be read or written: {type(exc).__name__}: {exc}")
 
     @app.errorhandler(Stale)
     @app.errorhandler(Locked)
