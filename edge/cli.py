@@ -101,6 +101,27 @@ def _camera(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    """``record accept-new``: an admin accepts the new, empty record in place of a damaged one
+    (set aside, kept), so the device leaves its read-only state; audited."""
+    import getpass
+
+    from edge.device.config import load_config
+    from edge.record.store import Store
+
+    cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
+    store = Store(cfg.state_dir, cfg.store)
+    try:
+        if store.read_only is None:
+            print(f"the record in {cfg.state_dir} is not damaged: nothing to accept")
+            return 0
+        accepted = store.accept_new_record(f"{getpass.getuser()} (command line)")
+    finally:
+        store.close()
+    print(f"accepted the new record; the damaged one stays set aside: {', '.join(accepted)}. Restart the daemon.")
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     """Walk the audit log's hash chain; exit 1 when it was altered."""
     from edge.device.config import load_config
@@ -451,6 +472,12 @@ def parser() -> argparse.ArgumentParser:
     au.add_argument("--config", type=Path)
     au.add_argument("--state-dir")
     au.set_defaults(func=_audit)
+    rc = sub.add_parser("record", help="'accept-new': take the new, empty record in place of a damaged one "
+                        "(set aside and kept), leaving the read-only state")
+    rc.add_argument("action", choices=["accept-new"])
+    rc.add_argument("--config", type=Path)
+    rc.add_argument("--state-dir")
+    rc.set_defaults(func=_record)
     cr = sub.add_parser("credentials", help="show the PIN and API token created at the first start (root only)")
     cr.add_argument("--config", type=Path)
     cr.add_argument("--state-dir")

@@ -293,6 +293,8 @@ class Service:
         if self.bundle.signer is None:
             reasons.append("the model bundle is not signed; it runs only because inference.allow_unsigned is set")
         reasons.extend(self.store.recovered)
+        if self.store.read_only:
+            reasons.append(self.store.read_only)
         if self.button_error:
             reasons.append(self.button_error)
         site = site or self.site.state()

@@ -63,10 +63,16 @@ QUARANTINE = "quarantine"
 DATABASE = "results.db"
 #: The audit chain's head kept outside the database (``edge.record.audit.Anchor``).
 AUDIT_ANCHOR = "audit-anchor.jsonl"
+#: Beside a set-aside damaged database: an admin accepted the new record in its place.
+ACCEPTED = ".accepted"
 
 
 class StoreFull(OSError):
     """Not enough free space to keep a new result; nothing stored was touched."""
+
+
+class RecordDamaged(RuntimeError):
+    """The record is read-only: its database was damaged; says which file and what to do."""
 
 
 class RecordError(RuntimeError):
@@ -164,8 +170,10 @@ class Store:
         self.recovered: list[str] = []  # what was repaired at start, for the log and the status
         self._audit_checked: tuple[float, audit.AuditCheck] | None = None
         self._audit_walk = threading.Lock()
+        self.read_only: str | None = None
         self._db = self._open_database()
         self._migrate()
+        self.read_only = self._damage()
         self._run_base = float(self._meta("run_seconds", "0"))
         self._mono_base = time.monotonic()
         self.quarantined = self._quarantine_orphans()
@@ -203,6 +211,32 @@ class Store:
                                   f"created and the existing images were moved to {QUARANTINE}/")
             return self._connect()
 
+    def _damage(self) -> str | None:
+        """Why the record is read-only: a damaged database set aside and not yet accepted by an
+        admin (``accept_new_record``). A clinic's record must not silently restart empty: every
+        case and sign-out would vanish from the page while new ones piled on an empty file."""
+        pending = sorted(p.name for p in self.root.glob(f"{DATABASE}.corrupt-*")
+                         if not p.name.endswith(("-wal", "-shm", ACCEPTED)) and not Path(f"{p}{ACCEPTED}").exists())
+        if not pending:
+            return None
+        return (f"the clinic record {DATABASE} was damaged and set aside as {pending[-1]} (kept for an expert; "
+                f"{AUDIT_ANCHOR} shows how many audit rows it held): the device is read-only. Restore a backup, "
+                f"or accept the new, empty record with 'blastscope-edge record accept-new'")
+
+    def accept_new_record(self, client: str) -> list[str]:
+        """An admin accepts the new record in place of the damaged one(s): audited, and the
+        set-aside files stay where they are."""
+        accepted = []
+        for p in sorted(self.root.glob(f"{DATABASE}.corrupt-*")):
+            if p.name.endswith(("-wal", "-shm", ACCEPTED)) or Path(f"{p}{ACCEPTED}").exists():
+                continue
+            Path(f"{p}{ACCEPTED}").write_text(json.dumps({"by": client, "at": time.time()}))
+            accepted.append(p.name)
+        self.read_only = None
+        with self.transaction() as tx:
+            tx.audit(client, "record.accept_new", None, {"set_aside": accepted})
+        return accepted
+
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
@@ -218,7 +252,10 @@ class Store:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """BEGIN ... COMMIT, rolled back on any error so no transaction is left open."""
+        """BEGIN ... COMMIT, rolled back on any error so no transaction is left open. Refused
+        (``RecordDamaged``) while the record is read-only."""
+        if self.read_only is not None:
+            raise RecordDamaged(self.read_only)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -304,6 +341,8 @@ class Store:
         on ``result.id``). Adding a field to a case changes a patient's record, so it is audited
         in the same transaction. Raises ``StoreFull`` (nothing written, nothing deleted) when
         space is short."""
+        if self.read_only is not None:  # before any file is written
+            raise RecordDamaged(self.read_only)
         self.ensure_space()
         stem = uuid.uuid4().hex
         files = StoredFiles(self.images / f"{stem}.jpg", self.images / f"{stem}_overlay.jpg")

@@ -32,7 +32,7 @@ from edge.analysis.labels import CELL_NAMES, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
-from edge.record.store import Locked, RecordError, Stale, StoreFull, is_full
+from edge.record.store import Locked, RecordDamaged, RecordError, Stale, StoreFull, is_full
 from edge.web import verification
 from edge.web.cases import make_blueprint
 from edge.web import wording
@@ -63,7 +63,10 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     sessions = Sessions(service.config.state_dir, pin_fingerprint(credentials.secret_key, credentials.pin),
                         cfg.session_hours * 3600)
     users = Users(service.config.state_dir)
-    users.ensure_first_admin(credentials.pin, credentials.token)
+    if users.damaged is None:
+        users.ensure_first_admin(credentials.pin, credentials.token)
+    else:
+        log.error("%s", users.damaged)
     app.extensions["blastscope.users"] = users
     devices = URLSafeTimedSerializer(credentials.secret_key, salt="blastscope-trusted-device")
 
@@ -173,8 +176,12 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         level = access.required(request.endpoint)
         if level is None:
             return _error(403, f"route {request.endpoint} has no entry in the access table")
-        if level == access.PUBLIC:
+        if level == access.PUBLIC and not (users.damaged and request.endpoint == "login"):
             return None
+        if users.damaged:
+            response, status = _error(503, users.damaged)
+            response.headers["Retry-After"] = "60"
+            return response, status
         refusal = authenticate()
         if refusal is not None:
             return refusal
@@ -211,6 +218,11 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.errorhandler(StoreFull)
     def store_full(exc: StoreFull):
         return _error(507, str(exc))
+
+    @app.errorhandler(RecordDamaged)
+    def record_damaged(exc: RecordDamaged):
+        response, status = _error(503, str(exc))
+        return response, status
 
     @app.errorhandler(RecordError)
     def record_error(exc: RecordError):

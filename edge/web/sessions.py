@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 DATABASE = "sessions.db"
+log = logging.getLogger("blastscope.sessions")
 
 
 def pin_fingerprint(secret_key: str, pin: str) -> str:
@@ -45,8 +48,20 @@ class Sessions:
                  clock: Callable[[], float] = time.time) -> None:
         self.fingerprint, self.lifetime_s, self.clock = fingerprint, lifetime_s, clock
         Path(state_dir).mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(Path(state_dir) / DATABASE, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        try:
+            self._open(Path(state_dir))
+        except sqlite3.DatabaseError as exc:
+            # sessions are disposable (everyone logs in again): a damaged file must not stop the
+            # daemon from starting (it did: a restart loop), so it is set aside and made anew
+            log.warning("%s unreadable (%s): set aside, a new one made; every user logs in again", DATABASE, exc)
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            os.replace(Path(state_dir) / DATABASE, Path(state_dir) / f"{DATABASE}.damaged-{int(time.time())}")
+            self._open(Path(state_dir))
+
+    def _open(self, state_dir: Path) -> None:
+        self._db = sqlite3.connect(state_dir / DATABASE, check_same_thread=False, isolation_level=None)
         with self._lock:
             self._db.execute("CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, created REAL NOT NULL, "
                              "expires REAL NOT NULL, csrf TEXT NOT NULL, pin TEXT NOT NULL)")
@@ -55,7 +70,7 @@ class Sessions:
                 self._db.execute("DELETE FROM sessions")
                 self._db.execute("ALTER TABLE sessions ADD COLUMN user TEXT NOT NULL DEFAULT ''")
             # a PIN change (new config) ends every session opened with the old PIN
-            self._db.execute("DELETE FROM sessions WHERE pin != ? OR expires <= ?", (fingerprint, self.clock()))
+            self._db.execute("DELETE FROM sessions WHERE pin != ? OR expires <= ?", (self.fingerprint, self.clock()))
 
     def create(self, user: str) -> tuple[str, Session]:
         """A new session of ``user``: (the id for the cookie, its record)."""

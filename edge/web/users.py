@@ -84,10 +84,20 @@ class Users:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(Path(state_dir) / DATABASE, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL, "
-                             "pin_salt BLOB NOT NULL, pin_hash BLOB NOT NULL, token_hash TEXT NOT NULL UNIQUE, "
-                             "active INTEGER NOT NULL, created REAL NOT NULL, changed REAL NOT NULL)")
+        #: Why nobody can log in: users.db is damaged (every signed-in request then answers 503
+        #: with this, instead of a 500 with no reason while /healthz said 200).
+        self.damaged: str | None = None
+        try:
+            with self._lock:
+                if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise sqlite3.DatabaseError("quick_check failed")
+                self._db.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY COLLATE NOCASE, "
+                                 "role TEXT NOT NULL, pin_salt BLOB NOT NULL, pin_hash BLOB NOT NULL, "
+                                 "token_hash TEXT NOT NULL UNIQUE, active INTEGER NOT NULL, created REAL NOT NULL, "
+                                 "changed REAL NOT NULL)")
+        except sqlite3.DatabaseError as exc:
+            self.damaged = (f"{Path(state_dir) / DATABASE} is damaged ({exc}): nobody can log in. Restore it from a "
+                            "backup, or move it aside and restart (the first-start PIN then makes a new admin)")
 
     def close(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from edge.record.store import StoreConfig
 from edge.analysis.imagefile import read_rgb
 from edge.pipeline import Pipeline
 from edge.record.schema import SCHEMA, SCHEMA_VERSION
-from edge.record.store import DATABASE, QUARANTINE, Store, StoreFull
+from edge.record.store import DATABASE, QUARANTINE, RecordDamaged, Store, StoreFull
 
 from conftest import ServerProcess, sample_paths
 
@@ -148,8 +148,23 @@ def test_corrupt_database_is_kept_aside_and_rebuilt(tmp_path, results):
     aside = list(tmp_path.glob(f"{DATABASE}.corrupt-*"))
     assert aside and aside[0].read_bytes()[:100] == b"\x42" * 100
     assert any("was unreadable" in m for m in reopened.recovered)
-    assert reopened.save(results[1]) >= 1
+    # never a silent empty record (issue 34): read-only, saying which file and what to do
+    assert reopened.read_only is not None and aside[0].name in reopened.read_only
+    with pytest.raises(RecordDamaged, match="accept-new"):
+        reopened.save(results[1])
+    with pytest.raises(RecordDamaged):
+        reopened.create_case("X-1", "", "test")
+    assert list((tmp_path / "images").iterdir()) == []  # nothing half-written
     reopened.close()
+    # a restart does not forget it; an admin's acceptance ends it, audited
+    again = Store(tmp_path, StoreConfig(min_free_mb=0))
+    assert again.read_only is not None
+    assert again.accept_new_record("admin (test)") == [aside[0].name]
+    assert again.read_only is None and again.save(results[1]) >= 1
+    assert again.audit_log()[-1]["action"] == "record.accept_new" or any(
+        a["action"] == "record.accept_new" for a in again.audit_log())
+    again.close()
+    assert Store(tmp_path, StoreConfig(min_free_mb=0)).read_only is None
 
 
 def test_a_failed_transaction_is_rolled_back(tmp_path, results):

@@ -138,3 +138,42 @@ def test_one_users_wrong_pins_never_lock_another_user_of_the_phone(app, bearer):
     assert _login(attacker, "Carl", "13571357").status_code == 429
     assert _login(phone, "Carl", "13571357").status_code == 302
 
+
+
+def test_a_zeroed_sessions_db_is_made_anew_not_a_restart_loop(tmp_path):
+    """Issue 34: a zeroed sessions.db (disposable data) stopped the daemon from starting."""
+    from edge.web.sessions import DATABASE, Sessions
+
+    (tmp_path / DATABASE).write_bytes(b"\0" * 8192)
+    sessions = Sessions(tmp_path, "fp", 3600)
+    sid, _ = sessions.create("Ana")
+    assert sessions.lookup(sid) is not None
+    assert list(tmp_path.glob(f"{DATABASE}.damaged-*"))  # the damaged one kept aside
+
+
+def test_a_damaged_users_db_says_so_with_503(tmp_path):
+    """Issue 34: a bad page in users.db gave /healthz 200 and every signed-in request 500."""
+    from edge.device.config import load_config
+    from edge.device.service import Service
+    from edge.model.bundle import default_bundle_path, load_bundle
+    from edge.pipeline import Pipeline
+    from edge.record.store import Store
+    from edge.web import create_app
+    from edge.web.auth import load_credentials
+
+    from conftest import PIN, TOKEN
+
+    (tmp_path / "users.db").write_bytes(b"SQLite format 3\0" + b"\x13" * 4080)
+    cfg = load_config(None, environ={}, overrides={"store.state_dir": str(tmp_path), "store.min_free_mb": 0,
+                                                    "server.pin": PIN, "server.token": TOKEN})
+    bundle = load_bundle(default_bundle_path())
+    service = Service(cfg, bundle, Pipeline.on_cpu(bundle, threads=1), Store(tmp_path, cfg.store), camera=None)
+    client = create_app(service, load_credentials(tmp_path, PIN, TOKEN), cfg.server).test_client()
+    try:
+        r = client.get("/api/cases", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 503 and "users.db is damaged" in r.get_json()["error"]
+        assert client.post("/login", data={"name": "admin", "pin": PIN}).status_code == 503
+        assert client.get("/healthz").status_code == 200  # the device itself still runs
+    finally:
+        service.analyses.close()
+        service.store.close()
