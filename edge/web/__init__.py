@@ -33,7 +33,7 @@ from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
 from edge.record.store import Locked, RecordDamaged, RecordError, Stale, StoreFull, is_full
-from edge.web import verification
+from edge.web import reports, verification
 from edge.web.cases import make_blueprint
 from edge.web import wording
 from edge.web import access
@@ -470,5 +470,6 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         return send_file(path, mimetype="image/jpeg", max_age=3600)
 
     app.register_blueprint(make_blueprint(service))
+    app.register_blueprint(reports.bp)
     app.register_blueprint(verification.bp)
     return app

@@ -30,7 +30,6 @@ ACCESS: dict[str, str] = {
     "list_users": "admin", "add_user": "admin", "change_user": "admin",
     # cases (edge/web/cases.py)
     "cases.list_cases": USER, "cases.get_case": USER, "cases.case_cells": USER, "cases.cell_image": USER,
-    "cases.report": USER, "cases.report_pages": USER, "cases.export_case": USER, "cases.export_range": USER,
     "cases.scan_status": USER,
     "cases.create_case": "technician", "cases.activate": "technician", "cases.classify_into": "technician",
     "cases.capture_into": "technician", "cases.scan_case": "technician", "cases.button_case": "technician",
@@ -39,6 +38,8 @@ ACCESS: dict[str, str] = {
     "cases.include_result": "technician",
     "cases.review_result": "reviewer", "cases.exclude_result": "reviewer", "cases.review_case": "reviewer",
     "cases.review_cell": "reviewer", "cases.sign_case": "reviewer", "cases.amend_case": "reviewer",
+    # reports and exports (edge/web/reports.py)
+    "reports.report": USER, "reports.report_pages": USER, "reports.export_case": USER, "reports.export_range": USER,
     # site verification (edge/web/verification.py)
     "verification.list_verifications": USER, "verification.get_verification": USER, "verification.report": USER,
     "verification.export": USER,
