@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 from datetime import timedelta
 
 from http.cookies import CookieError, SimpleCookie
@@ -20,20 +19,16 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, send_file, session, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from werkzeug.exceptions import HTTPException
 
 from edge.web.auth import Credentials, LoginGuard, same_secret
-from edge.device.analysis_queue import QueueFull, ShuttingDown
 from edge.device.capture import CameraError
 from edge.device.httpserver import ServerConfig
 from edge.device.live import BOUNDARY, LiveBusy
-from edge.analysis.imagefile import ImageRejected
 from edge.analysis.labels import CELL_NAMES, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
-from edge.record.store import Locked, RecordDamaged, RecordError, Stale, StoreFull, is_full
-from edge.web import reports, verification
+from edge.web import errors, reports, user_routes, verification
 from edge.web.cases import make_blueprint
 from edge.web import wording
 from edge.web import access
@@ -207,64 +202,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        if request.path.startswith("/api/") or request.path == "/healthz":
-            reason = (exc.description or exc.name) if exc.code != 413 else (
-                f"upload too large: the limit is {cfg.max_upload_mb:g} MB")
-            return _error(exc.code or 500, reason)
-        return exc
-
-    @app.errorhandler(StoreFull)
-    def store_full(exc: StoreFull):
-        return _error(507, str(exc))
-
-    @app.errorhandler(RecordDamaged)
-    def record_damaged(exc: RecordDamaged):
-        response, status = _error(503, str(exc))
-        return response, status
-
-    @app.errorhandler(RecordError)
-    def record_error(exc: RecordError):
-        app.logger.error("record: %s", exc)
-        return _error(500, str(exc))
-
-    @app.errorhandler(sqlite3.Error)
-    @app.errorhandler(OSError)
-    def storage_error(exc: Exception):
-        """A review, a sign-out, a login... that could not be written: 507 with words when the
-        storage is full (only ENOSPC, EDQUOT, SQLITE_FULL), else 500 naming what failed."""
-        if is_full(exc):
-            return _error(507, "storage full: nothing was changed. Free space on the device (or export and "
-                               "archive results) to continue")
-        app.logger.exception("storage error")
-        return _error(500, f"the record could not be read or written: {type(exc).__name__}: {exc}")
-
-    @app.errorhandler(Stale)
-    @app.errorhandler(Locked)
-    def conflict(exc: Stale | Locked):
-        return _error(409, str(exc))
-
-    @app.errorhandler(Refused)
-    @app.errorhandler(ImageRejected)
-    def refused(exc: Refused | ImageRejected):
-        return _error(exc.status, exc.reason)
-
-    @app.errorhandler(QueueFull)
-    @app.errorhandler(ShuttingDown)
-    def busy(exc: QueueFull | ShuttingDown):
-        response, status = _error(503, str(exc))
-        response.headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
-        return response, status
-
-    @app.errorhandler(CameraError)
-    def camera_unavailable(exc: CameraError):
-        return _error(503, f"camera unavailable: {exc}")
-
-    @app.errorhandler(Exception)
-    def internal_error(exc: Exception):
-        app.logger.exception("unhandled error")
-        return _error(500, f"internal error: {type(exc).__name__}")
+    errors.register(app, cfg.max_upload_mb)
 
     @app.get("/healthz")
     def healthz():
@@ -410,53 +348,6 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         user = g.user
         return jsonify({"name": user.name, "role": user.role, "may": [r for r in ROLES if user.may(r)]})
 
-    def user_body() -> dict[str, Any]:
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            raise Refused(400, 'send JSON {"name": ..., "role": "technician|reviewer|admin", "pin": "6 to 12 digits"}')
-        return data
-
-    @app.get("/api/users")
-    def list_users():
-        return jsonify({"users": [{"name": u.name, "role": u.role, "active": u.active} for u in users.all()]})
-
-    @app.post("/api/users")
-    def add_user():
-        """A new user with their own PIN; the answer carries their API token, shown only here."""
-        data = user_body()
-        try:
-            token = users.add(data.get("name"), data.get("role"), data.get("pin"))  # type: ignore[arg-type]
-        except UserError as exc:
-            raise Refused(400, str(exc)) from None
-        name = check_name(data["name"])
-        service.store.audit(client(), "user.add", after={"name": name, "role": data["role"]})
-        return jsonify({"name": name, "role": data["role"], "active": True, "token": token}), 201
-
-    @app.post("/api/users/<string(maxlength=40):name>")
-    def change_user(name: str):
-        """Change a role, a PIN, whether the user may log in, or issue a new token (the old one
-        stops working). The user's sessions opened before the change end."""
-        data = user_body()
-        active = data.get("active")
-        if active is not None and not isinstance(active, bool):
-            raise Refused(400, "active is true or false")
-        before = users.get(name)
-        if before is None:
-            raise Refused(404, f"no user named {name!r}")
-        try:
-            token = users.change(name, role=data.get("role"), pin=data.get("pin"), active=active,
-                                 new_token=data.get("new_token") is True)
-        except UserError as exc:
-            raise Refused(400, str(exc)) from None
-        after = users.get(name)
-        assert after is not None
-        service.store.audit(client(), "user.change",
-                            before={"name": before.name, "role": before.role, "active": before.active},
-                            after={"name": after.name, "role": after.role, "active": after.active,
-                                   "pin_changed": "pin" in data, "new_token": token is not None})
-        return jsonify({"name": after.name, "role": after.role, "active": after.active,
-                        **({"token": token} if token else {})})
-
     @app.get(f"/api/results/<int(max={MAX_ID}):result_id>")
     def result(result_id: int):
         record = service.store.get(result_id)
@@ -471,5 +362,6 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
 
     app.register_blueprint(make_blueprint(service))
     app.register_blueprint(reports.bp)
+    app.register_blueprint(user_routes.bp)
     app.register_blueprint(verification.bp)
     return app

@@ -27,7 +27,8 @@ ACCESS: dict[str, str] = {
     "preview": USER, "live": USER,
     "classify": "technician", "capture": "technician",
     "audit_log": "reviewer",
-    "list_users": "admin", "add_user": "admin", "change_user": "admin",
+    # users (edge/web/user_routes.py)
+    "users.list_users": "admin", "users.add_user": "admin", "users.change_user": "admin",
     # cases (edge/web/cases.py)
     "cases.list_cases": USER, "cases.get_case": USER, "cases.case_cells": USER, "cases.cell_image": USER,
     "cases.scan_status": USER,

@@ -77,7 +77,7 @@ def test_an_endpoint_with_no_row_is_refused(app, client, monkeypatch):
 #: admin manages users or a site verification's course.
 REVIEWER_ONLY = {"cases.review_result", "cases.exclude_result", "cases.review_case", "cases.review_cell",
                  "cases.sign_case", "cases.amend_case", "audit_log"}
-ADMIN_ONLY = {"list_users", "add_user", "change_user", "verification.start_verification", "verification.finish",
+ADMIN_ONLY = {"users.list_users", "users.add_user", "users.change_user", "verification.start_verification", "verification.finish",
               "verification.abandon"}
 
 
