@@ -45,7 +45,9 @@ def extract_pbc(files: list[tuple[Path, str, str]], seg: SegmentationParams, par
         if crops is None:
             refused.append((key, "no cell found at the centre"))
         else:
-            rgb.append(crops.rgb), own.append(crops.own), near.append(crops.near)
+            rgb.append(crops.rgb)
+            own.append(crops.own)
+            near.append(crops.near)
             field.append(len(keys) - 1)
         if (n + 1) % 2000 == 0:
             log(f"pbc cells: {n + 1}/{len(files)} images, {len(field)} cells")

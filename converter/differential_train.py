@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,8 @@ def cell_sets(data: Path, pbc: Path, work: Path, log=print) -> dict[str, dict[st
     labels are already the first four differential labels."""
     bundle = load_bundle(default_bundle_path())
     seg, params = bundle.segmentation, bundle.cells
+    if params is None:
+        raise ValueError(f"{bundle.root} is not a cell bundle: its cell parameters cut the training cells")
     keys = bundle.manifest["split"]["keys"]
     dataset = load_dataset(data)
     files = pbc_files(pbc)
@@ -57,18 +60,20 @@ def cell_sets(data: Path, pbc: Path, work: Path, log=print) -> dict[str, dict[st
     return out
 
 
-def site_report(probs: np.ndarray, cells: CellSet) -> dict:
+def site_report(probs: np.ndarray, cells: CellSet) -> dict[str, Any]:
     """Per-class recall, confusion and blast calls of one site's cells."""
     truth, pred = cells.labels, probs.argmax(1)
     blast = np.isin(pred, [DIFF_LABELS.index(b) for b in ("early_pre_b", "pre_b", "pro_b")])
     truth_blast = np.isin(truth, [1, 2, 3])
-    report = {"cells": int(len(truth)), "accuracy": float((pred == truth).mean()) if len(truth) else None,
-              "recall": {}, "confusion": {}}
+    recall: dict[str, float] = {}
+    confusion: dict[str, dict[str, int]] = {}
+    report: dict[str, Any] = {"cells": int(len(truth)), "accuracy": float((pred == truth).mean()) if len(truth) else None,
+                              "recall": recall, "confusion": confusion}
     for k, name in enumerate(DIFF_LABELS):
         sel = truth == k
         if sel.any():
-            report["recall"][name] = round(float((pred[sel] == k).mean()), 4)
-            report["confusion"][name] = {DIFF_LABELS[j]: int((pred[sel] == j).sum()) for j in range(len(DIFF_LABELS))
+            recall[name] = round(float((pred[sel] == k).mean()), 4)
+            confusion[name] = {DIFF_LABELS[j]: int((pred[sel] == j).sum()) for j in range(len(DIFF_LABELS))
                                          if (pred[sel] == j).any()}
     merged = np.where(np.isin(pred, [1, 2, 3]), 1, pred)
     merged_truth = np.where(truth_blast, 1, truth)
