@@ -219,7 +219,8 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             whose = f"for {name}" if name else "from this phone"
             return render_template("login.html", csrf=session["csrf"], name=name, wait=seconds,
                                    error=f"Too many wrong PINs {whose}. Try again in {seconds} s.")
-        return render_template("login.html", csrf=session["csrf"], error=None, name=name)
+        expired = "Your session ended: log in again to go on where you were." if request.args.get("expired") else None
+        return render_template("login.html", csrf=session["csrf"], error=expired, name=name)
 
     def login_page_with(error: str, status: int, name: str, wait: int | None = None):
         page = render_template("login.html", csrf=session.get("csrf", ""), error=error, name=name, wait=wait)

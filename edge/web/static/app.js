@@ -39,7 +39,14 @@ async function api(path, options = {}) {
   setOffline(false);
   let body = null;
   try { body = await response.json(); } catch (e) { /* not JSON */ }
-  if (response.status === 401) { window.location = "/login"; throw new Error("logged out"); }
+  if (response.status === 401) {
+    // the session ended (a shift is 12 h; a PIN change or deactivation ends it too): say so on
+    // the login page, and reopen this case after the login (issue 35)
+    const open = (shownCase && shownCase.id) || (activeCase && activeCase.id);
+    if (open) sessionStorage.setItem("reopenCase", String(open));
+    window.location = "/login?expired=1";
+    throw new Error("logged out");
+  }
   if (!response.ok) {
     const error = new Error((body && body.error) || `request failed (${response.status})`);
     error.status = response.status;
@@ -673,7 +680,7 @@ async function loadHistory() {
     b.type = "button";
     b.innerHTML = "<span class='what'></span><span class='chip'></span>";
     const when = new Date(c.created * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
-    b.children[0].textContent = `${c.code} · ${when} · ${c.field_count} fields${c.review ? " · reviewed" : ""}${c.active ? " · active" : ""}`;
+    b.children[0].textContent = `${c.code} · ${when} · ${c.field_count} fields${c.signed ? " · signed out" : c.review ? " · reviewed" : ""}${c.active ? " · active" : ""}`;
     chip(b.children[1], c.final_call || c.call);
     b.addEventListener("click", async () => { renderCaseCard(await api(`/api/cases/${c.id}`)); $("case-card").scrollIntoView({ block: "start" }); });
     li.appendChild(b);
@@ -938,7 +945,18 @@ async function syncCase(force = false) {
 }
 
 refreshPreview();
-refreshStatus().then(() => { loadActiveCase().catch(() => {}); loadHistory().catch(() => {}); });
+refreshStatus().then(async () => {
+  await loadActiveCase().catch(() => {});
+  loadHistory().catch(() => {});
+  // after a login that a session's end forced, the case that was open comes back
+  const reopen = sessionStorage.getItem("reopenCase");
+  if (reopen) {
+    sessionStorage.removeItem("reopenCase");
+    try { renderCaseCard(await api(`/api/cases/${reopen}`)); $("case-card").scrollIntoView({ block: "start" }); } catch (e) { /* gone */ }
+  }
+});
+// a reviewer's history shows cases created on other phones since the page loaded
+setInterval(() => { if (!offline && !document.hidden) loadHistory().catch(() => {}); }, 15000);
 setInterval(refreshPreview, 1000);
 setInterval(refreshStatus, 5000);
 setInterval(syncCase, 2000);
