@@ -356,6 +356,14 @@ function pickCell(cell, button, what) {
   document.querySelectorAll(".cell-thumb.selected").forEach((el) => el.classList.remove("selected"));
   button.classList.add("selected");
   cellChoice = cell;
+  if (document.body.dataset.role === "technician") {
+    // a technician is not offered a picker the device would then refuse (issue 35)
+    $("cell-picker-title").textContent = `Cell ${cell.cell} of field #${cell.result_id}, ${what}. A reviewer reclassifies cells.`;
+    $("cell-picker-buttons").replaceChildren();
+    show($("cell-picker"), true);
+    $("cell-picker").scrollIntoView({ block: "nearest" });
+    return;
+  }
   $("cell-picker-title").textContent = `Cell ${cell.cell} of field #${cell.result_id}, ${what}. Its class:`;
   const classes = Object.keys(cellNames);
   $("cell-picker-buttons").replaceChildren(...classes.map((label) => {
