@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -220,3 +221,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "system" in item.path.parts[-2:-1]:
             item.add_marker(pytest.mark.system)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, size: str):
+    """A real small filesystem (tmpfs) at ``mnt``, unmounted afterwards; skips without root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt.mkdir(exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+

@@ -3,9 +3,7 @@ failed transactions, schema migration. Full-disk tests use a real small tmpfs (r
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from edge.pipeline import Pipeline
 from edge.record.schema import SCHEMA, SCHEMA_VERSION
 from edge.record.store import DATABASE, QUARANTINE, RecordDamaged, Store, StoreFull
 
-from conftest import ServerProcess, sample_paths
+from conftest import mounted_tmpfs, ServerProcess, sample_paths
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +29,8 @@ def results(default_bundle):
 @pytest.fixture
 def small_fs(tmp_path):
     """A real 6 MB filesystem (tmpfs), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with mounted_tmpfs(tmp_path / "small", "6m") as mnt:
+        yield mnt
 
 
 def _fill(folder: Path, leave_mb: float) -> Path:

@@ -8,26 +8,18 @@ import errno
 import io
 import os
 import sqlite3
-import subprocess
 
 import pytest
 
 from edge.record.store import is_full
 
-from conftest import PIN, TOKEN, sample_paths
+from conftest import PIN, TOKEN, mounted_tmpfs, sample_paths
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
 def full_device(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     from edge.device.config import load_config
     from edge.device.service import Service
     from edge.model.bundle import default_bundle_path, load_bundle
@@ -36,15 +28,15 @@ def full_device(tmp_path):
     from edge.web import create_app
     from edge.web.auth import load_credentials
 
-    cfg = load_config(None, environ={}, overrides={"store.state_dir": str(mnt), "store.min_free_mb": 0,
-                                                    "server.pin": PIN, "server.token": TOKEN})
-    bundle = load_bundle(default_bundle_path())
-    service = Service(cfg, bundle, Pipeline.on_cpu(bundle, threads=1), Store(mnt, cfg.store), camera=None)
-    app = create_app(service, load_credentials(mnt, PIN, TOKEN), cfg.server)
-    yield app.test_client(), mnt
-    service.analyses.close()
-    service.store.close()
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with mounted_tmpfs(tmp_path / "small", "8m") as mnt:
+        cfg = load_config(None, environ={}, overrides={"store.state_dir": str(mnt), "store.min_free_mb": 0,
+                                                        "server.pin": PIN, "server.token": TOKEN})
+        bundle = load_bundle(default_bundle_path())
+        service = Service(cfg, bundle, Pipeline.on_cpu(bundle, threads=1), Store(mnt, cfg.store), camera=None)
+        app = create_app(service, load_credentials(mnt, PIN, TOKEN), cfg.server)
+        yield app.test_client(), mnt
+        service.analyses.close()
+        service.store.close()
 
 
 def _fill(folder) -> None:
