@@ -25,7 +25,12 @@ def test_refit_calibration_gives_back_the_shipped_calibration(dataset_dir, defau
     wiped = dataclasses.replace(shipped, calibration=blank, manifest={**shipped.manifest, "calibration": blank.to_dict()})
     val = samples_for_split(shipped, load_dataset(dataset_dir), "val")
     calibration, report = refit_calibration(wiped, val, log=lambda _: None)
-    assert calibration == shipped.calibration
+    # int8 kernels differ between x86 machines (XNNPACK takes an AVX-512 or an AVX2 path): on
+    # another machine the threshold came out 0.087114 against the shipped 0.087549 (0.5%, issue
+    # 36); 3% holds that with room, and a wrong fit (another target, band or split) moves it far more
+    for name in ("temperature", "malignant_threshold", "uncertain_low", "uncertain_high"):
+        assert getattr(calibration, name) == pytest.approx(getattr(shipped.calibration, name), rel=0.03), name
+    assert calibration.min_cells_to_clear == shipped.calibration.min_cells_to_clear
     assert calibration.uncertain_low < calibration.malignant_threshold < calibration.uncertain_high  # a band with width
     assert report["band"] == shipped.manifest["calibration_fit"]["int8"]["band"] == "bootstrap"
     assert report["targets"] == shipped.manifest["calibration_fit"]["int8"]["targets"]
