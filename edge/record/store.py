@@ -356,7 +356,10 @@ class Store:
                 duplicate = None
                 if case_id is not None:
                     self._refuse_if_signed_locked(case_id)
-                    duplicate = self._duplicate_locked(case_id, record["field_hash"])
+                    # only a read field can repeat one: a refused capture counts for nothing, and the
+                    # good capture after it (the lamp fixed) must not be taken for its repeat
+                    if result.status == "classified":
+                        duplicate = self._duplicate_locked(case_id, record["field_hash"])
                 excluded = None if duplicate is None else json.dumps({
                     "reason": f"the same field as #{duplicate} (taken twice: move the stage to a new area), not "
                               "counted twice", "duplicate_of": duplicate, "at": time.time()})
@@ -392,7 +395,7 @@ class Store:
     def _duplicate_locked(self, case_id: int, fingerprint: str) -> int | None:
         """The counted field of the case that ``fingerprint`` repeats (``same_field``), if any."""
         for rid, data in self._db.execute("SELECT id, data FROM results WHERE case_id = ? AND excluded IS NULL "
-                                          "ORDER BY id", (case_id,)):
+                                          "AND status = 'classified' ORDER BY id", (case_id,)):
             other = json.loads(data).get("field_hash")
             if other and same_field(fingerprint, other):
                 return int(rid)

@@ -211,7 +211,8 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     @app.get("/login")
     def login_page():
         session.setdefault("csrf", secrets.token_hex(16))
-        name = remembered_name()
+        # the name last tried on this phone (a lockout is per name), else the one it remembers
+        name = str(session.get("tried") or remembered_name())
         # a lockout in force shows on a fresh page too, with its count-down
         wait, _ = guard.standing(request.remote_addr or "unknown", name, trusted_device(name) if name else None)
         if wait > 0:
@@ -249,6 +250,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
             audit("login_refused", {"user": name, "why": "deactivated"})
             return login_page_with(f"{name} is deactivated: ask an admin to reactivate you.", 403, name)
         if user is None:
+            session["tried"] = name
             failures = guard.failed(address, name, device)
             log.warning("wrong name or PIN for %r from %s (%d wrong PINs on this device in 24 h)", name, address, failures)
             audit("login_failed", {"user": name, "device_failures_24h": failures, "trusted_device": device is not None})

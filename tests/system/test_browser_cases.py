@@ -253,9 +253,9 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
         wait.until(lambda d: all(d.execute_script("return arguments[0].naturalWidth", img) > 0
                                  for img in d.find_elements(By.CSS_SELECTOR, ".cell-thumb img")))
         groups = driver.find_elements(By.CSS_SELECTOR, ".cell-group h3")
-        assert any(g.text.startswith("Pre-B ALL") for g in groups), [g.text for g in groups]
+        assert any(g.text.startswith("Blast (pattern suggests Pre-B)") for g in groups), [g.text for g in groups]
         blast_group = next(g for g in driver.find_elements(By.CSS_SELECTOR, ".cell-group")
-                           if g.find_element(By.TAG_NAME, "h3").text.startswith("Pre-B ALL"))
+                           if g.find_element(By.TAG_NAME, "h3").text.startswith("Blast (pattern suggests Pre-B)"))
         first = blast_group.find_element(By.CSS_SELECTOR, ".cell-thumb")
         assert first.size["width"] >= 48 and first.size["height"] >= 48  # a gloved finger's target
         first.click()
@@ -264,9 +264,9 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
         # no name asked for: the class is recorded under the logged-in user
         wait.until(ec.text_to_be_present_in_element((By.ID, "cells-count"), "after review of 1 cell"))
         benign = next(g for g in driver.find_elements(By.CSS_SELECTOR, ".cell-group")
-                      if g.find_element(By.TAG_NAME, "h3").text.startswith("Benign"))
+                      if g.find_element(By.TAG_NAME, "h3").text.startswith("Benign lymphoid"))
         reviewed = benign.find_element(By.CSS_SELECTOR, ".cell-thumb.reviewed")
-        assert "model: Pre-B ALL" in reviewed.get_attribute("aria-label")
+        assert "model: Blast (pattern suggests Pre-B)" in reviewed.get_attribute("aria-label")
         assert "reviewed by admin" in reviewed.get_attribute("aria-label")
         assert _no_sideways_overflow(driver)
         driver.save_screenshot(str(tmp_path / "gallery-360.png"))

@@ -17,8 +17,17 @@ def _analyse(driver, wait, prefix: str, fields: int) -> None:
     paths = [p for p in sample_paths() if p.name.startswith(prefix)]
     for n in range(1, fields + 1):
         upload.send_keys(str(paths[n % len(paths)]))
-        # the case card counts usable fields: wait for this field's count, not for any result
-        wait.until(lambda d: d.find_element(By.ID, "cc-counts").text.startswith(f"{n} usable fields"))
+        # the case card counts usable, rejected and excluded fields (a repeat of a sample image is
+        # stored excluded, issue 34): wait for this field's count, not for any result
+        wait.until(lambda d, n=n: _stored(d.find_element(By.ID, "cc-counts").text) == n)
+
+
+def _stored(counts: str) -> int:
+    """Usable + rejected + excluded fields, from the case card's counts line."""
+    import re
+
+    m = re.match(r"(\d+) usable fields .*; (\d+) rejected; (\d+) excluded", counts)
+    return sum(int(x) for x in m.groups()) if m else -1
 
 
 def _add_slide(driver, wait, code: str, truth: str, kind: str = "") -> None:

@@ -348,13 +348,19 @@ def test_metrics_count_what_the_device_did_in_prometheus_format(tmp_path):
 
 def test_the_live_view_streams_jpegs_over_real_http_and_a_third_phone_gets_stills(server):
     """The MJPEG live view from the demo daemon (its camera replays the sample fields): parts
-    that are JPEGs, a 401 without credentials, a 503 with the reason once both slots are taken,
-    and a slot back as soon as a phone closes its stream."""
+    that are JPEGs, a 401 without credentials, a 503 with the reason once both slots are taken
+    by two users, a slot back as soon as a phone closes its stream, and one stream per user (a
+    user's second stream ends their first instead of taking the other user's slot)."""
     assert requests.get(f"{server.url}/api/live.mjpg", timeout=10).status_code == 401
+    who = []
+    for name in ("Lena", "Milo", "Nora"):
+        r = requests.post(f"{server.url}/api/users", headers=server.headers(), timeout=10,
+                          json={"name": name, "role": "technician", "pin": "86420246"})
+        who.append({"Authorization": f"Bearer {r.json()['token']}"})
     streams = []
     try:
-        for _ in range(2):
-            r = requests.get(f"{server.url}/api/live.mjpg", headers=server.headers(), stream=True, timeout=10)
+        for headers in who[:2]:
+            r = requests.get(f"{server.url}/api/live.mjpg", headers=headers, stream=True, timeout=10)
             assert r.status_code == 200 and r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=blastscope-frame"
             streams.append(r)
         body = b""
@@ -365,19 +371,23 @@ def test_the_live_view_streams_jpegs_over_real_http_and_a_third_phone_gets_still
         head, _, rest = part.partition(b"\r\n\r\n")
         length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
         assert b"Content-Type: image/jpeg" in head and rest[:2] == b"\xff\xd8" and rest[length - 2:length] == b"\xff\xd9"
-        third = requests.get(f"{server.url}/api/live.mjpg", headers=server.headers(), timeout=10)
+        third = requests.get(f"{server.url}/api/live.mjpg", headers=who[2], timeout=10)
         assert third.status_code == 503 and "already open on 2 phone(s)" in third.json()["error"]
         assert requests.get(f"{server.url}/api/status", headers=server.headers(), timeout=10).json()["live_view"]["streams"] == 2
         streams.pop().close()
         deadline = time.monotonic() + 10  # the server notices the closed connection at its next write
         while time.monotonic() < deadline:
-            again = requests.get(f"{server.url}/api/live.mjpg", headers=server.headers(), stream=True, timeout=10)
+            again = requests.get(f"{server.url}/api/live.mjpg", headers=who[2], stream=True, timeout=10)
             if again.status_code == 200:
                 streams.append(again)
                 break
             again.close()
             time.sleep(0.2)
         assert len(streams) == 2, "the closed stream's slot never came back"
+        # Lena reconnects with both slots taken: her new stream replaces her old one
+        replaced = requests.get(f"{server.url}/api/live.mjpg", headers=who[0], stream=True, timeout=10)
+        assert replaced.status_code == 200
+        streams.append(replaced)
     finally:
         for r in streams:
             r.close()
