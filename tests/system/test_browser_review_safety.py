@@ -89,3 +89,31 @@ def test_deactivate_asks_first(server, tmp_path):
         wait.until(lambda d: "can no longer log in" in d.find_element(By.ID, "user-message").text)
     finally:
         admin.quit()
+
+
+def test_a_signed_case_is_locked_on_the_technicians_phone_within_the_sync(server, tmp_path):
+    """Issue 35 item 3: after a reviewer signed out, the technician's case bar, Analyze and Scan
+    were unchanged and Analyze's refusal landed below the fold."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_browser_cases import _in_view
+
+    technician = _driver(tmp_path / "tech", 360, 740)
+    try:
+        wait = _log_in(technician, server.url)
+        _new_case(technician, wait, "LOCK-1")
+        for path in [p for p in sample_paths() if p.name.startswith("benign__")]:
+            _upload(technician, wait, path)
+        cases = requests.get(server.url + "/api/cases", headers=server.headers(), timeout=10).json()["cases"]
+        case = requests.get(f"{server.url}/api/cases/{cases[0]['id']}", headers=server.headers(), timeout=10).json()
+        assert not technician.find_element(By.ID, "analyze").get_attribute("disabled")
+        r = requests.post(f"{server.url}/api/cases/{case['id']}/sign", headers=server.headers(), timeout=10,
+                          json={"call": "negative", "reason": "read", "revision": case["revision"]})
+        assert r.status_code == 200, r.text
+        WebDriverWait(technician, 5).until(lambda d: d.find_element(By.ID, "analyze").get_attribute("disabled"))
+        assert technician.find_element(By.ID, "scan").get_attribute("disabled")
+        words = technician.find_element(By.ID, "case-next").text
+        assert words.startswith("Signed out by admin: this case is locked") and _in_view(technician, "case-next")
+    finally:
+        technician.quit()

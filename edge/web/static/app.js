@@ -231,7 +231,16 @@ function renderCaseBar(c) {
     : c ? "" : "Fields analysed without a case are kept, but get no case call.";
   show($("case-next"), !!$("case-next").textContent);
   $("show-case").disabled = !c;
-  $("scan").disabled = !c;
+  // a signed-out case takes no field: every phone shows the lock within the 2-second sync, with
+  // the reason in view next to the buttons it disables (issue 35)
+  const locked = !!(c && c.signed);
+  $("scan").disabled = !c || locked;
+  $("analyze").disabled = locked || $("busy").textContent === "Analysing…";
+  if (locked) {
+    $("case-next").textContent = `Signed out by ${c.signed.reviewer}: this case is locked and takes no field. ` +
+      "Start a new case for the next slide; a reviewer amends it, with a reason, to change it.";
+    show($("case-next"), true);
+  }
 }
 
 // Hands-free scanning (edge/device/scan.py): the device takes a field by itself each time the
@@ -550,7 +559,7 @@ async function run(action) {
     $("error").textContent = e.message;
     show($("error"), true);
   } finally {
-    $("analyze").disabled = false;
+    $("analyze").disabled = !!(activeCase && activeCase.signed);
   }
 }
 
