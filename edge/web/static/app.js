@@ -58,9 +58,14 @@ async function api(path, options = {}) {
 // (an SVG element has no "hidden" property: the attribute is set for it)
 function show(el, on) { if (on) el.removeAttribute("hidden"); else el.setAttribute("hidden", ""); }
 
+// a field lost on the way stays said until the device is back: the next poll, which lost no
+// field, must not overwrite it (issue 35)
+let fieldLostSaid = false;
 function setOffline(on, fieldLost = false) {
+  if (on) fieldLostSaid = fieldLostSaid || fieldLost;
+  else fieldLostSaid = false;
   if (on) $("offline-text").textContent = "The device cannot be reached. Check the clinic Wi-Fi. " +
-    (fieldLost ? "The field being sent was not saved: analyse it again once the device is back. " : "") +
+    (fieldLostSaid ? "The field being sent was not saved: analyse it again once the device is back. " : "") +
     "Fields the device answered are saved on it.";
   if (on === offline) return;
   offline = on;
@@ -133,6 +138,11 @@ function renderCard(r) {
     chip($("call"), r.call);
     $("malignant").textContent = operatingPoint(r);
     $("next-step").textContent = fieldNext(r);
+    if (r.excluded) {
+      // an excluded field's call no longer counts in the case: the card must not still say it does
+      $("call").textContent = `Excluded from the case (read as: ${$("call").textContent})`;
+      $("next-step").textContent = `Not counted in the case: ${r.excluded.reason}.`;
+    }
   } else {
     $("label").textContent = "Field rejected";
     chip($("call"), "rejected");
