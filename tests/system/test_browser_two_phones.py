@@ -149,8 +149,13 @@ def test_two_phones_on_one_case_see_each_others_changes_and_never_overwrite_them
         wait_b.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Signed out by Ben: positive"))
         wait_a.until(ec.text_to_be_present_in_element((By.ID, "cc-review"), "Signed out by Ben: positive"))
         assert phone_a.find_element(By.ID, "amend-case").is_displayed() and not phone_a.find_element(By.ID, "sign-case").is_displayed()
-        phone_a.find_element(By.ID, "analyze").click()
-        wait_a.until(ec.text_to_be_present_in_element((By.ID, "error"), "signed out by Ben"))
+        # the lock is in view before any tap (issue 35): Analyze is disabled with the reason beside it
+        wait_a.until(lambda d: d.find_element(By.ID, "analyze").get_attribute("disabled"))
+        assert phone_a.find_element(By.ID, "case-next").text.startswith("Signed out by Ben: this case is locked")
+        # and the device refuses a field sent anyway, naming Ben
+        case_id = _case(server, "SLIDE-SYNC")["id"]
+        sent = requests.post(f"{server.url}/api/cases/{case_id}/capture", headers=server.headers(), timeout=30)
+        assert sent.status_code == 409 and "signed out by Ben" in sent.json()["error"]
         assert _case(server, "SLIDE-SYNC")["field_count"] == 1
     finally:
         phone_a.quit()
