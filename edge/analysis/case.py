@@ -195,20 +195,13 @@ def differential(fields: Iterable[Mapping[str, Any]], reviewed: bool = False) ->
 
 def reviewed_count(fields: Iterable[Mapping[str, Any]]) -> tuple[int, int, int]:
     """Blasts and white cells with each reviewer's class in place of the model's where a cell
-    was reclassified in the gallery (a cell the model did not recognise counts once a reviewer
-    classes it; one called "not a white cell" leaves the count), and how many were reviewed."""
-    blasts = white = reviewed = 0
-    for record in fields:
-        reviews = record.get("cell_reviews") or {}
-        for i, cell in enumerate(record.get("cells") or []):
-            review = reviews.get(str(i))
-            reviewed += bool(review)
-            label = review["label"] if review else cell.get("label")
-            if not (cell.get("familiar") or review) or label == NOT_A_WHITE_CELL:
-                continue
-            white += 1
-            blasts += is_blast(label)
-    return blasts, white, reviewed
+    was reclassified in the gallery (``differential(reviewed=True)``: a cell the model did not
+    recognise counts once a reviewer classes it; one called "not a white cell" leaves the
+    count), and how many were reviewed."""
+    records = list(fields)
+    counts = differential(records, reviewed=True)
+    reviewed = sum(len(r.get("cell_reviews") or {}) for r in records)
+    return sum(v for k, v in counts.items() if is_blast(k)), sum(counts.values()), reviewed
 
 
 def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: int | None = None) -> CaseCall:

@@ -13,9 +13,8 @@ import numpy as np
 from edge.analysis.labels import is_blast
 
 
-#: Box colours of a cell bundle's overlay: blasts red, hematogones green, cells the model
-#: did not recognise grey (the page's legend names them; the number is the cell's index).
-#: Box colours: blasts red, benign lymphoid green, other white cells of the differential blue,
+#: Box colours of a cell bundle's overlay (the page's legend names them; the number is the
+#: cell's index): blasts red, benign lymphoid green, other white cells of the differential blue,
 #: what is not counted (unrecognised, or not a white cell) grey.
 CELL_COLOURS = {"blast": (220, 40, 40), "benign": (0, 170, 60), "other": (40, 110, 230), "unfamiliar": (140, 140, 140)}
 
