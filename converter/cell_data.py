@@ -33,10 +33,13 @@ class CellSet:
     field_labels: np.ndarray  # (F,) int, index into LABELS
     rbc_px: np.ndarray  # (F,) float, NaN where not measured
     refused: list[tuple[str, str]]  # (key, reason) of fields with no cell or a wrong scale
+    #: (N,) int: a cell's own label where it is known better than its field's (a pseudo-label,
+    #: ``converter.differential_data.pseudo_label``); None: every cell takes its field's label.
+    cell_labels: np.ndarray | None = None
 
     @property
     def labels(self) -> np.ndarray:
-        return self.field_labels[self.field]
+        return self.field_labels[self.field] if self.cell_labels is None else self.cell_labels
 
     def save(self, path) -> None:
         np.savez_compressed(path, rgb=self.rgb, own=self.own, near=self.near, field=self.field,

@@ -98,14 +98,16 @@ def augment_cell(rgb: np.ndarray, own: np.ndarray, near: np.ndarray, rng: np.ran
 class CellBatches(keras.utils.PyDataset):
     """Class-balanced batches of augmented cells with one-hot field labels."""
 
-    def __init__(self, cells: CellSet, cfg: CellTrainConfig, seed: int, augment: bool = True):
+    def __init__(self, cells: CellSet, cfg: CellTrainConfig, seed: int, augment: bool = True,
+                 weights: np.ndarray | None = None):
         super().__init__()
         self.cells, self.cfg, self.augment = cells, cfg, augment
         self.rng = np.random.default_rng(seed)
-        labels = cells.labels
-        weights = np.zeros(len(labels))
-        for c in range(cfg.n_classes):
-            weights[labels == c] = 1.0 / max(1, (labels == c).sum())
+        if weights is None:
+            labels = cells.labels
+            weights = np.zeros(len(labels))
+            for c in range(cfg.n_classes):
+                weights[labels == c] = 1.0 / max(1, (labels == c).sum())
         self.p = weights / weights.sum()
         self.on_epoch_end()
 
@@ -127,7 +129,9 @@ class CellBatches(keras.utils.PyDataset):
 
 
 def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrainConfig,
-                log: Callable[[str], None] = print) -> dict:
+                log: Callable[[str], None] = print, weights: np.ndarray | None = None) -> dict:
+    """Train ``model`` in place; ``weights`` (one per training cell): how often each is drawn
+    (None: every class equally often)."""
     keras.utils.set_random_seed(cfg.seed)
     x1v, x2v = model_inputs(CellCrops(val.rgb, val.own, val.near))
     history = {}
@@ -143,7 +147,7 @@ def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrain
                            metrics=["accuracy"])
         start = time.monotonic()
         averaged: list[np.ndarray] | None = None
-        run_epoch = _epoch_runner(classifier, train, cfg, phase, _rate(cfg, phase, lr, epochs))
+        run_epoch = _epoch_runner(classifier, train, cfg, phase, _rate(cfg, phase, lr, epochs), weights)
         for epoch in range(epochs):
             t = time.monotonic()
             fit = run_epoch(epoch)
@@ -224,14 +228,15 @@ def _bag_step(classifier: keras.Model, cfg: CellTrainConfig, rate):
 
 
 def _epoch_runner(classifier: keras.Model, train: CellSet, cfg: CellTrainConfig, phase: str,
-                  rate) -> Callable[[int], dict[str, list[float]]]:
+                  rate, weights: np.ndarray | None = None) -> Callable[[int], dict[str, list[float]]]:
     """What one epoch of a phase runs, returning ``fit``'s history (loss, accuracy): field
     bags for a multiple-instance fine-tuning phase, else Keras' ``fit`` on single cells
     (compiled by the caller)."""
     if phase == "finetune" and cfg.field_loss_weight > 0:
         bags, step = FieldBags(train, cfg, cfg.seed + 11), _bag_step(classifier, cfg, rate)
         return lambda epoch: _fit_bags(step, bags, cfg)
-    return lambda epoch: classifier.fit(CellBatches(train, cfg, cfg.seed + 100 * epoch + (phase == "finetune") * 7),
+    return lambda epoch: classifier.fit(CellBatches(train, cfg, cfg.seed + 100 * epoch + (phase == "finetune") * 7,
+                                                    weights=weights),
                                         epochs=1, verbose=0).history
 
 

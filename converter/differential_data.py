@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +27,8 @@ from edge.evaluation.pbc import PBC_CLASSES, PBC_PX_PER_UM, centre_cell, degrade
 
 from converter.cell_data import CellSet
 
-__all__ = ["DIFF_LABELS", "PBC_CLASSES", "extract_pbc", "merge", "pbc_files", "pbc_split"]
+__all__ = ["DIFF_LABELS", "PBC_CLASSES", "PSEUDO_CLASSES", "SHARES", "draw_weights", "extract_pbc", "merge", "pbc_files",
+           "pbc_split", "pseudo_label"]
 
 #: The differential's output order (``edge.analysis.labels.DIFFERENTIAL``): the 4-class cell
 #: model's labels first.
@@ -68,4 +70,61 @@ def merge(*sets: CellSet) -> CellSet:
     return CellSet(np.concatenate([s.rgb for s in sets]), np.concatenate([s.own for s in sets]),
                    np.concatenate([s.near for s in sets]), np.concatenate(fields),
                    [k for s in sets for k in s.keys], np.concatenate([s.field_labels for s in sets]),
-                   np.concatenate([s.rbc_px for s in sets]), [r for s in sets for r in s.refused])
+                   np.concatenate([s.rbc_px for s in sets]), [r for s in sets for r in s.refused],
+                   np.concatenate([s.labels for s in sets]) if any(s.cell_labels is not None for s in sets) else None)
+
+
+#: Classes a cell of an all-pbs-224 field may be pseudo-labelled with: a malignant field's
+#: neutrophil or platelet is not a blast, and a benign field's is not a hematogone. Benign
+#: lymphoid is left out on purpose: a lymphocyte against a blast is the very call the field
+#: rests on, and a model trained on weak labels is no judge of it.
+PSEUDO_CLASSES: tuple[str, ...] = ("neutrophil", "monocyte", "eosinophil", "basophil", "ig", "erythroblast",
+                                   "not_a_white_cell")
+
+
+def pseudo_label(cells: CellSet, probs: np.ndarray, threshold: float) -> tuple[CellSet, dict[str, int]]:
+    """The cells with a cell label where an earlier model reads a non-lymphoid class with at
+    least ``threshold`` probability (``probs``: its 11 outputs per cell), and how many cells
+    each class took. The field labels are untouched, so a field's call is still judged on
+    its own label."""
+    labels = cells.labels.copy()
+    taken: dict[str, int] = {}
+    for name in PSEUDO_CLASSES:
+        k = DIFF_LABELS.index(name)
+        sel = (probs[:, k] >= threshold) & (labels != k)
+        labels[sel] = k
+        taken[name] = int(sel.sum())
+    return dataclasses.replace(cells, cell_labels=labels), taken
+
+
+def draw_weights(allpbs: CellSet, pbc: CellSet, shares: dict[str, float]) -> np.ndarray:
+    """How often each cell of ``merge(allpbs, pbc)`` is drawn, so that each group of
+    ``shares`` gets its share of a batch: ``"allpbs:benign"`` and ``"pbc:benign"`` split
+    the benign lymphoid class by site (the field call rests on the first site's
+    hematogones, not the second's lymphocytes); any other key is a class of both sites.
+    A group with no cells gives its share to the rest."""
+    site = np.concatenate([np.zeros(len(allpbs.labels), int), np.ones(len(pbc.labels), int)])
+    labels = np.concatenate([allpbs.labels, pbc.labels])
+    benign = DIFF_LABELS.index("benign")
+    weights = np.zeros(len(labels))
+    for key, share in shares.items():
+        if key.startswith(("allpbs:", "pbc:")):
+            where, name = key.split(":")
+            sel = (site == (where == "pbc")) & (labels == DIFF_LABELS.index(name))
+        else:
+            k = DIFF_LABELS.index(key)
+            if k == benign:
+                raise ValueError("benign lymphoid is shared per site: use allpbs:benign and pbc:benign")
+            sel = labels == k
+        if sel.any():
+            weights[sel] = share / sel.sum()
+    if not weights.any():
+        raise ValueError("no cell falls in any group of the shares")
+    return weights / weights.sum()
+
+
+#: The second training's batch shares: the first site's hematogones a fifth of every batch
+#: (the first build gave them about a twentieth and called 36% of benign fields' cells blasts),
+#: the blasts together about what the 4-class model gave them, the normal classes the rest.
+SHARES: dict[str, float] = {"allpbs:benign": 0.20, "pbc:benign": 0.05, "early_pre_b": 0.09, "pre_b": 0.09,
+                            "pro_b": 0.09, **{name: 0.48 / 7 for name in PSEUDO_CLASSES}}

@@ -27,7 +27,8 @@ from edge.model.bundle import default_bundle_path, load_bundle
 
 from converter.cell_data import CellSet, extract
 from converter.cell_train import CellTrainConfig
-from converter.differential_data import DIFF_LABELS, extract_pbc, merge, pbc_files
+from converter.differential_data import (DIFF_LABELS, SHARES, draw_weights, extract_pbc, merge, pbc_files,
+                                         pseudo_label)
 
 
 def cell_sets(data: Path, pbc: Path, work: Path, log=print) -> dict[str, dict[str, CellSet]]:
@@ -93,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=8)
     ap.add_argument("--cells-per-epoch", type=int, default=8000)
     ap.add_argument("--average-last", type=int, default=3)
+    ap.add_argument("--init", type=Path, help="start from this saved differential (.keras) instead of ImageNet")
+    ap.add_argument("--pseudo-from", type=Path,
+                    help="a saved differential whose confident non-lymphoid calls relabel all-pbs-224 training cells")
+    ap.add_argument("--pseudo-threshold", type=float, default=0.7)
+    ap.add_argument("--balanced", action="store_true",
+                    help="every class equally often (the first build) instead of the shares in differential_data.SHARES")
     args = ap.parse_args(argv)
-    for path in (args.data, args.pbc, args.weights):
+    for path in (args.data, args.pbc, args.weights, *(p for p in (args.init, args.pseudo_from) if p)):
         if not path.exists():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
@@ -110,16 +117,29 @@ def main(argv: list[str] | None = None) -> int:
     from edge.analysis.cells import CellCrops, model_inputs
 
     sets = cell_sets(args.data, args.pbc, args.work, log)
-    train = merge(sets["allpbs"]["train"], sets["pbc"]["train"])
+    allpbs_train, pseudo = sets["allpbs"]["train"], {}
+    if args.pseudo_from:
+        earlier = keras.models.load_model(args.pseudo_from)
+        earlier = keras.Model(earlier.inputs, earlier.outputs[0])
+        probs = earlier.predict(model_inputs(CellCrops(allpbs_train.rgb, allpbs_train.own, allpbs_train.near)),
+                                batch_size=64, verbose=0)
+        allpbs_train, pseudo = pseudo_label(allpbs_train, probs, args.pseudo_threshold)
+        log(f"pseudo-labels from {args.pseudo_from} at {args.pseudo_threshold}: {pseudo}")
+    train = merge(allpbs_train, sets["pbc"]["train"])
+    weights = None if args.balanced else draw_weights(allpbs_train, sets["pbc"]["train"], SHARES)
     val = merge(sets["allpbs"]["val"], sets["pbc"]["val"])
     counts = np.bincount(train.labels, minlength=len(DIFF_LABELS))
     log("training cells per class: " + ", ".join(f"{n} {c}" for n, c in zip(DIFF_LABELS, counts)))
     cfg = CellTrainConfig(head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
                           cells_per_epoch=args.cells_per_epoch, average_last=args.average_last,
                           n_classes=len(DIFF_LABELS))
-    model = build_cell_model(args.weights, n_classes=len(DIFF_LABELS))
+    model = (keras.models.load_model(args.init) if args.init
+             else build_cell_model(args.weights, n_classes=len(DIFF_LABELS)))
     started = time.monotonic()
-    history = train_cells(model, train, val, cfg, log)
+    history = train_cells(model, train, val, cfg, log, weights)
+    history["pseudo_labels"] = pseudo
+    history["shares"] = None if args.balanced else SHARES
+    history["init"] = str(args.init) if args.init else "imagenet"
     history["seconds"] = round(time.monotonic() - started)
     model.save(args.work / "differential.keras")
     classifier = keras.Model(model.inputs, model.outputs[0])

@@ -25,6 +25,10 @@ FEATURES = ("diameter_um", "lightness", "red_green", "yellow_blue", "lightness_s
             "roughness", "solidity", "darker_is_redder", "darker_is_bluer", "lightness_skew")
 
 
+#: The row of a cell too small to measure (under 4 mask pixels): far from every training
+#: cell, so such a field is refused; never fitted on (``edge.model.ood.fit_appearance``).
+UNMEASURED = 1e6
+
 #: The scale at which lightness and colour are compared: JPEG and a Bayer camera carry colour
 #: at about half the resolution of lightness, so compared pixel by pixel a compressed field's
 #: stain looks less tied to its darkness than it is; blurred to this scale it does not.
@@ -53,7 +57,7 @@ def _cell_features(lab8: np.ndarray, own: np.ndarray, um_per_px: float, stain_si
     mask8 = own.astype(np.uint8)
     area = cv2.countNonZero(mask8)
     if area < 4:  # nothing to measure: a row no training cell is near
-        return np.full(len(FEATURES), 1e6)
+        return np.full(len(FEATURES), UNMEASURED)
     lab = lab8.astype(np.float32)
     lightness = lab[..., 0]
     mean, std = cv2.meanStdDev(lab, mask=mask8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.analysis.appearance import FEATURES, features
-from edge.analysis.cells import cut_cells, detect_cells, measure_magnification, working_scale
+from edge.analysis.cells import CellCrops, cut_cells, detect_cells, measure_magnification, working_scale
 from edge.analysis.imagefile import read_rgb
 from edge.analysis.normalisation import normalise
 from edge.analysis.segmentation import segment
@@ -113,3 +113,20 @@ def test_the_numbers_are_their_plain_definitions(bundle):
         for i in range(len(crops)):
             plain = _plain_features(crops.rgb[i], crops.own[i], um_per_px, STAIN_SCALE_UM / um_per_px)
             np.testing.assert_allclose(rows[i], plain, rtol=1e-4, atol=1e-4, err_msg=f"{path.name} cell {i}")
+
+
+def test_a_cell_too_small_to_measure_is_not_fitted_on(bundle):
+    """Five platelets of a few pixels each once set the fitted spread near 10^5 and the limit
+    at 0.03, so inverted fields passed: the fit leaves such rows out, and a field of them is
+    still far from every training cell."""
+    clean = np.concatenate([_rows(read_rgb(p), bundle) for p in sample_paths()])
+    tiny = np.zeros((1, bundle.cells.crop_px, bundle.cells.crop_px), bool)
+    tiny[0, 10, 10:12] = True  # two pixels: under the four a measurement needs
+    rgb = np.full((1, bundle.cells.crop_px, bundle.cells.crop_px, 3), 200, np.uint8)
+    unmeasured = features(CellCrops(rgb, tiny, tiny), bundle.cells)
+    assert (unmeasured >= 1e6).all()
+    with_tiny = fit_appearance(np.concatenate([clean, np.repeat(unmeasured, 5, 0)]))
+    without = fit_appearance(clean)
+    assert np.allclose(with_tiny.scale, without.scale) and np.allclose(with_tiny.mean, without.mean)
+    assert with_tiny.distances(unmeasured)[0] > 1e3
+    assert np.median(with_tiny.distances(clean)) > 1.0  # distances keep their size
