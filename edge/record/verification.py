@@ -4,7 +4,7 @@ their truth, the device's call on each, and the signed outcome.
 A verification's slides are ordinary cases (fields, reviews and exports work as for any
 case); the truth lives here, apart from the case, and the case view never shows it until
 the slide is marked done, so nobody reading the screen while the fields are analysed is led
-by it. It shares the clinic record's database, lock and audit chain (``Store``), so a slide,
+by it. It shares the clinic record's database, lock and audit chain (``edge.record.db.Database``), so a slide,
 its case and their audit rows commit together or not at all.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge.analysis.verification import KINDS, TRUTHS, Criteria, Slide
-from edge.record.store import Reading, Store, UnitOfWork
+from edge.record.db import Database, Reading, UnitOfWork
 
 #: A verification's states: open (slides being read), then passed or failed when an admin
 #: closes it, or abandoned (with a reason) when it is given up.
@@ -52,9 +52,9 @@ class Verification:
 
 
 class Verifications:
-    """Site verifications in the clinic record (``Store``'s database)."""
+    """Site verifications in the clinic record (the record database)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self.store = store  # the tables are the store's migration 8
 
     # -- reading ----------------------------------------------------------------------------
