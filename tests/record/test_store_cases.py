@@ -117,3 +117,49 @@ def test_retention_never_deletes_a_field_of_a_case_not_signed_out(tmp_path, resu
         assert not {i for x in deletions for i in x["before"]["ids"]} & set(kept + [r])
     finally:
         store.close()
+
+
+def test_a_signed_out_case_takes_no_change_by_any_path_until_amended(tmp_path, results):
+    """Issue 34: the sign-out lock removed from the cell-review path let a signed case's cells
+    be reclassified, and only a system test would have noticed. Every path that changes a case
+    or one of its fields is tried here, on the store itself: each is refused with who signed,
+    nothing changes, and after an amendment each works again."""
+    from edge.record.store import Locked
+
+    store = Store(tmp_path, StoreConfig(min_free_mb=0))
+    try:
+        case_id = store.create_case("LOCK", "", "t")
+        first, second = (store.save(r, case_id, "t") for r in results[:2])
+        with_cells = next(i for i in (first, second) if store.get(i).get("cells"))
+        store.exclude_result(second, "blurred", "t")
+        store.sign_case(case_id, {"call": "negative", "reason": "agree", "reviewer": "Dr A"}, "t",
+                        store.get_case(case_id)["revision"])
+        before = store.get_case(case_id)
+        attempts = {
+            "add a field": lambda: store.save(results[2], case_id, "t"),
+            "review a field": lambda: store.review_result(first, {"call": "positive", "reviewer": "B"}, "t"),
+            "reclassify a cell": lambda: store.review_cell(with_cells, 0, {"label": "neutrophil", "reviewer": "B"}, "t",
+                                                           store.get(with_cells)["revision"]),
+            "exclude a field": lambda: store.exclude_result(first, "x", "t"),
+            "include a field": lambda: store.include_result(second, "t"),
+            "review the case": lambda: store.review_case(case_id, {"call": "positive", "reviewer": "B"}, "t"),
+            "sign it again": lambda: store.sign_case(case_id, {"call": "positive", "reason": "x", "reviewer": "B"}, "t",
+                                                     store.get_case(case_id)["revision"]),
+        }
+        for what, attempt in attempts.items():
+            with pytest.raises(Locked, match="signed out by Dr A"):
+                attempt()
+            assert store.get_case(case_id)["revision"] == before["revision"], what
+        after = store.get_case(case_id)
+        assert [f["review"] for f in after["fields"]] == [f["review"] for f in before["fields"]]
+        assert [f["cell_reviews"] for f in after["fields"]] == [f["cell_reviews"] for f in before["fields"]]
+        assert [f["excluded"] is None for f in after["fields"]] == [True, False]
+        assert len(after["fields"]) == 2
+
+        store.amend_case(case_id, "second opinion", "t", after["revision"])
+        store.review_cell(with_cells, 0, {"label": "neutrophil", "reviewer": "B"}, "t", store.get(with_cells)["revision"])
+        store.include_result(second, "t")
+        store.save(results[2], case_id, "t")
+        assert store.get_case(case_id)["field_count"] == 3
+    finally:
+        store.close()
