@@ -56,6 +56,27 @@ class Criteria(Settings):
     sensitivity_lower: Annotated[Float, Field(ge=0.0, le=0.99)] = 0.80
     specificity_lower: Annotated[Float, Field(ge=0.0, le=0.99)] = 0.65
 
+    def below_floor(self) -> list[str]:
+        """Where these criteria ask less than the defaults, which are the floor (issue 33: a
+        verification once passed on 1 positive and 1 negative slide with bounds of 0): lower
+        criteria need a second admin's confirmation and are printed wherever the verification
+        is named."""
+        floor = Criteria()
+        out = []
+        for name, words in (("min_positive", "positive slides"), ("min_negative", "negative slides"),
+                            ("min_challenging", "hematogone-rich or reactive slides")):
+            if getattr(self, name) < getattr(floor, name):
+                out.append(f"{getattr(self, name)} {words} (floor {getattr(floor, name)})")
+        for name, words in (("sensitivity_lower", "sensitivity bound"), ("specificity_lower", "specificity bound")):
+            if getattr(self, name) < getattr(floor, name):
+                out.append(f"{words} {100 * getattr(self, name):.0f}% (floor {100 * getattr(floor, name):.0f}%)")
+        return out
+
+    def text(self) -> str:
+        """The criteria in a few words, as a banner or an export prints lowered ones."""
+        return (f"{self.min_positive} positive and {self.min_negative} negative slides, bounds "
+                f"{100 * self.sensitivity_lower:.0f}% sensitivity and {100 * self.specificity_lower:.0f}% specificity")
+
 
 @dataclass(frozen=True)
 class Slide:

@@ -45,6 +45,9 @@ class ServiceCollector:
         yield GaugeMetricFamily("blastscope_disk_free_bytes", "Free space where results are stored",
                                 value=s.store.free_mb() * 1e6)
         yield GaugeMetricFamily("blastscope_results_stored", "Results in the record", value=s.store.count())
+        yield GaugeMetricFamily("blastscope_site_verified", "1 when a site verification passed for the model and "
+                                "camera settings in force (a new device is 0 and not degraded)",
+                                value=1.0 if s.site.state().verified else 0.0)
         yield GaugeMetricFamily("blastscope_degraded", "1 when /api/status says degraded (see its reasons)",
                                 value=1.0 if s.degraded_reasons() else 0.0)
 

@@ -297,9 +297,9 @@ class Service:
             reasons.append(self.store.read_only)
         if self.button_error:
             reasons.append(self.button_error)
+        # a device not yet verified at its site is new, not broken: that is ``verified: false``
+        # beside the status (issue 33), so a monitor can tell the two apart
         site = site or self.site.state()
-        if not site.verified:
-            reasons.append(f"{site.text}: {site.why}")
         reasons.extend(f"drift since site verification: {d}" for d in site.drift)
         return reasons
 
@@ -315,7 +315,8 @@ class Service:
             return cached[1]
         try:
             status = self.status()
-            answer = {"status": status["status"], "backend": status["backend"]["active"]}
+            answer = {"status": status["status"], "backend": status["backend"]["active"],
+                      "verified": status["site_verification"]["verified"]}
             self._health = (time.monotonic(), answer)
             return answer
         finally:

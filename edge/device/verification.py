@@ -2,7 +2,8 @@
 camera settings in force, and whether what it sees has drifted since.
 
 Until a verification passes for the installed model and the camera settings, every result,
-report and export says "not verified at this site" and ``/api/status`` is degraded. A model
+report and export says "not verified at this site" (and ``/healthz`` says ``verified: false``;
+a new device is not a faulty one, so it is not degraded). A model
 install or a changed camera setting leaves the earlier verification standing in the record
 but no longer covering what runs, so the device asks for a new one.
 """
@@ -71,8 +72,13 @@ class SiteVerification:
                          "criteria": current.criteria.model_dump()}
         if passed is not None and passed.model_id == self.model_id and passed.camera == self.camera:
             day = time.strftime("%Y-%m-%d", time.localtime(passed.finished or passed.started))
-            return SiteState(True, f"verified at this site (verification #{passed.id}, {day})", "", passed.id,
-                             under_way, self._drift_warnings(passed))
+            text = f"verified at this site (verification #{passed.id}, {day})"
+            if passed.confirmed_by:  # lowered criteria are printed wherever the verification is named
+                slides = sum(1 for s in passed.slides if s.done)
+                text = (f"verified at this site on {slides} slides, below the default criteria "
+                        f"({passed.criteria.text()}; confirmed by {passed.confirmed_by}; verification #{passed.id}, "
+                        f"{day})")
+            return SiteState(True, text, "", passed.id, under_way, self._drift_warnings(passed))
         if passed is None:
             short = "no verification has passed yet"
             why = ("no verification has passed on this clinic's own slides: an admin starts one under "
@@ -104,15 +110,17 @@ class SiteVerification:
             self._drift = (now, passed.id, warnings)
         return warnings
 
-    def start(self, criteria: Criteria, client: str, note: str = "") -> Verification:
-        vid = self.record.start(criteria, self.model_id, self.camera, client, note)
+    def start(self, criteria: Criteria, client: str, note: str = "", confirmed_by: str | None = None) -> Verification:
+        vid = self.record.start(criteria, self.model_id, self.camera, client, note, confirmed_by)
         verification = self.record.get(vid)
         assert verification is not None
         return verification
 
     def finish(self, verification_id: int, client: str) -> Verification:
-        """Close the verification: passed when every criterion holds, else failed. Slides not
-        yet done are left out (and named); the covered model and camera must still be in force."""
+        """Close the verification: passed when every criterion holds, else failed; the covered
+        model and camera must still be in force. It cannot finish while a slide entered is not
+        done (issue 33: a known positive slide the device called negative was left undone and
+        the verification passed without it): read it, or abandon the verification."""
         verification = self.record.get(verification_id)
         if verification is None:
             raise LookupError(f"no verification {verification_id}")
@@ -121,6 +129,10 @@ class SiteVerification:
                                     f"with camera {_settings_text(verification.camera)}; what runs now differs: "
                                     "abandon it and start a new one")
         outcome = evaluate(verification.slides, verification.criteria)
+        if open_slides := [s.code for s in verification.slides if not s.done]:
+            raise VerificationError(f"{len(open_slides)} slide(s) entered are not done ({', '.join(open_slides)}): "
+                                    "analyse each and mark it done, or abandon the verification; a slide is "
+                                    "never left out of the figures")
         fields = [f for s in verification.slides if s.done
                   for f in (self.store.get_case(s.case_id) or {}).get("fields", []) if not f.get("excluded")]
         baseline = FieldFigures.of(fields, OUT_OF_DISTRIBUTION).to_dict()

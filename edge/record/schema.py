@@ -114,6 +114,12 @@ CREATE TABLE IF NOT EXISTS verification_slides (
 );
 CREATE INDEX IF NOT EXISTS verification_slides_of ON verification_slides(verification_id);
 """,
+    # Version 9 (issue 33): who confirmed criteria below the floor; the random nonce a slide's
+    # truth is sealed with (its hash is in the audit row until the slide is done).
+    9: """
+ALTER TABLE verifications ADD COLUMN confirmed_by TEXT;
+ALTER TABLE verification_slides ADD COLUMN nonce TEXT NOT NULL DEFAULT '';
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}

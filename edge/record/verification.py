@@ -10,7 +10,9 @@ its case and their audit rows commit together or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +23,12 @@ from edge.record.db import Database, Reading, UnitOfWork
 #: A verification's states: open (slides being read), then passed or failed when an admin
 #: closes it, or abandoned (with a reason) when it is given up.
 STATES = ("open", "passed", "failed", "abandoned")
+
+
+def seal(truth: str, kind: str, nonce: str) -> str:
+    """The hash a slide's truth is sealed with: SHA-256 of the nonce, truth and kind. The nonce
+    (128 random bits) makes the two possible truths impossible to tell apart from the hash."""
+    return hashlib.sha256(f"{nonce}|{truth}|{kind}".encode()).hexdigest()
 
 
 class VerificationError(ValueError):
@@ -42,6 +50,7 @@ class Verification:
     baseline: dict[str, Any] | None  # the field figures drift is compared with
     note: str
     slides: list[Slide]
+    confirmed_by: str | None = None  # the second admin who confirmed criteria below the floor
 
     def to_dict(self, reveal: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -60,7 +69,7 @@ class Verifications:
     # -- reading ----------------------------------------------------------------------------
 
     _SELECT = ("SELECT id, started, started_by, model_id, camera, criteria, state, finished, finished_by, outcome, "
-               "baseline, note FROM verifications")
+               "baseline, note, confirmed_by FROM verifications")
 
     @staticmethod
     def _slides(db: Reading, verification_id: int) -> list[Slide]:
@@ -74,7 +83,7 @@ class Verifications:
             id=row[0], started=row[1], started_by=row[2], model_id=row[3], camera=json.loads(row[4]),
             criteria=Criteria.model_validate(json.loads(row[5])), state=row[6], finished=row[7], finished_by=row[8],
             outcome=json.loads(row[9]) if row[9] else None, baseline=json.loads(row[10]) if row[10] else None,
-            note=row[11], slides=self._slides(db, row[0]))
+            note=row[11], slides=self._slides(db, row[0]), confirmed_by=row[12])
 
     def get(self, verification_id: int) -> Verification | None:
         with self.store.reading() as db:
@@ -124,19 +133,29 @@ class Verifications:
 
     # -- changing ---------------------------------------------------------------------------
 
-    def start(self, criteria: Criteria, model_id: str, camera: dict[str, Any], client: str, note: str = "") -> int:
-        """Open a verification for the model and camera settings in force; one at a time."""
+    def start(self, criteria: Criteria, model_id: str, camera: dict[str, Any], client: str, note: str = "",
+              confirmed_by: str | None = None) -> int:
+        """Open a verification for the model and camera settings in force; one at a time.
+        Criteria below the floor (``Criteria.below_floor``) need ``confirmed_by``, a second
+        admin whose PIN the caller checked."""
+        if (lowered := criteria.below_floor()) and not confirmed_by:
+            raise VerificationError("these criteria are below the floor (" + "; ".join(lowered) + "): a second "
+                                    "admin must confirm them with their name and PIN, and they are then printed "
+                                    "wherever this verification is named")
         with self.store.transaction() as tx:
             open_row = tx.execute("SELECT id, started_by FROM verifications WHERE state = 'open'").fetchone()
             if open_row is not None:
                 raise VerificationError(f"verification #{open_row[0]} (started by {open_row[1]}) is still open: "
                                         "finish or abandon it first")
             verification_id = tx.insert(
-                "INSERT INTO verifications(started, started_by, model_id, camera, criteria, note) VALUES (?,?,?,?,?,?)",
-                (time.time(), client, model_id, json.dumps(camera, sort_keys=True), criteria.model_dump_json(), note))
+                "INSERT INTO verifications(started, started_by, model_id, camera, criteria, note, confirmed_by) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (time.time(), client, model_id, json.dumps(camera, sort_keys=True), criteria.model_dump_json(), note,
+                 confirmed_by if lowered else None))
             tx.audit(client, "verification.start", None,
                      {"verification_id": verification_id, "model_id": model_id, "camera": camera,
-                      "criteria": criteria.model_dump(), "note": note})
+                      "criteria": criteria.model_dump(), "note": note,
+                      **({"below_floor": lowered, "confirmed_by": confirmed_by} if lowered else {})})
         return verification_id
 
     @staticmethod
@@ -161,11 +180,15 @@ class Verifications:
                 code = code or tx.next_case_code()
                 case_id = tx.create_case(code, f"verification #{verification_id} slide", client,
                                          verification_id=verification_id)
+                nonce = secrets.token_hex(16)
                 tx.execute("INSERT INTO verification_slides(case_id, verification_id, truth, kind, entered, "
-                           "entered_by) VALUES (?,?,?,?,?,?)", (case_id, verification_id, truth, kind, time.time(), client))
+                           "entered_by, nonce) VALUES (?,?,?,?,?,?,?)",
+                           (case_id, verification_id, truth, kind, time.time(), client, nonce))
+                # sealed: the audit row, readable by reviewers and admins, holds only the hash of the
+                # truth until the slide is done, when the reveal (truth, kind, nonce) lets anyone check it
                 tx.audit(client, "verification.slide", None,
-                         {"verification_id": verification_id, "case_id": case_id, "code": code, "truth": truth,
-                          "kind": kind})
+                         {"verification_id": verification_id, "case_id": case_id, "code": code,
+                          "sealed_truth": seal(truth, kind, nonce)})
         except ValueError as exc:  # the code is taken
             raise VerificationError(str(exc)) from None
         return case_id
@@ -175,8 +198,8 @@ class Verifications:
         if call not in ("positive", "negative", "uncertain"):
             raise VerificationError(f"the case has no call yet ({call}): analyse the fields its case rule needs first")
         with self.store.transaction() as tx:
-            row = tx.execute("SELECT verification_id, done FROM verification_slides WHERE case_id = ?",
-                             (case_id,)).fetchone()
+            row = tx.execute("SELECT verification_id, done, truth, kind, nonce FROM verification_slides "
+                             "WHERE case_id = ?", (case_id,)).fetchone()
             if row is None:
                 raise LookupError(f"case {case_id} is not a verification slide")
             self._check_open(tx, row[0])
@@ -184,7 +207,9 @@ class Verifications:
                 raise VerificationError("this slide is already done: its call is in the verification")
             tx.execute("UPDATE verification_slides SET done = ?, done_by = ?, call = ? WHERE case_id = ?",
                        (time.time(), client, call, case_id))
-            tx.audit(client, "verification.slide_done", None, {"verification_id": row[0], "case_id": case_id, "call": call})
+            tx.audit(client, "verification.slide_done", None,
+                     {"verification_id": row[0], "case_id": case_id, "call": call,
+                      "revealed": {"truth": row[2], "kind": row[3], "nonce": row[4]}})
             verification_id = int(row[0])
         with self.store.reading() as db:
             return next(s for s in self._slides(db, verification_id) if s.case_id == case_id)

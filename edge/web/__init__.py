@@ -55,6 +55,7 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
         PERMANENT_SESSION_LIFETIME=timedelta(hours=cfg.session_hours),
     )
     guard = LoginGuard(cfg.lockout_attempts, cfg.lockout_seconds, cfg.login_free_failures, cfg.login_max_delay_seconds)
+    app.extensions["blastscope.login_guard"] = guard  # a second admin's PIN (verification) obeys the same limits
     sessions = Sessions(service.config.state_dir, pin_fingerprint(credentials.secret_key, credentials.pin),
                         cfg.session_hours * 3600)
     users = Users(service.config.state_dir)

@@ -154,6 +154,10 @@ def make_blueprint(service: Service) -> Blueprint:
     @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/classify")
     def classify_into(case_id: int):
         open_for_fields(case_id)
+        if service.site.record.slide_of_case(case_id) is not None:
+            raise Refused(409, "this case is a site-verification slide: its fields come from the device's camera "
+                               "(Capture or Scan), never from a picture, so that the camera and optics the clinic "
+                               "uses are what is verified")
         frame, source = uploaded_frame(service.config.server.max_pixels)
         return analysed_into(case_id, service.queued(frame, source=source, case_id=case_id, client=_client()))
 

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any, cast
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from pydantic import ValidationError
 
 from edge.analysis.labels import DISPLAY_NAMES
@@ -21,7 +21,9 @@ from edge.analysis.verification import CHALLENGING, Criteria, evaluate
 from edge.device.service import Service
 from edge.record.verification import Verification, VerificationError
 from edge.web.wording import local_minute
+from edge.web.auth import LoginGuard
 from edge.web.common import MAX_ID, Refused, clean_text, client, set_open_case
+from edge.web.users import User, Users
 from edge.web.cases import CODE
 
 bp = Blueprint("verification", __name__)
@@ -52,6 +54,7 @@ def _view(verification: Verification) -> dict[str, Any]:
     hidden (from everyone: the people analysing it must not be led by it), the figures so far."""
     out = verification.to_dict(reveal=False)
     out["so_far"] = evaluate(verification.slides, verification.criteria).to_dict()
+    out["below_floor"] = verification.criteria.below_floor()
     out["started_iso"] = local_minute(verification.started)
     if verification.finished:
         out["finished_iso"] = local_minute(verification.finished)
@@ -67,6 +70,29 @@ def _step(action: Any) -> Any:
         raise Refused(404, str(exc).strip("'\"")) from None
 
 
+def _second_admin(data: Any) -> str:
+    """The name of the second admin who confirms criteria below the floor, their PIN checked
+    under the login limits (a wrong PIN counts as a failed login for that name)."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("pin"), str):
+        raise Refused(400, 'confirm: send {"name": ..., "pin": ...} of a second admin')
+    guard = cast(LoginGuard, current_app.extensions["blastscope.login_guard"])
+    users = cast(Users, current_app.extensions["blastscope.users"])
+    address, name = request.remote_addr or "unknown", data["name"].strip()[:40]
+    if (wait := guard.begin(address, name)) > 0:
+        raise Refused(429, f"too many wrong PINs for {name}: try again in {int(wait) + 1} s")
+    second = users.login(name, data["pin"])
+    if second is None:
+        guard.failed(address, name)
+        raise Refused(403, f"confirm: wrong name or PIN for {name}")
+    guard.succeeded(address, name)
+    me = g.get("user")
+    if second.role != "admin":
+        raise Refused(403, f"confirm: {second.name} is not an admin")
+    if isinstance(me, User) and me.name.lower() == second.name.lower():
+        raise Refused(403, "confirm: a second admin must confirm, not the one starting the verification")
+    return second.name
+
+
 @bp.get("/api/verifications")
 def list_verifications() -> Response:
     site = _service().site
@@ -77,7 +103,8 @@ def list_verifications() -> Response:
 @bp.post("/api/verifications")
 def start_verification() -> tuple[Response, int]:
     """Start a verification for the model and camera settings in force; the criteria given
-    (else the defaults) are fixed from here on."""
+    (else the defaults, which are the floor) are fixed from here on. Criteria below the floor
+    need ``confirm``: a second admin's name and PIN."""
     data = _body()
     try:
         criteria = Criteria.model_validate(data.get("criteria") or {})
@@ -85,7 +112,8 @@ def start_verification() -> tuple[Response, int]:
         problem = exc.errors()[0]
         raise Refused(400, f"criteria.{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}") from None
     note = clean_text("note", data.get("note"), 500)
-    verification = _step(lambda: _service().site.start(criteria, client(), note))
+    confirmed_by = _second_admin(data["confirm"]) if criteria.below_floor() and data.get("confirm") else None
+    verification = _step(lambda: _service().site.start(criteria, client(), note, confirmed_by))
     return jsonify(_view(verification)), 201
 
 

@@ -1,22 +1,46 @@
-"""Site verification from a phone in a real browser (review issue, item 5): headless Debian
-Chromium at 390x844; an admin starts a verification, enters two known slides (truth hidden on
-the case until each is done), analyses their fields, signs the verification off and opens its
-report; the banner goes from "not verified at this site" to "verified"."""
+"""Site verification from a phone in a real browser (review issue, item 5; issue 33): headless
+Debian Chromium at 360x800; an admin starts a verification on criteria below the floor, which a
+second admin confirms on the same form, enters two known slides (truth hidden on the case until
+each is done), analyses their fields from the device's camera (a replayed folder: the Pi
+camera's stand-in), signs the verification off and opens its report; the banner goes from "not
+verified at this site" to "verified", naming the lowered criteria."""
 
 from __future__ import annotations
 
-from conftest import sample_paths
+import os
+import shutil
+import time
+
+import pytest
+
+from conftest import TOKEN, ServerProcess, sample_paths
 from test_browser import _driver
 from test_browser_cases import _log_in, _no_sideways_overflow
 
 
-def _analyse(driver, wait, prefix: str, fields: int) -> None:
+@pytest.fixture
+def staged(tmp_path):
+    """A daemon whose camera replays one image the test puts under the "objective"."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    shutil.copy(sample_paths()[0], stage / "field.jpg")
+    srv = ServerProcess(tmp_path / "state", "--demo", "--source", f"replay:{stage}")
+    srv.stage = stage
+    yield srv
+    srv.stop()
+
+
+def _analyse(driver, wait, stage, prefix: str, fields: int) -> None:
     from selenium.webdriver.common.by import By
 
-    upload = driver.find_element(By.ID, "upload")
+    analyze = driver.find_element(By.ID, "analyze")
     paths = [p for p in sample_paths() if p.name.startswith(prefix)]
     for n in range(1, fields + 1):
-        upload.send_keys(str(paths[n % len(paths)]))
+        shutil.copy(paths[n % len(paths)], stage / "next.tmp")
+        os.replace(stage / "next.tmp", stage / "field.jpg")
+        time.sleep(0.8)  # the camera reads the new field (it replays at several frames a second)
+        wait.until(lambda d: analyze.is_enabled())
+        analyze.click()
         # the case card counts usable, rejected and excluded fields (a repeat of a sample image is
         # stored excluded, issue 34): wait for this field's count, not for any result
         wait.until(lambda d, n=n: _stored(d.find_element(By.ID, "cc-counts").text) == n)
@@ -53,11 +77,15 @@ def _slide_done(driver, wait, agrees: str) -> None:
     wait.until(ec.text_to_be_present_in_element((By.ID, "cc-slide-text"), agrees))
 
 
-def test_a_site_verification_from_start_to_its_report_on_a_phone(server, tmp_path):
+def test_a_site_verification_from_start_to_its_report_on_a_phone(staged, tmp_path):
+    import requests
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    driver = _driver(tmp_path / "profile", 390, 844)
+    server = staged
+    requests.post(f"{server.url}/api/users", json={"name": "Dr Second", "role": "admin", "pin": "864200"},
+                  headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).raise_for_status()
+    driver = _driver(tmp_path / "profile", 360, 800)
     try:
         wait = _log_in(driver, server.url)
         banner = driver.find_element(By.ID, "site-banner")
@@ -74,7 +102,12 @@ def test_a_site_verification_from_start_to_its_report_on_a_phone(server, tmp_pat
             box.clear()
             box.send_keys(value)
         start.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "ver-message"), "below the floor"))  # alone: refused
+        driver.find_element(By.ID, "ver-second-name").send_keys("Dr Second")
+        driver.find_element(By.ID, "ver-second-pin").send_keys("864200")
+        start.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "ver-message"), "started; its criteria are now fixed"))
+        assert "confirmed by Dr Second" in driver.find_element(By.ID, "ver-message").text
         wait.until(ec.text_to_be_present_in_element((By.ID, "ver-progress"), "0 of 1 positive and 0 of 1 negative"))
         assert not start.is_displayed()  # one verification at a time
 
@@ -82,26 +115,28 @@ def test_a_site_verification_from_start_to_its_report_on_a_phone(server, tmp_pat
         slide_text = driver.find_element(By.ID, "cc-slide-text").text
         assert "truth is hidden" in slide_text and "positive" not in slide_text.replace("positive and", "")
         assert not driver.find_element(By.ID, "slide-done").is_enabled()  # no call yet
-        _analyse(driver, wait, "pro_b", 5)
+        _analyse(driver, wait, server.stage, "pro_b", 5)
         _slide_done(driver, wait, "Truth: positive; the device called it positive: agrees.")
 
         assert driver.find_element(By.ID, "verification-section").get_attribute("open")  # still open for the next slide
         wait.until(ec.text_to_be_present_in_element((By.ID, "ver-progress"), "1 of 1 positive"))
         _add_slide(driver, wait, "VN-1", "negative", "reactive")
-        _analyse(driver, wait, "benign", 5)
+        _analyse(driver, wait, server.stage, "benign", 5)
         _slide_done(driver, wait, "Truth: negative (reactive); the device called it negative: agrees.")
         assert _no_sideways_overflow(driver)
 
         wait.until(ec.text_to_be_present_in_element((By.ID, "ver-progress"), "1 of 1 negative slides done (1 of 1"))
         driver.find_element(By.ID, "ver-finish").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "ver-message"), "passed, signed by admin"))
-        wait.until(lambda d: banner.text.startswith("Device verified at this site (verification #1"))
+        wait.until(lambda d: banner.text.startswith("Device verified at this site on 2 slides, below the default criteria"))
+        assert "confirmed by Dr Second" in banner.text
         assert "unverified" not in banner.get_attribute("class")
 
         report = driver.find_element(By.CSS_SELECTOR, "#ver-list a[href$='/report']")
         driver.get(report.get_attribute("href"))
         text = driver.find_element(By.TAG_NAME, "body").text
-        for words in ("passed", "VP-1", "VN-1", "reactive", "1 of 1 (100.0%", "Closed and signed in BlastScope by admin"):
+        for words in ("passed", "VP-1", "VN-1", "reactive", "1 of 1 (100.0%", "Closed and signed in BlastScope by admin",
+                      "Below the default criteria", "Dr Second"):
             assert words in text, words
     finally:
         driver.quit()

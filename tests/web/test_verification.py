@@ -6,12 +6,16 @@ force, and a new verification asked for after a camera change."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
+import shutil
+import time
 
 import pytest
 
-from conftest import sample_paths
+from conftest import PIN, sample_paths
 from edge.analysis.verification import Criteria, FieldFigures, Slide, drift, evaluate
 from edge.device.verification import SiteVerification
 
@@ -59,30 +63,106 @@ def test_drift_flags_a_week_that_refuses_far_more_than_at_verification():
     assert drift(base, FieldFigures(10, 10, 10, None)) == []  # too few fields to say
 
 
-def _fields(client, headers, case_id, prefix, n=5):
+@pytest.fixture
+def camapp(tmp_path):
+    """The app on a real Service whose camera replays a folder (``replay:``, the Pi camera's
+    stand-in): ``show(path)`` puts one real sample field under the "objective" and waits for
+    the camera to deliver it. Verification fields come only from the camera (issue 33)."""
+    from conftest import PIN, TOKEN
+    from edge.device.capture import CameraWorker, open_source
+    from edge.device.config import load_config
+    from edge.device.service import Service
+    from edge.model.bundle import default_bundle_path, load_bundle
+    from edge.pipeline import Pipeline
+    from edge.record.store import Store
+    from edge.web import create_app
+    from edge.web.auth import load_credentials
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    shutil.copy(sample_paths()[0], stage / "field.jpg")
+    state = tmp_path / "state"
+    cfg = load_config(None, environ={}, overrides={"store.state_dir": str(state), "store.min_free_mb": 0,
+                                                    "server.pin": PIN, "server.token": TOKEN,
+                                                    "camera.source": f"replay:{stage}"})
+    bundle = load_bundle(default_bundle_path())
+    camera = CameraWorker(f"replay:{stage}", open_source, fps=20, retry_max_s=1.0).start()
+    service = Service(cfg, bundle, Pipeline.on_cpu(bundle, threads=1), Store(state, cfg.store), camera=camera)
+    app = create_app(service, load_credentials(state, PIN, TOKEN), cfg.server)
+    app.config["TESTING"] = True
+    app.service = service
+
+    def show(path):
+        shutil.copy(path, stage / "next.tmp")
+        os.replace(stage / "next.tmp", stage / "field.jpg")
+        seen = camera.state.frames
+        deadline = time.monotonic() + 10
+        while camera.state.frames < seen + 2 and time.monotonic() < deadline:  # a frame read after the swap
+            time.sleep(0.02)
+
+    app.show = show
+    yield app
+    camera.stop()
+    service.store.close()
+
+
+def _fields(app, client, headers, case_id, prefix, n=5):
+    """``n`` fields captured by the camera into the case, cycling the samples named ``prefix``."""
     paths = [p for p in sample_paths() if p.name.startswith(prefix)]
     last = None
     for i in range(n):
-        with open(paths[i % len(paths)], "rb") as f:
-            r = client.post(f"/api/cases/{case_id}/classify", data={"image": (f, paths[i % len(paths)].name)},
-                            headers=headers)
+        app.show(paths[i % len(paths)])
+        r = client.post(f"/api/cases/{case_id}/capture", headers=headers)
         assert r.status_code == 200, r.get_json()
         last = r.get_json()
     return last
 
 
-def test_a_verification_from_start_to_a_signed_report(app, client, bearer):
-    before = _fields(client, bearer, client.post("/api/cases", json={"code": "BEFORE"}, headers=bearer).get_json()["id"],
+def _truths(answer) -> list:
+    """Every value under a key named like a truth ("truth", "kind") anywhere in ``answer``."""
+    if isinstance(answer, dict):
+        return [v for k, v in answer.items() if k in ("truth", "kind") and v not in (None, "")
+                or k == "truth"] + [t for v in answer.values() for t in _truths(v)]
+    if isinstance(answer, list):
+        return [t for v in answer for t in _truths(v)]
+    return []
+
+
+def _confirmed(client, bearer, criteria):
+    """Start a verification on ``criteria`` below the floor, confirmed by a second admin."""
+    client.post("/api/users", json={"name": "Dr Second", "role": "admin", "pin": "864200"}, headers=bearer)
+    return client.post("/api/verifications", json={"criteria": criteria, "confirm": {"name": "Dr Second", "pin": "864200"}},
+                       headers=bearer)
+
+
+def test_a_verification_from_start_to_a_signed_report(camapp, bearer):
+    app, client = camapp, camapp.test_client()
+    before = _fields(app, client, bearer, client.post("/api/cases", json={"code": "BEFORE"}, headers=bearer).get_json()["id"],
                      "pro_b", 1)
     assert before["site_verification"] == "not verified at this site"
     status = client.get("/api/status", headers=bearer).get_json()
-    assert status["status"] == "degraded" and any(r.startswith("not verified at this site") for r in status["degraded_reasons"])
+    # new, not broken (issue 33): healthy, unverified said apart, the gauge at 0
+    assert status["status"] == "ok" and status["site_verification"]["verified"] is False
+    assert client.get("/healthz").get_json() == {"status": "ok", "backend": "cpu", "verified": False}
+    assert "blastscope_site_verified 0.0" in client.get("/metrics", headers=bearer).get_data(as_text=True)
 
     bad = client.post("/api/verifications", json={"criteria": {"min_positive": 0}}, headers=bearer)
     assert bad.status_code == 400 and "criteria.min_positive" in bad.get_json()["error"]
-    started = client.post("/api/verifications", json={"criteria": LOOSE}, headers=bearer)
+    # criteria below the floor need a second admin (issue 33): not the starter, the right PIN
+    alone = client.post("/api/verifications", json={"criteria": LOOSE}, headers=bearer)
+    assert alone.status_code == 409 and "below the floor" in alone.get_json()["error"]
+    assert "1 positive slides (floor 20)" in alone.get_json()["error"]
+    client.post("/api/users", json={"name": "Dr Second", "role": "admin", "pin": "864200"}, headers=bearer)
+    wrong = client.post("/api/verifications", json={"criteria": LOOSE, "confirm": {"name": "Dr Second", "pin": "000000"}},
+                        headers=bearer)
+    assert wrong.status_code == 403 and "wrong name or PIN" in wrong.get_json()["error"]
+    myself = client.post("/api/verifications", json={"criteria": LOOSE, "confirm": {"name": "admin", "pin": PIN}},
+                         headers=bearer)
+    assert myself.status_code == 403 and "second admin" in myself.get_json()["error"]
+    started = _confirmed(client, bearer, LOOSE)
     assert started.status_code == 201
     vid = started.get_json()["id"]
+    assert started.get_json()["confirmed_by"] == "Dr Second" and started.get_json()["below_floor"]
     assert client.post("/api/verifications", json={}, headers=bearer).status_code == 409  # one at a time
 
     slide = client.post(f"/api/verifications/{vid}/slides", json={"truth": "positive", "code": "VP-1"}, headers=bearer)
@@ -91,32 +171,56 @@ def test_a_verification_from_start_to_a_signed_report(app, client, bearer):
     assert case["verification_slide"]["truth"] is None  # hidden on the case until done
     early = client.post(f"/api/verifications/{vid}/slides/{case['id']}/done", headers=bearer)
     assert early.status_code == 409 and "no call yet" in early.get_json()["error"]
-    _fields(client, bearer, case["id"], "pro_b")
+    with open(sample_paths()[0], "rb") as f:  # a picture from the phone's gallery is not the device's camera
+        upload = client.post(f"/api/cases/{case['id']}/classify", data={"image": (f, "x.jpg")}, headers=bearer)
+    assert upload.status_code == 409 and "device's camera" in upload.get_json()["error"]
+    _fields(app, client, bearer, case["id"], "pro_b")
+    # the truth is sealed: no answer and no audit row says it before "Slide done"
+    sealed = [a for a in app.service.store.audit_log(100) if a["action"] == "verification.slide"]
+    answers = [app.service.store.audit_log(1000), client.get("/api/audit?limit=1000", headers=bearer).get_json(),
+               client.get(f"/api/verifications/{vid}", headers=bearer).get_json(),
+               client.get("/api/verifications", headers=bearer).get_json(),
+               client.get(f"/api/cases/{case['id']}", headers=bearer).get_json()]
+    assert _truths(answers) == [None, None, None]  # the slide, in the verification, its list and its case: hidden
+    assert len(sealed) == 1 and set(sealed[0]["after"]) == {"verification_id", "case_id", "code", "sealed_truth"}
     done = client.post(f"/api/verifications/{vid}/slides/{case['id']}/done", headers=bearer).get_json()
     assert done["case"]["verification_slide"] == {"verification_id": vid, "done": True, "call": "positive",
                                                   "truth": "positive", "kind": "", "agrees": True}
     assert client.post(f"/api/verifications/{vid}/slides/{case['id']}/done", headers=bearer).status_code == 409
+    reveal = next(a for a in app.service.store.audit_log(100) if a["action"] == "verification.slide_done")["after"]["revealed"]
+    assert hashlib.sha256(f"{reveal['nonce']}|positive|".encode()).hexdigest() == sealed[0]["after"]["sealed_truth"]
 
     negative = client.post(f"/api/verifications/{vid}/slides", json={"truth": "negative", "kind": "reactive"},
                            headers=bearer).get_json()
     assert client.get(f"/api/verifications/{vid}", headers=bearer).get_json()["slides"][1]["truth"] is None
-    _fields(client, bearer, negative["id"], "benign")
+    _fields(app, client, bearer, negative["id"], "benign")
     assert client.post(f"/api/verifications/{vid}/slides/{negative['id']}/done", headers=bearer).status_code == 200
+
+    # a slide entered and left undone blocks finishing: it is never dropped from the figures
+    third = client.post(f"/api/verifications/{vid}/slides", json={"truth": "positive", "code": "VP-2"},
+                        headers=bearer).get_json()
+    blocked = client.post(f"/api/verifications/{vid}/finish", headers=bearer)
+    assert blocked.status_code == 409 and "VP-2" in blocked.get_json()["error"]
+    _fields(app, client, bearer, third["id"], "pro_b")
+    assert client.post(f"/api/verifications/{vid}/slides/{third['id']}/done", headers=bearer).status_code == 200
 
     closed = client.post(f"/api/verifications/{vid}/finish", headers=bearer).get_json()
     assert closed["state"] == "passed" and closed["finished_by"].startswith("admin (")
-    assert closed["outcome"]["sensitivity"]["text"].startswith("1 of 1 (100.0%")
-    assert closed["baseline"]["fields"] == 4  # 10 uploads of 4 distinct sample images: a repeat is not counted twice
+    assert closed["outcome"]["sensitivity"]["text"].startswith("2 of 2 (100.0%")
+    assert closed["baseline"]["fields"] == 6  # 15 captures of 4 distinct sample images, 3 cases: a repeat counts once
 
-    after = _fields(client, bearer, client.post("/api/cases", json={"code": "AFTER"}, headers=bearer).get_json()["id"],
+    after = _fields(app, client, bearer, client.post("/api/cases", json={"code": "AFTER"}, headers=bearer).get_json()["id"],
                     "pro_b", 1)
-    assert after["site_verification"] == f"verified at this site (verification #{vid}, " \
-                                         f"{closed['finished_iso'][:10]})"
+    # lowered criteria are printed wherever the verification is named
+    assert after["site_verification"].startswith("verified at this site on 3 slides, below the default criteria (1 positive")
+    assert "confirmed by Dr Second" in after["site_verification"]
     status = client.get("/api/status", headers=bearer).get_json()
     assert not any("not verified" in r for r in status["degraded_reasons"]) and status["site_verification"]["verified"]
+    assert "blastscope_site_verified 1.0" in client.get("/metrics", headers=bearer).get_data(as_text=True)
 
     report = client.get(f"/api/verifications/{vid}/report", headers=bearer).get_data(as_text=True)
     assert "passed" in report and "VP-1" in report and "Closed and signed in BlastScope by admin" in report
+    assert "Below the default criteria" in report and "Dr Second" in report
     exported = json.loads(client.get(f"/api/verifications/{vid}/export.json", headers=bearer).get_data())
     assert exported["verification"]["state"] == "passed"
     actions = [a["action"] for a in app.service.store.audit_log(100)]
@@ -132,11 +236,12 @@ def test_a_verification_from_start_to_a_signed_report(app, client, bearer):
     assert "not verified at this site" in before_case
 
 
-def test_a_camera_change_asks_for_a_new_verification(app, client, bearer):
-    vid = client.post("/api/verifications", json={"criteria": LOOSE}, headers=bearer).get_json()["id"]
+def test_a_camera_change_asks_for_a_new_verification(camapp, bearer):
+    app, client = camapp, camapp.test_client()
+    vid = _confirmed(client, bearer, LOOSE).get_json()["id"]
     for truth, kind, prefix in (("positive", "", "pro_b"), ("negative", "hematogone-rich", "benign")):
         case = client.post(f"/api/verifications/{vid}/slides", json={"truth": truth, "kind": kind}, headers=bearer).get_json()
-        _fields(client, bearer, case["id"], prefix)
+        _fields(app, client, bearer, case["id"], prefix)
         assert client.post(f"/api/verifications/{vid}/slides/{case['id']}/done", headers=bearer).status_code == 200
     assert client.post(f"/api/verifications/{vid}/finish", headers=bearer).get_json()["state"] == "passed"
     service = app.service

@@ -861,10 +861,13 @@ if ($("ver-start")) {
     const criteria = { min_positive: +f.min_positive.value, min_negative: +f.min_negative.value,
       min_challenging: +f.min_challenging.value, sensitivity_lower: +f.sensitivity_lower.value / 100,
       specificity_lower: +f.specificity_lower.value / 100 };
+    const confirm = f.second_name.value ? { name: f.second_name.value, pin: f.second_pin.value } : undefined;
+    f.second_pin.value = "";  // a PIN never stays in the form
     try {
       const v = await api("/api/verifications", { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ criteria }) });
-      $("ver-message").textContent = `Saved: verification #${v.id} started; its criteria are now fixed.`;
+        body: JSON.stringify({ criteria, confirm }) });
+      $("ver-message").textContent = `Saved: verification #${v.id} started; its criteria are now fixed.` +
+        (v.below_floor.length ? ` Below the defaults (${v.below_floor.join("; ")}), confirmed by ${v.confirmed_by}.` : "");
     } catch (e) { $("ver-message").textContent = e.message; }
     loadVerification().catch(() => {});
   });
@@ -893,10 +896,13 @@ async function refreshStatus() {
   try {
     status = await api("/api/status");
     const h = $("health");
-    h.textContent = status.status === "ok" ? "Ready" : "⚠ Attention";
-    h.className = "chip " + status.status;
-    // the site-verification banner says that one already: the warning lists the others
-    const others = status.degraded_reasons.filter((r) => !r.startsWith("not verified at this site"));
+    // three states a glance must tell apart: working and verified (green), working on a new
+    // device not yet verified at this site (amber, not a fault: the banner says what to do),
+    // and a fault (amber with a warning sign, the reasons under it)
+    const verified = status.site_verification && status.site_verification.verified;
+    h.textContent = status.status !== "ok" ? "⚠ Attention" : verified ? "Ready" : "Ready · not verified";
+    h.className = "chip " + (status.status !== "ok" ? "degraded" : verified ? "ok" : "unverified");
+    const others = status.degraded_reasons;
     $("degraded").textContent = others.join(" · ");
     show($("degraded"), others.length > 0 && !$("degraded").dataset.closed);
     if (status.site_verification) renderSite(status.site_verification);
