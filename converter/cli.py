@@ -153,7 +153,7 @@ def _refit(args: argparse.Namespace) -> int:
 
     root = Path(args.bundle)
     return _rewritten(root, refit(_as_written(root), Path(args.data), _log, views=args.views,
-                                             resplit=args.resplit), args.sign_key,
+                                             resplit=args.resplit, partition=args.partition), args.sign_key,
                       "re-measured")
 
 
@@ -298,6 +298,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--resplit", action=argparse.BooleanOptionalAction,
                    help="split a field whose a* centres are close a second time, to find its few white cells, "
                    "instead of refusing it as faintly stained (default: as the bundle says)")
+    r.add_argument("--partition", choices=["watershed", "nearest_core"],
+                   help="how touching cells are cut apart from now on (nearest_core: one nucleus per box; "
+                   "default: as the bundle says)")
     rewriting("fit-appearance", "add the field-level appearance check to a cell bundle (fitted on its training "
               "cells, limit from validation under benign conditions) and re-measure it", _fit_appearance)
     rewriting("fit-checks", "fit both out-of-distribution checks of a cell bundle again (the cells' embedding and "

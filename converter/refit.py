@@ -75,14 +75,16 @@ def refit_calibration(bundle: Bundle, val: list, log: Callable[[str], None] = pr
     return calibration, fit.report
 
 
-def with_views(bundle: Bundle, views: int) -> Bundle:
-    """``bundle`` reading each cell in ``views`` orientations (``edge.model.views``); its
-    calibration must then be fitted again, which ``refit`` does."""
+def with_cells(bundle: Bundle, **changes: Any) -> Bundle:
+    """``bundle`` with its cell parameters changed (``views``: each cell read in that many
+    orientations, ``edge.model.views``; ``partition``: how touching cells are cut apart,
+    ``edge.analysis.cells.detect_cells``); its calibration must then be fitted again, which
+    ``refit`` does."""
     import dataclasses
 
     if bundle.kind != "cells" or bundle.cells is None:
-        raise ValueError(f"bundle {bundle.model_id} is a {bundle.kind} bundle: views are a cell model's")
-    params = dataclasses.replace(bundle.cells, views=views)  # checks the range
+        raise ValueError(f"bundle {bundle.model_id} is a {bundle.kind} bundle: {', '.join(changes)} are a cell model's")
+    params = dataclasses.replace(bundle.cells, **changes)  # checks the values
     return dataclasses.replace(bundle, manifest={**bundle.manifest, "cells": params.to_dict()})
 
 
@@ -97,14 +99,15 @@ def with_resplit(bundle: Bundle, resplit: bool) -> Bundle:
 
 
 def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views: int | None = None,
-          resplit: bool | None = None, min_cells: int | None = None) -> dict[str, Any]:
+          resplit: bool | None = None, min_cells: int | None = None, partition: str | None = None) -> dict[str, Any]:
     """The manifest updates: the calibration, re-measured int8 metrics, the case rule and the
     case figures, and the test split's suites (capture conditions, shortcuts, foreign-looking
     fields) measured again with them. With ``views``, each cell is read in that many
     orientations from now on (the manifest's ``cells`` is updated); with ``resplit``, the
     segmentation's second split is turned on or off (the manifest's ``segmentation``); with
     ``min_cells``, a negative field call needs that many recognised cells from now on
-    (``Calibration.min_cells_to_clear``, fitted by ``converter.cell_count``)."""
+    (``Calibration.min_cells_to_clear``, fitted by ``converter.cell_count``); with
+    ``partition``, touching cells are cut apart that way from now on (``CellParams.partition``)."""
     import dataclasses
 
     from converter.suites import test_suites
@@ -116,9 +119,13 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views:
         bundle = dataclasses.replace(bundle, calibration=dataclasses.replace(bundle.calibration,
                                                                              min_cells_to_clear=min_cells))
     if views is not None:
-        bundle = with_views(bundle, views)
+        bundle = with_cells(bundle, views=views)
         updates["cells"] = bundle.manifest["cells"]
         log(f"cells read in {views} orientation(s)")
+    if partition is not None:
+        bundle = with_cells(bundle, partition=partition)
+        updates["cells"] = bundle.manifest["cells"]
+        log(f"touching cells cut apart by {partition}")
     if resplit is not None:
         bundle = with_resplit(bundle, resplit)
         updates["segmentation"] = bundle.manifest["segmentation"]

@@ -40,6 +40,10 @@ from edge.analysis.segmentation import Segmentation, from_known_keys
 RBC_DIAMETER_UM = 7.5
 
 
+#: The ways ``detect_cells`` cuts a stained object into cells (``CellParams.partition``).
+PARTITIONS = ("watershed", "nearest_core")
+
+
 @dataclass(frozen=True)
 class CellParams:
     """Every parameter of cell detection and cropping; recorded in the bundle manifest so the
@@ -70,8 +74,17 @@ class CellParams:
     #: orientation of the square; 1, the default of bundles built before views, upright only.
     #: The calibration is fitted on the views the bundle records.
     views: int = 1
+    #: How a stained object holding several nuclei is cut into cells. "watershed" (bundles
+    #: built before issue 32): flooded from each nucleus's core over the distance map, which
+    #: can hand a cell's rim to its neighbour, so one box spans two touching cells (37 of 144
+    #: Pre-B fields had overlapping boxes) and a cell votes twice. "nearest_core": every
+    #: stained pixel goes to the core nearest to it, so each box holds one nucleus and what
+    #: surrounds it. Part of the bundle: the model is calibrated on the cells it was cut into.
+    partition: str = "watershed"
 
     def __post_init__(self) -> None:
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"cell partition {self.partition!r}: one of {', '.join(PARTITIONS)}")
         if not 1 <= self.views <= 8:
             raise ValueError(f"cell views {self.views}: a cell is read in 1 to 8 orientations")
 
@@ -262,13 +275,16 @@ def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParam
     # one seed per nucleus: the core of each object shrunk to its thickest part
     core = (distance >= 0.5 * dilate_disc(distance, int(4 * min_r_px) | 1, segmentation.element)) & (seeds > 0)
     n_seeds, markers = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
-    markers = markers.astype(np.int32) + 1
-    markers[mask == 0] = 0
-    unknown = (mask > 0) & ~core
-    markers[unknown] = 0
-    markers[mask == 0] = 1  # background marker
-    shade = cv2.merge([(255 - np.clip(distance * 255 / max(distance.max(), 1), 0, 255)).astype(np.uint8)] * 3)
-    cv2.watershed(shade, markers)
+    if params.partition == "nearest_core":
+        markers = _nearest_core(markers, mask)
+    else:
+        markers = markers.astype(np.int32) + 1
+        markers[mask == 0] = 0
+        unknown = (mask > 0) & ~core
+        markers[unknown] = 0
+        markers[mask == 0] = 1  # background marker
+        shade = cv2.merge([(255 - np.clip(distance * 255 / max(distance.max(), 1), 0, 255)).astype(np.uint8)] * 3)
+        cv2.watershed(shade, markers)
     cells: list[Cell] = []
     min_area = np.pi * (0.5 * params.min_cell_um * px_per_um) ** 2
     max_area = np.pi * (0.5 * params.max_cell_um * px_per_um) ** 2
@@ -276,7 +292,7 @@ def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParam
     # every region's area, centre and box in one pass over its pixels, not a full-field
     # mask per seed
     ys, xs = np.nonzero((markers >= 2) & (mask > 0))
-    ks = markers[ys, xs]
+    ks = markers[ys, xs].astype(np.intp)
     n = n_seeds + 2
     area = np.bincount(ks, minlength=n)
     sum_y, sum_x = np.bincount(ks, ys, minlength=n), np.bincount(ks, xs, minlength=n)
@@ -301,6 +317,19 @@ def detect_cells(segmentation: Segmentation, px_per_um: float, params: CellParam
     labels = np.zeros((h, w), np.int32)
     labels[ys, xs] = renumber[ks]
     return cells, labels
+
+
+def _nearest_core(cores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Markers in ``detect_cells``' numbering (1 background, core k at k + 1) with every stained
+    pixel given to the core nearest to it (Euclidean; OpenCV's labelled distance transform)."""
+    _, nearest = cv2.distanceTransformWithLabels((cores == 0).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(cores > 0)
+    table = np.zeros(int(nearest.max()) + 1, np.int32)
+    table[nearest[ys, xs]] = cores[ys, xs]  # each zero pixel's label names one core pixel
+    out = table[nearest] + 1
+    out[mask == 0] = 1
+    return out.astype(np.int32)
 
 
 #: How far around a cell's own mask the first input keeps the picture (micrometres): the

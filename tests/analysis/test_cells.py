@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -334,3 +336,44 @@ def test_a_differentials_field_is_its_share_of_blasts_and_one_normal_cell_vetoes
     share = pool_share(cells)
     assert share[0] == pytest.approx((4 * 0.02 + 0.999998) / 5) and 1 - share[0] > 0.75  # 4 of 5 cells blasts
     assert pool(cells)[0] > 1.5 * share[0]  # the geometric mean: the one neutrophil nearly doubles "benign"
+
+
+def _boxes_overlapping(cells, share: float = 0.5) -> list[tuple[int, int]]:
+    """Pairs of cells whose boxes overlap by at least ``share`` of the smaller box."""
+    out = []
+    for i, a in enumerate(cells):
+        for j, b in enumerate(cells[i + 1:], i + 1):
+            iy = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+            ix = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+            if iy > 0 and ix > 0 and iy * ix >= share * min(a.w * a.h, b.w * b.h):
+                out.append((i, j))
+    return out
+
+
+def test_on_a_real_clump_each_box_holds_one_nucleus_when_cut_by_nearest_core():
+    """Issue 32, one cell one vote: on the shipped Pre-B sample the watershed hands a cell's
+    rim to its neighbour, so one box spans two touching cells and holds a second box (two
+    votes for one cell, half a vote for another). Cut by nearest core, no box holds another
+    and the pair under it is two boxes, one per nucleus; no other sample field loses a cell."""
+    from edge.model.bundle import default_bundle_path, load_bundle
+
+    bundle = load_bundle(default_bundle_path())
+    params = bundle.cells
+    assert params is not None and params.partition == "watershed"  # the shipped bundle: as it was calibrated
+    nearest = dataclasses.replace(params, partition="nearest_core")
+    for path in sample_paths():
+        field = normalise(read_rgb(path)).rgb
+        seg = segment(field, bundle.segmentation)
+        px_per_um, reason = working_scale(measure_magnification(field, seg.mask, bundle.segmentation.element), params)
+        assert reason is None
+        before, _ = detect_cells(seg, px_per_um, params)
+        after, labels = detect_cells(seg, px_per_um, nearest)
+        assert _boxes_overlapping(after) == [], path.name
+        assert len(after) >= len(before), path.name
+        for k, cell in enumerate(after, 1):  # each cell's centre lies on its own pixels: a compact region
+            cx, cy = (int(round(v)) for v in cell.centre)
+            assert labels[cy, cx] == k, (path.name, k)
+        if "Pre-375" in path.name:
+            assert len(_boxes_overlapping(before)) == 2  # the defect, as the watershed cuts it
+    with pytest.raises(ValueError, match="partition"):
+        CellParams(partition="kmeans")
