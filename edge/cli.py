@@ -54,7 +54,42 @@ def _pipeline(args: argparse.Namespace):
         print(f"warning: {path}: unsigned bundle, measured on request (--allow-unsigned); a device will not run it "
               "until it is signed", file=sys.stderr)
     threads = args.threads if args.threads is not None else cfg.inference.threads  # a flag given wins, else the config
-    return Pipeline.on_cpu(bundle, threads=threads, quality=cfg.quality)
+    pipeline = Pipeline.on_cpu(bundle, threads=threads, quality=cfg.quality)
+    if getattr(args, "site_reference", None) is not None:
+        from edge.model.site_reference import SiteReference
+
+        pipeline = Pipeline(bundle, pipeline.backends, cfg.quality, SiteReference.load(args.site_reference))
+    return pipeline
+
+
+def _site_reference(args: argparse.Namespace) -> int:
+    """Fit a site reference on a folder of known-negative slides, one sub-folder per slide."""
+    from edge.analysis.imagefile import IMAGE_SUFFIXES, read_rgb
+    from edge.model.site_reference import SlideCells, fit_reference
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise ValueError(f"{data}: not a folder (one sub-folder of images per known-negative slide)")
+    pipeline = _pipeline(args)
+    slides = []
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        rows, embeddings, refused = [], [], 0
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            measured = pipeline.measure_cells(read_rgb(path))
+            if measured is None:
+                refused += 1
+                continue
+            rows.append(measured[0])
+            embeddings.append(measured[1])
+        print(f"{folder.name}: {len(rows)} fields, {sum(len(r) for r in rows)} cells"
+              + (f", {refused} refused before their cells were read" if refused else ""))
+        slides.append(SlideCells(folder.name, rows, embeddings))
+    reference = fit_reference(slides, pipeline.bundle.model_id)
+    reference.save(Path(args.out))
+    print(f"site reference for model {reference.model_id}: {len(reference.slides)} slides, {reference.fields} fields, "
+          f"{reference.cells} cells; appearance limit {reference.appearance.limit:.2f}, embedding limit "
+          f"{reference.embedding.limit:.2f} (leave one slide out); written to {args.out}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -450,7 +485,15 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, help="CPU inference threads (default: the config's inference.threads)")
     common.add_argument("--allow-unsigned", action="store_true",
                         help="measure a bundle no trusted key has signed yet (a converter output under test)")
+    common.add_argument("--site-reference", type=Path,
+                        help="a site reference (site-reference fit): fields like this clinic's normal slides are read")
     sub = p.add_subparsers(dest="command", required=True)
+    sr = sub.add_parser("site-reference", parents=[common], help="'fit': what a clinic's normal cells look like, from "
+                        "its known-negative slides (one sub-folder of images per slide), so its stain is not refused")
+    sr.add_argument("action", choices=["fit"])
+    sr.add_argument("--data", required=True, help="folder with one sub-folder of field images per known-negative slide")
+    sr.add_argument("--out", required=True, help="the reference file to write (JSON)")
+    sr.set_defaults(func=_site_reference)
     s = sub.add_parser("serve", help="run the daemon: camera, analysis, web page and JSON API")
     s.add_argument("--demo", action="store_true", help="replay the shipped sample fields with the shipped model on CPU")
     s.add_argument("--config", type=Path, help="TOML config file (see deploy/config.example.toml)")

@@ -20,12 +20,13 @@ from edge.analysis.preprocess import fit_to_input
 from edge.model.inference import BackendManager, timed_ms
 from edge.analysis.normalisation import normalise
 from edge.analysis.quality import GateLimits, cells_reason, measure_quality
-from edge.analysis.cells import (FAINT_STAIN, NO_WHITE_CELLS, CellCall, cut_cells, detect_cells, four_class,
+from edge.analysis.cells import (FAINT_STAIN, NO_WHITE_CELLS, Cell, CellCall, CellCrops, cut_cells, detect_cells, four_class,
                                  measure_magnification, model_inputs as cell_inputs, pool, pool_share,
                                  working_scale)
 from edge.analysis.appearance import features as appearance_features
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
+from edge.model.site_reference import SiteReference
 from edge.model.views import read_cell
 from edge.analysis.screening import screen
 from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, Segmentation, segment
@@ -48,8 +49,15 @@ class _Common(TypedDict, total=False):
 
 
 class Pipeline:
-    def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig()) -> None:
+    def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig(),
+                 site_reference: SiteReference | None = None) -> None:
         self.bundle, self.backends = bundle, backends
+        if site_reference is not None and not site_reference.covers(bundle.model_id):
+            raise ValueError(f"the site reference was measured with model {site_reference.model_id}; model "
+                             f"{bundle.model_id} runs: fit a new reference with this model")
+        #: This clinic's normal cells (``edge.model.site_reference``): a field familiar to it is
+        #: read even when the training sites' checks find it foreign.
+        self.site_reference = site_reference
         self.limits = GateLimits.resolve(bundle.manifest.get("quality_gate", {}).get("limits"), quality)
         #: The side the field is analysed at: the field model's input, or for a cell bundle the
         #: side its gate and its cell scale were fitted at (cells are cut from that field).
@@ -60,9 +68,27 @@ class Pipeline:
     def on_cpu(cls, bundle: Bundle, threads: int = 2, quality: QualityConfig = QualityConfig()) -> "Pipeline":
         return cls(bundle, BackendManager(bundle.cpu_model, None, mode="cpu", threads=threads), quality)
 
-    def process(self, frame: np.ndarray, source: str = "file") -> Result:
-        """Analyse one RGB uint8 frame of any size. A field failing the quality gate or
-        showing no cells is returned as ``rejected`` with reasons and is not classified."""
+    def measure_cells(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The appearance rows and embeddings of a frame's cells, cut and read as ``process``
+        does, with no out-of-distribution check applied: what a site reference is fitted on.
+        None when the field is refused before its cells are read (``process`` says why)."""
+        if self.bundle.kind != "cells" or self.bundle.cells is None:
+            raise ValueError(f"bundle {self.bundle.model_id} is a {self.bundle.kind} bundle: it reads no cells")
+        rgb, seg, reasons, timings, _ = self._front(frame, "site-reference")
+        cut = self._cut(rgb, seg, reasons, timings)
+        if isinstance(cut, tuple) and not reasons:
+            cells, crops, _ = cut
+            first, second = cell_inputs(crops)
+            embeddings = [read_cell(self.backends.infer, a, b, self.bundle.cells.views)[0].embedding
+                          for a, b in zip(first, second)]
+            if any(e is None for e in embeddings):
+                raise ValueError(f"{self.bundle.root}: the cell model gives no embedding")
+            return appearance_features(crops, self.bundle.cells), np.stack([e for e in embeddings if e is not None])
+        return None
+
+    def _front(self, frame: np.ndarray, source: str) -> tuple[np.ndarray, Segmentation, list[str], dict[str, float],
+                                                                _Common]:
+        """Field of view, size, quality gate, normalisation and segmentation of a frame."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
         cropped, fov = crop_to_field(frame)
@@ -82,24 +108,31 @@ class Pipeline:
         reasons = list(quality.reasons)
         common = _Common(quality=quality, segmentation=seg, field_rgb=field_rgb, model_id=self.bundle.model_id,
                          source=source, field_of_view=fov)
+        return normalised.rgb, seg, reasons, timings, common
+
+    def process(self, frame: np.ndarray, source: str = "file") -> Result:
+        """Analyse one RGB uint8 frame of any size. A field failing the quality gate or
+        showing no cells is returned as ``rejected`` with reasons and is not classified."""
+        rgb, seg, reasons, timings, common = self._front(frame, source)
         if self.bundle.kind == "cells":
-            return self._cells(normalised.rgb, seg, reasons, timings, common)
+            return self._cells(rgb, seg, reasons, timings, common)
         if not reasons and (no_cells := cells_reason(seg)):
             reasons.append(no_cells)
         if reasons:
             return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
-        raw, backend, inference_ms = self.backends.probabilities(normalised.rgb, seg.segmented)
+        raw, backend, inference_ms = self.backends.probabilities(rgb, seg.segmented)
         timings["inference"] = inference_ms
         t = time.perf_counter()
         screening = screen(raw, self.bundle.calibration)
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings, **common)
 
-    def _cells(self, rgb: np.ndarray, seg: Segmentation, reasons: list[str], timings: dict[str, float],
-               common: _Common) -> Result:
-        """A cell bundle's reading of a normalised field that passed (or failed) the gate."""
-        params, ood = self.bundle.cells, self.bundle.ood
-        assert params is not None and ood is not None  # load_bundle checked both
+    def _cut(self, rgb: np.ndarray, seg: Segmentation, reasons: list[str], timings: dict[str, float]
+             ) -> tuple[list[Cell], CellCrops, float | None] | float | None:
+        """The field's cells and their crops, or (a reason appended to ``reasons``) the red-cell
+        ruler measured before the field was refused."""
+        params = self.bundle.cells
+        assert params is not None
         rbc = None
         if not reasons and seg.empty:  # nothing stained at all: say so, before measuring the scale of nothing
             reasons.append(FAINT_STAIN if seg.faint else NO_WHITE_CELLS)
@@ -115,19 +148,34 @@ class Pipeline:
             elif not cells:
                 reasons.append(NO_WHITE_CELLS)
         if reasons:
-            common["ruler_px"] = rbc
-            return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
+            return rbc
         assert labels is not None  # cells were found, so they were labelled
         t = time.perf_counter()
         crops = cut_cells(rgb, labels, cells, px_per_um, params, seg.element)
-        first, second = cell_inputs(crops)
         timings["cell_crops"] = timed_ms(t)
+        return cells, crops, rbc
+
+    def _cells(self, rgb: np.ndarray, seg: Segmentation, reasons: list[str], timings: dict[str, float],
+               common: _Common) -> Result:
+        """A cell bundle's reading of a normalised field that passed (or failed) the gate."""
+        params, ood, site = self.bundle.cells, self.bundle.ood, self.site_reference
+        assert params is not None and ood is not None  # load_bundle checked both
+        cut = self._cut(rgb, seg, reasons, timings)
+        if not isinstance(cut, tuple):
+            common["ruler_px"] = cut
+            return Result("rejected", reasons, None, raw_probabilities=None, backend=None, timings_ms=timings, **common)
+        cells, crops, rbc = cut
+        first, second = cell_inputs(crops)
         looks, foreign_look, field_look = [None] * len(cells), False, None
+        rows = appearance_features(crops, params) if self.bundle.appearance is not None or site is not None else None
         if (appearance := self.bundle.appearance) is not None:
             t = time.perf_counter()
-            looks = appearance.distances(appearance_features(crops, params)).tolist()
+            assert rows is not None
+            looks = appearance.distances(rows).tolist()
             field_look = appearance.field_distance(np.asarray(looks))
             foreign_look = field_look > appearance.limit
+            if foreign_look and site is not None:  # unlike the training sites: like this clinic's normal slides?
+                foreign_look = site.appearance.field_distance(site.appearance.distances(rows)) > site.appearance.limit
             timings["appearance"] = timed_ms(t)
         outputs, inference_ms, backend = [], 0.0, "cpu"
         for a, b in zip(first, second):
@@ -140,8 +188,11 @@ class Pipeline:
         embeddings = [o.embedding for o in outputs]
         if any(e is None for e in embeddings):
             raise ValueError(f"{self.bundle.root}: the cell model gives no embedding, so its cells cannot be checked")
-        distances = ood.distances(np.stack([e for e in embeddings if e is not None]))
+        stacked = np.stack([e for e in embeddings if e is not None])
+        distances = ood.distances(stacked)
         familiar = distances <= ood.limit
+        if site is not None:  # a cell like this clinic's normal cells is familiar too
+            familiar |= site.embedding.distances(stacked) <= site.embedding.limit
         names = self.bundle.cell_labels
         calls = [CellCall(cell, names[int(np.argmax(p))], {lab: float(v) for lab, v in zip(names, p)}, float(d), bool(f),
                           look)

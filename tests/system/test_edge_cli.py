@@ -11,7 +11,7 @@ import cv2
 import pytest
 import numpy as np
 
-from edge.model.bundle import load_bundle
+from edge.model.bundle import default_bundle_path, load_bundle
 from edge.analysis.labels import LABELS
 
 from conftest import run_cli, sample_paths
@@ -137,3 +137,40 @@ def test_users_command_adds_lists_and_changes_users_and_audits_it(tmp_path):
     finally:
         store.close()
     assert "user.add" in actions and "user.set" in actions
+
+
+def test_site_reference_fit_and_classify_with_it(tmp_path):
+    """Issue 33: ``site-reference fit`` on a folder of known-negative slides (one sub-folder
+    each) writes a reference that ``classify --site-reference`` reads; too few slides, a
+    missing folder and a file that is not a reference each get a message naming the problem."""
+    from edge.evaluation.shortcuts import load_field, restained
+
+    bundle = load_bundle(default_bundle_path())
+    benign = [p for p in sample_paths() if p.name.startswith("benign")]
+    data = tmp_path / "slides"
+    rng = np.random.default_rng(3)
+    for i in range(10):  # ten "slides": the benign samples in slightly different stains
+        (data / f"slide-{i + 1:02d}").mkdir(parents=True)
+        for path in benign:
+            field = load_field(path, "benign", bundle.segmentation)
+            lab = cv2.cvtColor(field.rgb, cv2.COLOR_RGB2LAB)[field.mask].astype(float)
+            rgb = restained(field, lab.mean(0) + rng.normal(0, 3, 3), lab.std(0))
+            cv2.imwrite(str(data / f"slide-{i + 1:02d}" / path.name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "site.json"
+    result = run_cli("blastscope-edge", "site-reference", "fit", "--data", str(data), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "10 slides" in result.stdout and "leave one slide out" in result.stdout
+    reference = json.loads(out.read_text())
+    assert reference["kind"] == "blastscope-site-reference" and reference["model_id"] == bundle.model_id
+    result = run_cli("blastscope-edge", "classify", "--site-reference", str(out), str(sample_paths()[0]))
+    assert result.returncode == 0, result.stderr
+
+    few = tmp_path / "few"
+    (few / "one").mkdir(parents=True)
+    result = run_cli("blastscope-edge", "site-reference", "fit", "--data", str(few), "--out", str(tmp_path / "x.json"))
+    assert result.returncode != 0 and "at least 10 known-negative slides" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("blastscope-edge", "site-reference", "fit", "--data", str(tmp_path / "nowhere"), "--out", str(out))
+    assert result.returncode != 0 and "nowhere: not a folder" in result.stderr
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    result = run_cli("blastscope-edge", "classify", "--site-reference", str(tmp_path / "bad.json"), str(sample_paths()[0]))
+    assert result.returncode != 0 and "bad.json: not a usable site reference" in result.stderr
