@@ -98,6 +98,7 @@ class Service:
         self.scan: ScanSession | None = None  # the hands-free scan under way (one camera: one at a time)
         self._scan_lock = threading.Lock()
         self.site = SiteVerification(store, bundle.model_id, config.camera)
+        self.apply_site_reference()
         self.button_target = ButtonTarget(self._button_field)
         self.button: ShutterButton | None = None  # the GPIO button, when one is set and gpiozero is there
         self.button_error: str | None = None  # why a configured button is not working
@@ -252,6 +253,13 @@ class Service:
     #: An inference running longer than this is hung (an Edge TPU invoke takes milliseconds).
     INFERENCE_STALL_S = 30.0
 
+    def apply_site_reference(self) -> None:
+        """Read fields with the site reference in force (``SiteVerification.active_reference``), or
+        none: the pipeline is rebuilt on the same backends."""
+        active = self.site.active_reference()
+        self.pipeline = Pipeline(self.bundle, self.pipeline.backends, self.config.quality,
+                                 None if active is None else active.reference)
+
     def stalled(self) -> str | None:
         """Why the pipeline is not making progress, or None. Only then does the watchdog stop
         pinging, so systemd restarts a daemon that hangs, not one that is merely degraded."""
@@ -348,6 +356,7 @@ class Service:
                                "overridden": sorted(k for k, v in self.config.quality.model_dump().items() if v is not None)},
             "device_name": self.config.device_name,
             "site_verification": site.to_dict(),
+            "site_reference": None if (ref := self.site.active_reference()) is None else ref.to_dict(),
             "camera": camera,
             "button": {"gpio": self.config.button.gpio, "working": self.button is not None,
                        **self.button_target.status()},

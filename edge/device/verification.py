@@ -17,8 +17,12 @@ from typing import Any
 
 from edge.analysis.verification import NOT_VERIFIED, Criteria, FieldFigures, drift, evaluate
 from edge.device.capture import CameraConfig
+from edge.analysis.imagefile import read_rgb
 from edge.model.ood import OUT_OF_DISTRIBUTION
+from edge.model.site_reference import SlideCells, fit_reference
+from edge.pipeline import Pipeline
 from edge.record.store import Store
+from edge.record.site_references import SiteReferences, StoredReference
 from edge.record.verification import Verification, VerificationError, Verifications
 
 #: How far back the drift figures look, and how often they are recounted.
@@ -55,6 +59,7 @@ class SiteVerification:
 
     def __init__(self, store: Store, model_id: str, camera: CameraConfig) -> None:
         self.record = Verifications(store)
+        self.references = SiteReferences(store)
         self.store = store
         self.model_id = model_id
         self.camera = camera_settings(camera)
@@ -70,7 +75,10 @@ class SiteVerification:
             under_way = {"id": current.id, "slides": len(current.slides), "done": len(current.slides) - outcome.pending,
                          "positive_done": outcome.positive_done, "negative_done": outcome.negative_done,
                          "criteria": current.criteria.model_dump()}
-        if passed is not None and passed.model_id == self.model_id and passed.camera == self.camera:
+        active = self.references.active()
+        reference = None if active is None else active.id
+        if passed is not None and passed.model_id == self.model_id and passed.camera == self.camera \
+                and passed.site_reference == reference:
             day = time.strftime("%Y-%m-%d", time.localtime(passed.finished or passed.started))
             text = f"verified at this site (verification #{passed.id}, {day})"
             if passed.confirmed_by:  # lowered criteria are printed wherever the verification is named
@@ -83,6 +91,10 @@ class SiteVerification:
             short = "no verification has passed yet"
             why = ("no verification has passed on this clinic's own slides: an admin starts one under "
                    "Site verification, and known positive and negative slides are analysed")
+        elif passed.site_reference != reference:
+            short = f"the site reference changed since verification #{passed.id}"
+            why = (f"verification #{passed.id} was run with site reference {_reference_text(passed.site_reference)}; "
+                   f"{_reference_text(reference)} is in force now: a new reference needs a new verification")
         elif passed.model_id != self.model_id:
             short = f"the model changed since verification #{passed.id}"
             why = (f"verification #{passed.id} passed for model {passed.model_id}; model {self.model_id} runs now: "
@@ -111,7 +123,9 @@ class SiteVerification:
         return warnings
 
     def start(self, criteria: Criteria, client: str, note: str = "", confirmed_by: str | None = None) -> Verification:
-        vid = self.record.start(criteria, self.model_id, self.camera, client, note, confirmed_by)
+        active = self.references.active()
+        vid = self.record.start(criteria, self.model_id, self.camera, client, note, confirmed_by,
+                                None if active is None else active.id)
         verification = self.record.get(vid)
         assert verification is not None
         return verification
@@ -149,6 +163,63 @@ class SiteVerification:
         done = self.record.get(verification_id)
         assert done is not None
         return done
+
+
+    def propose_reference(self, pipeline: Pipeline, case_ids: list[int], client: str) -> StoredReference:
+        """A site reference measured on the cases of known-negative slides (``case_ids``), each
+        read from the device's camera, proposed for an admin to accept. The stored field images
+        are read again through ``pipeline`` (``Pipeline.measure_cells``)."""
+        if len(set(case_ids)) != len(case_ids):
+            raise VerificationError("a slide is named twice: each case is one known-negative slide")
+        slides = []
+        for case_id in case_ids:
+            case = self.store.get_case(case_id)
+            if case is None:
+                raise LookupError(f"no case {case_id}")
+            if self.record.slide_of_case(case_id) is not None:
+                raise VerificationError(f"case {case['code']} is a verification slide: a reference is measured on "
+                                        "other known-negative slides")
+            fields = [f for f in case["fields"] if not f.get("excluded")]
+            if uploads := [f"#{f['id']}" for f in fields if str(f.get("source", "")).startswith("upload")]:
+                raise VerificationError(f"case {case['code']} holds uploaded pictures ({', '.join(uploads)}): a site "
+                                        "reference is measured on the device's own camera only")
+            rows, embeddings = [], []
+            for f in fields:
+                path = self.store.file_path(int(f["id"]), "image")
+                measured = None if path is None else pipeline.measure_cells(read_rgb(path))
+                if measured is not None:
+                    rows.append(measured[0])
+                    embeddings.append(measured[1])
+            slides.append(SlideCells(case["code"], rows, embeddings))
+        try:
+            reference = fit_reference(slides, self.model_id, self.camera)
+        except ValueError as exc:
+            raise VerificationError(str(exc)) from None
+        stored = self.references.get(self.references.propose(reference, list(case_ids), client))
+        assert stored is not None
+        return stored
+
+    def accept_reference(self, reference_id: int, client: str) -> StoredReference:
+        """The proposed reference is the device's from now on; a verification passed before it
+        no longer covers the device (``state``)."""
+        try:
+            self.references.accept(reference_id, client)
+        except ValueError as exc:
+            raise VerificationError(str(exc)) from None
+        stored = self.references.get(reference_id)
+        assert stored is not None
+        return stored
+
+    def active_reference(self) -> StoredReference | None:
+        """The site reference in force, when it was measured with the model and camera in force."""
+        active = self.references.active()
+        if active is None or active.reference.model_id != self.model_id or active.reference.camera != self.camera:
+            return None
+        return active
+
+
+def _reference_text(reference_id: int | None) -> str:
+    return "none" if reference_id is None else f"#{reference_id}"
 
 
 def _settings_text(camera: dict[str, Any]) -> str:

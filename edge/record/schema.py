@@ -120,6 +120,23 @@ CREATE INDEX IF NOT EXISTS verification_slides_of ON verification_slides(verific
 ALTER TABLE verifications ADD COLUMN confirmed_by TEXT;
 ALTER TABLE verification_slides ADD COLUMN nonce TEXT NOT NULL DEFAULT '';
 """,
+    # Version 10 (issue 33): site references (what this clinic's normal cells look like), and the
+    # reference a verification was run with: a new reference needs a new verification.
+    10: """
+CREATE TABLE IF NOT EXISTS site_references (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    cases TEXT NOT NULL,
+    data TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'proposed',
+    accepted REAL,
+    accepted_by TEXT
+);
+ALTER TABLE verifications ADD COLUMN site_reference INTEGER;
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}

@@ -51,6 +51,7 @@ class Verification:
     note: str
     slides: list[Slide]
     confirmed_by: str | None = None  # the second admin who confirmed criteria below the floor
+    site_reference: int | None = None  # the site reference in force when it started (None: none)
 
     def to_dict(self, reveal: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -69,7 +70,7 @@ class Verifications:
     # -- reading ----------------------------------------------------------------------------
 
     _SELECT = ("SELECT id, started, started_by, model_id, camera, criteria, state, finished, finished_by, outcome, "
-               "baseline, note, confirmed_by FROM verifications")
+               "baseline, note, confirmed_by, site_reference FROM verifications")
 
     @staticmethod
     def _slides(db: Reading, verification_id: int) -> list[Slide]:
@@ -83,7 +84,7 @@ class Verifications:
             id=row[0], started=row[1], started_by=row[2], model_id=row[3], camera=json.loads(row[4]),
             criteria=Criteria.model_validate(json.loads(row[5])), state=row[6], finished=row[7], finished_by=row[8],
             outcome=json.loads(row[9]) if row[9] else None, baseline=json.loads(row[10]) if row[10] else None,
-            note=row[11], slides=self._slides(db, row[0]), confirmed_by=row[12])
+            note=row[11], slides=self._slides(db, row[0]), confirmed_by=row[12], site_reference=row[13])
 
     def get(self, verification_id: int) -> Verification | None:
         with self.store.reading() as db:
@@ -134,7 +135,7 @@ class Verifications:
     # -- changing ---------------------------------------------------------------------------
 
     def start(self, criteria: Criteria, model_id: str, camera: dict[str, Any], client: str, note: str = "",
-              confirmed_by: str | None = None) -> int:
+              confirmed_by: str | None = None, site_reference: int | None = None) -> int:
         """Open a verification for the model and camera settings in force; one at a time.
         Criteria below the floor (``Criteria.below_floor``) need ``confirmed_by``, a second
         admin whose PIN the caller checked."""
@@ -148,13 +149,13 @@ class Verifications:
                 raise VerificationError(f"verification #{open_row[0]} (started by {open_row[1]}) is still open: "
                                         "finish or abandon it first")
             verification_id = tx.insert(
-                "INSERT INTO verifications(started, started_by, model_id, camera, criteria, note, confirmed_by) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO verifications(started, started_by, model_id, camera, criteria, note, confirmed_by, "
+                "site_reference) VALUES (?,?,?,?,?,?,?,?)",
                 (time.time(), client, model_id, json.dumps(camera, sort_keys=True), criteria.model_dump_json(), note,
-                 confirmed_by if lowered else None))
+                 confirmed_by if lowered else None, site_reference))
             tx.audit(client, "verification.start", None,
                      {"verification_id": verification_id, "model_id": model_id, "camera": camera,
-                      "criteria": criteria.model_dump(), "note": note,
+                      "criteria": criteria.model_dump(), "note": note, "site_reference": site_reference,
                       **({"below_floor": lowered, "confirmed_by": confirmed_by} if lowered else {})})
         return verification_id
 

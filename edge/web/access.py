@@ -46,6 +46,8 @@ ACCESS: dict[str, str] = {
     "verification.export": USER,
     "verification.add_slide": "technician", "verification.slide_done": "technician",
     "verification.start_verification": "admin", "verification.finish": "admin", "verification.abandon": "admin",
+    "verification.list_references": USER, "verification.propose_reference": "admin",
+    "verification.accept_reference": "admin",
 }
 
 

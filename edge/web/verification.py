@@ -192,3 +192,36 @@ def export(verification_id: int) -> Response:
                        "disclaimer": DISCLAIMER}, indent=1)
     return Response(body, mimetype="application/json", headers={
         "Content-Disposition": f'attachment; filename="blastscope-verification-{verification_id}.json"'})
+
+
+# -- the site reference (issue 33): what this clinic's normal cells look like --------------
+
+@bp.get("/api/site-references")
+def list_references() -> Response:
+    site = _service().site
+    active = site.active_reference()
+    return jsonify({"active": None if active is None else active.id,
+                    "references": [r.to_dict() for r in site.references.all()]})
+
+
+@bp.post("/api/site-references")
+def propose_reference() -> tuple[Response, int]:
+    """Measure the cases of at least 10 known-negative slides (read from the device's camera)
+    and propose a site reference from them; an admin accepts it with a second call."""
+    ids = _body().get("case_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID
+                                            for i in ids):
+        raise Refused(400, 'send {"case_ids": [...]}: the cases of the known-negative slides, one case a slide')
+    service = _service()
+    stored = _step(lambda: service.site.propose_reference(service.pipeline, ids, client()))
+    return jsonify(stored.to_dict()), 201
+
+
+@bp.post(f"/api/site-references/<int(max={MAX_ID}):reference_id>/accept")
+def accept_reference(reference_id: int) -> Response:
+    """The proposed reference is in force from now on: a verification passed before it no longer
+    covers the device, and a new one, on other slides, is needed."""
+    service = _service()
+    stored = _step(lambda: service.site.accept_reference(reference_id, client()))
+    service.apply_site_reference()
+    return jsonify({**stored.to_dict(), "site_verification": service.site.state().to_dict()})

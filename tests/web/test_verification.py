@@ -276,3 +276,51 @@ def test_bad_slide_input_is_refused_with_a_reason(client, bearer, body):
     vid = client.post("/api/verifications", json={}, headers=bearer).get_json()["id"]
     r = client.post(f"/api/verifications/{vid}/slides", json=body, headers=bearer)
     assert r.status_code in (400, 409) and r.get_json()["error"]
+
+
+def test_a_site_reference_from_ten_camera_slides_then_a_new_verification(camapp, bearer):
+    """Issue 33 on the device: an admin proposes a site reference from the cases of ten known-
+    negative slides read from the camera; fewer slides, a verification slide or an uploaded
+    picture are refused with the reason; accepted, it is in force (status), the verification
+    passed before it no longer covers the device, and the next verification records it."""
+    app, client = camapp, camapp.test_client()
+    vid = _confirmed(client, bearer, LOOSE).get_json()["id"]
+    for truth, kind, prefix in (("positive", "", "pro_b"), ("negative", "reactive", "benign")):
+        case = client.post(f"/api/verifications/{vid}/slides", json={"truth": truth, "kind": kind},
+                           headers=bearer).get_json()
+        _fields(app, client, bearer, case["id"], prefix)
+        assert client.post(f"/api/verifications/{vid}/slides/{case['id']}/done", headers=bearer).status_code == 200
+    assert client.post(f"/api/verifications/{vid}/finish", headers=bearer).get_json()["state"] == "passed"
+    assert app.service.site.state().verified
+
+    slides = []
+    for n in range(10):
+        case_id = client.post("/api/cases", json={"code": f"REF-{n}"}, headers=bearer).get_json()["id"]
+        _fields(app, client, bearer, case_id, "benign", 2)
+        slides.append(case_id)
+    few = client.post("/api/site-references", json={"case_ids": slides[:9]}, headers=bearer)
+    assert few.status_code == 409 and "at least 10 known-negative slides" in few.get_json()["error"]
+    uploaded = client.post("/api/cases", json={"code": "GALLERY"}, headers=bearer).get_json()["id"]
+    with open(sample_paths()[0], "rb") as f:
+        client.post(f"/api/cases/{uploaded}/classify", data={"image": (f, "x.jpg")}, headers=bearer)
+    gallery = client.post("/api/site-references", json={"case_ids": slides[:9] + [uploaded]}, headers=bearer)
+    assert gallery.status_code == 409 and "device's own camera" in gallery.get_json()["error"]
+    assert client.post("/api/site-references", json={"case_ids": "all"}, headers=bearer).status_code == 400
+
+    proposed = client.post("/api/site-references", json={"case_ids": slides}, headers=bearer)
+    assert proposed.status_code == 201, proposed.get_json()
+    ref = proposed.get_json()
+    assert ref["state"] == "proposed" and ref["slides"] == 10 and ref["fields"] == 20
+    assert app.service.site.state().verified  # proposed only: nothing changed yet
+    accepted = client.post(f"/api/site-references/{ref['id']}/accept", headers=bearer).get_json()
+    assert accepted["state"] == "active" and not accepted["site_verification"]["verified"]
+    assert "a new reference needs a new verification" in accepted["site_verification"]["why"]
+    assert app.service.pipeline.site_reference is not None
+    status = client.get("/api/status", headers=bearer).get_json()
+    assert status["site_reference"]["id"] == ref["id"] and status["status"] == "ok"
+    again = client.post(f"/api/site-references/{ref['id']}/accept", headers=bearer)
+    assert again.status_code == 409 and "only a proposed one" in again.get_json()["error"]
+    actions = [a["action"] for a in app.service.store.audit_log(200)]
+    assert "site_reference.propose" in actions and "site_reference.accept" in actions
+    vid2 = _confirmed(client, bearer, LOOSE).get_json()["id"]
+    assert app.service.site.record.get(vid2).site_reference == ref["id"]
