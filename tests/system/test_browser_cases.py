@@ -270,5 +270,19 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
         assert "reviewed by admin" in reviewed.get_attribute("aria-label")
         assert _no_sideways_overflow(driver)
         driver.save_screenshot(str(tmp_path / "gallery-360.png"))
+
+        # issue 35: the printed report carries the reviewed count the screen shows, not the model's alone
+        import re
+
+        on_screen = driver.find_element(By.ID, "cells-count").text
+        after = re.search(r"after review of \d+ cells?: (\d+) blasts? among (\d+)", on_screen)
+        assert after, on_screen
+        import requests
+
+        cases = requests.get(server.url + "/api/cases", headers=server.headers(), timeout=10).json()["cases"]
+        case_id = next(c["id"] for c in cases if c["code"] == "GALLERY-1")
+        driver.get(f"{server.url}/api/cases/{case_id}/report")
+        printed = driver.find_element(By.ID, "reviewed-count").text
+        assert re.search(rf"\b{after.group(1)} blasts? among {after.group(2)}\b", printed), (printed, on_screen)
     finally:
         driver.quit()

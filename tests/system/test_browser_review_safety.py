@@ -63,6 +63,13 @@ def test_a_stale_sign_out_is_refused_and_a_negative_case_says_its_count(server, 
         assert "changed since you opened it" in error and "field #" in error and "added" in error, error
         signed = requests.get(f"{server.url}/api/cases/{case['id']}", headers=server.headers(), timeout=10).json()
         assert signed["signed"] is None and signed["field_count"] == 3
+        # the mixed case (a positive Pre-B field beside two negative ones) is never worded negative
+        # on the technician's phone: it asks for more fields or an expert read, beside its blast count
+        assert signed["case_call"]["call"] == "uncertain"
+        wait_t.until(lambda d: "ask for an expert read" in d.find_element(By.ID, "cc-next").get_attribute("textContent"))
+        card = technician.find_element(By.ID, "case-card").get_attribute("textContent")
+        assert "Negative" not in technician.find_element(By.ID, "cc-next").get_attribute("textContent")
+        assert signed["case_call"]["cells"]["summary"].split(" (")[0] in card, card
     finally:
         reviewer.quit()
         technician.quit()
