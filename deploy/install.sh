@@ -104,18 +104,27 @@ if [ -n "$OFFLINE" ]; then
   [ -f "$OFFLINE" ] || { echo "install.sh: $OFFLINE: no such file" >&2; exit 2; }
   [ -f "$OFFLINE.sig" ] || { echo "install.sh: $OFFLINE.sig: no signature beside the tarball, nothing installed" >&2; exit 2; }
   command -v openssl >/dev/null || { echo "install.sh: openssl is needed to check the tarball's signature" >&2; exit 2; }
-  if ! signer="$(signed_by "$OFFLINE" "$OFFLINE.sig")"; then
+  # Check, then use, the same bytes (issue 36: swapping the file between the signature check and
+  # the unpacking installed an unsigned unit in 6 of 30 tries): the tarball and its signature are
+  # copied into a private directory only root can write, and both the check and the unpacking
+  # read that copy, never the given path again.
+  PRIVATE="$(mktemp -d)"
+  chmod 700 "$PRIVATE"
+  UNPACK="$PRIVATE/unpack"
+  mkdir "$UNPACK"
+  trap 'rm -rf "$PRIVATE"' EXIT
+  cp -- "$OFFLINE" "$PRIVATE/offline.tar.gz"
+  cp -- "$OFFLINE.sig" "$PRIVATE/offline.tar.gz.sig"
+  if ! signer="$(signed_by "$PRIVATE/offline.tar.gz" "$PRIVATE/offline.tar.gz.sig")"; then
     echo "install.sh: $OFFLINE: not signed by a trusted key (or changed since it was signed), nothing installed" >&2
     exit 2
   fi
   say "signature of $OFFLINE verified (key $signer)"
-  UNPACK="$(mktemp -d)"
-  trap 'rm -rf "$UNPACK"' EXIT
   if [ "$DRY_RUN" = 1 ]; then
     say "would extract $OFFLINE and check its SHA256SUMS"
     SOURCE="$UNPACK/$APP-offline"
   else
-    tar --no-same-owner --no-same-permissions -xzf "$OFFLINE" -C "$UNPACK"
+    tar --no-same-owner --no-same-permissions -xzf "$PRIVATE/offline.tar.gz" -C "$UNPACK"
     SOURCE="$UNPACK/$APP-offline"
     [ -f "$SOURCE/SHA256SUMS" ] || { echo "install.sh: $OFFLINE: no SHA256SUMS inside, nothing installed" >&2; exit 2; }
     if [ -n "$(find "$UNPACK" -type l -o ! -type f ! -type d)" ]; then

@@ -316,3 +316,33 @@ def test_model_install_refuse_and_rollback(tmp_path, default_bundle, test_key, t
     assert r.returncode == 0 and f"rolled back to model {first} (replaced {second})" in r.stdout
     assert os.readlink(state / "models" / "current") == first
     assert os.readlink(state / "models" / "previous") == second
+
+
+def test_a_tarball_swapped_after_its_signature_is_checked_is_not_what_gets_installed(offline_tarball, tmp_path, test_key):
+    """Issue 36, check then use: the installer hashed the tarball to check its signature, then
+    read the path again to unpack it, so a file swapped in between (an attacker's tarball with a
+    consistent SHA256SUMS) was installed. Here ``sha256sum`` swaps the given path right after
+    the signature's hash is taken, every time: what is installed is still the signed tarball."""
+    def evil_card(root: Path) -> None:
+        card = root / "models/default/MODEL_CARD.md"
+        card.write_text(card.read_text() + "\nswapped in after the check\n")
+        sums = [line for line in (root / "SHA256SUMS").read_text().splitlines() if not line.endswith("MODEL_CARD.md")]
+        import hashlib
+        digest = hashlib.sha256(card.read_bytes()).hexdigest()
+        (root / "SHA256SUMS").write_text("\n".join(sums + [f"{digest}  ./models/default/MODEL_CARD.md"]) + "\n")
+
+    given = tmp_path / "given.tar.gz"
+    shutil.copyfile(offline_tarball, given)
+    shutil.copyfile(f"{offline_tarball}.sig", f"{given}.sig")
+    evil = _repack(offline_tarball, tmp_path, evil_card)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sha256sum").write_text(f'#!/bin/sh\n/usr/bin/sha256sum "$@"\nstatus=$?\ncp "{evil}" "{given}"\nexit $status\n')
+    (shim / "sha256sum").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--offline", str(given), "--trusted-key", test_key[1],
+                        "--root", str(tmp_path / "root")], capture_output=True, text=True, timeout=120, env=env)
+    assert given.read_bytes() == evil.read_bytes()  # the swap happened
+    installed = list((tmp_path / "root").rglob("MODEL_CARD.md"))
+    assert r.returncode == 0 and installed, r.stderr
+    assert all("swapped in after the check" not in p.read_text() for p in installed)
