@@ -260,6 +260,24 @@ class Service:
         self.pipeline = Pipeline(self.bundle, self.pipeline.backends, self.config.quality,
                                  None if active is None else active.reference)
 
+    #: How far the clock may lag the newest field before it is called wrong (a field read a
+    #: moment ago on another thread's clock is not a wrong clock).
+    CLOCK_SLACK_S = 300.0
+
+    def clock_behind(self) -> str | None:
+        """Why the device clock is wrong, or None: it is behind the newest field in the record, so
+        it was set back or started without the time (a Pi has no real-time clock and a clinic LAN
+        no time server). New fields would be dated before older ones and missed by a "today"
+        export (issue 36)."""
+        newest = self.store.newest_created()
+        now = time.time()
+        if newest is None or newest <= now + self.CLOCK_SLACK_S:
+            return None
+        now_text, newest_text = (time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) for t in (now, newest))
+        return (f"the device clock says {now_text}, before the newest field in the record ({newest_text}): "
+                "the clock was set back or lost its time; an admin sets it (sudo date -s 'YYYY-MM-DD HH:MM', or "
+                "timedatectl set-time) before more fields are read, so cases keep their dates and order")
+
     def stalled(self) -> str | None:
         """Why the pipeline is not making progress, or None. Only then does the watchdog stop
         pinging, so systemd restarts a daemon that hangs, not one that is merely degraded."""
@@ -290,6 +308,8 @@ class Service:
         elif free < 2 * floor:
             reasons.append(f"disk space low: {free:.0f} MB free; new fields will be refused below {floor:.0f} MB")
         reasons.extend(self.model_notes)
+        if (clock := self.clock_behind()) is not None:
+            reasons.append(clock)
         chain = self.store.audit_check()
         if not chain.intact:
             reasons.append(f"the audit log was altered outside BlastScope: {chain.problem} "
@@ -344,6 +364,7 @@ class Service:
             "degraded_reasons": reasons,
             "version": edge.__version__,
             "uptime_s": round(time.time() - self.started, 1),
+            "clock": {"now": time.time(), "newest_field": self.store.newest_created()},
             "backend": self.pipeline.backends.status(),
             "model": {"id": self.bundle.model_id, "path": str(self.bundle.root),
                       "created": self.bundle.manifest.get("created"),

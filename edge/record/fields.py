@@ -137,6 +137,12 @@ class Fields:
             row = r.execute(f"SELECT {kind} FROM results WHERE id = ?", (result_id,)).fetchone()
         return self.db.images / row[0] if row else None
 
+    def newest_created(self) -> float | None:
+        """When the newest field was read, by the device clock of that moment (None: no field)."""
+        with self.db.reading() as r:
+            row = r.execute("SELECT MAX(created) FROM results").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def count(self) -> int:
         with self.db.reading() as r:
             return int(r.execute("SELECT COUNT(*) FROM results").fetchone()[0])

@@ -62,6 +62,9 @@ class Store(Database):
     def count(self) -> int:
         return self.fields.count()
 
+    def newest_created(self) -> float | None:
+        return self.fields.newest_created()
+
     def mark_exported(self, result_ids: list[int], case_id: int | None, client: str, what: str) -> None:
         self.fields.mark_exported(result_ids, case_id, client, what)
 

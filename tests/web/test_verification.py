@@ -324,3 +324,21 @@ def test_a_site_reference_from_ten_camera_slides_then_a_new_verification(camapp,
     assert "site_reference.propose" in actions and "site_reference.accept" in actions
     vid2 = _confirmed(client, bearer, LOOSE).get_json()["id"]
     assert app.service.site.record.get(vid2).site_reference == ref["id"]
+
+
+def test_a_clock_set_back_is_reported(app, client, bearer):
+    """Issue 36, item 7: a Pi boots without the time (no RTC, no time server on a clinic LAN).
+    A device whose clock is behind the newest field in its record says so, on the status and
+    as a degraded reason, with what to do."""
+    import time as clock
+
+    from edge.analysis.imagefile import read_rgb
+    from edge.pipeline import Pipeline
+
+    result = Pipeline.on_cpu(app.service.bundle).process(read_rgb(sample_paths()[0]))
+    assert client.get("/api/status", headers=bearer).get_json()["status"] == "ok"
+    result.created = clock.time() + 400 * 86400  # read when the clock was right, a year ahead of "now"
+    app.service.store.save(result)
+    status = client.get("/api/status", headers=bearer).get_json()
+    assert status["status"] == "degraded" and status["clock"]["newest_field"] > status["clock"]["now"]
+    assert any("the device clock says" in r and "set back or lost its time" in r for r in status["degraded_reasons"])

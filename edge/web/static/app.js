@@ -902,7 +902,13 @@ async function refreshStatus() {
     const verified = status.site_verification && status.site_verification.verified;
     h.textContent = status.status !== "ok" ? "⚠ Attention" : verified ? "Ready" : "Ready · not verified";
     h.className = "chip " + (status.status !== "ok" ? "degraded" : verified ? "ok" : "unverified");
-    const others = status.degraded_reasons;
+    const others = [...status.degraded_reasons];
+    // a Pi has no real-time clock: the phone's clock is the nearest truth in the room
+    const skew = status.clock ? Date.now() / 1000 - status.clock.now : 0;
+    if (Math.abs(skew) > 300) {
+      others.push(`This device's clock is ${Math.round(Math.abs(skew) / 60)} min ${skew > 0 ? "behind" : "ahead of"} ` +
+        "this phone's: new fields would be misdated; an admin sets the device's time.");
+    }
     $("degraded").textContent = others.join(" · ");
     show($("degraded"), others.length > 0 && !$("degraded").dataset.closed);
     if (status.site_verification) renderSite(status.site_verification);
