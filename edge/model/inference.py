@@ -9,6 +9,7 @@ never by position: the TFLite converter does not keep the Keras input order.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -215,6 +216,14 @@ class BackendSpeed:
         return self.total_ms / self.fields if self.fields else None
 
 
+log = logging.getLogger("blastscope.inference")
+
+#: What to do when the Edge TPU is not in use, said once in the journal with the reason.
+EDGETPU_ADVICE = ("fields run on the CPU (slower, same calls); check that the Coral USB accelerator is plugged "
+                  "into a USB 3 port and that libedgetpu matches the LiteRT in use (docs/deploy.md, \"The Coral\"); "
+                  "the daemon tries the Edge TPU again every {every:g} s")
+
+
 class BackendManager:
     """Chooses the backend (``auto``, ``edgetpu`` or ``cpu``) and keeps the daemon running
     when the accelerator does not: on an Edge TPU error the next field runs on the CPU, the
@@ -236,6 +245,7 @@ class BackendManager:
         self._lock = threading.Lock()
         self.busy_since: float | None = None  # monotonic start of the inference under way (watchdog)
         self.unused_tpu: str | None = None
+        self._warned: set[str] = set()  # the reasons already in the journal: each is said once
         if mode == "cpu":
             self.note = "CPU backend chosen in the configuration"
         elif edgetpu_model is None:
@@ -270,10 +280,13 @@ class BackendManager:
             return
         try:
             self.tpu = self._factory(self.edgetpu_model)
+            if self.note is not None and self.note not in self._warned:
+                log.warning("the Edge TPU is in use again (it was not: %s)", self.note)
             self.note = None
         except Exception as exc:  # any failure to open the accelerator means CPU for now
             self.tpu = None
             self.note = str(exc)
+            self._warn()
 
     def probabilities(self, original: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, str, float]:
         """Raw probabilities, the backend that produced them and its inference time (ms)."""
@@ -307,9 +320,18 @@ class BackendManager:
                     close()
                 self.note = f"Edge TPU failed mid-run ({exc})"
                 self._next_probe = self.clock() + self.reprobe_s
+                self._warn()
         start = time.perf_counter()
         out = self.cpu.infer(first, second)
         return out, "cpu", self._record("cpu", start)
+
+    def _warn(self) -> None:
+        """The reason the Edge TPU is not in use, at warning, once per distinct reason: a
+        fallback must reach the journal (it reached only the status and the metrics), but a
+        re-probe every minute must not fill it."""
+        if self.note is not None and self.note not in self._warned:
+            self._warned.add(self.note)
+            log.warning("the Edge TPU is not in use: %s; %s", self.note, EDGETPU_ADVICE.format(every=self.reprobe_s))
 
     def _record(self, name: str, start: float) -> float:
         ms = timed_ms(start)

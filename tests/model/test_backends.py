@@ -132,3 +132,31 @@ def test_an_edge_tpu_the_bundle_cannot_use_is_reported_with_the_fix(default_bund
     assert edgetpu_present(tmp_path) == "PCIe Edge TPU (apex_0)"
     chosen = BackendManager(default_bundle / "model.tflite", None, mode="cpu", hardware=lambda: edgetpu_present(tmp_path))
     assert chosen.degraded is None  # CPU chosen in the configuration is not degraded
+
+
+def test_an_edge_tpu_crash_writes_one_warning_line(default_bundle, caplog):
+    """Issue 36: "running on CPU: the Edge TPU process died" reached the status and the metrics
+    but no line in the journal. A crash is one warning with what to do; the same failure at
+    every re-probe is not repeated; the recovery is said too."""
+    import logging
+
+    now = [0.0]
+
+    def failing(path, **_):
+        raise RuntimeError("the Edge TPU process died (SIGSEGV)")
+
+    factories = [FakeEdgeTpu]
+    manager = BackendManager(default_bundle / "model.tflite", default_bundle / "model.tflite", mode="auto",
+                             reprobe_s=30, edgetpu_factory=lambda p: (factories[0])(p, fail_after=1),
+                             clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="blastscope.inference"):
+        manager.probabilities(*_inputs())
+        manager.probabilities(*_inputs())  # the double fails: CPU from here
+        factories[0] = failing
+        for t in (31.0, 62.0, 93.0):  # three re-probes, each failing the same way
+            now[0] = t
+            assert manager.probabilities(*_inputs())[1] == "cpu"
+    lines = [r.getMessage() for r in caplog.records if r.name == "blastscope.inference"]
+    assert len([m for m in lines if "failed mid-run" in m]) == 1
+    assert len([m for m in lines if "SIGSEGV" in m]) == 1, lines
+    assert all("docs/deploy.md" in m for m in lines) and all(r.levelno == logging.WARNING for r in caplog.records)
