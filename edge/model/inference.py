@@ -280,7 +280,7 @@ class BackendManager:
             return
         try:
             self.tpu = self._factory(self.edgetpu_model)
-            if self.note is not None and self.note not in self._warned:
+            if self.note is not None:
                 log.warning("the Edge TPU is in use again (it was not: %s)", self.note)
             self.note = None
         except Exception as exc:  # any failure to open the accelerator means CPU for now
