@@ -6,6 +6,7 @@
 #                                                # after FILE.tar.gz.sig is verified with a release key
 #   deploy/install.sh --dry-run                  # print every step, change nothing (extract nothing)
 #   --trusted-key ed25519:BASE64                 # also accept tarballs signed by this key (your own builds)
+#   --allow-downgrade                            # install a release older than the installed one, on purpose
 #   deploy/install.sh --root /tmp/stage          # write the files under a staging root; print the
 #                                                # steps that would change the host (apt, users, venv, systemd)
 set -euo pipefail
@@ -13,6 +14,7 @@ set -euo pipefail
 APP=blastscope
 ROOT=""
 DRY_RUN=0
+ALLOW_DOWNGRADE=0
 OFFLINE=""
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The system interpreter: its numpy (1.24 on Bookworm) is the one picamera2 is built against.
@@ -29,7 +31,7 @@ RELEASE_KEYS=(
   "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
 )
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --root) ROOT="${2:?--root needs a folder}"; shift 2 ;;
     --offline) OFFLINE="${2:?--offline needs a tarball}"; shift 2 ;;
     --trusted-key) RELEASE_KEYS+=("${2:?--trusted-key needs ed25519:BASE64}"); shift 2 ;;
+    --allow-downgrade) ALLOW_DOWNGRADE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -147,6 +150,29 @@ if [ -n "$OFFLINE" ]; then
 else
   PIP_ARGS=()
 fi
+# 1b. No silent downgrade (issue 36: an older, validly signed tarball installed over a newer one):
+#     the release's version against the one installed ($OPT/VERSION), refused when older unless
+#     --allow-downgrade (going back on purpose: the record's schema may be newer; see docs/deploy.md).
+if [ -n "$OFFLINE" ]; then
+  wheel="$(find "$SOURCE/wheels" -maxdepth 1 -name "$APP-*.whl" 2>/dev/null | head -n 1)"
+  wheel="${wheel##*/}"
+  wheel="${wheel#"$APP"-}"
+  NEW_VERSION="${wheel%%-*}"
+else
+  NEW_VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$SOURCE/edge/__init__.py")"
+fi
+INSTALLED_VERSION="$(cat "$OPT/VERSION" 2>/dev/null || true)"
+if [ -n "$NEW_VERSION" ] && [ -n "$INSTALLED_VERSION" ] && [ "$NEW_VERSION" != "$INSTALLED_VERSION" ] &&
+   [ "$(printf '%s\n%s\n' "$NEW_VERSION" "$INSTALLED_VERSION" | sort -V | head -n 1)" = "$NEW_VERSION" ]; then
+  if [ "$ALLOW_DOWNGRADE" != 1 ]; then
+    echo "install.sh: release $NEW_VERSION is older than the installed $INSTALLED_VERSION, nothing installed" \
+         "(--allow-downgrade to go back on purpose)" >&2
+    exit 2
+  fi
+  say "going back from $INSTALLED_VERSION to $NEW_VERSION (--allow-downgrade)"
+fi
+[ -n "$NEW_VERSION" ] && say "release ${NEW_VERSION}${INSTALLED_VERSION:+ (installed: $INSTALLED_VERSION)}"
+
 CONSTRAINTS="$SOURCE/deploy/constraints-bookworm.txt"
 # The device extra under the tested pins: numpy stays the system's (see the constraints file).
 PIP_ARGS+=(--constraint "$CONSTRAINTS")
@@ -209,6 +235,9 @@ files cp -R "$SOURCE/models/default" "$OPT/models/default"
 files find "$OPT/models/default" \( -type d -exec chmod 0755 {} + \) -o \( -type f -exec chmod 0644 {} + \)
 say "installed $OPT/models/default"
 files install -m 0644 "$SOURCE/README.md" "$OPT/README.md"
+if [ -n "$NEW_VERSION" ]; then
+  if [ "$DRY_RUN" = 1 ]; then say "would write $OPT/VERSION ($NEW_VERSION)"; else printf '%s\n' "$NEW_VERSION" > "$OPT/VERSION"; fi
+fi
 if [ -f "$ETC/config.toml" ]; then
   say "kept $ETC/config.toml"
 else
@@ -231,7 +260,12 @@ host chgrp "$APP" "/etc/$APP/config.toml"
 
 # 6. First model: the shipped bundle, unless a model was installed before (upgrades keep it).
 if [ -e "$STATE/models/current" ]; then
-  say "kept the installed model ($STATE/models/current)"
+  # an upgrade takes the release's model when it is newer (model install refuses an older one and
+  # keeps what runs): an upgraded device must not keep an old model without saying so
+  if ! host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$OPT/models/default" \
+       --config "/etc/$APP/config.toml"; then
+    say "kept the installed model ($STATE/models/current): the release's model is not newer"
+  fi
 else
   host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$OPT/models/default" --config "/etc/$APP/config.toml"
 fi

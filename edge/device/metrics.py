@@ -38,6 +38,21 @@ class ServiceCollector:
         backend = InfoMetricFamily("blastscope_backend", "The inference backend in use")
         backend.add_metric([], {"active": str(s.pipeline.backends.name)})
         yield backend
+        import edge
+
+        build = InfoMetricFamily("blastscope_build", "The software release running")
+        build.add_metric([], {"version": edge.__version__})
+        yield build
+        if s.camera is not None:
+            yield GaugeMetricFamily("blastscope_camera_fps", "Frames per second the camera delivers",
+                                    value=float(s.camera.state.fps))
+        inferences = CounterMetricFamily("blastscope_inferences", "Model invocations per backend since the start",
+                                         labels=["backend"])
+        for name, speed in s.pipeline.backends.speed.items():
+            inferences.add_metric([name], speed.fields)
+        yield inferences
+        yield GaugeMetricFamily("blastscope_analysis_queue_depth", "Analyses waiting for the worker",
+                                value=float(s.analyses.waiting()))
         model = InfoMetricFamily("blastscope_model", "The model bundle running")
         model.add_metric([], {"model_id": s.bundle.model_id, "release": str(s.bundle.release),
                               "signed": "yes" if s.bundle.signer else "no"})

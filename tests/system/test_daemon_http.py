@@ -342,6 +342,12 @@ def test_metrics_count_what_the_device_did_in_prometheus_format(tmp_path):
         assert dict(model[1])["model_id"] == status["model"]["id"]
         assert samples[("blastscope_disk_free_bytes", ())] > 0
         assert samples[("blastscope_degraded", ())] == (1.0 if status["status"] == "degraded" else 0.0)
+        # issue 36, item 9: build, inferences per backend, queue depth, site verification
+        build = [k for k in samples if k[0] == "blastscope_build_info"][0]
+        assert dict(build[1])["version"] == status["version"]
+        assert samples[("blastscope_inferences_total", (("backend", "cpu"),))] >= 1
+        assert samples[("blastscope_analysis_queue_depth", ())] == 0
+        assert samples[("blastscope_site_verified", ())] == 0
     finally:
         daemon.stop()
 

@@ -346,3 +346,22 @@ def test_a_tarball_swapped_after_its_signature_is_checked_is_not_what_gets_insta
     installed = list((tmp_path / "root").rglob("MODEL_CARD.md"))
     assert r.returncode == 0 and installed, r.stderr
     assert all("swapped in after the check" not in p.read_text() for p in installed)
+
+
+def test_an_older_release_is_refused_over_a_newer_one_unless_asked(tmp_path):
+    """Issue 36: every release was 0.3.0 and an older, validly signed release installed over a
+    newer one. The installer writes the release's version and refuses an older one."""
+    import edge
+
+    root = tmp_path / "root"
+    first = _install("--root", str(root))
+    assert first.returncode == 0, first.stderr
+    assert (root / "opt/blastscope/VERSION").read_text().strip() == edge.__version__
+    assert f"release {edge.__version__}" in first.stdout
+    (root / "opt/blastscope/VERSION").write_text("99.0.0\n")  # as if a newer release were installed
+    older = _install("--root", str(root))
+    assert older.returncode == 2 and f"release {edge.__version__} is older than the installed 99.0.0" in older.stderr
+    assert (root / "opt/blastscope/VERSION").read_text().strip() == "99.0.0"  # nothing installed
+    back = _install("--root", str(root), "--allow-downgrade")
+    assert back.returncode == 0 and "going back from 99.0.0" in back.stdout
+    assert (root / "opt/blastscope/VERSION").read_text().strip() == edge.__version__
