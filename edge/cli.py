@@ -138,13 +138,22 @@ def _camera(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace) -> int:
     """``record accept-new``: an admin accepts the new, empty record in place of a damaged one
-    (set aside, kept), so the device leaves its read-only state; audited."""
+    (set aside, kept), so the device leaves its read-only state; audited. ``record rollback``
+    (the service stopped, for the older release): back to the record as it was before the
+    latest migration, the migrated record set aside."""
     import getpass
 
     from edge.device.config import load_config
-    from edge.record.store import Store
+    from edge.record.store import DATABASE, Store
 
     cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
+    if args.action == "rollback":
+        from edge.record.backup import rollback_record
+
+        restored, aside = rollback_record(Path(cfg.state_dir) / DATABASE)
+        print(f"the record is back to {restored.name} (as it was before its migration); the record it replaced is "
+              f"kept as {aside.name} (the fields read since are there); start the older release now")
+        return 0
     store = Store(cfg.state_dir, cfg.store)
     try:
         if store.read_only is None:
@@ -516,8 +525,9 @@ def parser() -> argparse.ArgumentParser:
     au.add_argument("--state-dir")
     au.set_defaults(func=_audit)
     rc = sub.add_parser("record", help="'accept-new': take the new, empty record in place of a damaged one "
-                        "(set aside and kept), leaving the read-only state")
-    rc.add_argument("action", choices=["accept-new"])
+                        "(set aside and kept), leaving the read-only state; 'rollback' (service stopped): back to the "
+                        "record as it was before the latest migration, for the older release")
+    rc.add_argument("action", choices=["accept-new", "rollback"])
     rc.add_argument("--config", type=Path)
     rc.add_argument("--state-dir")
     rc.set_defaults(func=_record)
@@ -589,10 +599,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The exit status of a release that finds a record written by a newer one (EX_CONFIG); the
+#: systemd unit lists it in RestartPreventExitStatus, so it stops once instead of every 5 s.
+SCHEMA_NEWER_EXIT = 78
+
+
 def main(argv: list[str] | None = None) -> int:
+    from edge.record.errors import SchemaNewer
+
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except SchemaNewer as exc:  # not a failure a restart mends: the unit does not restart on this status
+        print(f"error: {exc}", file=sys.stderr)
+        return SCHEMA_NEWER_EXIT
     except (BundleError, ConfigError, CameraError, DatasetError, RuntimeUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

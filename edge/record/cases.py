@@ -13,7 +13,8 @@ import json
 import time
 from typing import Any
 
-from edge.record.db import Database, Locked, Stale, UnitOfWork
+from edge.record.db import Database, UnitOfWork
+from edge.record.errors import Locked, Stale
 from edge.record.rows import CASE_SELECT, FIELD_COLUMNS, case_row, field_row
 
 #: What ``Cases.include`` returns for a field that does not exist.

@@ -19,7 +19,6 @@ monotonic clock and persisted.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -34,6 +33,8 @@ from pydantic import Field
 
 from edge.record import audit
 from edge.record.audit import AuditCheck
+from edge.record.backup import backup_before_migration
+from edge.record.errors import RecordDamaged, SchemaNewer, StoreFull
 from edge.record.schema import MIGRATION_STEPS, MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
 from edge.settings import Float, Int, Settings
 
@@ -55,38 +56,6 @@ class StoreConfig(Settings):
     max_results: Annotated[Int, Field(ge=1)] = 10000
     max_age_days: Annotated[Float, Field(gt=0)] = 365.0
     min_free_mb: Annotated[Float, Field(ge=0)] = 500.0
-
-
-class StoreFull(OSError):
-    """Not enough free space to keep a new result; nothing stored was touched."""
-
-
-class RecordDamaged(RuntimeError):
-    """The record is read-only: its database was damaged; says which file and what to do."""
-
-
-class RecordError(RuntimeError):
-    """A write to the record failed for a reason other than a full disk; says what failed."""
-
-
-def is_full(exc: BaseException) -> bool:
-    """Whether ``exc`` means the storage is full: ENOSPC or EDQUOT from the file system, or
-    SQLite's SQLITE_FULL ("database or disk is full"). Nothing else is "storage full": a
-    permission, a damaged file or an I/O error must say what it is."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        return code == sqlite3.SQLITE_FULL if code is not None else "database or disk is full" in str(exc)
-    return False
-
-
-class Stale(ValueError):
-    """A change made on what an out-of-date page showed; says what changed, who and when."""
-
-
-class Locked(ValueError):
-    """A change to a signed-out case (or one of its fields); says who signed it and how to amend."""
 
 
 def inserted_id(cur: sqlite3.Cursor) -> int:
@@ -257,8 +226,13 @@ class Database:
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"{self.root / DATABASE}: schema version {version} is newer than this "
-                                        f"software ({SCHEMA_VERSION}); install the newer release again")
+            raise SchemaNewer(f"{self.root / DATABASE}: schema version {version} is newer than this software "
+                              f"({SCHEMA_VERSION}): a newer release wrote this record. Install that release again, "
+                              f"or go back to the record as it was before it migrated (blastscope-edge record "
+                              f"rollback, which keeps the newer record aside)")
+        held = self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]  # every release had this table
+        if version < SCHEMA_VERSION and (version > 0 or held):  # a record to migrate: copied first
+            backup_before_migration(self._db, self.root / DATABASE, version, SCHEMA_VERSION)
         for target in sorted(t for t in MIGRATIONS if t > version):  # release 0.1.0 left version 0
             with self._transaction():
                 for statement in statements(MIGRATIONS[target]):

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 
 from edge.analysis.result import Result
 from edge.record.cases import mark_changed, refuse_if_signed
-from edge.record.db import Database, Locked, RecordDamaged, RecordError, StoreFull, UnitOfWork, is_full
+from edge.record.db import Database, UnitOfWork
+from edge.record.errors import Locked, RecordDamaged, RecordError, StoreFull, is_full
 from edge.record.images import fsync_dir, field_hash, overlay_image, same_field, write_jpeg
 from edge.record.rows import FIELD_COLUMNS, field_row
 

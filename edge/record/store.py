@@ -15,13 +15,13 @@ from typing import Any, Iterator
 
 from edge.analysis.result import Result
 from edge.record.cases import MISSING, Cases, locked_message
-from edge.record.db import (ACCEPTED, AUDIT_ANCHOR, DATABASE, IMAGES, QUARANTINE, Database, Locked, Reading,
-                            RecordDamaged, RecordError, Stale, StoreConfig, StoreFull, UnitOfWork, is_full)
+from edge.record.db import ACCEPTED, AUDIT_ANCHOR, DATABASE, IMAGES, QUARANTINE, Database, Reading, StoreConfig, UnitOfWork
+from edge.record.errors import Locked, RecordDamaged, RecordError, SchemaNewer, Stale, StoreFull, is_full
 from edge.record.fields import Fields
 from edge.record.retention import apply_retention
 
 __all__ = ["ACCEPTED", "AUDIT_ANCHOR", "DATABASE", "IMAGES", "MISSING", "QUARANTINE", "Locked", "Reading",
-           "RecordDamaged", "RecordError", "Stale", "Store", "StoreConfig", "StoreFull", "UnitOfWork", "is_full",
+           "RecordDamaged", "RecordError", "SchemaNewer", "Stale", "Store", "StoreConfig", "StoreFull", "UnitOfWork", "is_full",
            "locked_message"]
 
 

@@ -174,3 +174,51 @@ def test_site_reference_fit_and_classify_with_it(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     result = run_cli("blastscope-edge", "classify", "--site-reference", str(tmp_path / "bad.json"), str(sample_paths()[0]))
     assert result.returncode != 0 and "bad.json: not a usable site reference" in result.stderr
+
+
+def test_a_migration_keeps_the_record_as_it_was_and_rollback_returns_to_it(tmp_path):
+    """Issue 36: nothing kept the record before a migration, and the old release on a migrated
+    record died at every start under systemd. Opening a schema-2 record copies it first; ``record
+    rollback`` restores that copy and keeps the migrated record aside; a release that finds a
+    newer schema exits 78 (the unit does not restart on it) with what to do, no traceback."""
+    import sqlite3
+
+    from edge.record.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
+
+    state = tmp_path / "state"
+    (state / "images").mkdir(parents=True)
+    db = sqlite3.connect(state / "results.db", isolation_level=None)
+    db.executescript(SCHEMA)
+    for statement in statements(MIGRATIONS[2]):  # what release 0.2 created
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 2")
+    db.execute("INSERT INTO results(created, status, label, call, image, overlay, data, run_seconds) VALUES "
+               "(1700000000, 'classified', 'pre_b', 'positive', 'a.jpg', 'a_overlay.jpg', '{\"label\": \"pre_b\"}', 5)")
+    db.close()
+    for name in ("a.jpg", "a_overlay.jpg"):
+        (state / "images" / name).write_bytes(b"jpeg")
+
+    opened = run_cli("blastscope-edge", "record", "accept-new", "--state-dir", str(state))  # opens: migrates
+    assert opened.returncode == 0, opened.stderr
+    backups = list(state.glob("results.db.before-schema-2-*"))
+    assert len(backups) == 1
+
+    def version_and_rows(path):
+        with sqlite3.connect(path) as c:
+            return c.execute("PRAGMA user_version").fetchone()[0], c.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    assert version_and_rows(backups[0]) == (2, 1) and version_and_rows(state / "results.db") == (SCHEMA_VERSION, 1)
+
+    back = run_cli("blastscope-edge", "record", "rollback", "--state-dir", str(state))
+    assert back.returncode == 0 and "start the older release now" in back.stdout, back.stderr
+    assert version_and_rows(state / "results.db") == (2, 1)
+    aside = [p for p in state.glob("results.db.rolled-back-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert len(aside) == 1 and version_and_rows(aside[0]) == (SCHEMA_VERSION, 1)
+
+    with sqlite3.connect(state / "results.db") as c:
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")  # as a newer release leaves it
+    newer = subprocess.run([str(Path(sys.executable).parent / "blastscope-edge"), "serve", "--demo", "--port", "0",
+                            "--state-dir", str(state)], capture_output=True, text=True, timeout=120)
+    assert newer.returncode == 78, newer.stderr
+    assert "is newer than this software" in newer.stderr and "record rollback" in newer.stderr
+    assert "Traceback" not in newer.stderr
