@@ -106,6 +106,8 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
     except CameraError as exc:
         log.warning("camera %s: %s", cfg.camera.source, exc)
     service.start_button()  # the GPIO button, when button.gpio is set
+    if service.district is not None:
+        service.district.start()
     notify = notifier()
     stopping = service.stopping
 
@@ -137,6 +139,8 @@ def serve(config_path: Path | None, overrides: dict[str, Any], demo: bool) -> in
         if service.button is not None:
             service.button.close()
         service.analyses.close(timeout=cfg.server.drain_seconds)  # the analysis under way finishes first
+        if service.district is not None:
+            service.district.stop()
         camera.stop()
     service.store.close()  # after the request threads are joined: nothing writes to a closed store
     print(f"BlastScope stopped: drained in {drained.seconds:.2f} s, {drained.unfinished} request(s) unfinished; "

@@ -29,6 +29,7 @@ from edge.device.scan import ScanConfig
 from edge.model.bundle import default_bundle_path
 from edge.model.inference import InferenceConfig
 from edge.model.signing import Trust
+from edge.device.district import DistrictConfig
 from edge.record.store import StoreConfig
 from edge.settings import Settings
 
@@ -48,6 +49,7 @@ class Config(Settings):
     button: ButtonConfig = Field(default_factory=ButtonConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    district: DistrictConfig = Field(default_factory=DistrictConfig)
 
     @property
     def bundle_path(self) -> Path:

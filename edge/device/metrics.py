@@ -53,6 +53,10 @@ class ServiceCollector:
         yield inferences
         yield GaugeMetricFamily("blastscope_analysis_queue_depth", "Analyses waiting for the worker",
                                 value=float(s.analyses.waiting()))
+        waiting, oldest = s.store.outbox.waiting()
+        yield GaugeMetricFamily("blastscope_district_outbox", "Cases not yet on the district server", value=float(waiting))
+        yield GaugeMetricFamily("blastscope_district_outbox_age_seconds", "Age of the oldest case not yet sent",
+                                value=float(oldest or 0.0))
         model = InfoMetricFamily("blastscope_model", "The model bundle running")
         model.add_metric([], {"model_id": s.bundle.model_id, "release": str(s.bundle.release),
                               "signed": "yes" if s.bundle.signer else "no"})

@@ -18,6 +18,7 @@ from edge.device.analysis_queue import AnalysisQueue
 from edge.device.button import Armed, ButtonTarget, ShutterButton
 from edge.device.live import LiveView, ScanLook
 from edge.device.scan import ScanSession, Scanner
+from edge.device.district import DistrictSender
 from edge.device.verification import SiteState, SiteVerification
 from edge.analysis.case import CaseCall, case_call, final_call
 from edge.analysis.verification import NOT_VERIFIED
@@ -99,6 +100,10 @@ class Service:
         self._scan_lock = threading.Lock()
         self.site = SiteVerification(store, bundle.model_id, config.camera)
         self.apply_site_reference()
+        #: the district's DICOM server (issue 37): None when [district] url is not set
+        self.district = (DistrictSender(config.district, store, config.device_name, bundle.model_id,
+                                        lambda case_id: (self.case(case_id) or {}).get("final_call"))
+                         if config.district.url else None)
         self.button_target = ButtonTarget(self._button_field)
         self.button: ShutterButton | None = None  # the GPIO button, when one is set and gpiozero is there
         self.button_error: str | None = None  # why a configured button is not working
@@ -228,6 +233,8 @@ class Service:
         # a sign-out's call stands above a review's, which stands above the model's
         case["final_call"] = final_call(case["signed"] or case["review"], call.call if call else case["call"])
         case["model_id"] = self.bundle.model_id
+        parcel = self.store.outbox.get(case_id)
+        case["district"] = None if parcel is None else parcel.to_dict()
         case["site_verification"] = _case_site_text([f for f in case["fields"] if not f.get("excluded")],
                                                     lambda: self.site.state().text)
         armed = self.button_target.armed

@@ -15,6 +15,7 @@ from typing import Any
 
 from edge.record.db import Database, UnitOfWork
 from edge.record.errors import Locked, Stale
+from edge.record.outbox import queue as queue_parcel
 from edge.record.rows import CASE_SELECT, FIELD_COLUMNS, case_row, field_row
 
 #: What ``Cases.include`` returns for a field that does not exist.
@@ -131,9 +132,11 @@ class Cases:
             tx.audit(client, action, {"id": row_id, column: before}, {"id": row_id, column: value})
         return value
 
-    def sign(self, case_id: int, signature: dict[str, Any], client: str, seen: int) -> dict[str, Any] | None:
+    def sign(self, case_id: int, signature: dict[str, Any], client: str, seen: int,
+             district: bool = False) -> dict[str, Any] | None:
         """Sign the case out with the final call: locked from now on (no field added, reviewed or
-        excluded) until amended. ``Stale`` when it changed since ``seen``; None when missing."""
+        excluded) until amended. ``Stale`` when it changed since ``seen``; None when missing.
+        With ``district``, queued for the district server in the same transaction."""
         with self.db.transaction() as tx:
             row = tx.execute("SELECT revision, changed, version FROM cases WHERE id = ?", (case_id,)).fetchone()
             if row is None:
@@ -150,6 +153,8 @@ class Cases:
                        (json.dumps(signed), json.dumps({"by": client, "at": signed["at"], "what": "case signed out"}),
                         case_id))
             tx.audit(client, "case.sign", {"id": case_id, "signed": None}, {"id": case_id, "signed": signed})
+            if district:
+                queue_parcel(tx, case_id, client, "signed out")
         return signed
 
     def amend(self, case_id: int, reason: str, client: str, seen: int) -> dict[str, Any] | None:

@@ -137,6 +137,21 @@ CREATE TABLE IF NOT EXISTS site_references (
 );
 ALTER TABLE verifications ADD COLUMN site_reference INTEGER;
 """,
+    # Version 11 (issue 37): the district outbox, one row a case, queued in the sign-out's own
+    # transaction; resent with the same UIDs until the district server has it.
+    11: """
+CREATE TABLE IF NOT EXISTS outbox (
+    case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+    queued REAL NOT NULL,
+    queued_by TEXT NOT NULL,
+    why TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'waiting',
+    tries INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_try REAL NOT NULL DEFAULT 0,
+    sent REAL
+);
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}

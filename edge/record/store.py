@@ -18,6 +18,7 @@ from edge.record.cases import MISSING, Cases, locked_message
 from edge.record.db import ACCEPTED, AUDIT_ANCHOR, DATABASE, IMAGES, QUARANTINE, Database, Reading, StoreConfig, UnitOfWork
 from edge.record.errors import Locked, RecordDamaged, RecordError, SchemaNewer, Stale, StoreFull, is_full
 from edge.record.fields import Fields
+from edge.record.outbox import Outbox
 from edge.record.retention import apply_retention
 
 __all__ = ["ACCEPTED", "AUDIT_ANCHOR", "DATABASE", "IMAGES", "MISSING", "QUARANTINE", "Locked", "Reading",
@@ -32,6 +33,7 @@ class Store(Database):
         super().__init__(state_dir, cfg)
         self.fields = Fields(self)
         self.cases = Cases(self)
+        self.outbox = Outbox(self)
 
     def save(self, result: Result, case_id: int | None = None, client: str = "device") -> int:
         """``Fields.save``, then retention: what the policy allows goes only once the new field is in."""
@@ -85,8 +87,9 @@ class Store(Database):
     def set_case_call(self, case_id: int, call: str) -> None:
         self.cases.set_call(case_id, call)
 
-    def sign_case(self, case_id: int, signature: dict[str, Any], client: str, seen: int) -> dict[str, Any] | None:
-        return self.cases.sign(case_id, signature, client, seen)
+    def sign_case(self, case_id: int, signature: dict[str, Any], client: str, seen: int,
+                  district: bool = False) -> dict[str, Any] | None:
+        return self.cases.sign(case_id, signature, client, seen, district)
 
     def amend_case(self, case_id: int, reason: str, client: str, seen: int) -> dict[str, Any] | None:
         return self.cases.amend(case_id, reason, client, seen)

@@ -343,7 +343,7 @@ def make_blueprint(service: Service) -> Blueprint:
     def sign_case(case_id: int):
         """Sign the case out with the final call; locked until amended."""
         signature, seen = _review()
-        if store.sign_case(case_id, signature, _client(), seen) is None:
+        if store.sign_case(case_id, signature, _client(), seen, district=service.district is not None) is None:
             raise Refused(404, f"no case {case_id}")
         # a signed case takes no field: its button is disarmed and its scan stopped, both audited
         armed = service.button_target.armed

@@ -474,6 +474,8 @@ function renderCaseCard(c) {
   loadCells(c).catch(() => {});
   show($("case-card"), true);
   $("cc-code").textContent = c.code;
+  $("cc-district").textContent = c.district ? `District: ${c.district.text}` : "";
+  show($("cc-district"), !!c.district);
   const call = c.case_call;
   if (call) {
     chip($("cc-call"), call.call);

@@ -1,0 +1,170 @@
+"""The district's second read over DICOMweb (issue 37), against a real Orthanc with its DICOMweb
+plugin (Debian's ``orthanc`` and ``orthanc-dicomweb``) on localhost, no mock: a signed-out case
+is queued in its sign-out's transaction and sent as valid DICOM (``dciodvfy``); a wrong password
+shows "refused: wrong credentials" on the case; a resend keeps one instance per field; a server
+that is down leaves the case waiting with the reason, and it goes when the server is back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import PIN, TOKEN, sample_paths
+
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Orthanc:
+    """A real Orthanc on a free loopback port, with one user per device."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, _free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "orthanc.json").write_text(json.dumps({
+            "Name": "district-test", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
+            "HttpPort": self.port, "DicomPort": _free_port(), "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": True, "RegisteredUsers": {"ward3": "right-password"},
+            "Plugins": [str(PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Orthanc":
+        self.proc = subprocess.Popen([ORTHANC, str(self.folder / "orthanc.json")], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/system", auth=("ward3", "right-password"), timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise RuntimeError("Orthanc did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+    def instances(self) -> list[str]:
+        return requests.get(f"{self.url}/instances", auth=("ward3", "right-password"), timeout=10).json()
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    if not Path(ORTHANC).exists() or not PLUGIN.exists():
+        pytest.skip("Orthanc and its DICOMweb plugin are not installed (apt install orthanc orthanc-dicomweb)")
+    server = Orthanc(tmp_path / "orthanc").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def district_app(tmp_path, orthanc):
+    from edge.device.config import load_config
+    from edge.device.service import Service
+    from edge.model.bundle import default_bundle_path, load_bundle
+    from edge.pipeline import Pipeline
+    from edge.record.store import Store
+    from edge.web import create_app
+    from edge.web.auth import load_credentials
+
+    password = tmp_path / "district-password"
+    password.write_text("wrong-password\n")
+    state = tmp_path / "state"
+    cfg = load_config(None, environ={}, overrides={
+        "store.state_dir": str(state), "store.min_free_mb": 0, "server.pin": PIN, "server.token": TOKEN,
+        "district.url": f"{orthanc.url}/dicom-web", "district.user": "ward3", "district.password_file": str(password)})
+    bundle = load_bundle(default_bundle_path())
+    service = Service(cfg, bundle, Pipeline.on_cpu(bundle, threads=1), Store(state, cfg.store), camera=None)
+    app = create_app(service, load_credentials(state, PIN, TOKEN), cfg.server)
+    app.config["TESTING"] = True
+    app.service, app.password = service, password
+    yield app
+    service.store.close()
+
+
+def _signed_case(client, headers, code: str) -> dict:
+    case_id = client.post("/api/cases", json={"code": code}, headers=headers).get_json()["id"]
+    for path in [p for p in sample_paths() if p.name.startswith("pre_b__")]:
+        with open(path, "rb") as f:
+            assert client.post(f"/api/cases/{case_id}/classify", data={"image": (f, path.name)},
+                               headers=headers).status_code == 200
+    case = client.get(f"/api/cases/{case_id}", headers=headers).get_json()
+    signed = client.post(f"/api/cases/{case_id}/sign", json={"call": "positive", "reason": "blasts seen",
+                                                            "revision": case["revision"]}, headers=headers)
+    assert signed.status_code == 200, signed.get_json()
+    return client.get(f"/api/cases/{case_id}", headers=headers).get_json()
+
+
+def test_a_signed_case_reaches_the_district_once_whatever_the_link_does(district_app, orthanc, tmp_path):
+    client, headers = district_app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    sender, outbox = district_app.service.district, district_app.service.store.outbox
+    case = _signed_case(client, headers, "WARD3-001")
+    assert case["district"]["state"] == "waiting" and case["district"]["text"] == "waiting to be sent to district"
+
+    # a wrong password: said on the case card, nothing on the server
+    assert sender.run_once() == 0
+    case = client.get(f"/api/cases/{case['id']}", headers=headers).get_json()
+    assert case["district"]["text"] == "refused: wrong credentials" and orthanc.instances() == []
+
+    district_app.password.write_text("right-password\n")  # the admin fixes it: picked up at the next try
+    assert sender.run_once(now=time.time() + 3600) == 1
+    case = client.get(f"/api/cases/{case['id']}", headers=headers).get_json()
+    assert case["district"]["state"] == "sent" and case["district"]["text"].startswith("sent to district")
+    fields = [f for f in case["fields"] if not f["excluded"] and f["status"] == "classified"]
+    assert len(orthanc.instances()) == len(fields) >= 1
+
+    # a resend (the link cut after the server stored it): the same UIDs, still one instance a field
+    outbox.queue(case["id"], "test", "resent")
+    assert sender.run_once() == 1 and len(orthanc.instances()) == len(fields)
+
+    # the server down: the next case waits with the reason, and goes when the server is back
+    orthanc.stop()
+    second = _signed_case(client, headers, "WARD3-002")
+    assert sender.run_once() == 0
+    waiting = client.get(f"/api/cases/{second['id']}", headers=headers).get_json()["district"]
+    assert waiting["state"] == "waiting" and waiting["text"].startswith("waiting (1 try, last: server not reachable")
+    orthanc.start()
+    assert sender.run_once(now=time.time() + 3600) == 1
+    assert len(orthanc.instances()) == 2 * len(fields)
+    metrics = client.get("/metrics", headers=headers).get_data(as_text=True)
+    assert "blastscope_district_outbox 0.0" in metrics
+    actions = [a["action"] for a in district_app.service.store.audit_log(200)]
+    assert {"district.queue", "district.sent", "district.failed"} <= set(actions)
+
+
+def test_the_instances_are_valid_dicom(district_app, tmp_path):
+    """``dciodvfy`` (Debian's dicom3tools) finds no error in a field's instance."""
+    from edge.record.dicom import case_instances
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt install dicom3tools)")
+    client, headers = district_app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    case = _signed_case(client, headers, "WARD3-010")
+    store = district_app.service.store
+    instances = case_instances(case, lambda rid: store.file_path(rid, "image"), "ward3", "model", "positive")
+    assert instances
+    path = tmp_path / "field.dcm"
+    instances[0].save_as(path)
+    checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    errors = [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")]
+    assert errors == [], errors
+    assert str(instances[0].ContainerIdentifier) == "WARD3-010" and not instances[0].get("PatientName")  # nothing of the patient
