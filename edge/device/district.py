@@ -11,6 +11,7 @@ server stored it) stays one case. No ``[district] url``: none of this runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -51,6 +52,8 @@ class DistrictSender:
 
         password = Path(self.config.password_file).read_text().strip() if self.config.password_file else ""
         session = create_session_from_user_pass(self.config.user, password) if self.config.user else requests.Session()
+        # every request bounded: a link that hangs is a failed try, not a sender stuck for ever
+        session.request = functools.partial(session.request, timeout=self.config.timeout_seconds)  # type: ignore[method-assign]
         return DICOMwebClient(url=self.config.url, session=session)
 
     def run_once(self, now: float | None = None) -> int:

@@ -42,7 +42,7 @@ def test_a_version_2_database_is_migrated_in_place(tmp_path):
     db.close()
     store = Store(tmp_path, StoreConfig(min_free_mb=0))
     try:
-        assert SCHEMA_VERSION == 10 and store._db.execute("PRAGMA user_version").fetchone()[0] == 10
+        assert SCHEMA_VERSION == 11 and store._db.execute("PRAGMA user_version").fetchone()[0] == 11
         old = store.get(1)
         assert old["label"] == "pre_b" and old["case_id"] is None and old["review"] is None
         assert store.audit_log()[0]["action"] == "old.entry" and store.quarantined == 0
