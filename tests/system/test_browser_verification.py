@@ -1,5 +1,6 @@
 """Site verification from a phone in a real browser (review issue, item 5; issue 33): headless
-Debian Chromium at 360x800; an admin starts a verification on criteria below the floor, which a
+Debian Chromium at 360x800; an admin proposes and accepts a site reference from ten known-negative slides read by the
+camera, then starts a verification on criteria below the floor, which a
 second admin confirms on the same form, enters two known slides (truth hidden on the case until
 each is done), analyses their fields from the device's camera (a replayed folder: the Pi
 camera's stand-in), signs the verification off and opens its report; the banner goes from "not
@@ -83,8 +84,19 @@ def test_a_site_verification_from_start_to_its_report_on_a_phone(staged, tmp_pat
     from selenium.webdriver.support import expected_conditions as ec
 
     server = staged
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
     requests.post(f"{server.url}/api/users", json={"name": "Dr Second", "role": "admin", "pin": "864200"},
-                  headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).raise_for_status()
+                  headers=bearer, timeout=10).raise_for_status()
+    # ten known-negative slides of the clinic, read by the device's camera (the reference run)
+    benign = [p for p in sample_paths() if p.name.startswith("benign")]
+    for n in range(10):
+        case_id = requests.post(f"{server.url}/api/cases", json={"code": f"REF-{n:02d}"}, headers=bearer,
+                                timeout=10).json()["id"]
+        for path in benign:
+            shutil.copy(path, server.stage / "next.tmp")
+            os.replace(server.stage / "next.tmp", server.stage / "field.jpg")
+            time.sleep(0.5)
+            requests.post(f"{server.url}/api/cases/{case_id}/capture", headers=bearer, timeout=60).raise_for_status()
     driver = _driver(tmp_path / "profile", 360, 800)
     try:
         wait = _log_in(driver, server.url)
@@ -93,6 +105,16 @@ def test_a_site_verification_from_start_to_its_report_on_a_phone(staged, tmp_pat
         assert "unverified" in banner.get_attribute("class")
 
         driver.find_element(By.CSS_SELECTOR, "#verification-section summary").click()
+        # the site reference first: proposed from the ten slides' cases, then accepted
+        wait.until(ec.text_to_be_present_in_element((By.ID, "ref-state"), "No site reference"))
+        driver.find_element(By.ID, "ref-codes").send_keys("\n".join(f"REF-{n:02d}" for n in range(10)))
+        driver.find_element(By.CSS_SELECTOR, "#ref-propose button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "ver-message"), "proposed from 10 slides"))
+        driver.execute_script("window.confirm = () => true")
+        accept = driver.find_element(By.XPATH, "//ol[@id='ref-list']//button[contains(., 'Accept reference')]")
+        accept.click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "ref-state"), "is in force: 10 slides"))
+        assert _no_sideways_overflow(driver)
         start = driver.find_element(By.ID, "ver-start")
         wait.until(lambda d: start.is_displayed() and d.find_element(By.ID, "ver-min-positive").get_attribute("value") == "20")
         assert driver.find_element(By.ID, "ver-sens").get_attribute("value") == "80"  # the defaults, as percentages

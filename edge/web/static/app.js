@@ -841,7 +841,58 @@ async function loadVerification() {
     return li;
   }));
 }
-$("verification-section").addEventListener("toggle", () => { if ($("verification-section").open) loadVerification().catch(() => {}); });
+async function loadReferences() {
+  const { active, references } = await api("/api/site-references");
+  const on = references.find((r) => r.id === active);
+  $("ref-state").textContent = on ? `Site reference #${on.id} is in force: ${on.slides} slides, ${on.fields} fields, ` +
+    `accepted by ${on.accepted_by}.` : "No site reference: fields are judged against the training slides only.";
+  $("ref-list").replaceChildren(...references.map((r) => {
+    const li = document.createElement("li");
+    const text = document.createElement("span");
+    text.textContent = `#${r.id} ${r.state}: ${r.slides} slides, ${r.fields} fields, ${r.cells} cells, by ${r.created_by} `;
+    li.append(text);
+    if (r.state === "proposed" && $("ref-propose")) {
+      const accept = document.createElement("button");
+      accept.type = "button";
+      accept.className = "primary mid";
+      accept.textContent = `Accept reference #${r.id}`;
+      accept.addEventListener("click", async () => {
+        if (!window.confirm(`Accept site reference #${r.id}? A new verification is then needed.`)) return;
+        try {
+          await api(`/api/site-references/${r.id}/accept`, { method: "POST" });
+          $("ver-message").textContent = `Saved: site reference #${r.id} is in force; start a new verification.`;
+        } catch (e) { $("ver-message").textContent = e.message; }
+        loadVerification().catch(() => {});
+        loadReferences().catch(() => {});
+        refreshStatus();
+      });
+      li.append(accept);
+    }
+    return li;
+  }));
+}
+if ($("ref-propose")) {
+  $("ref-propose").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const codes = $("ref-codes").value.split(/[\s,]+/).filter(Boolean);
+    try {
+      const { cases } = await api(`/api/cases?limit=200`);
+      const ids = codes.map((code) => {
+        const c = cases.find((x) => x.code === code);
+        if (!c) throw new Error(`no case ${code} on this device`);
+        return c.id;
+      });
+      $("ver-message").textContent = "Measuring the slides' cells…";
+      const r = await api("/api/site-references", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ case_ids: ids }) });
+      $("ver-message").textContent = `Saved: site reference #${r.id} proposed from ${r.slides} slides; accept it below.`;
+    } catch (e) { $("ver-message").textContent = e.message; }
+    loadReferences().catch(() => {});
+  });
+}
+$("verification-section").addEventListener("toggle", () => {
+  if ($("verification-section").open) { loadVerification().catch(() => {}); loadReferences().catch(() => {}); }
+});
 $("ver-slide").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData($("ver-slide"));
