@@ -1,4 +1,4 @@
 {
   "key": "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8=",
-  "signature": "vLjpH9H9cvF6jXcRc46sylIVZKiqCAs3/LGRjJHBjHetvkQzhBKzFpVx9oA9pOYnIj9kS/sGyz6wu9stdq3YAw=="
+  "signature": "epYrZzgdhHAmoZSkJ66wM6Apab35Hw4nHT9uShHMmo3BhXZZkqnKB2eXodPW+V3WqB+vzbO0cWfkr/ioRTveBA=="
 }

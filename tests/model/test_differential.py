@@ -1,9 +1,9 @@
-"""The differential (issue 32) on real cells of both sites, through the first differential
-bundle as the device reads a cell (its own detector and crop, eight views): normal cells of
+"""The differential (issue 32) on real cells of both sites, through the candidate differential
+bundle (the second build) as the device reads a cell (its own detector and crop, eight views): normal cells of
 pbc-normal read as their class, a platelet read as not a white cell and never counted, a real
 blast field still called positive. pbc-normal cells are of its test split (split by image: no
 patient ids). The bundle is ``models/differential-candidate``: built and measured, not shipped
-(docs/differential.md: worse than the 4-class model on validation fields)."""
+(docs/differential.md: still below the 4-class model on validation fields)."""
 
 from __future__ import annotations
 
