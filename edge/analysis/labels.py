@@ -28,16 +28,10 @@ NOT_A_WHITE_CELL = "not_a_white_cell"
 #: subtypes are defined by flow cytometry), so a blast is named a blast first.
 CELL_NAMES: dict[str, str] = {
     "benign": "Benign lymphoid (lymphocyte or hematogone)",
-    "early_pre_b": "Blast (pattern suggests Early Pre-B)",
-    "pre_b": "Blast (pattern suggests Pre-B)",
-    "pro_b": "Blast (pattern suggests Pro-B)",
-    "neutrophil": "Neutrophil",
-    "monocyte": "Monocyte",
-    "eosinophil": "Eosinophil",
-    "basophil": "Basophil",
-    "ig": "Immature granulocyte",
-    "erythroblast": "Erythroblast (nucleated red cell)",
-    "not_a_white_cell": "Not a white cell",
+    # the field's subtype names, as a hint on a blast: "Pre-B ALL" -> "Blast (pattern suggests Pre-B)"
+    **{b: f"Blast (pattern suggests {DISPLAY_NAMES[b].removesuffix(' ALL')})" for b in BLASTS},
+    **dict(neutrophil="Neutrophil", monocyte="Monocyte", eosinophil="Eosinophil", basophil="Basophil",
+           ig="Immature granulocyte", erythroblast="Erythroblast (nucleated red cell)", not_a_white_cell="Not a white cell"),
 }
 
 

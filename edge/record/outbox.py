@@ -19,6 +19,8 @@ STATES = ("waiting", "sent", "refused")
 
 @dataclass(frozen=True)
 class Parcel:
+    """One case in the outbox: when and why it was queued, where its sending stands."""
+
     case_id: int
     queued: float
     queued_by: str

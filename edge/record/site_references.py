@@ -18,6 +18,9 @@ STATES = ("proposed", "active", "retired")
 
 @dataclass(frozen=True)
 class StoredReference:
+    """A site reference as the record keeps it: the fitted reference with who proposed and
+    accepted it, and the cases of the slides it was measured on (so it can be shown later)."""
+
     id: int
     created: float
     created_by: str
