@@ -124,3 +124,43 @@ def test_a_signed_case_is_locked_on_the_technicians_phone_within_the_sync(server
         assert words.startswith("Signed out by admin: this case is locked") and _in_view(technician, "case-next")
     finally:
         technician.quit()
+
+
+def test_a_mixed_case_the_count_rule_would_clear_is_worded_for_an_expert_read(server, dataset_dir, tmp_path):
+    """Issue 35, item 1, on a phone at 360 px: three real benign fields the device calls negative
+    and one real Pre-B field it calls positive make a case the binomial rule alone clears
+    (negative at <= 1 positive of 4). The technician's case card says "Uncertain: refer for an
+    expert read" with what it rests on, never "Negative screen" (seen failing with the guard off)."""
+    from selenium.webdriver.common.by import By
+
+    from edge.analysis.imagefile import read_rgb
+    from edge.model.bundle import default_bundle_path, load_bundle
+    from edge.pipeline import Pipeline
+
+    bundle = load_bundle(default_bundle_path())
+    assert bundle.case_rule is not None and bundle.case_rule.thresholds(4)[0] >= 1
+    pipeline = Pipeline.on_cpu(bundle)
+
+    def called(folder: str, call: str, want: int) -> list:
+        found = []
+        for path in sorted((dataset_dir / folder).glob("*.jpg"))[:60]:
+            if pipeline.process(read_rgb(path)).to_dict().get("call") == call:
+                found.append(path)
+            if len(found) == want:
+                return found
+        raise AssertionError(f"fewer than {want} {folder} fields called {call} among the first 60")
+
+    fields = called("Benign", "negative", 3) + called("Pre", "positive", 1)
+    technician = _driver(tmp_path / "technician", 360, 740)
+    try:
+        wait = _log_in(technician, server.url)
+        _new_case(technician, wait, "MIXED-1")
+        for path in fields:
+            _upload(technician, wait, path)
+        technician.find_element(By.ID, "show-case").click()
+        wait.until(lambda d: d.find_element(By.ID, "cc-next").text.startswith(
+            "Uncertain: refer for an expert read. Not cleared: 1 of 4 fields positive,"))
+        assert "Negative" not in technician.find_element(By.ID, "cc-next").text
+        assert "blasts among" in technician.find_element(By.ID, "cc-next").text
+    finally:
+        technician.quit()
