@@ -260,9 +260,17 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
         assert first.size["width"] >= 48 and first.size["height"] >= 48  # a gloved finger's target
         first.click()
         wait.until(ec.visibility_of_element_located((By.ID, "cell-picker")))
+        # issue 35: the cell being classified is on screen with its classes, at 360 px
+        in_view = "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
+        picked = driver.find_element(By.ID, "cell-picker-image")
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", picked) > 0)
+        assert driver.execute_script(in_view, picked)
         driver.find_element(By.CSS_SELECTOR, "#cell-picker-buttons button[data-label=benign]").click()
         # no name asked for: the class is recorded under the logged-in user
         wait.until(ec.text_to_be_present_in_element((By.ID, "cells-count"), "after review of 1 cell"))
+        saved = driver.find_element(By.ID, "cells-saved")
+        wait.until(lambda d: saved.is_displayed() and saved.text.startswith("Saved: cell"))
+        assert "is now Benign lymphoid" in saved.text and driver.execute_script(in_view, saved)
         benign = next(g for g in driver.find_elements(By.CSS_SELECTOR, ".cell-group")
                       if g.find_element(By.TAG_NAME, "h3").text.startswith("Benign lymphoid"))
         reviewed = benign.find_element(By.CSS_SELECTOR, ".cell-thumb.reviewed")

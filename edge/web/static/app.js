@@ -375,6 +375,10 @@ function pickCell(cell, button, what) {
   document.querySelectorAll(".cell-thumb.selected").forEach((el) => el.classList.remove("selected"));
   button.classList.add("selected");
   cellChoice = cell;
+  // the cell itself goes with the picker: at 360 px the gallery's thumbnail scrolls away (issue 35)
+  const thumb = button.querySelector("img");
+  $("cell-picker-image").src = thumb ? thumb.src : "";
+  show($("cells-saved"), false);
   if (document.body.dataset.role === "technician") {
     // a technician is not offered a picker the device would then refuse (issue 35)
     $("cell-picker-title").textContent = `Cell ${cell.cell} of field #${cell.result_id}, ${what}. A reviewer reclassifies cells.`;
@@ -395,7 +399,7 @@ function pickCell(cell, button, what) {
     return b;
   }));
   show($("cell-picker"), true);
-  $("cell-picker").scrollIntoView({ block: "nearest" });
+  $("cell-picker").scrollIntoView({ block: "start" });
 }
 async function reclassify(label) {
   try {  // the device records the class under the logged-in user's name
@@ -403,7 +407,11 @@ async function reclassify(label) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ label, revision: cellChoice.field_revision }) });
     show($("cell-picker"), false);
+    const saved = `Saved: cell ${cellChoice.cell} of field #${cellChoice.result_id} is now ${cellNames[label]}.`;
     renderCaseCard(await api(`/api/cases/${shownCase.id}`));
+    $("cells-saved").textContent = saved;
+    show($("cells-saved"), true);
+    $("cells-saved").scrollIntoView({ block: "nearest" });
   } catch (e) {
     $("error").textContent = e.message;
     show($("error"), true);
