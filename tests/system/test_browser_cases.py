@@ -201,8 +201,8 @@ def test_offline_banner_and_recovery(tmp_path):
         srv = ServerProcess(tmp_path / "state", "--demo", "--port", port)
         driver.find_element(By.ID, "retry").click()
         wait.until(ec.invisibility_of_element_located((By.ID, "offline")))
-        # back to what the daemon says of itself: a new device is not verified at this site yet
-        wait.until(ec.text_to_be_present_in_element((By.ID, "health"), "⚠ Attention"))
+        # back to what the daemon says of itself: a new device works, and is not verified at this site yet
+        wait.until(ec.text_to_be_present_in_element((By.ID, "health"), "Ready · not verified"))
         assert driver.find_element(By.ID, "site-banner").text.startswith("Not verified at this site")
     finally:
         driver.quit()
@@ -292,5 +292,30 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
         driver.get(f"{server.url}/api/cases/{case_id}/report")
         printed = driver.find_element(By.ID, "reviewed-count").text
         assert re.search(rf"\b{after.group(1)} blasts? among {after.group(2)}\b", printed), (printed, on_screen)
+    finally:
+        driver.quit()
+
+
+@pytest.mark.parametrize("width,height", [(360, 740), (390, 844)])
+def test_analyze_does_not_jump_when_the_case_call_appears(server, tmp_path, width, height):
+    """Issue 35, item 7: Analyze moved 40-74 px down under the thumb when the case call's line
+    appeared above it. The line's room is kept from the start."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = _driver(tmp_path / "profile", width, height)
+    try:
+        wait = _log_in(driver, server.url)
+        _new_case(driver, wait, f"STEADY-{width}")
+        top = "return arguments[0].getBoundingClientRect().top + window.scrollY"
+        analyze = driver.find_element(By.ID, "analyze")
+        before = driver.execute_script(top, analyze)
+        layout_before = driver.execute_script(LAYOUT)
+        for path in [p for p in sample_paths() if p.name.startswith("benign__")]:
+            driver.find_element(By.ID, "upload").send_keys(str(path))
+            wait.until(lambda d, path=path: path.name in d.find_element(By.ID, "meta").get_attribute("textContent"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "case-next"), "Negative screen"))
+        after = driver.execute_script(top, analyze)
+        assert abs(after - before) <= 4, (before, after, layout_before, driver.execute_script(LAYOUT))
     finally:
         driver.quit()

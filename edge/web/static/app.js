@@ -239,7 +239,9 @@ function renderCaseBar(c) {
   // while fields are still needed the chip says how many ("◌ 3 of 5 fields"): no second line for it
   $("case-next").textContent = call ? (call.call === "pending" ? "" : call.next_step)
     : c ? "" : "Fields analysed without a case are kept, but get no case call.";
-  show($("case-next"), !!$("case-next").textContent);
+  // always laid out, its height fixed: Analyze must not jump down when the call appears (issue 35)
+  show($("case-next"), true);
+  $("case-next").title = $("case-next").textContent;
   $("show-case").disabled = !c;
   // a signed-out case takes no field: every phone shows the lock within the 2-second sync, with
   // the reason in view next to the buttons it disables (issue 35)
@@ -250,6 +252,7 @@ function renderCaseBar(c) {
     $("case-next").textContent = `Signed out by ${c.signed.reviewer}: this case is locked and takes no field. ` +
       "Start a new case for the next slide; a reviewer amends it, with a reason, to change it.";
     show($("case-next"), true);
+    $("case-next").title = $("case-next").textContent;
   }
 }
 
