@@ -237,3 +237,21 @@ def mounted_tmpfs(mnt: Path, size: str):
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
+
+
+#: Fields whose reading may differ between two machines running the same bundle: the int8
+#: runtime's kernels and OpenCV's resizes round differently across CPUs (AVX-512 against AVX2
+#: builds), which can move a field sitting on the edge of the uncertain band (issue 36: a refit
+#: threshold came out 0.087114 on one x86 machine against 0.087549 on another). More than this
+#: means the pipeline's numbers changed and the bundle must be refitted.
+FIELDS_THAT_MAY_MOVE = 2
+
+
+def moved_fields(confusion_a, confusion_b) -> int:
+    """How many fields two confusion matrices (rows: truth, columns: what was shown) place
+    differently: each moved field leaves one cell and enters another."""
+    import numpy as np
+
+    a, b = np.asarray(confusion_a), np.asarray(confusion_b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return int(np.abs(a - b).sum()) // 2

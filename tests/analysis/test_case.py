@@ -10,7 +10,7 @@ import pytest
 from edge.model.bundle import load_bundle
 from edge.analysis.case import CaseRule, case_call
 
-from conftest import run_cli
+from conftest import FIELDS_THAT_MAY_MOVE, run_cli
 
 RULE = CaseRule(field_fp_rate=0.05, field_tp_rate=0.95)
 
@@ -125,7 +125,15 @@ def test_evaluate_case_size_on_real_fields_reproduces_the_manifest(default_bundl
     recorded = {c["size"]: c for c in load_bundle(default_bundle).manifest["metrics"]["cases_test"]}
     for k in (3, 10):
         got = {key: v for key, v in cases[k].items() if key != "rule"}
-        assert got == recorded[k]
+        # counts exact but for the cases a field that may move between CPUs can change
+        # (conftest.FIELDS_THAT_MAY_MOVE): each moved field changes at most one case
+        for key in ("n", "n_malignant", "n_benign"):
+            assert got[key] == recorded[k][key], key
+        for key, value in got.items():
+            if isinstance(value, int) and key not in ("n", "n_malignant", "n_benign", "size"):
+                assert abs(value - recorded[k][key]) <= FIELDS_THAT_MAY_MOVE, key
+            elif isinstance(value, float):  # a rate over the cases of one class
+                assert abs(value - recorded[k][key]) <= FIELDS_THAT_MAY_MOVE / min(got["n_benign"], got["n_malignant"]), key
         assert got["n_malignant"] + got["n_benign"] == got["n"] and got["malignant_called_negative"] == 0
     assert cases[10]["sensitivity"] == 1.0 and cases[10]["n_benign"] >= 3
     bad = run_cli("blastscope-edge", "evaluate", "--bundle", str(default_bundle), "--data", str(dataset_dir),

@@ -14,7 +14,7 @@ import numpy as np
 from edge.model.bundle import default_bundle_path, load_bundle
 from edge.analysis.labels import LABELS
 
-from conftest import run_cli, sample_paths
+from conftest import FIELDS_THAT_MAY_MOVE, moved_fields, run_cli, sample_paths
 
 REQUIRED = {"n", "accuracy", "per_class", "confusion", "malignant_sensitivity", "benign_specificity", "ms_per_field"}
 
@@ -81,8 +81,13 @@ def test_evaluate_matches_manifest(dataset_dir, default_bundle, split):
         assert {"precision", "recall"} <= set(report["per_class"][label])
     recorded = load_bundle(default_bundle).manifest["metrics"][f"int8_{split}"]
     assert report["n"] == recorded["n"] == len(load_bundle(default_bundle).manifest["split"]["keys"][split])
-    for key in ("confusion", "accuracy", "malignant_sensitivity", "benign_specificity", "uncertain"):
-        assert report[key] == recorded[key], key
+    # within FIELDS_THAT_MAY_MOVE fields of the recorded figures: another CPU may round one field
+    # on the band's edge the other way; more than that is a change of the pipeline's numbers
+    assert moved_fields(report["confusion"], recorded["confusion"]) <= FIELDS_THAT_MAY_MOVE
+    slack = FIELDS_THAT_MAY_MOVE / recorded["n"]
+    for key in ("accuracy", "malignant_sensitivity", "benign_specificity"):
+        assert abs(report[key] - recorded[key]) <= 4 * slack, key  # a rate over a class, not over all fields
+    assert abs(report["uncertain"] - recorded["uncertain"]) <= FIELDS_THAT_MAY_MOVE
 
 
 def test_evaluate_refuses_folder_without_classes(tmp_path):
