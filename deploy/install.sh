@@ -154,12 +154,12 @@ fi
 #     the release's version against the one installed ($OPT/VERSION), refused when older unless
 #     --allow-downgrade (going back on purpose: the record's schema may be newer; see docs/deploy.md).
 if [ -n "$OFFLINE" ]; then
-  wheel="$(find "$SOURCE/wheels" -maxdepth 1 -name "$APP-*.whl" 2>/dev/null | head -n 1)"
+  wheel="$(find "$SOURCE/wheels" -maxdepth 1 -name "$APP-*.whl" 2>/dev/null | head -n 1 || true)"  # none under --dry-run
   wheel="${wheel##*/}"
   wheel="${wheel#"$APP"-}"
   NEW_VERSION="${wheel%%-*}"
 else
-  NEW_VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$SOURCE/edge/__init__.py")"
+  NEW_VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$SOURCE/edge/__init__.py" 2>/dev/null || true)"
 fi
 INSTALLED_VERSION="$(cat "$OPT/VERSION" 2>/dev/null || true)"
 if [ -n "$NEW_VERSION" ] && [ -n "$INSTALLED_VERSION" ] && [ "$NEW_VERSION" != "$INSTALLED_VERSION" ] &&

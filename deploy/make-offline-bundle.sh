@@ -56,7 +56,7 @@ for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
 
 mkdir -p "$BUNDLE/models" "$BUNDLE/deploy"
 cp -R "$SOURCE/models/default" "$BUNDLE/models/default"
-cp "$SOURCE"/deploy/* "$BUNDLE/deploy/"
+cp -R "$SOURCE"/deploy/* "$BUNDLE/deploy/"  # the district server's configuration (deploy/district/) too
 cp "$SOURCE/README.md" "$BUNDLE/README.md"
 (cd "$BUNDLE" && find . -type f -print0 | sort -z | xargs -0 sha256sum > "$WORK/SHA256SUMS")
 mv "$WORK/SHA256SUMS" "$BUNDLE/SHA256SUMS"
