@@ -964,7 +964,7 @@ async function refreshStatus() {
     // device not yet verified at this site (amber, not a fault: the banner says what to do),
     // and a fault (amber with a warning sign, the reasons under it)
     const verified = status.site_verification && status.site_verification.verified;
-    h.textContent = status.status !== "ok" ? "⚠ Attention" : verified ? "Ready" : "Ready · not verified";
+    h.textContent = status.status !== "ok" ? "⚠ Attention" : verified ? "Ready" : "Not verified";
     h.className = "chip " + (status.status !== "ok" ? "degraded" : verified ? "ok" : "unverified");
     const others = [...status.degraded_reasons];
     // a Pi has no real-time clock: the phone's clock is the nearest truth in the room
