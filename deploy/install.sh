@@ -7,6 +7,7 @@
 #   deploy/install.sh --dry-run                  # print every step, change nothing (extract nothing)
 #   --trusted-key ed25519:BASE64                 # also accept tarballs signed by this key (your own builds)
 #   --allow-downgrade                            # install a release older than the installed one, on purpose
+#   --revoked-key ed25519:BASE64                 # refuse tarballs signed by this key (a key known lost)
 #   deploy/install.sh --root /tmp/stage          # write the files under a staging root; print the
 #                                                # steps that would change the host (apt, users, venv, systemd)
 set -euo pipefail
@@ -23,6 +24,10 @@ SYSTEM_PYTHON="${SYSTEM_PYTHON:-/usr/bin/python3}"
 # An offline tarball is used only when one of them (or a --trusted-key) signed it.
 RELEASE_KEYS=(
   "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8="
+)
+# Revoked: their private halves were lost (edge/model/signing.py REVOKED_KEYS; a test checks
+# they agree). A tarball they signed is refused, even with --trusted-key.
+REVOKED_KEYS=(
   "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc="
   "ed25519:CQwpClPq2PqeWSzD1g951r82d3mBZk4ZuhsikIEGmAw="
   "ed25519:JqhKLMI7b/1mbX7GL4jnheZ9Qgz1t01ZPfKRqYTxtnc="
@@ -31,7 +36,7 @@ RELEASE_KEYS=(
   "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
 )
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --offline) OFFLINE="${2:?--offline needs a tarball}"; shift 2 ;;
     --trusted-key) RELEASE_KEYS+=("${2:?--trusted-key needs ed25519:BASE64}"); shift 2 ;;
     --allow-downgrade) ALLOW_DOWNGRADE=1; shift ;;
+    --revoked-key) REVOKED_KEYS+=("${2:?--revoked-key needs ed25519:BASE64}"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -91,6 +97,7 @@ signed_by() { # TARBALL SIGFILE: print the trusted key that signed the tarball's
   sha256sum "$1" | cut -d' ' -f1 | tr -d '\n' > "$tmp/digest"
   base64 -d "$2" > "$tmp/sig" 2>/dev/null || { rm -rf "$tmp"; return 1; }
   for key in "${RELEASE_KEYS[@]}"; do
+    if printf '%s\n' "${REVOKED_KEYS[@]}" | grep -qxF -- "$key"; then continue; fi  # revoked: never trusted
     # an Ed25519 public key as SubjectPublicKeyInfo: a fixed 12-byte prefix, then the 32 bytes
     printf -- '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA%s\n-----END PUBLIC KEY-----\n' "${key#ed25519:}" > "$tmp/key.pem"
     if openssl pkeyutl -verify -pubin -inkey "$tmp/key.pem" -rawin -in "$tmp/digest" -sigfile "$tmp/sig" >/dev/null 2>&1; then

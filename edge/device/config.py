@@ -64,7 +64,7 @@ class Config(Settings):
 
     @property
     def trust(self) -> Trust:
-        return Trust(self.inference.trusted_keys, self.inference.allow_unsigned)
+        return Trust.with_added(self.inference.trusted_keys, self.inference.allow_unsigned)
 
     @property
     def state_dir(self) -> Path:

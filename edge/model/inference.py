@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from edge.model.runtime import interpreter_module
-from edge.model.signing import RELEASE_KEYS, parse_public_key
+from edge.model.signing import parse_public_key
 from edge.analysis.labels import DIFFERENTIAL, LABELS
 from edge.settings import Float, Int, Settings
 
@@ -30,9 +30,9 @@ class InferenceConfig(Settings):
     bundle: str = ""  # empty: the installed model (state dir's models/current), else the shipped one
     threads: Annotated[Int, Field(ge=1)] = 2
     reprobe_seconds: Annotated[Float, Field(gt=0)] = 60.0
-    # Public keys whose signed bundles this device runs ("ed25519:<base64>"); setting the
-    # list replaces the default, which trusts the BlastScope release keys only.
-    trusted_keys: tuple[str, ...] = RELEASE_KEYS
+    # Public keys trusted beside the release's ("ed25519:<base64>"): a development device's own
+    # key. The release's keys and its revocation list ship with the software (edge.model.signing).
+    trusted_keys: tuple[str, ...] = ()
     allow_unsigned: bool = False  # a development bundle; never on a device screening patients
 
     @field_validator("trusted_keys")

@@ -30,22 +30,26 @@ SIGNATURE = "manifest.sig"
 MAX_SIGNATURE_BYTES = 4096  # a key and a signature in JSON: a few hundred bytes
 KEY_PREFIX = "ed25519:"
 
-#: The BlastScope release keys. Their private halves are kept off every device, with the
-#: people who build and sign releases. ``RELEASE_KEY`` signs the shipped bundle
-#: (models/default). The earlier keys stay trusted so that a device with a bundle they signed
-#: installed keeps starting; their private halves were lost with earlier build machines, so
-#: they sign nothing new: ``CELL_RELEASE_KEY_2026_12F``, ``CELL_RELEASE_KEY_2026_12E``, ``CELL_RELEASE_KEY_2026_12D``, ``CELL_RELEASE_KEY_2026_12B`` and
-#: ``CELL_RELEASE_KEY_2026_12`` signed the earlier cell-model releases,
-#: ``PREVIOUS_RELEASE_KEY`` the field-model releases.
+#: The BlastScope release key. Its private half is kept off every device, with the person who
+#: signs releases (docs/security.md, "Keys"). It signs the shipped bundles (models/) and the
+#: offline tarballs. The trust and the revocation list ship with the software: a device's
+#: config may add keys (a development device), never needs to list the release's (issue 36: an
+#: upgraded device kept 0.3.0's list and refused the current model).
 RELEASE_KEY = "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8="
-CELL_RELEASE_KEY_2026_12F = "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc="
-CELL_RELEASE_KEY_2026_12E = "ed25519:CQwpClPq2PqeWSzD1g951r82d3mBZk4ZuhsikIEGmAw="
-CELL_RELEASE_KEY_2026_12D = "ed25519:JqhKLMI7b/1mbX7GL4jnheZ9Qgz1t01ZPfKRqYTxtnc="
-CELL_RELEASE_KEY_2026_12B = "ed25519:up/zgk5drL39cQmvhDPBcYFwE34t51s8Bmeoz4Tr4bI="
-CELL_RELEASE_KEY_2026_12 = "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0="
-PREVIOUS_RELEASE_KEY = "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E="
-RELEASE_KEYS = (RELEASE_KEY, CELL_RELEASE_KEY_2026_12F, CELL_RELEASE_KEY_2026_12E, CELL_RELEASE_KEY_2026_12D,
-                CELL_RELEASE_KEY_2026_12B, CELL_RELEASE_KEY_2026_12, PREVIOUS_RELEASE_KEY)
+RELEASE_KEYS = (RELEASE_KEY,)
+
+#: Keys whose private halves were lost with earlier build machines (issue 36): whoever finds one
+#: could sign a model or a tarball, so nothing they signed is trusted, whatever a config says.
+#: 2026-12f, 2026-12e, 2026-12d, 2026-12b and 2026-12 signed earlier cell-model releases; the
+#: last the field-model releases.
+REVOKED_KEYS: tuple[str, ...] = (
+    "ed25519:0mvBUHKOFefV1Gi7as8eoh7PpWUBU7GI47eDnzcJkkc=",
+    "ed25519:CQwpClPq2PqeWSzD1g951r82d3mBZk4ZuhsikIEGmAw=",
+    "ed25519:JqhKLMI7b/1mbX7GL4jnheZ9Qgz1t01ZPfKRqYTxtnc=",
+    "ed25519:up/zgk5drL39cQmvhDPBcYFwE34t51s8Bmeoz4Tr4bI=",
+    "ed25519:LQIvzsLJdH6YvfwI0pEw2xsiFsMBsW5d4i3zRb5zou0=",
+    "ed25519:spqZVJtp+NtBItj5KHBcKDdezEREJFaJN0jI+NBaB5E=",
+)
 
 
 class SignatureError(ValueError):
@@ -79,10 +83,17 @@ class Trust:
 
     keys: tuple[str, ...] = RELEASE_KEYS
     allow_unsigned: bool = False
+    #: refused whatever ``keys`` holds: the shipped revocation list
+    revoked: tuple[str, ...] = REVOKED_KEYS
 
     def __post_init__(self) -> None:
         for text in self.keys:
             parse_public_key(text)
+
+    @classmethod
+    def with_added(cls, added: tuple[str, ...], allow_unsigned: bool = False) -> "Trust":
+        """The release's keys and ``added`` (a device's config), less the revoked ones."""
+        return cls(RELEASE_KEYS + tuple(k for k in added if k not in RELEASE_KEYS), allow_unsigned)
 
 
 def generate_key(path: Path) -> str:
@@ -139,6 +150,9 @@ def verify_manifest(root: Path, manifest_bytes: bytes, trust: Trust) -> str | No
         signer, signature = data["key"], base64.b64decode(data["signature"], validate=True)
     except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise SignatureError(f"{path}: unreadable signature ({type(exc).__name__})") from None
+    if signer in trust.revoked:
+        raise SignatureError(f"{path}: signed by key {key_id(str(signer))}, which is revoked (its private half was "
+                             "lost): install a bundle of the current release")
     if signer not in trust.keys:
         raise SignatureError(f"{path}: signed by key {key_id(str(signer))}, which this device does not trust "
                              f"(trusted: {', '.join(key_id(k) for k in trust.keys) or 'none'})")

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from converter.bundle import rewrite_bundle
-from edge.model.bundle import EDGETPU_MODEL, BundleError, content_id, load_bundle
+from edge.model.bundle import EDGETPU_MODEL, BundleError, content_id, default_bundle_path, load_bundle
 from edge.model.inference import CpuBackend, Inference
 from edge.device.modelstore import install_bundle
 from edge.model.signing import RELEASE_KEY, Trust, key_id
@@ -173,3 +173,21 @@ def test_a_wrong_trusted_key_in_the_config_is_a_clear_error(tmp_path):
     config.write_text('[inference]\ntrusted_keys = ["ed25519:short"]\n')
     r = run_cli("blastscope-edge", "classify", "--config", str(config), str(sample_paths()[0]))
     assert r.returncode == 2 and "inference.trusted_keys" in r.stderr and "Traceback" not in r.stderr
+
+
+
+def test_a_revoked_key_is_refused_whatever_the_config_says_and_the_release_key_needs_no_config(bundle_copy, tmp_path, test_key):
+    """Issue 36: the lost keys are revoked (shipped with the software), and a device's config adds
+    keys to the release's instead of replacing them, so an upgraded device's old list does not
+    stop it taking the current release's model."""
+    from edge.device.config import load_config
+    from edge.model.signing import REVOKED_KEYS
+
+    assert RELEASE_KEY not in REVOKED_KEYS and len(REVOKED_KEYS) == 6
+    old_config = load_config(None, environ={}, overrides={"inference.trusted_keys": list(REVOKED_KEYS[:3])})
+    trust = old_config.trust  # 0.3.0's config listed its own keys only
+    assert RELEASE_KEY in trust.keys and load_bundle(default_bundle_path(), trust).signer == RELEASE_KEY
+    signed = resign(bundle_copy, test_key[0])
+    with pytest.raises(BundleError, match="which is revoked"):
+        load_bundle(signed, Trust((test_key[1],), revoked=(test_key[1],)))
+    assert load_bundle(signed, Trust((test_key[1],))).signer == test_key[1]  # the same bundle, not revoked

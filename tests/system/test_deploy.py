@@ -205,6 +205,20 @@ def test_the_installers_pinned_keys_are_the_release_keys():
     script = (DEPLOY / "install.sh").read_text()
     block = script[script.index("RELEASE_KEYS=("):script.index(")", script.index("RELEASE_KEYS=("))]
     assert tuple(re.findall(r'"(ed25519:[^"]+)"', block)) == RELEASE_KEYS
+    from edge.model.signing import REVOKED_KEYS
+
+    block = script[script.index("REVOKED_KEYS=("):script.index(")", script.index("REVOKED_KEYS=("))]
+    assert tuple(re.findall(r'"(ed25519:[^"]+)"', block)) == REVOKED_KEYS
+
+
+def test_a_tarball_signed_by_a_revoked_key_is_refused_even_when_trusted(offline_tarball, tmp_path, test_key):
+    """Issue 36: lost keys stayed trusted. A key on the revocation list (here the tests' own key,
+    revoked on the command line as a device admin would revoke a key known lost before the next
+    release ships it) is refused even when also given as trusted."""
+    refused = _install("--offline", str(offline_tarball), "--trusted-key", test_key[1], "--revoked-key", test_key[1],
+                       "--root", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "not signed by a trusted key" in refused.stderr
+    assert not (tmp_path / "no").exists()
 
 
 def test_staging_never_changes_modes_through_a_link(tmp_path):
