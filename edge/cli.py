@@ -424,6 +424,9 @@ def _bench(args: argparse.Namespace) -> int:
     if "cells_per_field" in report:
         print(f"cells per field p50 {report['cells_per_field']['p50']} (p95 {report['cells_per_field']['p95']}); "
               f"inference per cell p50 {report['per_cell_inference_ms']['p50']} ms")
+    print(f"model invocations per field p50 {report['invocations_per_field']['p50']:g} "
+          f"(p95 {report['invocations_per_field']['p95']:g}); CPU time per field p50 {report['cpu_ms_per_field']['p50']} ms "
+          f"(every thread of the process)")
     print(f"mean per field: inference {report['inference_mean_ms']} ms, everything else {report['other_mean_ms']} ms "
           f"({report['other_mean_ms'] / max(report['inference_mean_ms'], 1e-9):.2f}x inference)")
     print(f"peak RSS {report['peak_rss_mb']} MB")

@@ -27,7 +27,7 @@ from edge.analysis.appearance import features as appearance_features
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
 from edge.model.site_reference import SiteReference
-from edge.model.views import read_cell
+from edge.model.views import read_cell_batched
 from edge.analysis.screening import screen
 from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, Segmentation, segment
 from edge.analysis.fieldofview import FieldOfView
@@ -79,7 +79,7 @@ class Pipeline:
         if isinstance(cut, tuple) and not reasons:
             cells, crops, _ = cut
             first, second = cell_inputs(crops)
-            embeddings = [read_cell(self.backends.infer, a, b, self.bundle.cells.views)[0].embedding
+            embeddings = [read_cell_batched(self.backends.infer_views, a, b, self.bundle.cells.views)[0].embedding
                           for a, b in zip(first, second)]
             if any(e is None for e in embeddings):
                 raise ValueError(f"{self.bundle.root}: the cell model gives no embedding")
@@ -179,7 +179,7 @@ class Pipeline:
             timings["appearance"] = timed_ms(t)
         outputs, inference_ms, backend = [], 0.0, "cpu"
         for a, b in zip(first, second):
-            out, backend, ms = read_cell(self.backends.infer, a, b, params.views)
+            out, backend, ms = read_cell_batched(self.backends.infer_views, a, b, params.views)
             outputs.append(out)
             inference_ms += ms
         timings["inference"] = inference_ms

@@ -147,7 +147,35 @@ class CpuBackend(TFLiteModel):
 
     def __init__(self, model_path: Path, num_threads: int = 2) -> None:
         module, self.runtime = interpreter_module()
+        self._module, self._model_path, self._threads = module, model_path, num_threads
+        self._batched: dict[int, Any] = {}  # an interpreter per batch size, made when first needed
         super().__init__(module.Interpreter(model_path=str(model_path), num_threads=num_threads))
+
+    def infer_batch(self, firsts: np.ndarray, seconds: np.ndarray) -> list[Inference]:
+        """``len(firsts)`` pairs in one invocation (issue 36: a cell's eight views were eight
+        invocations). The int8 kernels compute each sample alone, so the outputs are those of
+        ``infer`` on each pair (``tests/model/test_views.py``)."""
+        n = len(firsts)
+        interpreter = self._batched.get(n)
+        if interpreter is None:
+            interpreter = self._module.Interpreter(model_path=str(self._model_path), num_threads=self._threads)
+            for detail in interpreter.get_input_details():
+                interpreter.resize_tensor_input(detail["index"], [n, *detail["shape"][1:]])
+            interpreter.allocate_tensors()
+            self._batched[n] = interpreter
+        by_name = {d["name"]: d for d in interpreter.get_input_details()}
+        for name, images in zip(self.input_names, (firsts, seconds)):
+            detail = by_name[self.inputs[name]["name"]]
+            interpreter.set_tensor(detail["index"], _quantize(np.asarray(images), detail))
+        interpreter.invoke()
+        outputs = {d["name"]: d for d in interpreter.get_output_details()}
+        out = outputs[self.output["name"]]
+        probabilities = _dequantize(interpreter.get_tensor(out["index"]), out)
+        embeddings = None
+        if self.embedding_output is not None:
+            emb = outputs[self.embedding_output["name"]]
+            embeddings = _dequantize(interpreter.get_tensor(emb["index"]), emb)
+        return [Inference(probabilities[i], None if embeddings is None else embeddings[i]) for i in range(n)]
 
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -332,6 +360,23 @@ class BackendManager:
         if self.note is not None and self.note not in self._warned:
             self._warned.add(self.note)
             log.warning("the Edge TPU is not in use: %s; %s", self.note, EDGETPU_ADVICE.format(every=self.reprobe_s))
+
+    def infer_views(self, firsts: np.ndarray, seconds: np.ndarray) -> tuple[list[Inference], str, float]:
+        """Several input pairs (a cell's views): on the CPU in one invocation, on the Edge TPU
+        (compiled for batch 1) one after another; the backend and the total time (ms)."""
+        with self._lock:
+            self.busy_since = time.monotonic()
+            try:
+                if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
+                    self._probe()
+                if self.tpu is None:
+                    start = time.perf_counter()
+                    outs = self.cpu.infer_batch(firsts, seconds)
+                    return outs, "cpu", self._record("cpu", start)
+            finally:
+                self.busy_since = None
+        results = [self.infer(a, b) for a, b in zip(firsts, seconds)]
+        return [r[0] for r in results], results[-1][1], sum(r[2] for r in results)
 
     def _record(self, name: str, start: float) -> float:
         ms = timed_ms(start)

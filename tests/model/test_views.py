@@ -114,3 +114,23 @@ def test_the_pipeline_reads_each_cell_in_the_views_its_bundle_records(bundle_cop
         got = np.array(list(call.probabilities.values()))
         assert np.allclose(got, want, atol=1e-5)
         assert not np.allclose(got, upright, atol=1e-3)
+
+
+def test_a_cells_views_in_one_invocation_read_as_they_do_one_by_one(shipped):
+    """Issue 36: a field cost 48 invocations (6 cells x 8 views). On the CPU the eight views go
+    in one batch of eight: one invocation a cell, and the outputs are the one-by-one outputs (the
+    int8 kernels compute each sample alone; compared to 1e-6, far below the int8 output step of
+    1/256, so any difference is a real change, not rounding)."""
+    from edge.model.views import read_cell_batched
+
+    backends, cells = shipped
+    before = backends.speed["cpu"].fields
+    for a, b in cells[:6]:
+        one_by_one, _, _ = read_cell(backends.infer, a, b, 8)
+        batched, backend, ms = read_cell_batched(backends.infer_views, a, b, 8)
+        assert backend == "cpu" and ms > 0
+        assert np.allclose(batched.probabilities, one_by_one.probabilities, atol=1e-6)
+        assert np.allclose(batched.embedding, one_by_one.embedding, atol=1e-6)
+    assert backends.speed["cpu"].fields - before == 6 * 8 + 6  # 8 invocations a cell one by one, 1 batched
+    single, _, _ = read_cell_batched(backends.infer_views, *cells[0], 1)
+    assert np.allclose(single.probabilities, backends.infer(*cells[0])[0].probabilities, atol=1e-6)
