@@ -252,13 +252,22 @@ def test_a_slide_is_scanned_hands_free_on_a_phone_to_a_case_call(tmp_path):
     config = tmp_path / "scan.toml"
     config.write_text("[camera]\nfps = 30\n")
     server = ServerProcess(tmp_path / "state", "--demo", "--source", f"replay:{video}", "--config", str(config))
-    phone = _driver(tmp_path / "scan", 390, 844)
+    phone = _driver(tmp_path / "scan", 360, 740)
     try:
         wait = _log_in(phone, server.url)
         _new_case(phone, wait, "SLIDE-SCAN")
         wait.until(ec.element_to_be_clickable((By.ID, "scan"))).click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "scan-status"), "Scanning"))
         assert phone.find_element(By.ID, "scan").text == "Stop scanning"
+        # issue 35: at 360 px the Stop button, the status and the map are on screen while it scans
+        in_view = "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
+        try:
+            wait.until(lambda d: all(d.execute_script(in_view, d.find_element(By.ID, e)) for e in ("scan", "scan-status")))
+        except Exception:
+            rects = phone.execute_script("return ['scan', 'scan-status', 'scan-map'].map(i => { const r = "
+                                         "document.getElementById(i).getBoundingClientRect(); return [i, r.top, r.bottom]; })"
+                                         ".concat([[window.scrollY, window.innerHeight]])")
+            raise AssertionError(rects) from None
         from selenium.webdriver.support.ui import WebDriverWait
 
         WebDriverWait(phone, 60).until(ec.text_to_be_present_in_element((By.ID, "scan-status"), "Scan ended: enough fields"))

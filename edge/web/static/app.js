@@ -334,6 +334,8 @@ $("scan").addEventListener("click", async () => {
       body: JSON.stringify({ action: running ? "stop" : "start" }) });
     renderScan(s);
     if (s.running && !scanTimer) scanTimer = setInterval(pollScan, 1000);
+    // at 360 px the status and the map sat below the fold: bring them up under the Stop button
+    if (s.running) $("scan").scrollIntoView({ block: "start", behavior: "smooth" });
   } catch (e) {
     $("error").textContent = e.message;
     show($("error"), true);
