@@ -144,12 +144,13 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
     if trained_path is not None and trained_path.exists():
         log(f"reusing trained model {trained_path}")
         model = keras.models.load_model(trained_path)
-        history: dict[str, Any] = json.loads(history_path.read_text()) if history_path.exists() else {}
+        history: dict[str, Any] = (json.loads(history_path.read_text())
+                                   if history_path is not None and history_path.exists() else {})
         history["reused"] = str(trained_path)
     else:
         model = build_model(cfg.weights)
         history = train(model, fields["train"], labels["train"], fields["val"], labels["val"], cfg.segmentation, cfg.train, log)
-        if trained_path is not None:
+        if trained_path is not None and history_path is not None:
             trained_path.parent.mkdir(parents=True, exist_ok=True)
             model.save(trained_path)
             history_path.write_text(json.dumps(history, indent=2))
@@ -169,7 +170,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
         pipeline = Pipeline(provisional, backends)
         val_raw = classify_samples(pipeline, parts["val"]).raws
         usable = [i for i, r in enumerate(val_raw) if r is not None]
-        fit = fit_calibration(np.stack([val_raw[i] for i in usable]), labels["val"][usable])
+        fit = fit_calibration(np.stack([r for r in val_raw if r is not None]), labels["val"][usable])
         calibration = fit.calibration
         log(f"calibration {calibration}; bootstrap {fit.report}")
 
@@ -183,7 +184,8 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
         val_raw, test_raw = val_read.raws, test_read.raws
         usable = [i for i, r in enumerate(val_raw) if r is not None]
         float_val = _float_probabilities(model, fields["val"], cfg.segmentation, [r is None for r in val_raw])
-        float_fit = fit_calibration(np.stack([float_val[i] for i in usable]), labels["val"][usable])
+        float_fit = fit_calibration(np.stack([float_val[i] for i in usable]),  # type: ignore[misc]  # floats for every field
+                                    labels["val"][usable])
         log(f"float calibration {float_fit.calibration}")
         case_rule = fit_case_rule(pipeline.bundle, parts["val"], val_read, "validation split, int8 on the device pipeline")
         log(f"case rule {case_rule.to_dict()}")
@@ -191,7 +193,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> Path:
             **gated.manifest, "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}),
             backends)
         truth = {name: [s.label for s in parts[name]] for name in ("val", "test")}
-        metrics = {
+        metrics: dict[str, Any] = {
             "float_val": summarize(truth["val"], float_val, float_fit.calibration),
             "int8_val": summarize(truth["val"], val_raw, calibration),
             "float_test": summarize(truth["test"], _float_probabilities(model, fields["test"], cfg.segmentation,

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -125,7 +125,7 @@ def build_cells(cfg: CellBuildConfig, log: Callable[[str], None] = print) -> Pat
         history = train_cells(model, cells["train"], cells["val"], cfg.train, log)
         if cfg.init_model is not None:
             history["init_model"] = str(cfg.init_model)
-        if trained is not None:
+        if trained is not None and history_path is not None:
             model.save(trained)
             history_path.write_text(json.dumps(history, indent=2))
 
@@ -172,7 +172,7 @@ def finish_cell_bundle(cfg: CellBuildConfig, model: keras.Model, cells: dict[str
         val_raw = classify_samples(Pipeline(provisional, backends), parts["val"]).raws
         val_labels = np.array([LABELS.index(s.label) for s in parts["val"]])
         usable = [i for i, r in enumerate(val_raw) if r is not None]
-        fit = fit_calibration(np.stack([val_raw[i] for i in usable]), val_labels[usable], target_specificity=0.95,
+        fit = fit_calibration(np.stack([r for r in val_raw if r is not None]), val_labels[usable], target_specificity=0.95,
                               band="bootstrap")
         calibration = fit.calibration
         log(f"calibration {calibration}; bootstrap {fit.report}")
@@ -188,7 +188,7 @@ def finish_cell_bundle(cfg: CellBuildConfig, model: keras.Model, cells: dict[str
         log(f"case rule {case_rule.to_dict()}")
         pipeline = Pipeline(dataclasses.replace(gated, manifest={
             **gated.manifest, "case_rule": case_rule.to_dict(), "split": {"block_size": cfg.split.block_size}}), backends)
-        metrics = {
+        metrics: dict[str, Any] = {
             "int8_val": summarize([s.label for s in parts["val"]], val_read.raws, calibration, val_read.cells),
             "int8_test": evaluation_report(pipeline, parts["test"], test_read),
             "cases_test": case_figures(pipeline.bundle, parts["test"], test_read),

@@ -71,8 +71,11 @@ def extract(samples: Iterable[Sample], seg: SegmentationParams, params: CellPara
         if reason or not cells:
             refused.append((sample.key, reason or "no white cells in view"))
             continue
+        assert label_image is not None  # cells were found, so they were labelled
         crops = cut_cells(field_rgb, label_image, cells, px_per_um, params, seg.element)
-        rgb.append(crops.rgb), own.append(crops.own), near.append(crops.near)
+        rgb.append(crops.rgb)
+        own.append(crops.own)
+        near.append(crops.near)
         field.extend([len(keys) - 1] * len(crops))
         if (n + 1) % 250 == 0:
             log(f"cells: {n + 1}/{len(samples)} fields, {len(field)} cells")

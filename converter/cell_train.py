@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import keras
@@ -134,7 +134,7 @@ def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrain
     (None: every class equally often)."""
     keras.utils.set_random_seed(cfg.seed)
     x1v, x2v = model_inputs(CellCrops(val.rgb, val.own, val.near))
-    history = {}
+    history: dict[str, Any] = {}
     # the embedding output has no loss of its own: train the view that ends in the softmax
     classifier = keras.Model(model.inputs, model.outputs[0])
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
@@ -161,8 +161,9 @@ def train_cells(model: keras.Model, train: CellSet, val: CellSet, cfg: CellTrain
             log(line)
             history.setdefault(phase, []).append({"val_cell_accuracy": cell_acc, "val_field_accuracy": field_acc})
             if phase == "finetune" and cfg.average_last and epoch >= epochs - cfg.average_last:
-                weights = model.get_weights()
-                averaged = weights if averaged is None else [a + w for a, w in zip(averaged, weights)]
+                # not ``weights``: that name is the sampling weights the next phase's batches draw with
+                current: list[np.ndarray] = model.get_weights()
+                averaged = current if averaged is None else [a + w for a, w in zip(averaged, current)]
         if averaged is not None:
             n = min(cfg.average_last, epochs)
             model.set_weights([a / n for a in averaged])
@@ -191,7 +192,8 @@ class FieldBags:
 
     def batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg, c = self.cfg, self.cells
-        picked, labels = [], []
+        picked: list[int] = []
+        labels: list[int] = []
         for k in self.rng.integers(cfg.n_classes, size=cfg.fields_per_batch):
             f = int(self.rng.choice(self.by_class[k]))
             members = self.members[f]

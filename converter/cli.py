@@ -129,6 +129,7 @@ def _compile(args: argparse.Namespace) -> int:
         print(result.summary)
         if not result.compiled:
             return 0 if "not installed" in result.summary else 1
+        assert result.model is not None  # compiled: the compiler wrote a model
         rewrite_bundle(root, {EDGETPU_MODEL: result.model}, edgetpu=result.to_dict())
     print(f"{root / EDGETPU_MODEL} added; {root / CPU_MODEL} kept for CPU fallback")
     if bundle.signer:

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge.analysis.cells import CellCrops, model_inputs
 
     sets = cell_sets(args.data, args.pbc, args.work, log)
-    allpbs_train, pseudo = sets["allpbs"]["train"], {}
+    allpbs_train = sets["allpbs"]["train"]
+    pseudo: dict[str, int] = {}
     if args.pseudo_from:
         earlier = keras.models.load_model(args.pseudo_from)
         earlier = keras.Model(earlier.inputs, earlier.outputs[0])

@@ -101,7 +101,10 @@ def _mean_rule(op: _Op) -> str | None:
     if batch := _not_batch_axis(1)(op):
         return batch
     shape = [int(d) for d in op.inputs[0].shape]
-    axes = {int(a) % len(shape) for a in np.ravel(op.input_values[1])}
+    reduced = op.input_values[1]
+    if reduced is None:  # the axes are computed at run time: nothing to check statically
+        return None
+    axes = {int(a) % len(shape) for a in np.ravel(reduced)}
     if len(shape) - 1 in axes and shape[-1] % 4:
         return f"reduces over z = {shape[-1]}, which is not a multiple of 4"
     return None

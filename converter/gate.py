@@ -53,8 +53,8 @@ def _level(pipeline: Pipeline, samples: list[Sample], degrade: Callable[[np.ndar
         result = pipeline.process(degrade(read_rgb(sample.path), rng))
         values.append(getattr(result.quality, figure))
         labels.append(sample.label)
-        shown.append(result.screening.label if result.classified else None)
-        calls.append(result.screening.call if result.classified else None)
+        shown.append(result.screening.label if result.screening is not None else None)
+        calls.append(result.screening.call if result.screening is not None else None)
     return {"values": np.array(values), "labels": labels, "shown": shown, "calls": calls}
 
 
@@ -70,7 +70,22 @@ def _scores(level: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def _rejected_by_class(level: dict[str, Any], reject: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+Degrade = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _blurred(sigma: float) -> Degrade:
+    return lambda f, r: blur(f, sigma) if sigma else f
+
+
+def _noisy(sigma: float) -> Degrade:
+    return lambda f, r: gaussian_noise(f, r, sigma) if sigma else f
+
+
+def _brighter(factor: float) -> Degrade:
+    return lambda f, r: gain(f, factor, factor, factor)
+
+
+def _rejected_by_class(level: dict[str, Any], reject: Callable[[np.ndarray], np.ndarray]) -> dict[str, float | None]:
     out = {}
     for label in LABELS:
         members = np.array([lab == label for lab in level["labels"]])
@@ -103,8 +118,7 @@ def fit_gate(pipeline: Pipeline, val: list[Sample], clean: dict[str, float], see
     ladders: dict[str, list[dict[str, Any]]] = {"defocus sigma": [], "noise sigma": [], "exposure": []}
     focus_runs = []
     for sigma in BLUR_LADDER:
-        level = _level(open_gate(), val, lambda f, r, s=sigma: blur(f, s) if s else f, "focus",
-                       seed + zlib.crc32(b"blur"))
+        level = _level(open_gate(), val, _blurred(sigma), "focus", seed + zlib.crc32(b"blur"))
         focus_runs.append((sigma, level))
         log(f"gate: defocus sigma {sigma}: {_scores(level)}")
     clean_scores = _scores(focus_runs[0][1])
@@ -114,7 +128,7 @@ def fit_gate(pipeline: Pipeline, val: list[Sample], clean: dict[str, float], see
     floor = min(MIN_SENSITIVITY, (clean_scores["malignant_sensitivity"] or 0) - 0.01)
     failing = next((sigma for sigma, level in focus_runs[1:]
                     if (s := _scores(level))["accuracy"] is None
-                    or s["accuracy"] < clean_scores["accuracy"] - ACCURACY_DROP
+                    or s["accuracy"] < (clean_scores["accuracy"] or 0.0) - ACCURACY_DROP
                     or (s["malignant_sensitivity"] or 0) < floor), None)
     ceiling = round(clean["min_focus"] * CLEAN_FOCUS_MARGIN, 2)
     if failing is None:
@@ -134,13 +148,11 @@ def fit_gate(pipeline: Pipeline, val: list[Sample], clean: dict[str, float], see
                                                                   np.percentile(level["values"], [5, 50, 95])],
                                          "rejected_by_class": _rejected_by_class(level, lambda v: v < min_focus)})
     for sigma in NOISE_LADDER:
-        level = _level(open_gate(max_noise=1e9), val,
-                       lambda f, r, s=sigma: gaussian_noise(f, r, s) if s else f, "noise", seed + zlib.crc32(b"noise"))
+        level = _level(open_gate(max_noise=1e9), val, _noisy(sigma), "noise", seed + zlib.crc32(b"noise"))
         ladders["noise sigma"].append({"level": sigma, **_scores(level),
                                        "rejected_by_class": _rejected_by_class(level, lambda v: v > limits["max_noise"])})
     for factor in EXPOSURE_LADDER:
-        level = _level(open_gate(max_clipped=1.0), val, lambda f, r, k=factor: gain(f, k, k, k),
-                       "clipped_fraction", seed)
+        level = _level(open_gate(max_clipped=1.0), val, _brighter(factor), "clipped_fraction", seed)
         ladders["exposure"].append({"level": factor, **_scores(level),
                                     "rejected_by_class": _rejected_by_class(level,
                                                                             lambda v: v > limits["max_clipped"])})

@@ -42,7 +42,7 @@ def fit_ood_limit(pipeline: Pipeline, val: list[Sample], check: ood.OodCheck, ev
     probe = Pipeline(bundle, pipeline.backends)
     per_condition = {}
     for name in BENIGN_CONDITIONS:
-        distances = []
+        distances: list[float] = []
         for i, sample in enumerate(val[::every]):
             rng = np.random.default_rng([zlib.crc32(name.encode()), i])
             result = probe.process(CONDITIONS[name](read_rgb(sample.path), rng), source="ood-fit")

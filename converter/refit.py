@@ -64,8 +64,9 @@ def refit_calibration(bundle: Bundle, val: list, log: Callable[[str], None] = pr
         k: v for k, v in bundle.manifest.items() if k not in ("quality_gate", "case_rule")})
     raws = classify_samples(Pipeline.on_cpu(ungated), val).raws
     usable = [i for i, r in enumerate(raws) if r is not None]
+    present = [r for r in raws if r is not None]
     truth = np.array([LABELS.index(val[i].label) for i in usable])
-    fit = fit_calibration(np.stack([raws[i] for i in usable]), truth,
+    fit = fit_calibration(np.stack(present), truth,
                           target_sensitivity=float(targets.get("sensitivity", 0.995)),
                           target_specificity=float(targets.get("specificity", 0.97)),
                           band=str(recorded.get("band", "targets")))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -104,7 +104,7 @@ def train(
     val_x = model_inputs(val_fields, params)
     val_y = keras.utils.to_categorical(val_labels, len(LABELS))
     weights = class_weights(train_labels)
-    history: dict[str, object] = {"config": asdict(config), "class_weights": weights, "phases": []}
+    history: dict[str, Any] = {"config": asdict(config), "class_weights": weights, "phases": []}
     phases = [("head", 0, config.head_epochs, config.head_learning_rate),
               ("finetune", config.finetune_layers, config.finetune_epochs, config.finetune_learning_rate)]
     for phase, n_layers, epochs, lr in phases:

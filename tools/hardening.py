@@ -30,6 +30,14 @@ from edge import SAMPLES_DIR
 PIN, TOKEN = "864209", "hardening-figures-token-0123"
 
 
+def _status_mb(status: str, field: str) -> float:
+    """A memory figure of /proc/PID/status, in MB."""
+    m = re.search(rf"{field}:\s+(\d+) kB", status)
+    if m is None:
+        raise RuntimeError(f"/proc status has no {field}")
+    return round(int(m.group(1)) / 1024, 1)
+
+
 class _Daemon:
     def __init__(self, state: Path) -> None:
         self.proc = subprocess.Popen(
@@ -39,6 +47,7 @@ class _Daemon:
             env={**os.environ, "BLASTSCOPE_PIN": PIN, "BLASTSCOPE_TOKEN": TOKEN})
         self.lines: list[str] = []
         deadline = time.monotonic() + 60
+        assert self.proc.stdout is not None  # stdout=PIPE
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
@@ -52,16 +61,17 @@ class _Daemon:
         raise RuntimeError("the daemon did not start:\n" + "".join(self.lines))
 
     def _drain_output(self) -> None:
+        assert self.proc.stdout is not None  # stdout=PIPE
         for line in self.proc.stdout:
             self.lines.append(line)
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return round(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024, 1)
+        return _status_mb(status, "VmHWM")
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return round(int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024, 1)
+        return _status_mb(status, "VmRSS")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

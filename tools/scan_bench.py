@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     print(report["input"])
     print(f"scanner per frame: mean {per['mean']} ms, p50 {per['p50']} ms, p95 {per['p95']} ms; frame period "
           f"{report['frame_period_ms']} ms (mean {report['mean_share_of_frame_period']:.1%} of it)")
-    print("p50 by state (ms): " + ", ".join(f"{k} {v}" for k, v in report["by_state_ms_p50"].items()))  # type: ignore[union-attr]
+    by_state = report["by_state_ms_p50"]
+    assert isinstance(by_state, dict)
+    print("p50 by state (ms): " + ", ".join(f"{k} {v}" for k, v in by_state.items()))
     print(f"fields taken {report['fields_taken']} (the path has 3 new areas and one return); largest tracking "
           f"error {report['largest_tracking_error_of_field_width']:.1%} of a field's width")
     return 0
