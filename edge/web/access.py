@@ -39,6 +39,7 @@ ACCESS: dict[str, str] = {
     "cases.include_result": "technician",
     "cases.review_result": "reviewer", "cases.exclude_result": "reviewer", "cases.review_case": "reviewer",
     "cases.review_cell": "reviewer", "cases.sign_case": "reviewer", "cases.amend_case": "reviewer",
+    "cases.second_read": "reviewer",
     # reports and exports (edge/web/reports.py)
     "reports.report": USER, "reports.report_pages": USER, "reports.export_case": USER, "reports.export_range": USER,
     # site verification (edge/web/verification.py)

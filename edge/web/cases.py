@@ -365,4 +365,17 @@ def make_blueprint(service: Service) -> Blueprint:
             raise Refused(404, f"no case {case_id}")
         return jsonify(existing_case(case_id))
 
+    @bp.post(f"/api/cases/<int(max={MAX_ID}):case_id>/second-read")
+    def second_read(case_id: int):
+        """Send a positive or uncertain case to the district for a second read now, before (or
+        without) its sign-out (issue 37); the outbox sends it when the link is up."""
+        if service.district is None:
+            raise Refused(409, "no district server is configured on this device ([district] url)")
+        case = existing_case(case_id)
+        call = case.get("final_call") or (case.get("case_call") or {}).get("call")
+        if call not in ("positive", "uncertain"):
+            raise Refused(409, f"a second read is asked for a positive or uncertain case; this one is {call or 'not called yet'}")
+        store.outbox.queue(case_id, _client(), "second read wanted")
+        return jsonify(existing_case(case_id))
+
     return bp

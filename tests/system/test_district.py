@@ -168,3 +168,20 @@ def test_the_instances_are_valid_dicom(district_app, tmp_path):
     errors = [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")]
     assert errors == [], errors
     assert str(instances[0].ContainerIdentifier) == "WARD3-010" and not instances[0].get("PatientName")  # nothing of the patient
+
+
+def test_a_second_read_is_asked_for_an_uncertain_or_positive_case_before_its_sign_out(district_app, orthanc):
+    """Issue 37: "second read wanted" queues a positive or uncertain case without signing it out;
+    a case with no call yet is refused with the reason."""
+    client, headers = district_app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    district_app.password.write_text("right-password\n")
+    empty = client.post("/api/cases", json={"code": "WARD3-020"}, headers=headers).get_json()["id"]
+    refused = client.post(f"/api/cases/{empty}/second-read", headers=headers)
+    assert refused.status_code == 409 and "positive or uncertain" in refused.get_json()["error"]
+    case_id = client.post("/api/cases", json={"code": "WARD3-021"}, headers=headers).get_json()["id"]
+    for path in [p for p in sample_paths() if p.name.startswith("pre_b__")]:
+        with open(path, "rb") as f:
+            client.post(f"/api/cases/{case_id}/classify", data={"image": (f, path.name)}, headers=headers)
+    asked = client.post(f"/api/cases/{case_id}/second-read", headers=headers).get_json()
+    assert asked["signed"] is None and asked["district"]["why"] == "second read wanted"
+    assert district_app.service.district.run_once() == 1 and orthanc.instances()
