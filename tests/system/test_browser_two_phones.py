@@ -53,7 +53,9 @@ def test_each_phone_analyses_into_its_own_case(server, tmp_path):
         assert _analyze(phone_b, wait_b) == "Saved in case PATIENT-Y"
 
         x, y = _case(server, "PATIENT-X"), _case(server, "PATIENT-Y")
-        assert x["field_count"] == 2 and y["field_count"] == 1
+        # stored fields, counted or not: the demo camera replays the sample fields, so 1 time in 4 the
+        # captured field is the Pro-B sample uploaded next, which is then kept as a repeat, not counted
+        assert len(x["fields"]) == 2 and len(y["fields"]) == 1
         assert {f["id"] for f in x["fields"]}.isdisjoint(f["id"] for f in y["fields"])
         # the case bar counts what the server stored, not what the page assumed
         call = x["case_call"]
