@@ -103,6 +103,7 @@ class TFLiteModel:
 
     def __init__(self, interpreter: Any) -> None:  # a LiteRT, tflite-runtime or pycoral Interpreter
         self.interpreter = interpreter
+        self._tensors: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         interpreter.allocate_tensors()
         details = interpreter.get_input_details()
         for kind, names in INPUT_PAIRS.items():
@@ -126,15 +127,28 @@ class TFLiteModel:
         self.input_side = int(self.inputs[self.input_names[0]]["shape"][1])
 
     def infer(self, first: np.ndarray, second: np.ndarray) -> Inference:
-        for name, image in zip(self.input_names, (first, second)):
-            detail = self.inputs[name]
-            self.interpreter.set_tensor(detail["index"], _quantize(image[None], detail))
-        self.interpreter.invoke()
-        probabilities = _dequantize(self.interpreter.get_tensor(self.output["index"])[0], self.output)
-        embedding = None
+        return self._run(self.interpreter, first[None], second[None])[0]
+
+    def _run(self, interpreter: Any, firsts: np.ndarray, seconds: np.ndarray) -> list[Inference]:
+        """``firsts``/``seconds`` (a batch) through ``interpreter``: this model's, or one made
+        for a larger batch (``CpuBackend.infer_batch``), whose tensors are found by name."""
+        # looked up once per interpreter, not per invocation (this runs for every view of every cell)
+        if (known := self._tensors.get(id(interpreter))) is None:
+            known = ({d["name"]: d for d in interpreter.get_input_details()},
+                     {d["name"]: d for d in interpreter.get_output_details()})
+            self._tensors[id(interpreter)] = known
+        inputs, outputs = known
+        for name, images in zip(self.input_names, (firsts, seconds)):
+            detail = inputs[self.inputs[name]["name"]]
+            interpreter.set_tensor(detail["index"], _quantize(np.asarray(images), detail))
+        interpreter.invoke()
+        out = outputs[self.output["name"]]
+        probabilities = _dequantize(interpreter.get_tensor(out["index"]), out)
+        embeddings = None
         if self.embedding_output is not None:
-            embedding = _dequantize(self.interpreter.get_tensor(self.embedding_output["index"])[0], self.embedding_output)
-        return Inference(probabilities, embedding)
+            emb = outputs[self.embedding_output["name"]]
+            embeddings = _dequantize(interpreter.get_tensor(emb["index"]), emb)
+        return [Inference(probabilities[i], None if embeddings is None else embeddings[i]) for i in range(len(firsts))]
 
     def probabilities(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         return self.infer(first, second).probabilities
@@ -163,19 +177,7 @@ class CpuBackend(TFLiteModel):
                 interpreter.resize_tensor_input(detail["index"], [n, *detail["shape"][1:]])
             interpreter.allocate_tensors()
             self._batched[n] = interpreter
-        by_name = {d["name"]: d for d in interpreter.get_input_details()}
-        for name, images in zip(self.input_names, (firsts, seconds)):
-            detail = by_name[self.inputs[name]["name"]]
-            interpreter.set_tensor(detail["index"], _quantize(np.asarray(images), detail))
-        interpreter.invoke()
-        outputs = {d["name"]: d for d in interpreter.get_output_details()}
-        out = outputs[self.output["name"]]
-        probabilities = _dequantize(interpreter.get_tensor(out["index"]), out)
-        embeddings = None
-        if self.embedding_output is not None:
-            emb = outputs[self.embedding_output["name"]]
-            embeddings = _dequantize(interpreter.get_tensor(emb["index"]), emb)
-        return [Inference(probabilities[i], None if embeddings is None else embeddings[i]) for i in range(n)]
+        return self._run(interpreter, firsts, seconds)
 
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -332,10 +334,14 @@ class BackendManager:
             finally:
                 self.busy_since = None
 
-    def _infer(self, first: np.ndarray, second: np.ndarray) -> tuple[Inference, str, float]:
-        """The work of ``infer``, under its lock."""
+    def _probe_when_due(self) -> None:
+        """Try the Edge TPU again when it is wanted, not in use and the re-probe interval is up."""
         if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
             self._probe()
+
+    def _infer(self, first: np.ndarray, second: np.ndarray) -> tuple[Inference, str, float]:
+        """The work of ``infer``, under its lock."""
+        self._probe_when_due()
         if self.tpu is not None:
             start = time.perf_counter()
             try:
@@ -367,8 +373,7 @@ class BackendManager:
         with self._lock:
             self.busy_since = time.monotonic()
             try:
-                if self.tpu is None and self.wants_tpu and self.clock() >= self._next_probe:
-                    self._probe()
+                self._probe_when_due()
                 if self.tpu is None:
                     start = time.perf_counter()
                     outs = self.cpu.infer_batch(firsts, seconds)

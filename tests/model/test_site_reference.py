@@ -8,7 +8,6 @@ slide to decide on. Runs the device pipeline (int8, CPU) on real images; needs .
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,4 +114,3 @@ def test_a_reference_of_another_model_or_no_reference_file_is_refused(clinic, tm
     other = fit_reference(slides, "another-model")
     with pytest.raises(ValueError, match="fit a new reference with this model"):
         Pipeline(pipeline.bundle, pipeline.backends, site_reference=other)
-    assert Path(tmp_path).is_dir()
