@@ -268,7 +268,7 @@ def test_the_cell_gallery_on_a_phone(server, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "#cell-picker-buttons button[data-label=benign]").click()
         # no name asked for: the class is recorded under the logged-in user
         wait.until(ec.text_to_be_present_in_element((By.ID, "cells-count"), "after review of 1 cell"))
-        saved = driver.find_element(By.ID, "cells-saved")
+        saved = driver.find_element(By.ID, "saved")  # the page's own "Saved" line, fixed at the bottom
         wait.until(lambda d: saved.is_displayed() and saved.text.startswith("Saved: cell"))
         assert "is now Benign lymphoid" in saved.text and driver.execute_script(in_view, saved)
         benign = next(g for g in driver.find_elements(By.CSS_SELECTOR, ".cell-group")

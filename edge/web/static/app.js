@@ -383,7 +383,6 @@ function pickCell(cell, button, what) {
   // the cell itself goes with the picker: at 360 px the gallery's thumbnail scrolls away (issue 35)
   const thumb = button.querySelector("img");
   $("cell-picker-image").src = thumb ? thumb.src : "";
-  show($("cells-saved"), false);
   if (document.body.dataset.role === "technician") {
     // a technician is not offered a picker the device would then refuse (issue 35)
     $("cell-picker-title").textContent = `Cell ${cell.cell} of field #${cell.result_id}, ${what}. A reviewer reclassifies cells.`;
@@ -412,11 +411,9 @@ async function reclassify(label) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ label, revision: cellChoice.field_revision }) });
     show($("cell-picker"), false);
-    const saved = `Saved: cell ${cellChoice.cell} of field #${cellChoice.result_id} is now ${cellNames[label]}.`;
+    const text = `Saved: cell ${cellChoice.cell} of field #${cellChoice.result_id} is now ${cellNames[label]}.`;
     renderCaseCard(await api(`/api/cases/${shownCase.id}`));
-    $("cells-saved").textContent = saved;
-    show($("cells-saved"), true);
-    $("cells-saved").scrollIntoView({ block: "nearest" });
+    saved(text);
   } catch (e) {
     $("error").textContent = e.message;
     show($("error"), true);
