@@ -29,7 +29,7 @@ from converter.cell_build import CellBuildConfig, finish_cell_bundle
 from converter.cell_data import CellSet
 from converter.cell_train import CellTrainConfig
 from converter.differential_data import DIFF_LABELS, merge
-from converter.differential_train import cell_sets, site_report
+from converter.differential_train import cell_params, cell_sets, site_report
 from converter.split import SplitConfig, select, split_samples
 
 
@@ -52,7 +52,10 @@ def build_differential(data: Path, pbc: Path, work: Path, out: Path, weights: st
     started = time.monotonic()
     model = keras.models.load_model(work / "differential.keras")
     history = json.loads((work / "differential_training.json").read_text())
-    sets = cell_sets(data, pbc, work, log)
+    # cut the cells the way the training did (its record), so the bundle's device reads them so too
+    partition = history.get("history", {}).get("partition")
+    params = cell_params(partition)
+    sets = cell_sets(data, pbc, work, log, partition)
     dataset = load_dataset(data)
     split_cfg = SplitConfig()
     split = split_samples(dataset.samples, split_cfg)
@@ -66,7 +69,7 @@ def build_differential(data: Path, pbc: Path, work: Path, out: Path, weights: st
     assert shipped_bundle.cells is not None
     cfg = CellBuildConfig(data=data, out=out, weights=weights, work=work,
                           train=CellTrainConfig(**history["config"]), split=split_cfg,
-                          segmentation=shipped_bundle.segmentation, cells=shipped_bundle.cells,
+                          segmentation=shipped_bundle.segmentation, cells=params,
                           command="blastscope-convert build-differential")
     log("cell figures of the differential (float model)")
     figures = cell_figures(model, sets)

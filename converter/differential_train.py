@@ -21,23 +21,32 @@ from typing import Any
 
 import numpy as np
 
+from edge.analysis.cells import CellParams
 from edge.analysis.labels import LABELS
 from edge.evaluation.dataset import load_dataset
 from edge.model.bundle import default_bundle_path, load_bundle
 
 from converter.cell_data import CellSet, extract
 from converter.cell_train import CellTrainConfig
-from converter.differential_data import (DIFF_LABELS, SHARES, draw_weights, extract_pbc, merge, pbc_files,
+from converter.differential_data import (DIFF_LABELS, SHARE_PRESETS, draw_weights, extract_pbc, merge, pbc_files,
                                          pseudo_label)
 
 
-def cell_sets(data: Path, pbc: Path, work: Path, log=print) -> dict[str, dict[str, CellSet]]:
-    """{"allpbs"|"pbc": {"train"|"val"|"test": CellSet}}, cached as npz in ``work``; all-pbs
-    labels are already the first four differential labels."""
+def cell_params(partition: str | None = None) -> CellParams:
+    """The shipped bundle's cell parameters, with touching cells cut apart by ``partition``
+    when given: the crops a model is trained on must be cut the way the device will cut them."""
     bundle = load_bundle(default_bundle_path())
-    seg, params = bundle.segmentation, bundle.cells
-    if params is None:
+    if bundle.cells is None:
         raise ValueError(f"{bundle.root} is not a cell bundle: its cell parameters cut the training cells")
+    return bundle.cells if partition is None else dataclasses.replace(bundle.cells, partition=partition)
+
+
+def cell_sets(data: Path, pbc: Path, work: Path, log=print, partition: str | None = None
+              ) -> dict[str, dict[str, CellSet]]:
+    """{"allpbs"|"pbc": {"train"|"val"|"test": CellSet}}, cached as npz in ``work`` (one
+    partition per folder); all-pbs labels are already the first four differential labels."""
+    bundle = load_bundle(default_bundle_path())
+    seg, params = bundle.segmentation, cell_params(partition)
     keys = bundle.manifest["split"]["keys"]
     dataset = load_dataset(data)
     files = pbc_files(pbc)
@@ -99,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="a saved differential whose confident non-lymphoid calls relabel all-pbs-224 training cells")
     ap.add_argument("--pseudo-threshold", type=float, default=0.7)
     ap.add_argument("--balanced", action="store_true",
-                    help="every class equally often (the first build) instead of the shares in differential_data.SHARES")
+                    help="every class equally often (the first build) instead of --shares")
+    ap.add_argument("--shares", choices=sorted(SHARE_PRESETS), default="v2",
+                    help="batch shares per group (converter.differential_data.SHARE_PRESETS)")
+    ap.add_argument("--partition", choices=["watershed", "nearest_core"],
+                    help="cut touching cells this way (edge.analysis.cells.PARTITIONS; default: the shipped "
+                         "bundle's); recorded, and build-differential cuts the same way")
     args = ap.parse_args(argv)
     for path in (args.data, args.pbc, args.weights, *(p for p in (args.init, args.pseudo_from) if p)):
         if not path.exists():
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from converter.cell_train import train_cells
     from edge.analysis.cells import CellCrops, model_inputs
 
-    sets = cell_sets(args.data, args.pbc, args.work, log)
+    sets = cell_sets(args.data, args.pbc, args.work, log, args.partition)
     allpbs_train = sets["allpbs"]["train"]
     pseudo: dict[str, int] = {}
     if args.pseudo_from:
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         allpbs_train, pseudo = pseudo_label(allpbs_train, probs, args.pseudo_threshold)
         log(f"pseudo-labels from {args.pseudo_from} at {args.pseudo_threshold}: {pseudo}")
     train = merge(allpbs_train, sets["pbc"]["train"])
-    weights = None if args.balanced else draw_weights(allpbs_train, sets["pbc"]["train"], SHARES)
+    weights = None if args.balanced else draw_weights(allpbs_train, sets["pbc"]["train"], SHARE_PRESETS[args.shares])
     val = merge(sets["allpbs"]["val"], sets["pbc"]["val"])
     counts = np.bincount(train.labels, minlength=len(DIFF_LABELS))
     log("training cells per class: " + ", ".join(f"{n} {c}" for n, c in zip(DIFF_LABELS, counts)))
@@ -139,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     history = train_cells(model, train, val, cfg, log, weights)
     history["pseudo_labels"] = pseudo
-    history["shares"] = None if args.balanced else SHARES
+    history["shares"] = None if args.balanced else SHARE_PRESETS[args.shares]
+    history["partition"] = cell_params(args.partition).partition
     history["init"] = str(args.init) if args.init else "imagenet"
     history["seconds"] = round(time.monotonic() - started)
     model.save(args.work / "differential.keras")

@@ -332,10 +332,39 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _evaluate_pbc(args: argparse.Namespace, pipeline) -> int:
+    """``evaluate`` on pbc-normal: the differential per cell (edge/evaluation/pbc_evaluate.py)."""
+    from edge.evaluation.pbc_evaluate import TARGETS, evaluate_cells
+
+    try:
+        report = evaluate_cells(pipeline, args.data, args.split, log=lambda m: print(m, file=sys.stderr))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(f"pbc-normal {args.split} split (by image: the dataset has no patient identifiers), {report.n} cells "
+          f"({report.no_cell} images with no cell found at the centre), backend {report.backend}, "
+          f"model {report.model_id}")
+    print(f"accuracy {100 * report.accuracy:.1f}% (target {100 * TARGETS['accuracy']:.0f}%)  "
+          f"normal cells called blast {100 * report.normal_called_blast:.2f}% "
+          f"(target <= {100 * TARGETS['normal_called_blast']:.0f}%)")
+    print("recall: " + ", ".join(f"{k} {100 * report.recall(k):.1f}%" for k in report.labels)
+          + f" (target >= {100 * TARGETS['recall']:.0f}% each)")
+    print(report.table())
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: all-pbs-224 fields (and cases) through the device pipeline, or
+    pbc-normal's cells through the differential, told apart by the folder's layout."""
     from edge.evaluation.evaluate import evaluate, samples_for_split
+    from edge.evaluation.pbc_evaluate import is_pbc_normal
 
     pipeline = _pipeline(args)
+    if is_pbc_normal(args.data):
+        return _evaluate_pbc(args, pipeline)
     dataset = load_dataset(args.data)
     for path, reason in dataset.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -562,9 +591,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_classify)
     e = sub.add_parser("evaluate", parents=[common], help="evaluate the bundle on a labelled folder as the device runs it")
-    e.add_argument("--data", required=True, type=Path)
+    e.add_argument("--data", required=True, type=Path,
+                   help="all-pbs-224 (fields, labelled per field) or pbc-normal (cells, labelled per cell: "
+                        "the differential's per-class figures)")
     e.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
-                   help="which of the bundle's recorded splits to use (default: test)")
+                   help="which of the bundle's recorded splits to use (default: test; pbc-normal: split by image)")
     e.add_argument("--case-size", type=int, nargs="+", metavar="K",
                    help="also call non-overlapping cases of K fields from one patient-proxy block (several K allowed)")
     e.add_argument("--json", action="store_true")

@@ -80,3 +80,32 @@ def test_a_real_blast_field_is_still_called_positive(pipeline):
         assert result.classified and result.screening is not None
         assert result.screening.call == "positive", (path.name, result.screening.call, result.to_dict()["differential"])
         assert result.blasts and result.blasts >= result.white_cells / 2
+
+
+def test_evaluate_reads_pbc_normal_cells_per_class(pipeline):
+    """``evaluate --data <pbc-normal>``'s figures: a tenth of the test split, read as the device
+    reads it; bounds well under the model card's full-split figures (92.7% accuracy, 0.04%
+    called blast) leave room for the int8 reading on another machine."""
+    from edge.evaluation.pbc_evaluate import evaluate_cells
+
+    if not PBC.is_dir():
+        pytest.skip(f"pbc-normal not found at {PBC} (../shared is absent)")
+    report = evaluate_cells(pipeline, PBC, "test", every=10)
+    assert 200 <= report.n <= 260
+    assert report.accuracy >= 0.85, report.to_dict()
+    assert report.normal_called_blast <= 0.01, report.to_dict()
+    assert all(report.recall(k) >= 0.6 for k in report.labels), report.to_dict()
+    assert report.to_dict()["split_by"].startswith("image")
+    table = report.table().splitlines()
+    assert len(table) == 2 + len(report.labels) and "| neutrophil |" in report.table()
+
+
+def test_evaluate_refuses_pbc_normal_on_a_model_without_a_differential(tmp_path):
+    """A 4-class bundle cannot be scored per cell kind: a clear error, no traceback."""
+    from conftest import run_cli
+
+    if not PBC.is_dir():
+        pytest.skip(f"pbc-normal not found at {PBC} (../shared is absent)")
+    done = run_cli("blastscope-edge", "evaluate", "--data", str(PBC), "--split", "val")
+    assert done.returncode == 2, done.stderr
+    assert "is not a differential" in done.stderr and "Traceback" not in done.stderr
