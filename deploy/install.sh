@@ -10,6 +10,9 @@
 #   --revoked-key ed25519:BASE64                 # refuse tarballs signed by this key (a key known lost)
 #   deploy/install.sh --root /tmp/stage          # write the files under a staging root; print the
 #                                                # steps that would change the host (apt, users, venv, systemd)
+# Each install is a new folder /opt/blastscope/releases/VERSION-TIME (its own venv, model, scripts),
+# switched in by one symlink (/opt/blastscope/current); the one before stays (previous) for
+# /opt/blastscope/current/deploy/rollback.sh.
 set -euo pipefail
 
 APP=blastscope
@@ -53,7 +56,6 @@ done
 
 ROOT="${ROOT%/}"
 OPT="$ROOT/opt/$APP"
-VENV="$OPT/venv"
 ETC="$ROOT/etc/$APP"
 STATE="$ROOT/var/lib/$APP"
 UNIT="$ROOT/etc/systemd/system/$APP.service"
@@ -168,7 +170,13 @@ if [ -n "$OFFLINE" ]; then
 else
   NEW_VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$SOURCE/edge/__init__.py" 2>/dev/null || true)"
 fi
-INSTALLED_VERSION="$(cat "$OPT/VERSION" 2>/dev/null || true)"
+# the running release's; $OPT/VERSION is where releases before the versioned folders wrote it
+INSTALLED_VERSION="$(cat "$OPT/current/VERSION" 2>/dev/null || cat "$OPT/VERSION" 2>/dev/null || true)"
+if [ -z "$INSTALLED_VERSION" ] && [ -d "$OPT/venv" ]; then  # releases up to 0.3.0 wrote no VERSION: ask pip's record
+  info="$(find "$OPT/venv" -maxdepth 4 -type d -name "$APP-*.dist-info" 2>/dev/null | head -n 1 || true)"
+  info="${info##*/"$APP"-}"
+  INSTALLED_VERSION="${info%.dist-info}"
+fi
 if [ -n "$NEW_VERSION" ] && [ -n "$INSTALLED_VERSION" ] && [ "$NEW_VERSION" != "$INSTALLED_VERSION" ] &&
    [ "$(printf '%s\n%s\n' "$NEW_VERSION" "$INSTALLED_VERSION" | sort -V | head -n 1)" = "$NEW_VERSION" ]; then
   if [ "$ALLOW_DOWNGRADE" != 1 ]; then
@@ -179,6 +187,26 @@ if [ -n "$NEW_VERSION" ] && [ -n "$INSTALLED_VERSION" ] && [ "$NEW_VERSION" != "
   say "going back from $INSTALLED_VERSION to $NEW_VERSION (--allow-downgrade)"
 fi
 [ -n "$NEW_VERSION" ] && say "release ${NEW_VERSION}${INSTALLED_VERSION:+ (installed: $INSTALLED_VERSION)}"
+
+# 1c. This release's own folder (issue 36: the venv was upgraded in place and nothing could go
+#     back): everything of the release goes in, the running one is not touched until the switch.
+RELEASES="$OPT/releases"
+RELEASE_NAME="${NEW_VERSION:-unversioned}-$(date -u +%Y%m%dT%H%M%SZ)"
+RELEASE="$RELEASES/$RELEASE_NAME"
+VENV="$RELEASE/venv"
+# A device installed before the versioned folders has its software in $OPT/venv: adopted as a
+# release (links to where it is; a venv cannot move), so a rollback can go back to it.
+if [ -d "$OPT/venv" ] && [ ! -L "$OPT/venv" ] && [ ! -L "$OPT/current" ]; then
+  legacy="$RELEASES/${INSTALLED_VERSION:-0.0.0}-legacy"
+  files mkdir -p "$legacy"
+  files ln -sfn ../../venv "$legacy/venv"
+  files ln -sfn ../../models "$legacy/models"
+  if [ "$DRY_RUN" = 1 ]; then say "would write $legacy/VERSION"; else printf '%s\n' "${INSTALLED_VERSION:-0.0.0}" > "$legacy/VERSION"; fi
+  files ln -sfn "releases/${legacy##*/}" "$OPT/current"
+  say "adopted the release installed in $OPT/venv as ${legacy##*/}"
+fi
+if [ -e "$RELEASE" ]; then RELEASE_NAME="$RELEASE_NAME-$$"; RELEASE="$RELEASES/$RELEASE_NAME"; VENV="$RELEASE/venv"; fi
+files mkdir -p "$RELEASE"
 
 CONSTRAINTS="$SOURCE/deploy/constraints-bookworm.txt"
 # The device extra under the tested pins: numpy stays the system's (see the constraints file).
@@ -221,7 +249,8 @@ else
   host useradd --system --home-dir "/var/lib/$APP" --shell /usr/sbin/nologin --groups video,plugdev "$APP"
 fi
 
-# 4. The application: a virtual environment that also sees the system picamera2 and systemd.
+# 4. The application: a virtual environment that also sees the system picamera2 and systemd,
+#    in this release's folder.
 host "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
 host "$VENV/bin/pip" install --upgrade "${PIP_ARGS[@]}"
 # The project itself once more, whatever its version says: pip keeps an installed package of the
@@ -234,16 +263,18 @@ else
 fi
 
 # 5. The shipped model bundle, the configuration (kept on upgrade), the service files.
-files mkdir -p "$OPT/models"
-files rm -rf "$OPT/models/default"
-files cp -R "$SOURCE/models/default" "$OPT/models/default"
+files mkdir -p "$RELEASE/models"
+files cp -R "$SOURCE/models/default" "$RELEASE/models/default"
+files install -m 0644 "$SOURCE/README.md" "$RELEASE/README.md"
+files install -D -m 0755 "$SOURCE/deploy/rollback.sh" "$RELEASE/deploy/rollback.sh"
 # readable by the service user, whatever the source's modes; find never follows a link (not even
 # a link planted as the folder itself), where chmod -R follows one named on its command line
-files find "$OPT/models/default" \( -type d -exec chmod 0755 {} + \) -o \( -type f -exec chmod 0644 {} + \)
-say "installed $OPT/models/default"
-files install -m 0644 "$SOURCE/README.md" "$OPT/README.md"
-if [ -n "$NEW_VERSION" ]; then
-  if [ "$DRY_RUN" = 1 ]; then say "would write $OPT/VERSION ($NEW_VERSION)"; else printf '%s\n' "$NEW_VERSION" > "$OPT/VERSION"; fi
+files find "$RELEASE/models" \( -type d -exec chmod 0755 {} + \) -o \( -type f -exec chmod 0644 {} + \)
+say "installed $RELEASE/models/default"
+if [ "$DRY_RUN" = 1 ]; then
+  say "would write $RELEASE/VERSION (${NEW_VERSION:-unversioned})"
+else
+  printf '%s\n' "${NEW_VERSION:-unversioned}" > "$RELEASE/VERSION"
 fi
 if [ -f "$ETC/config.toml" ]; then
   say "kept $ETC/config.toml"
@@ -265,16 +296,48 @@ files mkdir -p "$STATE"
 host chown -R "$APP:$APP" "/var/lib/$APP"
 host chgrp "$APP" "/etc/$APP/config.toml"
 
+# 5b. The switch: the release's files on disk (fsync) before one rename makes it the running one;
+#     the release it replaces is kept as "previous" (deploy/rollback.sh goes back to it), older
+#     ones are removed. INSTALLED marks the time: a record copied before a migration after it
+#     belongs to this release (rollback.sh restores only such a copy).
+files touch "$RELEASE/INSTALLED"
+files sync
+old_current="$(readlink "$OPT/current" 2>/dev/null || true)"
+if [ -n "$old_current" ] && [ "$old_current" != "releases/$RELEASE_NAME" ]; then
+  files ln -sfn "$old_current" "$OPT/.previous.new"
+  files mv -T "$OPT/.previous.new" "$OPT/previous"
+fi
+files ln -sfn "releases/$RELEASE_NAME" "$OPT/.current.new"
+files mv -T "$OPT/.current.new" "$OPT/current"
+files sync
+say "switched $OPT/current to releases/$RELEASE_NAME${old_current:+ (previous: ${old_current#releases/})}"
+if [ "$DRY_RUN" = 0 ] && [ -d "$RELEASES" ]; then
+  keep_previous="$(readlink "$OPT/previous" 2>/dev/null || true)"
+  for dir in "$RELEASES"/*/; do
+    dir="${dir%/}"
+    case "releases/${dir##*/}" in "releases/$RELEASE_NAME"|"$keep_previous") continue ;; esac
+    rm -rf -- "$dir"
+    say "removed the release before the previous one: ${dir##*/}"
+    if [ "${dir##*-}" = legacy ]; then rm -rf -- "$OPT/venv" "$OPT/models" "$OPT/VERSION" "$OPT/README.md"; fi
+  done
+fi
+
 # 6. First model: the shipped bundle, unless a model was installed before (upgrades keep it).
 if [ -e "$STATE/models/current" ]; then
   # an upgrade takes the release's model when it is newer (model install refuses an older one and
   # keeps what runs): an upgraded device must not keep an old model without saying so
-  if ! host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$OPT/models/default" \
+  model_before="$(readlink "$STATE/models/current" 2>/dev/null || true)"
+  if host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$RELEASE/models/default" \
        --config "/etc/$APP/config.toml"; then
+    # when the model changed, rollback.sh takes it back too: the older release may not read it
+    if [ "$(readlink "$STATE/models/current" 2>/dev/null || true)" != "$model_before" ]; then
+      files touch "$RELEASE/MODEL_INSTALLED"
+    fi
+  else
     say "kept the installed model ($STATE/models/current): the release's model is not newer"
   fi
 else
-  host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$OPT/models/default" --config "/etc/$APP/config.toml"
+  host runuser -u "$APP" -- "$VENV/bin/blastscope-edge" model install "$RELEASE/models/default" --config "/etc/$APP/config.toml"
 fi
 
 # 7. Start (or restart) everything, where systemd runs (not in a chroot or a container).
@@ -304,4 +367,4 @@ else
     say "inference: CPU ($("$VENV/bin/python" -c 'from edge.model.runtime import interpreter_module; print(interpreter_module()[1])')); no libedgetpu.so.1 for the Edge TPU"
   fi
 fi
-say "done. The PIN and API token are created at the first start; show them with: sudo $VENV/bin/blastscope-edge credentials --config /etc/$APP/config.toml"
+say "done. The PIN and API token are created at the first start; show them with: sudo /opt/$APP/current/venv/bin/blastscope-edge credentials --config /etc/$APP/config.toml"

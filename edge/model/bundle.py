@@ -46,7 +46,7 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 def default_bundle_path() -> Path:
     """The shipped bundle: ``$BLASTSCOPE_BUNDLE``, else ``models/default`` in a source checkout,
     else the copy ``deploy/install.sh`` puts beside the virtual environment
-    (``/opt/blastscope/models/default`` next to ``/opt/blastscope/venv``)."""
+    (``models/default`` next to ``venv`` in ``/opt/blastscope/current``, the running release)."""
     env = os.environ.get("BLASTSCOPE_BUNDLE")
     if env:
         return Path(env)

@@ -133,6 +133,10 @@ def test_system_site_venv_keeps_the_system_numpy(tmp_path, system_numpy, default
     assert result["label"] == "pro_b" and result["call"] == "positive"
 
 
+def load_model_id(bundle: Path) -> str:
+    return json.loads((bundle / "manifest.json").read_text())["model_id"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,7 +216,7 @@ def test_offline_install_on_debian12_runs_the_daemon_as_its_unit_does(debian12, 
     assert "installed model" in log
 
     # numpy in the service venv is Debian's 1.24, and a system module built against it imports beside it
-    venv_py = "/opt/blastscope/venv/bin/python"
+    venv_py = "/opt/blastscope/current/venv/bin/python"
     probe = _in_root(root, venv_py, "-c", "import numpy, pywt, cv2; print(numpy.__version__, numpy.__file__, cv2.__version__)")
     assert probe.returncode == 0, probe.stderr
     version, where, cv2_version = probe.stdout.split()
@@ -224,7 +228,7 @@ def test_offline_install_on_debian12_runs_the_daemon_as_its_unit_does(debian12, 
     # a command without --bundle uses the installed model, as the service user
     sample = next(p for p in sample_paths() if p.name.startswith("pro_b__"))
     shutil.copy(sample, root / "tmp" / sample.name)
-    cls = _in_root(root, "runuser", "-u", "blastscope", "--", "/opt/blastscope/venv/bin/blastscope-edge", "classify",
+    cls = _in_root(root, "runuser", "-u", "blastscope", "--", "/opt/blastscope/current/venv/bin/blastscope-edge", "classify",
                    "--json", f"/tmp/{sample.name}", timeout=120)
     assert cls.returncode == 0, cls.stderr
     assert json.loads(cls.stdout)["results"][0]["label"] == "pro_b"
@@ -267,3 +271,150 @@ def test_offline_install_on_debian12_runs_the_daemon_as_its_unit_does(debian12, 
             daemon.kill()
     print(f"Debian 12 root built in {build_s:.0f} s; tarball, install and daemon checks in "
           f"{time.monotonic() - started:.0f} s")
+
+
+#: The last commit of release 0.3.0 (edge/__init__.py), the release before the versioned
+#: folders and before the district outbox's migration: the upgrade test's "older tag".
+OLDER_RELEASE = "d1962ed654"
+
+
+class _Daemon:
+    """The installed unit's own ExecStart in the Debian root, as its User, until stopped."""
+
+    def __init__(self, root: Path):
+        unit = (root / "etc/systemd/system/blastscope.service").read_text()
+        exec_start = re.search(r"^ExecStart=(.+)$", unit, re.M).group(1).split()
+        user = re.search(r"^User=(.+)$", unit, re.M).group(1)
+        unit_env = re.findall(r"^Environment=(.+)$", unit, re.M)
+        port = _free_port()
+        env_args = ["env", *unit_env, f"BLASTSCOPE_PORT={port}", f"BLASTSCOPE_TOKEN={TOKEN}",
+                    "STATE_DIRECTORY=/var/lib/blastscope"]
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(["chroot", str(root), "runuser", "-u", user, "--", *env_args, *exec_start],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=10).status_code == 200:
+                    return
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.5)
+        self.stop()
+        raise AssertionError(f"the daemon did not come up: {self.proc.stdout.read()[-3000:] if self.proc.stdout else ''}")
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        return requests.request(method, f"{self.base}{path}", headers={"Authorization": f"Bearer {TOKEN}"},
+                                timeout=60, **kw)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _offline_tarball(source: Path, out: Path, key: Path) -> Path:
+    r = subprocess.run(["bash", str(source / "deploy/make-offline-bundle.sh"), "--arch", ARCH, "--out", str(out),
+                        "--python", sys.executable, "--sign-key", str(key)], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0 and "NewConnectionError" in r.stderr:
+        pytest.skip("PyPI is unreachable: the offline tarball cannot be built here")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return next(out.glob(f"blastscope-offline-*-{ARCH}.tar.gz"))
+
+
+def _install_in(root: Path, tarball: Path, installer: Path, key: str) -> str:
+    for path in (tarball, Path(f"{tarball}.sig")):
+        shutil.copy(path, root / "root" / path.name)
+    shutil.copy(installer, root / "root" / "install.sh")
+    inst = _in_root(root, "bash", "/root/install.sh", "--offline", f"/root/{tarball.name}", "--trusted-key", key,
+                    timeout=900)
+    assert inst.returncode == 0, inst.stdout[-3000:] + inst.stderr[-3000:]
+    return inst.stdout
+
+
+def _case(daemon: _Daemon, code: str) -> dict:
+    cases = daemon.api("GET", "/api/cases?limit=50").json()
+    rows = cases["cases"] if isinstance(cases, dict) else cases
+    found = [c for c in rows if c["code"] == code]
+    assert len(found) == 1, rows
+    return daemon.api("GET", f"/api/cases/{found[0]['id']}").json()
+
+
+def test_upgrade_from_an_older_release_rolls_back_and_upgrades_again_on_real_state(debian12, tmp_path, test_key):
+    """Issue 36: the older release (0.3.0) installed, with real cases and users; the current
+    release over it (the record migrated, copied first); deploy/rollback.sh back to 0.3.0 with
+    the record as it was (the field read since set aside, kept), the old daemon serving it; the
+    current release again. Needs the repository's history for 0.3.0's source."""
+    root, _ = debian12
+    older = tmp_path / "older"
+    older.mkdir()
+    archive = subprocess.run(f"git -C {ROOT} archive {OLDER_RELEASE} | tar -x -C {older}", shell=True,
+                             capture_output=True, text=True)
+    if archive.returncode != 0:
+        pytest.skip(f"release 0.3.0's source ({OLDER_RELEASE}) is not in this clone's history: {archive.stderr[-200:]}")
+    for path in ("opt/blastscope", "var/lib/blastscope", "etc/blastscope"):  # a device that never had BlastScope
+        shutil.rmtree(root / path, ignore_errors=True)
+    old_tar = _offline_tarball(older, tmp_path / "dist-old", test_key[0])
+    new_tar = _offline_tarball(ROOT, tmp_path / "dist-new", test_key[0])
+    sample = next(p for p in sample_paths() if p.name.startswith("pro_b__"))
+    benign = next(p for p in sample_paths() if p.name.startswith("benign__"))
+
+    # 0.3.0, its daemon, a user and a case with one field
+    log = _install_in(root, old_tar, older / "deploy/install.sh", test_key[1])
+    assert (root / "opt/blastscope/venv/bin/blastscope-edge").exists() and not (root / "opt/blastscope/current").exists()
+    daemon = _Daemon(root)
+    try:
+        assert daemon.api("GET", "/api/status").json()["version"] == "0.3.0"
+        assert daemon.api("POST", "/api/users", json={"name": "Tess", "role": "technician", "pin": "739164"}).ok
+        case = daemon.api("POST", "/api/cases", json={"code": "UPG-1", "note": "before the upgrade"}).json()
+        with open(sample, "rb") as f:
+            assert daemon.api("POST", f"/api/cases/{case['id']}/classify", files={"image": (sample.name, f)}).ok
+    finally:
+        daemon.stop()
+
+    # the current release over it: adopted, switched, the record copied before its migration
+    log = _install_in(root, new_tar, DEPLOY / "install.sh", test_key[1])
+    assert "adopted the release installed in /opt/blastscope/venv as 0.3.0-legacy" in log
+    opt, state = root / "opt/blastscope", root / "var/lib/blastscope"
+    assert os.readlink(opt / "previous") == "releases/0.3.0-legacy"
+    daemon = _Daemon(root)
+    try:
+        import edge
+        assert daemon.api("GET", "/api/status").json()["version"] == edge.__version__
+        upgraded = _case(daemon, "UPG-1")
+        assert len(upgraded["fields"]) == 1
+        assert "Tess" in {u["name"] for u in daemon.api("GET", "/api/users").json()["users"]}
+        with open(benign, "rb") as f:  # a field read after the upgrade
+            assert daemon.api("POST", f"/api/cases/{upgraded['id']}/classify", files={"image": (benign.name, f)}).ok
+    finally:
+        daemon.stop()
+    assert list(state.glob("results.db.before-schema-*")), sorted(p.name for p in state.iterdir())
+
+    # back to 0.3.0: its software, its record as it was, the later field kept aside
+    back = _in_root(root, "bash", "/opt/blastscope/current/deploy/rollback.sh", timeout=300)
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
+    assert "going back from" in back.stdout and "to 0.3.0 (0.3.0-legacy)" in back.stdout
+    assert os.readlink(opt / "current") == "releases/0.3.0-legacy"
+    aside = list(state.glob("results.db.rolled-back-*"))
+    assert len([p for p in aside if not p.name.endswith(("-wal", "-shm"))]) == 1
+    daemon = _Daemon(root)  # no "schema newer than this software": it serves
+    try:
+        assert daemon.api("GET", "/api/status").json()["version"] == "0.3.0"
+        assert len(_case(daemon, "UPG-1")["fields"]) == 1  # as before the upgrade
+        assert "Tess" in {u["name"] for u in daemon.api("GET", "/api/users").json()["users"]}
+    finally:
+        daemon.stop()
+
+    # and the current release again
+    log = _install_in(root, new_tar, DEPLOY / "install.sh", test_key[1])
+    daemon = _Daemon(root)
+    try:
+        assert daemon.api("GET", "/api/status").json()["version"] == edge.__version__
+        again = _case(daemon, "UPG-1")
+        assert len(again["fields"]) == 1 and again["note"] == "before the upgrade"
+        assert "Tess" in {u["name"] for u in daemon.api("GET", "/api/users").json()["users"]}
+        assert daemon.api("GET", "/api/status").json()["model"]["id"] == load_model_id(ROOT / "models/default")
+    finally:
+        daemon.stop()

@@ -4,15 +4,18 @@ scripts' shellcheck, and model install / refuse / rollback on real bundles."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
+import edge
 from edge.model.bundle import load_bundle
 from edge.device.config import load_config
 
@@ -36,10 +39,14 @@ def test_dry_run_writes_nothing_and_lists_every_step(tmp_path):
     if "note: python3-picamera2 is not available" not in out:
         assert "python3-picamera2 python3-systemd" in out
     assert "would run: useradd --system --home-dir /var/lib/blastscope --shell /usr/sbin/nologin --groups video,plugdev blastscope" in out
-    assert f"would run: /usr/bin/python3 -m venv --system-site-packages {tmp_path}/opt/blastscope/venv" in out
+    # each release in its own folder: /opt/blastscope/releases/VERSION-TIME/venv
+    venv = re.search(rf"would run: /usr/bin/python3 -m venv --system-site-packages ({tmp_path}/opt/blastscope/releases/"
+                     rf"{re.escape(edge.__version__)}-\d{{8}}T\d{{6}}Z/venv)", out)
+    assert venv, out
     assert f"--constraint {ROOT}/deploy/constraints-bookworm.txt {ROOT}[device]" in out
     # and the project itself again whatever its version (pip keeps a same-version install)
-    assert f"/opt/blastscope/venv/bin/pip install --force-reinstall --no-deps {ROOT}" in out
+    assert f"{venv.group(1)}/bin/pip install --force-reinstall --no-deps {ROOT}" in out
+    assert f"would run: mv -T {tmp_path}/opt/blastscope/.current.new {tmp_path}/opt/blastscope/current" in out
     assert "would run: systemctl enable blastscope.service" in out
 
 
@@ -54,7 +61,7 @@ def test_staging_root_install_creates_files_and_keeps_config_on_upgrade(tmp_path
     assert str(cfg.state_dir) == "/var/lib/blastscope" and cfg.server.port == 8080
     assert (tmp_path / "etc/udev/rules.d/99-coral-edgetpu.rules").read_text().count('GROUP="plugdev"') == 2
     assert "_http._tcp" in (tmp_path / "etc/avahi/services/blastscope.service").read_text()
-    assert load_bundle(tmp_path / "opt/blastscope/models/default").model_id
+    assert load_bundle(tmp_path / "opt/blastscope/current/models/default").model_id
     assert (tmp_path / "var/lib/blastscope").is_dir()
     assert "model install" in r.stdout and "note: Coral's apt repository is not configured" in r.stdout
 
@@ -246,7 +253,7 @@ def test_staging_never_changes_modes_through_a_link(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / "stage2/opt/blastscope/models/default/model.tflite").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "stage2/opt/blastscope/current/models/default/model.tflite").stat().st_mode) == 0o644
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):
@@ -256,7 +263,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
     # requires the executable to exist and /opt/blastscope is not installed here.
     exe = Path(sys.executable).parent / "blastscope-edge"
     unit = tmp_path / "blastscope.service"
-    unit.write_text((DEPLOY / "blastscope.service").read_text().replace("/opt/blastscope/venv/bin/blastscope-edge", str(exe)))
+    unit.write_text((DEPLOY / "blastscope.service").read_text().replace("/opt/blastscope/current/venv/bin/blastscope-edge", str(exe)))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
     text = unit.read_text()
@@ -365,17 +372,67 @@ def test_a_tarball_swapped_after_its_signature_is_checked_is_not_what_gets_insta
 def test_an_older_release_is_refused_over_a_newer_one_unless_asked(tmp_path):
     """Issue 36: every release was 0.3.0 and an older, validly signed release installed over a
     newer one. The installer writes the release's version and refuses an older one."""
-    import edge
 
     root = tmp_path / "root"
     first = _install("--root", str(root))
     assert first.returncode == 0, first.stderr
-    assert (root / "opt/blastscope/VERSION").read_text().strip() == edge.__version__
+    assert (root / "opt/blastscope/current/VERSION").read_text().strip() == edge.__version__
     assert f"release {edge.__version__}" in first.stdout
-    (root / "opt/blastscope/VERSION").write_text("99.0.0\n")  # as if a newer release were installed
+    (root / "opt/blastscope/current/VERSION").write_text("99.0.0\n")  # as if a newer release were installed
     older = _install("--root", str(root))
     assert older.returncode == 2 and f"release {edge.__version__} is older than the installed 99.0.0" in older.stderr
-    assert (root / "opt/blastscope/VERSION").read_text().strip() == "99.0.0"  # nothing installed
+    assert (root / "opt/blastscope/current/VERSION").read_text().strip() == "99.0.0"  # nothing installed
     back = _install("--root", str(root), "--allow-downgrade")
     assert back.returncode == 0 and "going back from 99.0.0" in back.stdout
-    assert (root / "opt/blastscope/VERSION").read_text().strip() == edge.__version__
+    assert (root / "opt/blastscope/current/VERSION").read_text().strip() == edge.__version__
+
+
+def test_each_release_gets_its_own_folder_switched_by_one_link_and_rollback_goes_back(tmp_path):
+    """Issue 36: the venv was upgraded in place, so nothing could go back. A device installed
+    before the versioned folders (software in /opt/blastscope/venv) is adopted as a release; each
+    install is a new folder switched in by ``current``, the one before kept as ``previous``,
+    older ones removed; ``rollback.sh`` switches back (here on a staging root: no systemd, no
+    record migrated, no model installed, so only the switch; the chroot test does the rest)."""
+    root = tmp_path / "root"
+    opt = root / "opt/blastscope"
+    (opt / "venv/bin").mkdir(parents=True)  # as 0.3.0 left it
+    (opt / "VERSION").write_text("0.3.0\n")
+    first = _install("--root", str(root))
+    assert first.returncode == 0, first.stderr
+    assert "adopted the release installed in" in first.stdout
+    assert os.readlink(opt / "previous") == "releases/0.3.0-legacy"
+    assert os.readlink(opt / "releases/0.3.0-legacy/venv") == "../../venv"
+    new = os.readlink(opt / "current")
+    assert re.fullmatch(rf"releases/{re.escape(edge.__version__)}-\d{{8}}T\d{{6}}Z(-\d+)?", new), new
+    assert (opt / new / "VERSION").read_text().strip() == edge.__version__
+    assert (opt / new / "INSTALLED").exists() and (opt / new / "deploy/rollback.sh").exists()
+
+    rolled = subprocess.run(["bash", str(opt / "current/deploy/rollback.sh"), "--root", str(root)],
+                            capture_output=True, text=True, timeout=60)
+    assert rolled.returncode == 0, rolled.stderr
+    assert f"going back from {edge.__version__}" in rolled.stdout and "to 0.3.0 (0.3.0-legacy)" in rolled.stdout
+    assert "the record was not migrated" in rolled.stdout  # no copy of the record newer than the switch
+    assert os.readlink(opt / "current") == "releases/0.3.0-legacy" and os.readlink(opt / "previous") == new
+    assert (opt / "current/VERSION").read_text().strip() == "0.3.0"
+
+    time.sleep(1.1)  # a new release folder is named to the second
+    again = _install("--root", str(root))
+    assert again.returncode == 0, again.stderr
+    newer = os.readlink(opt / "current")
+    assert newer != new and os.readlink(opt / "previous") == "releases/0.3.0-legacy"
+    assert not (opt / new).exists()  # neither current nor previous: removed
+    third = _install("--root", str(root))
+    assert third.returncode == 0, third.stderr
+    assert os.readlink(opt / "previous") == newer
+    assert not (opt / "releases/0.3.0-legacy").exists() and not (opt / "venv").exists()  # the adopted one too
+    assert sorted(p.name for p in (opt / "releases").iterdir()) == sorted([newer[9:], os.readlink(opt / "current")[9:]])
+
+
+def test_rollback_without_a_previous_release_changes_nothing(tmp_path):
+    root = tmp_path / "root"
+    assert _install("--root", str(root)).returncode == 0
+    current = os.readlink(root / "opt/blastscope/current")
+    r = subprocess.run(["bash", str(DEPLOY / "rollback.sh"), "--root", str(root)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "no previous release is kept" in r.stderr and "Traceback" not in r.stderr
+    assert os.readlink(root / "opt/blastscope/current") == current
