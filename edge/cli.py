@@ -382,6 +382,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"accuracy {report['accuracy']:.4f}  malignant sensitivity {report['malignant_sensitivity']:.4f}  "
           f"benign specificity {report['benign_specificity']:.4f}  uncertain {report['uncertain']}  "
           f"{report['ms_per_field']:.1f} ms/field")
+    for side, sp in report["blocks"]["spread"].items():
+        if sp:
+            what = "called negative" if side == "benign" else "called positive"
+            print(f"{side} fields {what}, per patient-proxy block: lowest {sp['lowest']:.3f}, median {sp['median']:.3f}, "
+                  f"highest {sp['highest']:.3f} over {sp['blocks']} blocks")
     cases = report.get("cases")
     for c in ([cases] if isinstance(cases, dict) else cases or []):
         sens = "n/a" if c["sensitivity"] is None else f"{c['sensitivity']:.3f} ({c['sensitivity_ci95'][0]:.3f}-{c['sensitivity_ci95'][1]:.3f})"

@@ -70,6 +70,7 @@ def evaluation_report(pipeline: Pipeline, samples: list, readings: Readings) -> 
 def evaluate(pipeline: Pipeline, samples: list, case_sizes: list[int] | None = None) -> dict[str, Any]:
     readings = classify_samples(pipeline, samples)
     report = evaluation_report(pipeline, samples, readings)
+    report["blocks"] = block_report(pipeline.bundle, samples, readings)
     if case_sizes:
         if "case_rule" not in pipeline.bundle.manifest:
             raise ValueError(f"{pipeline.bundle.root}: the bundle has no case rule (built before cases); rebuild it")
@@ -93,6 +94,38 @@ def field_records(bundle: Bundle, readings: Readings) -> list[dict[str, Any]]:
     return out
 
 
+def _blocks(bundle: Bundle, samples: list) -> dict[tuple[str, int], list[int]]:
+    """The samples' indices per patient-proxy block (the split's blocks of file numbers per
+    class), each block's in file order."""
+    block_size = int(bundle.manifest.get("split", {}).get("block_size", 25))
+    blocks: dict[tuple[str, int], list[int]] = {}
+    for i, block in enumerate(number_blocks(samples, block_size)):
+        blocks.setdefault(block, []).append(i)
+    for members in blocks.values():
+        members.sort(key=lambda i: (samples[i].number or -1, samples[i].key))
+    return blocks
+
+
+def block_report(bundle: Bundle, samples: list, readings: Readings) -> dict[str, Any]:
+    """The spread over patient-proxy blocks (issue 32: an operating point fitted on a few
+    patients hides how it holds on each): per block, its fields' calls; per side, the share of a
+    block's fields called right (benign: negative; malignant: positive), its lowest, median and
+    highest over the blocks. A refused or uncertain field is not called right."""
+    records = field_records(bundle, readings)
+    rows, shares = [], {"benign": [], "malignant": []}
+    for (label, number), members in sorted(_blocks(bundle, samples).items()):
+        calls = [records[i]["call"] or "refused" for i in members]
+        side = "benign" if label == BENIGN else "malignant"
+        right = calls.count("negative" if side == "benign" else "positive") / len(calls)
+        shares[side].append(right)
+        rows.append({"label": label, "block": number, "fields": len(calls), "right": round(right, 4),
+                     **{c: calls.count(c) for c in ("positive", "negative", "uncertain", "refused")}})
+    spread = {side: ({"blocks": len(v), "lowest": round(min(v), 4), "median": round(float(np.median(v)), 4),
+                      "highest": round(max(v), 4)} if v else None) for side, v in shares.items()}
+    return {"per_block": rows, "spread": spread,
+            "right_means": "benign: fields called negative; malignant: fields called positive"}
+
+
 def case_report(bundle: Bundle, samples: list, readings: Readings, size: int,
                 min_fields: int | None = None) -> dict[str, Any]:
     """Case-level figures: non-overlapping cases of ``size`` consecutive fields drawn from one
@@ -100,14 +133,9 @@ def case_report(bundle: Bundle, samples: list, readings: Readings, size: int,
     bundle's case rule exactly as the device calls a case. A case the rule leaves pending
     (too few usable fields) or uncertain is neither detected nor cleared."""
     rule = CaseRule.from_dict(bundle.manifest["case_rule"])
-    block_size = int(bundle.manifest.get("split", {}).get("block_size", 25))
     records = field_records(bundle, readings)
-    blocks: dict[tuple[str, int], list[int]] = {}
-    for i, block in enumerate(number_blocks(samples, block_size)):
-        blocks.setdefault(block, []).append(i)
     calls: dict[str, list[str]] = {"malignant": [], "benign": []}
-    for (label, _), members in sorted(blocks.items()):
-        members.sort(key=lambda i: (samples[i].number or -1, samples[i].key))
+    for (label, _), members in sorted(_blocks(bundle, samples).items()):
         for start in range(0, len(members) - size + 1, size):
             call = case_call([records[i] for i in members[start:start + size]], rule, min_fields).call
             calls["benign" if label == BENIGN else "malignant"].append(call)

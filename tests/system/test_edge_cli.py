@@ -88,6 +88,15 @@ def test_evaluate_matches_manifest(dataset_dir, default_bundle, split):
     for key in ("accuracy", "malignant_sensitivity", "benign_specificity"):
         assert abs(report[key] - recorded[key]) <= 4 * slack, key  # a rate over a class, not over all fields
     assert abs(report["uncertain"] - recorded["uncertain"]) <= FIELDS_THAT_MAY_MOVE
+    # the spread over patient-proxy blocks: every field in one block, each block's calls add up,
+    # and the benign side's share per block is what its rows say
+    blocks = report["blocks"]
+    assert sum(b["fields"] for b in blocks["per_block"]) == report["n"]
+    for b in blocks["per_block"]:
+        assert b["positive"] + b["negative"] + b["uncertain"] + b["refused"] == b["fields"]
+    benign = [b for b in blocks["per_block"] if b["label"] == "benign"]
+    assert blocks["spread"]["benign"]["blocks"] == len(benign) > 0
+    assert blocks["spread"]["benign"]["lowest"] == min(round(b["negative"] / b["fields"], 4) for b in benign)
 
 
 def test_evaluate_refuses_folder_without_classes(tmp_path):
