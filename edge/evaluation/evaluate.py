@@ -112,7 +112,8 @@ def block_report(bundle: Bundle, samples: list, readings: Readings) -> dict[str,
     block's fields called right (benign: negative; malignant: positive), its lowest, median and
     highest over the blocks. A refused or uncertain field is not called right."""
     records = field_records(bundle, readings)
-    rows, shares = [], {"benign": [], "malignant": []}
+    rows: list[dict[str, Any]] = []
+    shares: dict[str, list[float]] = {"benign": [], "malignant": []}
     for (label, number), members in sorted(_blocks(bundle, samples).items()):
         calls = [records[i]["call"] or "refused" for i in members]
         side = "benign" if label == BENIGN else "malignant"
