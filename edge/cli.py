@@ -605,6 +605,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also call non-overlapping cases of K fields from one patient-proxy block (several K allowed)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
+    from edge.district_read import add_parser as add_district_read
+
+    add_district_read(sub)
     v = sub.add_parser("survey", help="quality figures (focus, saturation, brightness, noise, "
                        "dark border) over a folder of fields")
     v.add_argument("folder", type=Path)

@@ -7,6 +7,10 @@ client of the standard, rather than hand-written multipart). A try that fails is
 backing off to ``retry_max_s``; "wrong credentials" (401/403) is said as a refusal on the case
 card. A resend carries the same UIDs, so a case the server already had (a send cut after the
 server stored it) stays one case. No ``[district] url``: none of this runs.
+
+The district's second reads come back over the same link: for each case the server has had in
+the last ``reads_days``, every ``reads_poll_seconds`` the sender asks (QIDO-RS) for structured
+reports in the case's study and adds the new ones to the case (``edge.record.second_reads``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class DistrictConfig(Settings):
     retry_first_seconds: Annotated[Float, Field(gt=0)] = 10.0
     retry_max_seconds: Annotated[Float, Field(gt=0)] = 900.0
     timeout_seconds: Annotated[Float, Field(gt=0)] = 30.0
+    reads_poll_seconds: Annotated[Float, Field(gt=0)] = 300.0  # how often second reads are looked for
+    reads_days: Annotated[Float, Field(gt=0)] = 30.0  # cases sent this recently are looked at
 
 
 class DistrictSender:
@@ -44,6 +50,7 @@ class DistrictSender:
         self.final_call = final_call
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reads_looked = 0.0
 
     def _client(self) -> Any:
         import requests
@@ -91,17 +98,58 @@ class DistrictSender:
                 sent += 1
         return sent
 
+    def fetch_reads(self, now: float | None = None) -> int:
+        """Add the second reads the server holds for recently sent cases; how many were new.
+        A link that fails leaves it for the next round (nothing is lost: the reads stay there)."""
+        import time
+
+        from pydicom.dataset import Dataset
+
+        from edge.record.dicom import case_study_uid, parse_second_read
+
+        now = time.time() if now is None else now
+        added = 0
+        client = self._client()
+        for case_id in self.store.outbox.sent_since(now - self.config.reads_days * 86400):
+            study = case_study_uid(self.device, case_id)
+            found = client.search_for_instances(study_instance_uid=study, search_filters={"Modality": "SR"})
+            known = self.store.second_reads.known(case_id)
+            for meta in found:
+                attrs = Dataset.from_json(meta)
+                uid = str(attrs.get("SOPInstanceUID", ""))
+                if not uid or uid in known:
+                    continue
+                instance = client.retrieve_instance(study, str(attrs.SeriesInstanceUID), uid)
+                try:
+                    read = parse_second_read(instance)
+                except ValueError as exc:  # another kind of report in the study: not a read
+                    log.info("district: %s in case %d is not a second read: %s", uid, case_id, exc)
+                    continue
+                if self.store.second_reads.add(case_id, read):
+                    added += 1
+                    log.warning("district: case %d has a second read by %s: %s", case_id, read.reader, read.call)
+        self._reads_looked = now
+        return added
+
     def start(self) -> "DistrictSender":
         self._thread = threading.Thread(target=self._run, name="district", daemon=True)
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        import time
+
         while not self._stop.wait(self.config.poll_seconds):
             try:
                 self.run_once()
             except Exception:  # noqa: BLE001 - the sender lives on; the next round tries again
                 log.exception("district: sending failed")
+            if time.time() - self._reads_looked >= self.config.reads_poll_seconds:
+                try:
+                    self.fetch_reads()
+                except Exception as exc:  # noqa: BLE001 - a link down: the reads wait on the server
+                    self._reads_looked = time.time()
+                    log.info("district: second reads not fetched: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
         self._stop.set()

@@ -11,6 +11,10 @@ BlastScope asks for nothing about the patient.
 UIDs are derived from the device, the case and the field (``pydicom.uid.generate_uid`` with
 those as its entropy), so a resend carries the same UIDs and the server keeps one instance.
 
+The district's second read comes back the same way: a DICOM Enhanced SR in the case's study
+(``second_read_sr``, made by ``blastscope-district read``), which the device reads with
+``parse_second_read``: the reader as the person observer, the call as the finding, the comment.
+
 Not done yet: the differential as a structured report (TID 1500) and the FHIR report beside
 it; the counts travel as text in each instance's comments meanwhile.
 """
@@ -27,17 +31,79 @@ from pydicom.uid import generate_uid
 
 from edge.analysis.imagefile import read_rgb
 from edge.analysis.result import DISCLAIMER
+from edge.record.second_reads import CALLS, SecondRead
+
+#: The series number of second reads in a case's study (the fields are series 1).
+SECOND_READ_SERIES = 90
+_REPORT = ("18748-4", "LN", "Diagnostic imaging report")
+_FINDING = ("121071", "DCM", "Finding")
+_COMMENT = ("121106", "DCM", "Comment")
+_OBSERVER_NAME = "121008"  # DCM "Person Observer Name"
 
 
 def _uid(*parts: object) -> str:
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
 
 
+def case_study_uid(device: str, case_id: int) -> str:
+    """The study a device's case is sent as (the same at every resend)."""
+    return _uid("blastscope", device, "case", case_id)
+
+
+def second_read_sr(evidence: Dataset, call: str, comment: str, reader: str, station: str = "district") -> Dataset:
+    """A district reader's second read of the study ``evidence`` (one of its instances, or its
+    metadata) belongs to, as an Enhanced SR (highdicom): the reader the person observer, the
+    call the finding, the comment a comment; patient and study copied from the evidence."""
+    from pydicom.sr.codedict import codes
+
+    if call not in CALLS:
+        raise ValueError(f"a second read's call is one of {', '.join(CALLS)}, not {call!r}")
+    if not reader.strip():
+        raise ValueError("a second read is signed by its reader's name")
+    observer = hd.sr.ObserverContext(observer_type=codes.DCM.Person,
+                                     observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=reader))
+    root = hd.sr.ContainerContentItem(name=hd.sr.CodedConcept(*_REPORT), template_id="2000")
+    root.ContentSequence = [  # type: ignore[assignment]  # highdicom accepts a list of content items
+        *observer,
+        hd.sr.TextContentItem(name=hd.sr.CodedConcept(*_FINDING), value=call, relationship_type="CONTAINS"),
+        hd.sr.TextContentItem(name=hd.sr.CodedConcept(*_COMMENT), value=comment or "", relationship_type="CONTAINS"),
+    ]
+    sr = hd.sr.EnhancedSR(evidence=[evidence], content=root, series_instance_uid=generate_uid(),
+                          series_number=SECOND_READ_SERIES, sop_instance_uid=generate_uid(), instance_number=1,
+                          manufacturer="BlastScope district", is_complete=True, is_final=True)
+    sr.SeriesDescription = "District second read"
+    sr.StationName = station[:16]
+    return sr
+
+
+def parse_second_read(ds: Dataset) -> SecondRead:
+    """The second read an SR of ``second_read_sr``'s form carries; ValueError for anything else."""
+    if ds.get("Modality") != "SR" or "ContentSequence" not in ds:
+        raise ValueError("not a structured report")
+    concept = ds.get("ConceptNameCodeSequence")
+    if not concept or concept[0].CodeValue != _REPORT[0]:
+        raise ValueError("not a second read (its title is not a diagnostic imaging report)")
+    reader = call = comment = None
+    for item in ds.ContentSequence:
+        code = item.ConceptNameCodeSequence[0].CodeValue
+        if item.ValueType == "PNAME" and code == _OBSERVER_NAME:
+            reader = str(item.PersonName).replace("^", " ").strip()
+        elif item.ValueType == "TEXT" and code == _FINDING[0]:
+            call = str(item.TextValue)
+        elif item.ValueType == "TEXT" and code == _COMMENT[0]:
+            comment = str(item.TextValue)
+    if reader is None or call is None:
+        raise ValueError("a second read names its reader and its call")
+    when = f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}"
+    read_at = (f"{when[:4]}-{when[4:6]}-{when[6:8]} {when[8:10]}:{when[10:12]}" if len(when) >= 12 else "")
+    return SecondRead(sop_uid=str(ds.SOPInstanceUID), reader=reader, call=call, comment=comment or "", read_at=read_at)
+
+
 def case_instances(case: Mapping[str, Any], image_of: Callable[[int], Path | None], device: str, model_id: str,
                    final_call: str | None) -> list[Dataset]:
     """The case's counted fields as Secondary Capture instances (see the module docstring)."""
     code = str(case["code"])
-    study = _uid("blastscope", device, "case", case["id"])
+    study = case_study_uid(device, int(case["id"]))
     series = _uid("blastscope", device, "case", case["id"], "fields")
     created = datetime.datetime.fromtimestamp(float(case["created"]))
     signed = case.get("signed") or {}

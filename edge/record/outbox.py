@@ -79,6 +79,14 @@ class Outbox:
             n, oldest = r.execute("SELECT COUNT(*), MIN(queued) FROM outbox WHERE state != 'sent'").fetchone()
         return int(n), (None if oldest is None else time.time() - float(oldest))
 
+    def sent_since(self, since: float, limit: int = 200) -> list[int]:
+        """The cases the district has had since ``since``, newest first: where its second reads
+        may come back from."""
+        with self.db.reading() as r:
+            rows = r.execute("SELECT case_id FROM outbox WHERE state = 'sent' AND sent >= ? ORDER BY sent DESC LIMIT ?",
+                             (since, limit)).fetchall()
+        return [int(row[0]) for row in rows]
+
     def queue(self, case_id: int, client: str, why: str) -> None:
         with self.db.transaction() as tx:
             queue(tx, case_id, client, why)

@@ -152,6 +152,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent REAL
 );
 """,
+    # Version 12 (issue 37): the district's second reads of a case, fetched back from the
+    # server; one row an SR instance (its SOP instance UID), so a read fetched twice is one.
+    12: """
+CREATE TABLE IF NOT EXISTS second_reads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id INTEGER NOT NULL REFERENCES cases(id),
+    sop_uid TEXT NOT NULL UNIQUE,
+    reader TEXT NOT NULL,
+    call TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    read_at TEXT NOT NULL DEFAULT '',
+    fetched REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS second_reads_case ON second_reads(case_id);
+""",
 }
 #: Python steps that finish a migration, by the version they lead to.
 MIGRATION_STEPS = {4: audit.chain_existing}

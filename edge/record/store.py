@@ -20,6 +20,7 @@ from edge.record.errors import Locked, RecordDamaged, RecordError, SchemaNewer, 
 from edge.record.fields import Fields
 from edge.record.outbox import Outbox
 from edge.record.retention import apply_retention
+from edge.record.second_reads import SecondReads
 
 __all__ = ["ACCEPTED", "AUDIT_ANCHOR", "DATABASE", "IMAGES", "MISSING", "QUARANTINE", "Locked", "Reading",
            "RecordDamaged", "RecordError", "SchemaNewer", "Stale", "Store", "StoreConfig", "StoreFull", "UnitOfWork", "is_full",
@@ -34,6 +35,7 @@ class Store(Database):
         self.fields = Fields(self)
         self.cases = Cases(self)
         self.outbox = Outbox(self)
+        self.second_reads = SecondReads(self)
 
     def save(self, result: Result, case_id: int | None = None, client: str = "device") -> int:
         """``Fields.save``, then retention: what the policy allows goes only once the new field is in."""

@@ -42,13 +42,14 @@ def test_a_version_2_database_is_migrated_in_place(tmp_path):
     db.close()
     store = Store(tmp_path, StoreConfig(min_free_mb=0))
     try:
-        assert SCHEMA_VERSION == 11 and store._db.execute("PRAGMA user_version").fetchone()[0] == 11
+        assert SCHEMA_VERSION == 12 and store._db.execute("PRAGMA user_version").fetchone()[0] == 12
         old = store.get(1)
         assert old["label"] == "pre_b" and old["case_id"] is None and old["review"] is None
         assert store.audit_log()[0]["action"] == "old.entry" and store.quarantined == 0
         assert store.audit_log()[0]["hash"] and store.audit_check().intact  # the old row joined the chain
         case_id = store.create_case("LAB-1", "", "test")
         assert store._db.execute("SELECT count(*) FROM verification_slides").fetchone()[0] == 0  # migration 8 ran
+        assert store._db.execute("SELECT count(*) FROM second_reads").fetchone()[0] == 0  # and 12
         assert store.get_case(case_id)["field_count"] == 0
     finally:
         store.close()

@@ -185,3 +185,43 @@ def test_a_second_read_is_asked_for_an_uncertain_or_positive_case_before_its_sig
     asked = client.post(f"/api/cases/{case_id}/second-read", headers=headers).get_json()
     assert asked["signed"] is None and asked["district"]["why"] == "second read wanted"
     assert district_app.service.district.run_once() == 1 and orthanc.instances()
+
+
+def test_a_second_read_comes_back_and_shows_on_the_case_audited(district_app, orthanc, tmp_path):
+    """Issue 37, item 4: the district hematologist stores a read (``blastscope-edge district-read``,
+    a real STOW-RS of an Enhanced SR into the case's study); the device fetches it back (QIDO-RS,
+    WADO-RS), shows it on the case card and the report beside the sign-out, says when it differs,
+    audits it, and a second fetch adds nothing."""
+    from conftest import run_cli
+
+    client, headers = district_app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    district_app.password.write_text("right-password\n")
+    sender = district_app.service.district
+    case = _signed_case(client, headers, "WARD3-030")
+    assert sender.run_once() == 1
+    assert sender.fetch_reads() == 0  # nothing read yet
+
+    password = tmp_path / "reader-password"
+    password.write_text("right-password\n")
+    url = f"{orthanc.url}/dicom-web"
+    wrong = run_cli("blastscope-edge", "district-read", "--url", url, "--user", "ward3", "--password-file",
+                    str(password), "--case", "NO-SUCH-CASE", "--call", "negative", "--reader", "Dr Sara Amini")
+    assert wrong.returncode == 2 and "no study on the server for case NO-SUCH-CASE" in wrong.stderr
+    read = run_cli("blastscope-edge", "district-read", "--url", url, "--user", "ward3", "--password-file", str(password),
+                   "--case", "WARD3-030", "--call", "negative", "--comment", "Hematogones, not blasts.",
+                   "--reader", "Dr Sara Amini")
+    assert read.returncode == 0, read.stderr
+    assert "second read stored" in read.stdout
+
+    assert sender.fetch_reads() == 1
+    shown = client.get(f"/api/cases/{case['id']}", headers=headers).get_json()
+    assert [(r["reader"], r["call"], r["comment"]) for r in shown["second_reads"]] == [
+        ("Dr Sara Amini", "negative", "Hematogones, not blasts.")]
+    assert shown["second_reads"][0]["text"].startswith("District second read by Dr Sara Amini")
+    assert shown["final_call"] == "positive" and shown["second_read_differs"] is True  # beside, never over, the sign-out
+    report = client.get(f"/api/cases/{case['id']}/report", headers=headers).get_data(as_text=True)
+    assert "District second read by Dr Sara Amini" in report and "differs from this case" in report
+    audit = [a for a in district_app.service.store.audit_log(200) if a["action"] == "district.second_read"]
+    assert len(audit) == 1 and audit[0]["client"] == "district reader Dr Sara Amini"
+    assert sender.fetch_reads() == 0  # fetched again: still one read
+    assert len(client.get(f"/api/cases/{case['id']}", headers=headers).get_json()["second_reads"]) == 1

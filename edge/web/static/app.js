@@ -486,6 +486,20 @@ function renderCaseCard(c) {
   $("cc-code").textContent = c.code;
   $("cc-district").textContent = c.district ? `District: ${c.district.text}` : "";
   show($("cc-district"), !!c.district);
+  // the district's second reads: an addendum by a named remote reader, never over the sign-out
+  const reads = $("cc-second-reads");
+  reads.replaceChildren(...(c.second_reads || []).map((r) => {
+    const li = document.createElement("li");
+    li.textContent = r.text;
+    return li;
+  }));
+  if (c.second_read_differs) {
+    const li = document.createElement("li");
+    li.className = "warn";
+    li.textContent = "The latest second read differs from this case's call: amend the case if you agree with it.";
+    reads.append(li);
+  }
+  show(reads, (c.second_reads || []).length > 0);
   const call = c.case_call;
   if (call) {
     chip($("cc-call"), call.call);
