@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.analysis.appearance import features
+from edge.analysis.appearance import UNMEASURED, features
 from edge.analysis.cells import CellCrops, CellParams
 from edge.analysis.imagefile import read_rgb
 from edge.evaluation.dataset import Sample, load_dataset
@@ -57,7 +57,8 @@ def fit_check(pipeline: Pipeline, train: CellSet, val: list[Sample], every: int,
         for i, sample in enumerate(val[::every]):
             rng = np.random.default_rng([zlib.crc32(name.encode()), i])
             result = probe.process(CONDITIONS[name](read_rgb(sample.path), rng), source="appearance-fit")
-            if result.appearance_distance is not None:
+            # a field with no measurable cell is refused by the check whatever the limit: not a basis for it
+            if result.appearance_distance is not None and result.appearance_distance < UNMEASURED:
                 medians.append(result.appearance_distance)
         per_condition[name] = {"fields": len(medians), "max": round(max(medians, default=0.0), 3),
                                "p95": round(float(np.percentile(medians, 95)), 3) if medians else 0.0}

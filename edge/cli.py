@@ -166,6 +166,49 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _district_usb(args: argparse.Namespace) -> int:
+    """``district usb-export DIR``: the cases waiting for the district onto a USB stick;
+    ``district usb-ack DIR``: the district's acknowledgement from it, its cases marked sent."""
+    import getpass
+
+    from edge.analysis.case import case_call, final_call
+    from edge.device.config import load_config
+    from edge.device.district_usb import apply_ack, export_cases
+    from edge.record.store import Store
+
+    cfg = load_config(_config_path(args.config), overrides={"store.state_dir": args.state_dir})
+    if not cfg.district.password_file:
+        print("error: [district] password_file is not set: the stick's manifest is authenticated with the device's "
+              "district password", file=sys.stderr)
+        return 2
+    secret = Path(cfg.district.password_file).read_text().strip()
+    store = Store(cfg.state_dir, cfg.store)
+    client = f"{getpass.getuser()} (command line)"
+    try:
+        if args.action == "usb-ack":
+            marked = apply_ack(store, cfg.device_name, Path(args.folder), secret, client)
+            print(f"the district acknowledged {len(marked)} case(s): marked sent")
+            return 0
+        bundle = load_bundle(cfg.bundle_path, cfg.trust)
+        rule = bundle.case_rule
+
+        def final(case_id: int) -> str | None:
+            case = store.get_case(case_id) or {}
+            model = case_call(case.get("fields", []), rule, cfg.cases.min_fields).call if rule else case.get("call")
+            return final_call(case.get("signed") or case.get("review"), model)
+
+        payload = export_cases(store, cfg.device_name, bundle.model_id, final, Path(args.folder), secret, client)
+        print(f"{len(payload['cases'])} case(s), {len(payload['files'])} files written to "
+              f"{Path(args.folder) / 'BLASTSCOPE' / cfg.device_name}; they stay waiting until the district's "
+              f"acknowledgement comes back (blastscope-edge district usb-ack {args.folder})")
+        return 0
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
 def _audit(args: argparse.Namespace) -> int:
     """Walk the audit log's hash chain; exit 1 when it was altered."""
     from edge.device.config import load_config
@@ -561,6 +604,14 @@ def parser() -> argparse.ArgumentParser:
     au.add_argument("--config", type=Path)
     au.add_argument("--state-dir")
     au.set_defaults(func=_audit)
+    du = sub.add_parser("district", help="no link: 'usb-export DIR' writes the cases waiting for the district to a USB "
+                        "stick (DICOMDIR and an authenticated manifest); 'usb-ack DIR' reads the district's "
+                        "acknowledgement back and marks those cases sent")
+    du.add_argument("action", choices=["usb-export", "usb-ack"])
+    du.add_argument("folder", help="the stick's mount point")
+    du.add_argument("--config", type=Path)
+    du.add_argument("--state-dir")
+    du.set_defaults(func=_district_usb)
     rc = sub.add_parser("record", help="'accept-new': take the new, empty record in place of a damaged one "
                         "(set aside and kept), leaving the read-only state; 'rollback' (service stopped): back to the "
                         "record as it was before the latest migration, for the older release")

@@ -83,7 +83,38 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_main(args: argparse.Namespace) -> int:
+    """``district-import FOLDER``: one device's USB export, checked, stored, acknowledged."""
+    import requests
+
+    from edge.device.district_usb import import_stick
+
+    folder = Path(args.folder)
+    try:
+        secret = Path(args.device_password_file).read_text().strip()
+        client = _client(args.url, args.user, args.password_file)
+        payload = import_stick(folder, secret, client.store_instances)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (requests.HTTPError, requests.ConnectionError) as exc:
+        print(f"error: the server at {args.url}: {type(exc).__name__}: {exc}; nothing acknowledged", file=sys.stderr)
+        return 2
+    print(f"{len(payload['cases'])} case(s) of device {payload['device']} stored; the acknowledgement is on the stick "
+          f"for the device (blastscope-edge district usb-ack)")
+    return 0
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser | None = None) -> None:
+    i = sub.add_parser("district-import", help="(at the district) store one device's USB export on the district server "
+                                               "and write the acknowledgement the device reads back")
+    i.add_argument("folder", help="the stick's BLASTSCOPE/<device> folder")
+    i.add_argument("--url", required=True)
+    i.add_argument("--user", default="")
+    i.add_argument("--password-file", help="a file holding the password for the server")
+    i.add_argument("--device-password-file", required=True,
+                   help="a file holding the device's district password: it authenticates the stick's manifest")
+    i.set_defaults(func=import_main)
     d = sub.add_parser("district-read", help="store a district hematologist's second read of a case on the district "
                                              "DICOMweb server (run at the district; needs the district extra)")
     d.add_argument("--url", required=True, help="the DICOMweb root, e.g. https://district.example/dicom-web")

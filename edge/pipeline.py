@@ -172,10 +172,10 @@ class Pipeline:
             t = time.perf_counter()
             assert rows is not None
             looks = appearance.distances(rows).tolist()
-            field_look = appearance.field_distance(np.asarray(looks))
+            field_look = appearance.field_distance(np.asarray(looks), rows)
             foreign_look = field_look > appearance.limit
             if foreign_look and site is not None:  # unlike the training sites: like this clinic's normal slides?
-                foreign_look = site.appearance.field_distance(site.appearance.distances(rows)) > site.appearance.limit
+                foreign_look = site.appearance.field_distance(site.appearance.distances(rows), rows) > site.appearance.limit
             timings["appearance"] = timed_ms(t)
         outputs, inference_ms, backend = [], 0.0, "cpu"
         for a, b in zip(first, second):

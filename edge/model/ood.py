@@ -73,8 +73,15 @@ class AppearanceCheck:
         return _mahalanobis((np.atleast_2d(np.asarray(rows, np.float64)) - self.mean) / self.scale, self.precision)
 
     @staticmethod
-    def field_distance(distances: np.ndarray) -> float:
-        return float(np.median(distances))
+    def field_distance(distances: np.ndarray, rows: np.ndarray | None = None) -> float:
+        """The median over the field's measured cells: a cell too small to measure has the
+        ``UNMEASURED`` row, whose distance is a sentinel, not a look (one such speck in a field
+        of two once set a build's limit to 1.2e7, and the check then refused nothing). A field
+        with no measured cell at all is ``UNMEASURED`` away: nothing in it looks like a cell."""
+        distances = np.asarray(distances, np.float64)
+        if rows is not None:
+            distances = distances[~(np.atleast_2d(np.asarray(rows)) >= UNMEASURED).any(1)]
+        return float(np.median(distances)) if len(distances) else float(UNMEASURED)
 
     def to_dict(self) -> dict[str, Any]:
         return {"features": list(FEATURES), "statistic": "median over the field's cells",

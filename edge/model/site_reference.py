@@ -115,7 +115,7 @@ def fit_reference(slides: Sequence[SlideCells], model_id: str, camera: dict[str,
         looks = fit_appearance(_stack([r for s in others for r in s.rows], width_a))
         mean, precision = fit(_stack([e for s in others for e in s.embeddings], width_e))
         check = OodCheck(mean, precision, float("inf"))
-        medians = [looks.field_distance(looks.distances(r)) for r in slide.rows
+        medians = [looks.field_distance(looks.distances(r), r) for r in slide.rows
                    if len(r) and not (r >= UNMEASURED).all()]
         held_fields[slide.name] = round(max(medians, default=0.0), 3)
         held_cells += [check.distances(e) for e in slide.embeddings if len(e)]

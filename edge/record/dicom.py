@@ -3,8 +3,8 @@
 Each counted field is one Secondary Capture instance made with highdicom (well kept, and it
 builds the modules a validator expects, where hand-written pydicom would have to): the field as
 the device analysed it, in the slide coordinate system, the container and the specimen
-identified by the case code (a slide number, never a name), the device and model as
-equipment, and in its comments the field's call and cell counts and the case's final call. The
+identified by the case code (a slide number, never a name; also the patient ID, which a
+DICOMDIR requires), the device and model as equipment, and in its comments the field's call and cell counts and the case's final call. The
 patient module is left empty: nothing the clinic did not enter about the patient is sent, and
 BlastScope asks for nothing about the patient.
 
@@ -125,6 +125,9 @@ def case_instances(case: Mapping[str, Any], image_of: Callable[[int], Path | Non
             study_instance_uid=study, series_instance_uid=series, series_number=1,
             sop_instance_uid=_uid("blastscope", device, "case", case["id"], "field", field["id"]),
             instance_number=number, manufacturer="BlastScope", accession_number=code[:16], study_id=code[:16],
+            # the case code as the patient ID: the clinic's own lab number for the slide, never a
+            # name; a DICOMDIR (the USB copy) needs one, and the server then lists a case a "patient"
+            patient_id=code[:64],
             study_date=created.date(), study_time=created.time().replace(microsecond=0),
             container_identifier=code,
             specimen_descriptions=[hd.SpecimenDescription(specimen_id=code, specimen_uid=_uid("blastscope", device,

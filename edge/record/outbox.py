@@ -91,11 +91,12 @@ class Outbox:
         with self.db.transaction() as tx:
             queue(tx, case_id, client, why)
 
-    def sent(self, case_id: int, instances: int) -> None:
+    def sent(self, case_id: int, instances: int, via: str = "DICOMweb") -> None:
+        """The district has the case (over DICOMweb, or acknowledged from a USB stick)."""
         with self.db.transaction() as tx:
             tx.execute("UPDATE outbox SET state = 'sent', sent = ?, tries = tries + 1, last_error = NULL WHERE case_id = ?",
                        (time.time(), case_id))
-            tx.audit("district sender", "district.sent", None, {"case_id": case_id, "instances": instances})
+            tx.audit("district sender", "district.sent", None, {"case_id": case_id, "instances": instances, "via": via})
 
     def failed(self, case_id: int, reason: str, refused: bool, retry_s: float) -> None:
         """A try failed: ``refused`` when the server said no (it will not change by itself), else

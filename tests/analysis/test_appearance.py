@@ -130,3 +130,20 @@ def test_a_cell_too_small_to_measure_is_not_fitted_on(bundle):
     assert np.allclose(with_tiny.scale, without.scale) and np.allclose(with_tiny.mean, without.mean)
     assert with_tiny.distances(unmeasured)[0] > 1e3
     assert np.median(with_tiny.distances(clean)) > 1.0  # distances keep their size
+
+
+def test_a_speck_too_small_to_measure_does_not_set_a_fields_distance(bundle):
+    """A differential build's limit once came out 1.2e7: a field of two cells, one a speck too
+    small to measure, had its median at the speck's sentinel, and the check then refused no
+    foreign field. The field's distance is the median of its measured cells; a field with none
+    is as far as the sentinel."""
+    clean = _rows(read_rgb(sample_paths()[0]), bundle)
+    check = fit_appearance(np.concatenate([_rows(read_rgb(p), bundle) for p in sample_paths()]))
+    tiny = np.zeros((1, bundle.cells.crop_px, bundle.cells.crop_px), bool)
+    tiny[0, 10, 10:12] = True
+    rgb = np.full((1, bundle.cells.crop_px, bundle.cells.crop_px, 3), 200, np.uint8)
+    speck = features(CellCrops(rgb, tiny, tiny), bundle.cells)
+    two = np.concatenate([clean[:1], speck])
+    assert check.field_distance(check.distances(two), two) == pytest.approx(float(check.distances(clean[:1])[0]))
+    assert check.field_distance(check.distances(speck), speck) >= 1e6  # nothing measured: far from everything
+    assert check.field_distance(check.distances(clean), clean) == pytest.approx(float(np.median(check.distances(clean))))

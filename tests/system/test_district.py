@@ -225,3 +225,53 @@ def test_a_second_read_comes_back_and_shows_on_the_case_audited(district_app, or
     assert len(audit) == 1 and audit[0]["client"] == "district reader Dr Sara Amini"
     assert sender.fetch_reads() == 0  # fetched again: still one read
     assert len(client.get(f"/api/cases/{case['id']}", headers=headers).get_json()["second_reads"]) == 1
+
+
+def test_no_link_a_usb_stick_takes_the_cases_and_brings_the_acknowledgement_back(district_app, orthanc, tmp_path):
+    """Issue 37, item 5: ``district usb-export`` writes the waiting cases as a DICOMDIR with a
+    manifest authenticated by the device's district password; a file changed on the way is
+    refused at the district with nothing imported; ``district-import`` stores the instances on
+    the real Orthanc and writes the acknowledgement; ``district usb-ack`` marks the cases sent."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    from conftest import run_cli
+
+    client, headers = district_app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    state = district_app.service.store.root
+    case = _signed_case(client, headers, "WARD3-040")
+    assert case["district"]["state"] == "waiting"
+    config = tmp_path / "device.toml"
+    config.write_text(f'[store]\nstate_dir = "{state}"\nmin_free_mb = 0\n[server]\ndevice_name = "ward3"\n[district]\nurl = "{orthanc.url}/dicom-web"\n'
+                      f'user = "ward3"\npassword_file = "{district_app.password}"\n')
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    out = run_cli("blastscope-edge", "district", "usb-export", str(stick), "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    folder = stick / "BLASTSCOPE" / "ward3"
+    fileset = FileSet(pydicom.dcmread(folder / "DICOMDIR"))
+    fields = [f for f in case["fields"] if not f["excluded"] and f["status"] == "classified"]
+    assert len(list(fileset)) == len(fields) >= 1
+    assert client.get(f"/api/cases/{case['id']}", headers=headers).get_json()["district"]["state"] == "waiting"
+
+    server_password = tmp_path / "server-password"
+    server_password.write_text("right-password\n")
+    args = ["blastscope-edge", "district-import", str(folder), "--url", f"{orthanc.url}/dicom-web", "--user", "ward3",
+            "--password-file", str(server_password), "--device-password-file", str(district_app.password)]
+    image = next(p for p in folder.rglob("*") if p.is_file() and p.name not in ("DICOMDIR",) and not p.suffix)
+    original = image.read_bytes()
+    image.write_bytes(original[:-4] + b"XXXX")  # changed on the way
+    tampered = run_cli(*args)
+    assert tampered.returncode == 2 and "changed since the device wrote it" in tampered.stderr
+    assert orthanc.instances() == [] and not (folder / "BLASTSCOPE_ACK.json").exists()
+    image.write_bytes(original)
+
+    imported = run_cli(*args)
+    assert imported.returncode == 0, imported.stderr
+    assert len(orthanc.instances()) == len(fields)
+    ack = run_cli("blastscope-edge", "district", "usb-ack", str(stick), "--config", str(config))
+    assert ack.returncode == 0 and "acknowledged 1 case(s)" in ack.stdout, ack.stderr
+    district = client.get(f"/api/cases/{case['id']}", headers=headers).get_json()["district"]
+    assert district["state"] == "sent"
+    actions = [a["action"] for a in district_app.service.store.audit_log(200)]
+    assert {"district.usb_export", "district.usb_ack", "district.sent"} <= set(actions)
