@@ -15,6 +15,7 @@ reports in the case's study and adds the new ones to the case (``edge.record.sec
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import threading
@@ -51,6 +52,8 @@ class DistrictSender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reads_looked = 0.0
+        #: the STOW-RS time of each case sent lately (ms): what a district's load costs a send
+        self.send_ms: collections.deque[float] = collections.deque(maxlen=1000)
 
     def _client(self) -> Any:
         import requests
@@ -82,7 +85,9 @@ class DistrictSender:
                 instances = case_instances(case, lambda rid: self.store.file_path(rid, "image"), self.device,
                                            self.model_id, self.final_call(parcel.case_id))
                 client = self._client()
+                t = time.perf_counter()
                 client.store_instances(instances)
+                self.send_ms.append((time.perf_counter() - t) * 1000.0)
             except requests.HTTPError as exc:
                 code = exc.response.status_code if exc.response is not None else 0
                 refused = code in (401, 403)
