@@ -15,8 +15,14 @@ The district's second read comes back the same way: a DICOM Enhanced SR in the c
 (``second_read_sr``, made by ``blastscope-district read``), which the device reads with
 ``parse_second_read``: the reader as the person observer, the call as the finding, the comment.
 
-Not done yet: the differential as a structured report (TID 1500) and the FHIR report beside
-it; the counts travel as text in each instance's comments meanwhile.
+Beside the fields, one Enhanced SR per case version (``case_summary_sr``) carries what the
+hematologist reads first: the final call, the white cells counted, the blasts among them and
+their percentage, and the differential count per class (model and, where cells were reviewed,
+reviewed), with the screening-aid disclaimer. An SR rather than an encapsulated PDF: a viewer
+lists its items and a program reads them back (``parse_second_read`` reads the reply the same
+way). Codes: the DICOM and LOINC codes where they exist (finding, comment), the project's own
+scheme ``99BLASTSCOPE`` for the counts. Not done: the FHIR DiagnosticReport on the server
+(the device exports one per case; Orthanc keeps DICOM only).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from edge.analysis.case import differential
 from edge.analysis.imagefile import read_rgb
+from edge.analysis.labels import is_blast
 from edge.analysis.result import DISCLAIMER
 from edge.record.second_reads import CALLS, SecondRead
 
@@ -43,6 +51,52 @@ _OBSERVER_NAME = "121008"  # DCM "Person Observer Name"
 
 def _uid(*parts: object) -> str:
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
+
+
+#: The case summary's title and the project's coding scheme for the counts.
+_SUMMARY = ("11526-1", "LN", "Pathology study")
+_SCHEME = "99BLASTSCOPE"
+SUMMARY_SERIES = 2
+
+
+def _num(code: str, meaning: str, value: float, unit: tuple[str, str]) -> Any:
+    return hd.sr.NumContentItem(name=hd.sr.CodedConcept(code, _SCHEME, meaning), value=value,
+                                unit=hd.sr.CodedConcept(unit[0], "UCUM", unit[1]), relationship_type="CONTAINS")
+
+
+def case_summary_sr(case: Mapping[str, Any], fields: list[Dataset], device: str, model_id: str,
+                    final_call: str | None) -> Dataset:
+    """The case's call and differential count as an Enhanced SR in the case's study, its fields
+    the evidence; one instance per case version (an amended case sent again adds its new one)."""
+    counted = [f for f in case["fields"] if not f.get("excluded") and f.get("status") == "classified"]
+    model = differential(counted)
+    white = sum(model.values())
+    blasts = sum(v for k, v in model.items() if is_blast(k))
+    cells = ("{cells}", "cells")
+    items: list[Any] = [
+        hd.sr.TextContentItem(name=hd.sr.CodedConcept(*_FINDING), value=f"final call: {final_call or 'none'}",
+                              relationship_type="CONTAINS"),
+        _num("WBC", "White cells counted (model)", white, cells),
+        _num("BLAST", "Blasts among them (model)", blasts, cells),
+    ]
+    if white:
+        items.append(_num("BLASTPCT", "Blast percentage (model)", round(100.0 * blasts / white, 1), ("%", "percent")))
+    items += [_num(f"DIFF-{k}", f"Cells read as {k} (model)", v, cells) for k, v in model.items()]
+    reviewed = differential(counted, reviewed=True)
+    if any(f.get("cell_reviews") for f in counted):
+        items += [_num(f"RDIFF-{k}", f"Cells reviewed as {k}", v, cells) for k, v in reviewed.items()]
+    items.append(hd.sr.TextContentItem(name=hd.sr.CodedConcept(*_COMMENT), relationship_type="CONTAINS",
+                                       value=f"BlastScope case {case['code']}, model {model_id}. {DISCLAIMER}"[:1024]))
+    root = hd.sr.ContainerContentItem(name=hd.sr.CodedConcept(*_SUMMARY), template_id="2000")
+    root.ContentSequence = items  # type: ignore[assignment]  # highdicom accepts a list of content items
+    sr = hd.sr.EnhancedSR(evidence=fields, content=root, series_instance_uid=_uid("blastscope", device, "case", case["id"],
+                                                                                 "summary"),
+                          series_number=SUMMARY_SERIES,
+                          sop_instance_uid=_uid("blastscope", device, "case", case["id"], "summary", case.get("version", 1)),
+                          instance_number=1, manufacturer="BlastScope", is_complete=True, is_final=True)
+    sr.SeriesDescription = "BlastScope case summary"
+    sr.StationName = device[:16]
+    return sr
 
 
 def case_study_uid(device: str, case_id: int) -> str:
@@ -101,7 +155,8 @@ def parse_second_read(ds: Dataset) -> SecondRead:
 
 def case_instances(case: Mapping[str, Any], image_of: Callable[[int], Path | None], device: str, model_id: str,
                    final_call: str | None) -> list[Dataset]:
-    """The case's counted fields as Secondary Capture instances (see the module docstring)."""
+    """The case's counted fields as Secondary Capture instances, then its summary SR (see the
+    module docstring)."""
     code = str(case["code"])
     study = case_study_uid(device, int(case["id"]))
     series = _uid("blastscope", device, "case", case["id"], "fields")
@@ -140,4 +195,6 @@ def case_instances(case: Mapping[str, Any], image_of: Callable[[int], Path | Non
         instance.StationName = device[:16]
         instance.SoftwareVersions = model_id[:64]
         out.append(instance)
+    if out:  # the case's call and counts beside its fields
+        out.append(case_summary_sr(case, out, device, model_id, final_call))
     return out

@@ -130,11 +130,11 @@ def test_a_signed_case_reaches_the_district_once_whatever_the_link_does(district
     case = client.get(f"/api/cases/{case['id']}", headers=headers).get_json()
     assert case["district"]["state"] == "sent" and case["district"]["text"].startswith("sent to district")
     fields = [f for f in case["fields"] if not f["excluded"] and f["status"] == "classified"]
-    assert len(orthanc.instances()) == len(fields) >= 1
+    assert len(orthanc.instances()) == len(fields) + 1 >= 2  # the fields and the case's summary SR
 
     # a resend (the link cut after the server stored it): the same UIDs, still one instance a field
     outbox.queue(case["id"], "test", "resent")
-    assert sender.run_once() == 1 and len(orthanc.instances()) == len(fields)
+    assert sender.run_once() == 1 and len(orthanc.instances()) == len(fields) + 1
 
     # the server down: the next case waits with the reason, and goes when the server is back
     orthanc.stop()
@@ -144,7 +144,7 @@ def test_a_signed_case_reaches_the_district_once_whatever_the_link_does(district
     assert waiting["state"] == "waiting" and waiting["text"].startswith("waiting (1 try, last: server not reachable")
     orthanc.start()
     assert sender.run_once(now=time.time() + 3600) == 1
-    assert len(orthanc.instances()) == 2 * len(fields)
+    assert len(orthanc.instances()) == 2 * (len(fields) + 1)
     metrics = client.get("/metrics", headers=headers).get_data(as_text=True)
     assert "blastscope_district_outbox 0.0" in metrics
     actions = [a["action"] for a in district_app.service.store.audit_log(200)]
@@ -168,6 +168,19 @@ def test_the_instances_are_valid_dicom(district_app, tmp_path):
     errors = [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")]
     assert errors == [], errors
     assert str(instances[0].ContainerIdentifier) == "WARD3-010" and not instances[0].get("PatientName")  # nothing of the patient
+    # the case's summary SR: valid too, and it carries the call and the count
+    summary = instances[-1]
+    assert summary.Modality == "SR" and summary.SeriesDescription == "BlastScope case summary"
+    summary.save_as(tmp_path / "summary.dcm")
+    checked = subprocess.run(["dciodvfy", str(tmp_path / "summary.dcm")], capture_output=True, text=True)
+    errors = [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")]
+    assert errors == [], errors
+    items = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in summary.ContentSequence}
+    assert items["Finding"].TextValue == "final call: positive"
+    white = float(items["White cells counted (model)"].MeasuredValueSequence[0].NumericValue)
+    blasts = float(items["Blasts among them (model)"].MeasuredValueSequence[0].NumericValue)
+    fields = [f for f in case["fields"] if not f["excluded"] and f["status"] == "classified"]
+    assert white == sum(f["white_cells"] for f in fields) and blasts == sum(f["blasts"] for f in fields)
 
 
 def test_a_second_read_is_asked_for_an_uncertain_or_positive_case_before_its_sign_out(district_app, orthanc):
@@ -251,7 +264,7 @@ def test_no_link_a_usb_stick_takes_the_cases_and_brings_the_acknowledgement_back
     folder = stick / "BLASTSCOPE" / "ward3"
     fileset = FileSet(pydicom.dcmread(folder / "DICOMDIR"))
     fields = [f for f in case["fields"] if not f["excluded"] and f["status"] == "classified"]
-    assert len(list(fileset)) == len(fields) >= 1
+    assert len(list(fileset)) == len(fields) + 1 >= 2  # the fields and the summary SR
     assert client.get(f"/api/cases/{case['id']}", headers=headers).get_json()["district"]["state"] == "waiting"
 
     server_password = tmp_path / "server-password"
@@ -268,7 +281,7 @@ def test_no_link_a_usb_stick_takes_the_cases_and_brings_the_acknowledgement_back
 
     imported = run_cli(*args)
     assert imported.returncode == 0, imported.stderr
-    assert len(orthanc.instances()) == len(fields)
+    assert len(orthanc.instances()) == len(fields) + 1
     ack = run_cli("blastscope-edge", "district", "usb-ack", str(stick), "--config", str(config))
     assert ack.returncode == 0 and "acknowledged 1 case(s)" in ack.stdout, ack.stderr
     district = client.get(f"/api/cases/{case['id']}", headers=headers).get_json()["district"]
@@ -294,6 +307,6 @@ def test_a_hundred_cases_from_two_devices_arrive_once_while_the_server_flaps_and
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     report = json.loads(run.stdout)
     assert report["cases"] == 100 and report["every_case_once"], report
-    assert report["studies_on_server"] == report["instances_on_server"] == 100
+    assert report["studies_on_server"] == 100 and report["instances_on_server"] == 200  # a field and a summary each
     assert report["senders_killed"] == 1 and report["server_restarts"] >= 1, report
     assert report["worker_errors"] == {}, report
