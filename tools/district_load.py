@@ -46,14 +46,15 @@ def _free_port() -> int:
 class Server:
     """A real Orthanc with DICOMweb on loopback, one user per device."""
 
-    def __init__(self, folder: Path, devices: list[str], postgres: str | None) -> None:
+    def __init__(self, folder: Path, users: dict[str, str], postgres: str | None = None) -> None:
+        """``users``: name -> password, one per device (the first is the one that counts)."""
         import requests  # noqa: F401 - the district extra's dependency, checked early
 
         self.folder, self.port = folder, _free_port()
         config: dict[str, Any] = {
             "Name": "district-load", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
             "HttpPort": self.port, "DicomPort": _free_port(), "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": True, "RegisteredUsers": {d: f"{d}-password" for d in devices},
+            "AuthenticationEnabled": True, "RegisteredUsers": dict(users),
             "Plugins": [str(PLUGINS / "libOrthancDicomWeb.so")], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "HttpThreadsCount": 50}
         if postgres:
@@ -61,14 +62,14 @@ class Server:
             config["PostgreSQL"] = {"EnableIndex": True, "EnableStorage": False, "ConnectionUri": postgres}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "orthanc.json").write_text(json.dumps(config))
-        self.user = devices[0]
+        self.auth = next(iter(users.items()))
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self) -> "Server":
         import requests
 
         self.proc = subprocess.Popen([ORTHANC, str(self.folder / "orthanc.json")], stdout=subprocess.DEVNULL,
@@ -76,8 +77,8 @@ class Server:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.url}/system", auth=(self.user, f"{self.user}-password"), timeout=2).ok:
-                    return
+                if requests.get(f"{self.url}/system", auth=self.auth, timeout=2).ok:
+                    return self
             except requests.ConnectionError:
                 time.sleep(0.2)
         raise RuntimeError("Orthanc did not start")
@@ -91,9 +92,13 @@ class Server:
     def count(self) -> tuple[int, int]:
         import requests
 
-        auth = (self.user, f"{self.user}-password")
-        stats = requests.get(f"{self.url}/statistics", auth=auth, timeout=30).json()
+        stats = requests.get(f"{self.url}/statistics", auth=self.auth, timeout=30).json()
         return int(stats["CountStudies"]), int(stats["CountInstances"])
+
+    def instances(self) -> list[str]:
+        import requests
+
+        return requests.get(f"{self.url}/instances", auth=self.auth, timeout=10).json()
 
 
 def _device_config(state: Path, device: str, url: str, password_file: Path):
@@ -158,7 +163,7 @@ def run(devices: int, cases: int, chaos: bool, flap_seconds: float, postgres: st
         t = time.monotonic()
         prepare(root / "devices", names, cases)
         log(f"{devices} devices, {cases} signed cases each, prepared in {time.monotonic() - t:.0f} s")
-        server = Server(root / "orthanc", names, postgres)
+        server = Server(root / "orthanc", {n: f"{n}-password" for n in names}, postgres)
         server.start()
         for name in names:
             (root / f"{name}.password").write_text(f"{name}-password\n")

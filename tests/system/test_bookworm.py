@@ -234,41 +234,18 @@ def test_offline_install_on_debian12_runs_the_daemon_as_its_unit_does(debian12, 
     assert json.loads(cls.stdout)["results"][0]["label"] == "pro_b"
 
     # the unit's own ExecStart, as the unit's User, with the unit's Environment
-    unit = (root / "etc/systemd/system/blastscope.service").read_text()
-    exec_start = re.search(r"^ExecStart=(.+)$", unit, re.M).group(1).split()
-    user = re.search(r"^User=(.+)$", unit, re.M).group(1)
-    unit_env = re.findall(r"^Environment=(.+)$", unit, re.M)
-    port = _free_port()
-    env_args = ["env", *unit_env, f"BLASTSCOPE_PORT={port}", f"BLASTSCOPE_TOKEN={TOKEN}",
-                "STATE_DIRECTORY=/var/lib/blastscope"]
-    daemon = subprocess.Popen(["chroot", str(root), "runuser", "-u", user, "--", *env_args, *exec_start],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    daemon = _Daemon(root)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        health = None
-        while time.monotonic() < deadline and daemon.poll() is None:
-            try:
-                health = requests.get(f"{base}/healthz", timeout=10)
-                break
-            except (requests.ConnectionError, requests.Timeout):  # bound, but the camera start comes first
-                time.sleep(0.5)
-        assert health is not None and health.status_code == 200, daemon.stdout.read() if daemon.poll() is not None else ""
+        health = requests.get(f"{daemon.base}/healthz", timeout=10)
         assert health.json()["backend"] == "cpu"
-        status = requests.get(f"{base}/api/status", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).json()
+        status = daemon.api("GET", "/api/status").json()
         assert status["camera"]["connected"] is False and "picamera2" in status["camera"]["error"]
         with open(sample, "rb") as f:
-            res = requests.post(f"{base}/api/classify", files={"image": (sample.name, f, "image/jpeg")},
-                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            res = daemon.api("POST", "/api/classify", files={"image": (sample.name, f, "image/jpeg")})
         assert res.status_code == 200, res.text
         assert res.json()["label"] == "pro_b" and res.json()["call"] == "positive"
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        daemon.stop()
     print(f"Debian 12 root built in {build_s:.0f} s; tarball, install and daemon checks in "
           f"{time.monotonic() - started:.0f} s")
 

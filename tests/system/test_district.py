@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from conftest import PIN, TOKEN, sample_paths
 
@@ -22,56 +20,13 @@ ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Orthanc:
-    """A real Orthanc on a free loopback port, with one user per device."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, _free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "orthanc.json").write_text(json.dumps({
-            "Name": "district-test", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
-            "HttpPort": self.port, "DicomPort": _free_port(), "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": True, "RegisteredUsers": {"ward3": "right-password"},
-            "Plugins": [str(PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}))
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Orthanc":
-        self.proc = subprocess.Popen([ORTHANC, str(self.folder / "orthanc.json")], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/system", auth=("ward3", "right-password"), timeout=2).ok:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise RuntimeError("Orthanc did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-            self.proc = None
-
-    def instances(self) -> list[str]:
-        return requests.get(f"{self.url}/instances", auth=("ward3", "right-password"), timeout=10).json()
-
-
 @pytest.fixture
 def orthanc(tmp_path):
     if not Path(ORTHANC).exists() or not PLUGIN.exists():
         pytest.skip("Orthanc and its DICOMweb plugin are not installed (apt install orthanc orthanc-dicomweb)")
-    server = Orthanc(tmp_path / "orthanc").start()
+    from tools.district_load import Server
+
+    server = Server(tmp_path / "orthanc", {"ward3": "right-password"}).start()  # a real Orthanc, one user a device
     yield server
     server.stop()
 
