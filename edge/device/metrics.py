@@ -64,11 +64,12 @@ class ServiceCollector:
         yield GaugeMetricFamily("blastscope_disk_free_bytes", "Free space where results are stored",
                                 value=s.store.free_mb() * 1e6)
         yield GaugeMetricFamily("blastscope_results_stored", "Results in the record", value=s.store.count())
+        site = s.site.state()  # once a scrape: it reads the record
         yield GaugeMetricFamily("blastscope_site_verified", "1 when a site verification passed for the model and "
                                 "camera settings in force (a new device is 0 and not degraded)",
-                                value=1.0 if s.site.state().verified else 0.0)
+                                value=1.0 if site.verified else 0.0)
         yield GaugeMetricFamily("blastscope_degraded", "1 when /api/status says degraded (see its reasons)",
-                                value=1.0 if s.degraded_reasons() else 0.0)
+                                value=1.0 if s.degraded_reasons(site) else 0.0)
 
 
 def render(service: Service) -> bytes:
