@@ -425,6 +425,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"accuracy {report['accuracy']:.4f}  malignant sensitivity {report['malignant_sensitivity']:.4f}  "
           f"benign specificity {report['benign_specificity']:.4f}  uncertain {report['uncertain']}  "
           f"{report['ms_per_field']:.1f} ms/field")
+    if (rank := report["ranking"]).get("auc") is not None:
+        print(f"ranking of benign against malignant fields (no operating point): AUC {rank['auc']:.4f}; benign fields "
+              "below the threshold keeping " + ", ".join(f"{float(k):.1%} of malignant: {v:.1%}"
+                                                         for k, v in rank["benign_cleared_at_sensitivity"].items()))
     for side, sp in report["blocks"]["spread"].items():
         if sp:
             what = "called negative" if side == "benign" else "called positive"

@@ -71,6 +71,7 @@ def evaluate(pipeline: Pipeline, samples: list, case_sizes: list[int] | None = N
     readings = classify_samples(pipeline, samples)
     report = evaluation_report(pipeline, samples, readings)
     report["blocks"] = block_report(pipeline.bundle, samples, readings)
+    report["ranking"] = ranking_report(samples, readings)
     if case_sizes:
         if "case_rule" not in pipeline.bundle.manifest:
             raise ValueError(f"{pipeline.bundle.root}: the bundle has no case rule (built before cases); rebuild it")
@@ -92,6 +93,23 @@ def field_records(bundle: Bundle, readings: Readings) -> list[dict[str, Any]]:
                 record.update(white_cells=cells, blasts=blast)
             out.append(record)
     return out
+
+
+def ranking_report(samples: list, readings: Readings, sensitivities: tuple[float, ...] = (0.995, 0.99, 0.983)
+                   ) -> dict[str, Any]:
+    """How well the model separates benign from malignant fields, apart from any operating point
+    (issue 32: a build can rank fields better and still read worse at a fragile operating point):
+    the AUC of the pooled malignant share over the fields it classified, and the share of benign
+    fields below the threshold that keeps each of ``sensitivities`` of the malignant ones."""
+    scores = [(s.label != BENIGN, 1.0 - float(raw[0])) for s, raw in zip(samples, readings.raws) if raw is not None]
+    pos = np.array([v for m, v in scores if m])
+    neg = np.array([v for m, v in scores if not m])
+    if not len(pos) or not len(neg):
+        return {"auc": None, "fields": len(scores)}
+    auc = float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+    below = {f"{s:g}": round(float((neg < np.quantile(pos, 1.0 - s)).mean()), 4) for s in sensitivities}
+    return {"auc": round(auc, 4), "fields": len(scores), "benign_cleared_at_sensitivity": below,
+            "score": "the pooled share of the three B-ALL labels (1 - benign), before calibration"}
 
 
 def _blocks(bundle: Bundle, samples: list) -> dict[tuple[str, int], list[int]]:

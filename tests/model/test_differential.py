@@ -1,5 +1,5 @@
 """The differential (issue 32) on real cells of both sites, through the candidate differential
-bundle (the second build) as the device reads a cell (its own detector and crop, eight views): normal cells of
+bundle (the third build) as the device reads a cell (its own detector and crop, eight views): normal cells of
 pbc-normal read as their class, a platelet read as not a white cell and never counted, a real
 blast field still called positive. pbc-normal cells are of its test split (split by image: no
 patient ids). The bundle is ``models/differential-candidate``: built and measured, not shipped
@@ -84,8 +84,8 @@ def test_a_real_blast_field_is_still_called_positive(pipeline):
 
 def test_evaluate_reads_pbc_normal_cells_per_class(pipeline):
     """``evaluate --data <pbc-normal>``'s figures: a tenth of the test split, read as the device
-    reads it; bounds well under the model card's full-split figures (92.7% accuracy, 0.04%
-    called blast) leave room for the int8 reading on another machine."""
+    reads it; bounds well under the full split's figures (93.5% accuracy, 0.04% called blast,
+    docs/differential.md) leave room for the int8 reading on another machine."""
     from edge.evaluation.pbc_evaluate import evaluate_cells
 
     if not PBC.is_dir():
