@@ -1,0 +1,139 @@
+"""Out-of-fold field scores over every training block (issue 32, item 4); a long job, one fold a run.
+
+``python -m converter.differential_kfold --fold I --folds K --data DIR --pbc DIR --weights H5 --work DIR``
+trains the differential as ``converter.differential_train`` does (ImageNet start, the v3 shares,
+the cells cut by nearest nucleus core) on every all-pbs-224 training block except fold I's, with
+all of pbc-normal's training cells, and writes ``oof_fold{I}.npz``: each held-out training field's
+pooled four-label probabilities (the device's pooling: cells read as "not a white cell" left
+out, the arithmetic mean of the rest), its label, its block and how many white cells it rests on.
+
+Why: the operating point (threshold, band, case rule) fitted on the 64 benign validation fields
+of three patients did not hold on other patients; fitted on out-of-fold scores it rests on every
+benign block the data has. Folds are whole patient-proxy blocks, dealt to the folds per class
+so each fold holds benign and malignant blocks. The scores are the float model's on one view (not
+yet the int8 device pipeline's): a first look at the spread over blocks, said wherever used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.analysis.cells import four_class, pool_share
+from edge.analysis.labels import NOT_A_WHITE_CELL
+from edge.evaluation.dataset import Sample, load_dataset, number_blocks
+from edge.model.bundle import default_bundle_path, load_bundle
+
+from converter.cell_data import CellSet
+from converter.differential_data import DIFF_LABELS
+
+
+def fold_of_blocks(samples: list[Sample], block_size: int, folds: int, seed: int = 0) -> dict[str, int]:
+    """Each sample's fold (key -> 0..folds-1): whole blocks, dealt per class in a shuffled order."""
+    blocks = number_blocks(samples, block_size)
+    by_label: dict[str, list[tuple[str, int]]] = {}
+    for block in sorted(set(blocks)):
+        by_label.setdefault(block[0], []).append(block)
+    rng = np.random.default_rng(seed)
+    fold: dict[tuple[str, int], int] = {}
+    offset = 0
+    for label in sorted(by_label):
+        order = [by_label[label][i] for i in rng.permutation(len(by_label[label]))]
+        for i, block in enumerate(order):
+            fold[block] = (i + offset) % folds
+        offset += len(order)  # the next class starts where this one ended: folds stay even in size
+    return {s.key: fold[b] for s, b in zip(samples, blocks)}
+
+
+def subset(cells: CellSet, keep_fields: np.ndarray) -> CellSet:
+    """``cells`` of the fields where ``keep_fields`` (one bool a field) holds, re-indexed."""
+    keep_cells = keep_fields[cells.field]
+    new_index = np.cumsum(keep_fields) - 1
+    return CellSet(cells.rgb[keep_cells], cells.own[keep_cells], cells.near[keep_cells],
+                   new_index[cells.field[keep_cells]], [k for k, f in zip(cells.keys, keep_fields) if f],
+                   cells.field_labels[keep_fields], cells.rbc_px[keep_fields], [],
+                   None if cells.cell_labels is None else cells.cell_labels[keep_cells])
+
+
+def field_scores(probs: np.ndarray, cells: CellSet) -> tuple[np.ndarray, np.ndarray]:
+    """Per field: the pooled four-label probabilities as the device pools a differential's cells,
+    and the white cells they rest on (0: no white cell, the row is NaN)."""
+    labels = tuple(DIFF_LABELS)
+    white = probs.argmax(1) != labels.index(NOT_A_WHITE_CELL)
+    pooled = np.full((len(cells.keys), 4), np.nan)
+    counts = np.zeros(len(cells.keys), int)
+    for f in range(len(cells.keys)):
+        sel = (cells.field == f) & white
+        counts[f] = int(sel.sum())
+        if counts[f]:
+            pooled[f] = pool_share(four_class(probs[sel], labels))
+    return pooled, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m converter.differential_kfold", description=__doc__)
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--pbc", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True, help="the cell caches (cut by nearest_core) and the outputs")
+    ap.add_argument("--head-epochs", type=int, default=1)
+    ap.add_argument("--finetune-epochs", type=int, default=8)
+    ap.add_argument("--cells-per-epoch", type=int, default=10000)
+    args = ap.parse_args(argv)
+    if not 0 <= args.fold < args.folds:
+        print(f"error: --fold {args.fold} is not one of 0..{args.folds - 1}", file=sys.stderr)
+        return 2
+    for path in (args.data, args.pbc, args.weights):
+        if not path.exists():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            return 2
+
+    def log(line: str) -> None:
+        print(time.strftime("%H:%M:%S"), line, flush=True)
+
+    import keras
+
+    from converter.cell_model import build_cell_model
+    from converter.cell_train import CellTrainConfig, train_cells
+    from converter.differential_data import SHARES_V3, draw_weights, merge
+    from converter.differential_train import cell_sets
+    from edge.analysis.cells import CellCrops, model_inputs
+
+    bundle = load_bundle(default_bundle_path())
+    keys = set(bundle.manifest["split"]["keys"]["train"])
+    samples = [s for s in load_dataset(args.data).samples if s.key in keys]
+    block_size = int(bundle.manifest["split"].get("block_size", 25))
+    folds = fold_of_blocks(samples, block_size, args.folds)
+    block_of = {s.key: b for s, b in zip(samples, number_blocks(samples, block_size))}
+    sets = cell_sets(args.data, args.pbc, args.work, log, "nearest_core")
+    train_all = sets["allpbs"]["train"]
+    held = np.array([folds.get(k, -1) == args.fold for k in train_all.keys])
+    train, oof = subset(train_all, ~held), subset(train_all, held)
+    log(f"fold {args.fold} of {args.folds}: {int(held.sum())} training fields held out "
+        f"({len(oof.field)} cells), {len(train.keys)} fields trained on")
+    merged = merge(train, sets["pbc"]["train"])
+    cfg = CellTrainConfig(head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
+                          cells_per_epoch=args.cells_per_epoch, average_last=3, n_classes=len(DIFF_LABELS))
+    model = build_cell_model(args.weights, n_classes=len(DIFF_LABELS))
+    started = time.monotonic()
+    train_cells(model, merged, merge(sets["allpbs"]["val"], sets["pbc"]["val"]), cfg, log,
+                draw_weights(train, sets["pbc"]["train"], SHARES_V3))
+    classifier = keras.Model(model.inputs, model.outputs[0])
+    probs = classifier.predict(model_inputs(CellCrops(oof.rgb, oof.own, oof.near)), batch_size=64, verbose=0)
+    pooled, counts = field_scores(probs, oof)
+    out = args.work / f"oof_fold{args.fold}.npz"
+    np.savez_compressed(out, keys=np.array(oof.keys), labels=oof.field_labels, pooled=pooled, white_cells=counts,
+                        blocks=np.array([json.dumps(list(block_of[k])) for k in oof.keys]))
+    log(f"wrote {out} ({len(oof.keys)} fields) in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

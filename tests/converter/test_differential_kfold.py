@@ -1,0 +1,65 @@
+"""The out-of-fold folds (issue 32, item 4): whole patient-proxy blocks of the real training
+split, every class in every fold; a held-out subset keeps its cells with their fields; a field's
+pooled score leaves "not a white cell" out and is the mean of its white cells."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from converter.cell_data import CellSet
+from converter.differential_data import DIFF_LABELS
+from converter.differential_kfold import field_scores, fold_of_blocks, subset
+from edge.evaluation.dataset import load_dataset, number_blocks
+from edge.model.bundle import default_bundle_path, load_bundle
+
+from conftest import DATASET
+
+
+def test_folds_are_whole_blocks_and_hold_every_class():
+    if not DATASET.is_dir():
+        pytest.skip(f"all-pbs-224 not found at {DATASET} (../shared is absent)")
+    bundle = load_bundle(default_bundle_path())
+    keys = set(bundle.manifest["split"]["keys"]["train"])
+    samples = [s for s in load_dataset(DATASET).samples if s.key in keys]
+    folds = fold_of_blocks(samples, 25, 4)
+    assert set(folds) == keys and set(folds.values()) == {0, 1, 2, 3}
+    fold_of_block = defaultdict(set)
+    for s, block in zip(samples, number_blocks(samples, 25)):
+        fold_of_block[block].add(folds[s.key])
+    assert all(len(f) == 1 for f in fold_of_block.values())  # no block is split between folds
+    for k in range(4):
+        labels = {s.label for s in samples if folds[s.key] == k}
+        assert {"benign", "early_pre_b", "pre_b", "pro_b"} <= labels, (k, labels)
+    sizes = [sum(1 for v in folds.values() if v == k) for k in range(4)]
+    assert max(sizes) < 2 * min(sizes), sizes
+
+
+def _cells(fields: list[int]) -> CellSet:
+    n = len(fields)
+    f = max(fields) + 1
+    return CellSet(np.arange(n * 12, dtype=np.uint8).reshape(n, 2, 2, 3), np.zeros((n, 2, 2), bool),
+                   np.zeros((n, 2, 2), bool), np.array(fields), [f"k{i}" for i in range(f)], np.arange(f) % 4,
+                   np.zeros(f), [])
+
+
+def test_a_subset_keeps_each_cell_with_its_field():
+    cells = _cells([0, 0, 1, 2, 2, 2])
+    held = subset(cells, np.array([False, True, True]))
+    assert held.keys == ["k1", "k2"] and list(held.field) == [0, 1, 1, 1]
+    assert (held.rgb[0] == cells.rgb[2]).all() and list(held.field_labels) == [1, 2]
+
+
+def test_a_field_score_is_the_mean_of_its_white_cells():
+    cells = _cells([0, 0, 0, 1])
+    probs = np.zeros((4, len(DIFF_LABELS)))
+    probs[0, DIFF_LABELS.index("pre_b")] = 1.0
+    probs[1, DIFF_LABELS.index("neutrophil")] = 1.0
+    probs[2, DIFF_LABELS.index("not_a_white_cell")] = 1.0  # a platelet: neither votes nor counts
+    probs[3, DIFF_LABELS.index("not_a_white_cell")] = 1.0
+    pooled, counts = field_scores(probs, cells)
+    assert list(counts) == [2, 0]
+    assert pooled[0] == pytest.approx([0.5, 0.0, 0.5, 0.0])  # half blasts (pre_b), half benign (neutrophil)
+    assert np.isnan(pooled[1]).all()
