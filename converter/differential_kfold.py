@@ -75,7 +75,56 @@ def field_scores(probs: np.ndarray, cells: CellSet) -> tuple[np.ndarray, np.ndar
     return pooled, counts
 
 
+def report(work: Path, bundle_path: Path) -> dict:
+    """The out-of-fold scores so far (``oof_fold*.npz`` in ``work``) read at ``bundle_path``'s
+    operating point: per block, the share of its fields called right (benign: negative;
+    malignant: positive), and the AUC of benign against malignant fields apart from any
+    operating point. How the operating point fitted on validation holds on every training block."""
+    from edge.analysis.labels import BENIGN, LABELS
+    from edge.analysis.screening import screen
+    from edge.model.signing import Trust
+
+    bundle = load_bundle(bundle_path, Trust(allow_unsigned=True))
+    files = sorted(work.glob("oof_fold*.npz"))
+    if not files:
+        raise ValueError(f"{work}: no oof_fold*.npz yet")
+    rows: dict[str, dict] = {}
+    pos: list[float] = []
+    neg: list[float] = []
+    for path in files:
+        d = np.load(path)
+        for label, pooled, cells, block in zip(d["labels"], d["pooled"], d["white_cells"], d["blocks"]):
+            benign = LABELS[int(label)] == BENIGN
+            row = rows.setdefault(str(block), {"label": LABELS[int(label)], "fields": 0, "right": 0})
+            row["fields"] += 1
+            if cells == 0 or np.isnan(pooled).any():
+                continue
+            (neg if benign else pos).append(1.0 - float(pooled[LABELS.index(BENIGN)]))
+            call = screen(pooled, bundle.calibration, int(cells)).call
+            row["right"] += call == ("negative" if benign else "positive")
+    p, n = np.array(pos), np.array(neg)
+    auc = float((p[:, None] > n[None, :]).mean() + 0.5 * (p[:, None] == n[None, :]).mean()) if len(p) and len(n) else None
+    shares = {side: sorted(round(r["right"] / r["fields"], 3) for r in rows.values()
+                           if (r["label"] == BENIGN) == (side == "benign")) for side in ("benign", "malignant")}
+    return {"folds": [f.name for f in files], "operating_point_of": bundle.model_id, "auc": auc,
+            "fields": {"benign": len(n), "malignant": len(p)}, "right_per_block": shares,
+            "note": "float model, one view a cell: the device reads int8 in eight views"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["report"]:
+        rp = argparse.ArgumentParser(prog="python -m converter.differential_kfold report")
+        rp.add_argument("--work", type=Path, required=True)
+        rp.add_argument("--bundle", type=Path, required=True, help="whose operating point to read the scores at")
+        a = rp.parse_args(argv[1:])
+        try:
+            print(json.dumps(report(a.work, a.bundle), indent=2))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     ap = argparse.ArgumentParser(prog="python -m converter.differential_kfold", description=__doc__)
     ap.add_argument("--fold", type=int, required=True)
     ap.add_argument("--folds", type=int, default=4)

@@ -63,3 +63,20 @@ def test_a_field_score_is_the_mean_of_its_white_cells():
     assert list(counts) == [2, 0]
     assert pooled[0] == pytest.approx([0.5, 0.0, 0.5, 0.0])  # half blasts (pre_b), half benign (neutrophil)
     assert np.isnan(pooled[1]).all()
+
+
+def test_the_report_reads_out_of_fold_scores_at_a_bundles_operating_point(tmp_path):
+    """A clear benign block is called negative and a clear blast block positive at the
+    candidate's operating point; a field with no white cell counts as not called right."""
+    import json
+
+    from converter.differential_kfold import report
+
+    candidate = default_bundle_path().parent / "differential-candidate"
+    pooled = np.array([[0.99, 0.0, 0.01, 0.0]] * 3 + [[0.05, 0.1, 0.8, 0.05]] * 2 + [[np.nan] * 4])
+    np.savez_compressed(tmp_path / "oof_fold0.npz", keys=np.array([f"k{i}" for i in range(6)]),
+                        labels=np.array([0, 0, 0, 2, 2, 2]), pooled=pooled, white_cells=np.array([5, 5, 5, 4, 4, 0]),
+                        blocks=np.array([json.dumps(["benign", 1])] * 3 + [json.dumps(["pre_b", 1])] * 3))
+    out = report(tmp_path, candidate)
+    assert out["right_per_block"] == {"benign": [1.0], "malignant": [round(2 / 3, 3)]}
+    assert out["auc"] == 1.0 and out["fields"] == {"benign": 3, "malignant": 2}
