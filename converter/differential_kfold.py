@@ -88,9 +88,10 @@ def report(work: Path, bundle_path: Path) -> dict:
     files = sorted(work.glob("oof_fold*.npz"))
     if not files:
         raise ValueError(f"{work}: no oof_fold*.npz yet")
+    from edge.evaluation.metrics import auc
+
     rows: dict[str, dict] = {}
-    pos: list[float] = []
-    neg: list[float] = []
+    scores: list[tuple[bool, float]] = []
     for path in files:
         d = np.load(path)
         for label, pooled, cells, block in zip(d["labels"], d["pooled"], d["white_cells"], d["blocks"]):
@@ -99,15 +100,17 @@ def report(work: Path, bundle_path: Path) -> dict:
             row["fields"] += 1
             if cells == 0 or np.isnan(pooled).any():
                 continue
-            (neg if benign else pos).append(1.0 - float(pooled[LABELS.index(BENIGN)]))
+            scores.append((not benign, 1.0 - float(pooled[LABELS.index(BENIGN)])))
             call = screen(pooled, bundle.calibration, int(cells)).call
             row["right"] += call == ("negative" if benign else "positive")
-    p, n = np.array(pos), np.array(neg)
-    auc = float((p[:, None] > n[None, :]).mean() + 0.5 * (p[:, None] == n[None, :]).mean()) if len(p) and len(n) else None
+    malignant = np.array([m for m, _ in scores], bool)
+    score = np.array([v for _, v in scores])
+    both = malignant.any() and not malignant.all()
     shares = {side: sorted(round(r["right"] / r["fields"], 3) for r in rows.values()
                            if (r["label"] == BENIGN) == (side == "benign")) for side in ("benign", "malignant")}
-    return {"folds": [f.name for f in files], "operating_point_of": bundle.model_id, "auc": auc,
-            "fields": {"benign": len(n), "malignant": len(p)}, "right_per_block": shares,
+    return {"folds": [f.name for f in files], "operating_point_of": bundle.model_id,
+            "auc": auc(score, malignant) if both else None,
+            "fields": {"benign": int((~malignant).sum()), "malignant": int(malignant.sum())}, "right_per_block": shares,
             "note": "float model, one view a cell: the device reads int8 in eight views"}
 
 

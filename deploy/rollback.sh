@@ -11,7 +11,8 @@
 # aside beside it, never deleted: `blastscope-edge record rollback`); switches
 # /opt/blastscope/current to the previous release by one rename (the release it leaves becomes
 # "previous"); when the running release had installed its model, takes the model back too
-# (`model rollback`, by the older release: it may not read the newer model); starts the service. Upgrading again is install.sh again.
+# (`model rollback`, by the older release: it may not read the newer model); starts the service.
+# Upgrading again is install.sh again.
 set -euo pipefail
 
 APP=blastscope
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1; shift ;;
     --root) ROOT="${2:?--root needs a folder}"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "rollback.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -16,15 +16,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from edge.device.district import dicomweb_client
 
-def _client(url: str, user: str, password_file: str | None) -> Any:
-    import requests
-    from dicomweb_client.api import DICOMwebClient
-    from dicomweb_client.session_utils import create_session_from_user_pass
-
-    password = Path(password_file).read_text().strip() if password_file else ""
-    session = create_session_from_user_pass(user, password) if user else requests.Session()
-    return DICOMwebClient(url=url, session=session)
+#: Each request to the district server bounded (a hung link is an error, not a wait for ever).
+TIMEOUT_S = 120.0
 
 
 def find_study(client: Any, case_code: str | None, study_uid: str | None) -> str:
@@ -65,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
         print("error: name the case: --case CODE or --study UID", file=sys.stderr)
         return 2
     try:
-        client = _client(args.url, args.user, args.password_file)
+        client = dicomweb_client(args.url, args.user, args.password_file, TIMEOUT_S)
         study = find_study(client, args.case, args.study)
         uid = store_read(client, study, args.call, args.comment, args.reader)
     except (ValueError, OSError) as exc:
@@ -92,7 +87,7 @@ def import_main(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     try:
         secret = Path(args.device_password_file).read_text().strip()
-        client = _client(args.url, args.user, args.password_file)
+        client = dicomweb_client(args.url, args.user, args.password_file, TIMEOUT_S)
         payload = import_stick(folder, secret, client.store_instances)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

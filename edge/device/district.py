@@ -19,6 +19,7 @@ import collections
 import functools
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
@@ -44,6 +45,21 @@ class DistrictConfig(Settings):
     reads_days: Annotated[Float, Field(gt=0)] = 30.0  # cases sent this recently are looked at
 
 
+def dicomweb_client(url: str, user: str, password_file: str | None, timeout_s: float | None = None) -> Any:
+    """A DICOMweb client of ``url`` as ``user`` with the password in ``password_file`` (read at
+    each call, so a fixed password is picked up); every request bounded by ``timeout_s``: a link
+    that hangs is a failed try, not a sender stuck for ever."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+    from dicomweb_client.session_utils import create_session_from_user_pass
+
+    password = Path(password_file).read_text().strip() if password_file else ""
+    session = create_session_from_user_pass(user, password) if user else requests.Session()
+    if timeout_s is not None:
+        session.request = functools.partial(session.request, timeout=timeout_s)  # type: ignore[method-assign]
+    return DICOMwebClient(url=url, session=session)
+
+
 class DistrictSender:
     def __init__(self, config: DistrictConfig, store: Store, device: str, model_id: str,
                  final_call: Callable[[int], str | None]) -> None:
@@ -56,20 +72,10 @@ class DistrictSender:
         self.send_ms: collections.deque[float] = collections.deque(maxlen=1000)
 
     def _client(self) -> Any:
-        import requests
-        from dicomweb_client.api import DICOMwebClient
-        from dicomweb_client.session_utils import create_session_from_user_pass
-
-        password = Path(self.config.password_file).read_text().strip() if self.config.password_file else ""
-        session = create_session_from_user_pass(self.config.user, password) if self.config.user else requests.Session()
-        # every request bounded: a link that hangs is a failed try, not a sender stuck for ever
-        session.request = functools.partial(session.request, timeout=self.config.timeout_seconds)  # type: ignore[method-assign]
-        return DICOMwebClient(url=self.config.url, session=session)
+        return dicomweb_client(self.config.url, self.config.user, self.config.password_file, self.config.timeout_seconds)
 
     def run_once(self, now: float | None = None) -> int:
         """Try every parcel due at ``now`` (default: the clock); how many were sent."""
-        import time
-
         import requests  # with dicomweb-client (the district extra): only a device with a district needs them
 
         from edge.record.dicom import case_instances
@@ -106,8 +112,6 @@ class DistrictSender:
     def fetch_reads(self, now: float | None = None) -> int:
         """Add the second reads the server holds for recently sent cases; how many were new.
         A link that fails leaves it for the next round (nothing is lost: the reads stay there)."""
-        import time
-
         from pydicom.dataset import Dataset
 
         from edge.record.dicom import case_study_uid, parse_second_read
@@ -142,8 +146,6 @@ class DistrictSender:
         return self
 
     def _run(self) -> None:
-        import time
-
         while not self._stop.wait(self.config.poll_seconds):
             try:
                 self.run_once()

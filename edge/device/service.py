@@ -236,10 +236,8 @@ class Service:
         parcel = self.store.outbox.get(case_id)
         case["district"] = None if parcel is None else parcel.to_dict()
         # the district's second reads: an addendum by a named remote reader, beside the sign-out
-        reads = self.store.second_reads.for_case(case_id)
-        case["second_reads"] = reads
-        final = case["final_call"]
-        case["second_read_differs"] = bool(reads) and reads[-1]["call"] != final
+        reads = case["second_reads"] = self.store.second_reads.for_case(case_id)
+        case["second_read_differs"] = bool(reads) and reads[-1]["call"] != case["final_call"]
         case["site_verification"] = _case_site_text([f for f in case["fields"] if not f.get("excluded")],
                                                     lambda: self.site.state().text)
         armed = self.button_target.armed

@@ -11,8 +11,8 @@ from edge.model.bundle import Bundle
 from edge.analysis.case import CaseRule, case_call
 from edge.evaluation.dataset import Dataset, number_blocks
 from edge.analysis.imagefile import read_rgb
-from edge.analysis.labels import BENIGN
-from edge.evaluation.metrics import _rate, summarize
+from edge.analysis.labels import BENIGN, LABELS
+from edge.evaluation.metrics import _rate, auc, summarize
 from edge.pipeline import Pipeline
 from edge.analysis.screening import screen
 
@@ -101,14 +101,15 @@ def ranking_report(samples: list, readings: Readings, sensitivities: tuple[float
     (issue 32: a build can rank fields better and still read worse at a fragile operating point):
     the AUC of the pooled malignant share over the fields it classified, and the share of benign
     fields below the threshold that keeps each of ``sensitivities`` of the malignant ones."""
-    scores = [(s.label != BENIGN, 1.0 - float(raw[0])) for s, raw in zip(samples, readings.raws) if raw is not None]
-    pos = np.array([v for m, v in scores if m])
-    neg = np.array([v for m, v in scores if not m])
-    if not len(pos) or not len(neg):
-        return {"auc": None, "fields": len(scores)}
-    auc = float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+    kept = [(s.label != BENIGN, 1.0 - float(raw[LABELS.index(BENIGN)]))
+            for s, raw in zip(samples, readings.raws) if raw is not None]
+    malignant = np.array([m for m, _ in kept], bool)
+    score = np.array([v for _, v in kept])
+    if malignant.all() or not malignant.any():
+        return {"auc": None, "fields": len(kept)}
+    pos, neg = score[malignant], score[~malignant]
     below = {f"{s:g}": round(float((neg < np.quantile(pos, 1.0 - s)).mean()), 4) for s in sensitivities}
-    return {"auc": round(auc, 4), "fields": len(scores), "benign_cleared_at_sensitivity": below,
+    return {"auc": round(auc(score, malignant), 4), "fields": len(kept), "benign_cleared_at_sensitivity": below,
             "score": "the pooled share of the three B-ALL labels (1 - benign), before calibration"}
 
 

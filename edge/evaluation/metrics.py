@@ -98,3 +98,16 @@ def summarize(true_labels: Sequence[str], raw_probabilities: Sequence[np.ndarray
         "uncertain": int(uncertain_by_class.sum()),
         "unclassified": int(rejected.sum()),
     }
+
+
+def auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """ROC AUC by the rank statistic (ties shared)."""
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # mean rank for ties
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    pos = truth.astype(bool)
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

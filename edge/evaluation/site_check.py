@@ -25,24 +25,12 @@ from edge.analysis.cells import CellCrops, cut_cells, detect_cells, measure_magn
 from edge.analysis.imagefile import read_rgb
 from edge.analysis.normalisation import normalise
 from edge.analysis.segmentation import segment
+from edge.evaluation.metrics import auc
 from edge.evaluation.pbc import PBC_PX_PER_UM, centre_cell, degrade, pbc_files
 from edge.model.bundle import Bundle
 from edge.pipeline import Pipeline
 
 TARGET_AUC = 0.75
-
-
-def auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """ROC AUC by the rank statistic (ties shared)."""
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # mean rank for ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    pos = truth.astype(bool)
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def logistic_fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 300) -> tuple[np.ndarray, float]:

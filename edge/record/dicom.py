@@ -4,15 +4,16 @@ Each counted field is one Secondary Capture instance made with highdicom (well k
 builds the modules a validator expects, where hand-written pydicom would have to): the field as
 the device analysed it, in the slide coordinate system, the container and the specimen
 identified by the case code (a slide number, never a name; also the patient ID, which a
-DICOMDIR requires), the device and model as equipment, and in its comments the field's call and cell counts and the case's final call. The
-patient module is left empty: nothing the clinic did not enter about the patient is sent, and
-BlastScope asks for nothing about the patient.
+DICOMDIR requires), the device and model as equipment, and in its comments the field's call
+and cell counts and the case's final call. Nothing else of the patient module is filled:
+nothing the clinic did not enter about the patient is sent, and BlastScope asks for nothing
+about the patient.
 
 UIDs are derived from the device, the case and the field (``pydicom.uid.generate_uid`` with
 those as its entropy), so a resend carries the same UIDs and the server keeps one instance.
 
 The district's second read comes back the same way: a DICOM Enhanced SR in the case's study
-(``second_read_sr``, made by ``blastscope-district read``), which the device reads with
+(``second_read_sr``, made by ``blastscope-edge district-read``), which the device reads with
 ``parse_second_read``: the reader as the person observer, the call as the finding, the comment.
 
 Beside the fields, one Enhanced SR per case version (``case_summary_sr``) carries what the
@@ -39,7 +40,7 @@ from edge.analysis.case import differential
 from edge.analysis.imagefile import read_rgb
 from edge.analysis.labels import is_blast
 from edge.analysis.result import DISCLAIMER
-from edge.record.second_reads import CALLS, SecondRead
+from edge.record.second_reads import SecondRead, check_read
 
 #: The series number of second reads in a case's study (the fields are series 1).
 SECOND_READ_SERIES = 90
@@ -64,11 +65,11 @@ def _num(code: str, meaning: str, value: float, unit: tuple[str, str]) -> Any:
                                 unit=hd.sr.CodedConcept(unit[0], "UCUM", unit[1]), relationship_type="CONTAINS")
 
 
-def case_summary_sr(case: Mapping[str, Any], fields: list[Dataset], device: str, model_id: str,
-                    final_call: str | None) -> Dataset:
-    """The case's call and differential count as an Enhanced SR in the case's study, its fields
-    the evidence; one instance per case version (an amended case sent again adds its new one)."""
-    counted = [f for f in case["fields"] if not f.get("excluded") and f.get("status") == "classified"]
+def case_summary_sr(case: Mapping[str, Any], counted: list[Mapping[str, Any]], fields: list[Dataset], device: str,
+                    model_id: str, final_call: str | None) -> Dataset:
+    """The case's call and differential count over its ``counted`` field records as an Enhanced
+    SR in the case's study, their instances (``fields``) the evidence; one instance per case
+    version (an amended case sent again adds its new one)."""
     model = differential(counted)
     white = sum(model.values())
     blasts = sum(v for k, v in model.items() if is_blast(k))
@@ -82,9 +83,9 @@ def case_summary_sr(case: Mapping[str, Any], fields: list[Dataset], device: str,
     if white:
         items.append(_num("BLASTPCT", "Blast percentage (model)", round(100.0 * blasts / white, 1), ("%", "percent")))
     items += [_num(f"DIFF-{k}", f"Cells read as {k} (model)", v, cells) for k, v in model.items()]
-    reviewed = differential(counted, reviewed=True)
     if any(f.get("cell_reviews") for f in counted):
-        items += [_num(f"RDIFF-{k}", f"Cells reviewed as {k}", v, cells) for k, v in reviewed.items()]
+        items += [_num(f"RDIFF-{k}", f"Cells reviewed as {k}", v, cells)
+                  for k, v in differential(counted, reviewed=True).items()]
     items.append(hd.sr.TextContentItem(name=hd.sr.CodedConcept(*_COMMENT), relationship_type="CONTAINS",
                                        value=f"BlastScope case {case['code']}, model {model_id}. {DISCLAIMER}"[:1024]))
     root = hd.sr.ContainerContentItem(name=hd.sr.CodedConcept(*_SUMMARY), template_id="2000")
@@ -110,10 +111,7 @@ def second_read_sr(evidence: Dataset, call: str, comment: str, reader: str, stat
     call the finding, the comment a comment; patient and study copied from the evidence."""
     from pydicom.sr.codedict import codes
 
-    if call not in CALLS:
-        raise ValueError(f"a second read's call is one of {', '.join(CALLS)}, not {call!r}")
-    if not reader.strip():
-        raise ValueError("a second read is signed by its reader's name")
+    check_read(call, reader)
     observer = hd.sr.ObserverContext(observer_type=codes.DCM.Person,
                                      observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=reader))
     root = hd.sr.ContainerContentItem(name=hd.sr.CodedConcept(*_REPORT), template_id="2000")
@@ -196,5 +194,5 @@ def case_instances(case: Mapping[str, Any], image_of: Callable[[int], Path | Non
         instance.SoftwareVersions = model_id[:64]
         out.append(instance)
     if out:  # the case's call and counts beside its fields
-        out.append(case_summary_sr(case, out, device, model_id, final_call))
+        out.append(case_summary_sr(case, fields, out, device, model_id, final_call))
     return out

@@ -10,13 +10,22 @@ added is in the audit log. One row an SR instance, so fetching again adds nothin
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from edge.record.db import Database
 
 #: What a second read may call a case.
 CALLS = ("positive", "negative", "uncertain")
+
+
+def check_read(call: str, reader: str) -> None:
+    """ValueError unless ``call`` is a read's call and ``reader`` names who signs it: the one
+    rule for a read written (``edge.record.dicom.second_read_sr``) and a read fetched back."""
+    if call not in CALLS:
+        raise ValueError(f"a second read's call is one of {', '.join(CALLS)}, not {call!r}")
+    if not reader.strip():
+        raise ValueError("a second read is signed by its reader's name")
 
 
 @dataclass(frozen=True)
@@ -30,13 +39,7 @@ class SecondRead:
     read_at: str  # as the reader's report dates it (DICOM date and time, ISO)
 
     def __post_init__(self) -> None:
-        if self.call not in CALLS:
-            raise ValueError(f"a second read's call is one of {', '.join(CALLS)}, not {self.call!r}")
-        if not self.reader.strip():
-            raise ValueError("a second read is signed by its reader's name")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        check_read(self.call, self.reader)
 
 
 class SecondReads:
