@@ -55,11 +55,13 @@ def _pipeline(args: argparse.Namespace):
               "until it is signed", file=sys.stderr)
     threads = args.threads if args.threads is not None else cfg.inference.threads  # a flag given wins, else the config
     pipeline = Pipeline.on_cpu(bundle, threads=threads, quality=cfg.quality)
+    views = args.views if getattr(args, "views", None) is not None else cfg.inference.views
+    reference = None
     if getattr(args, "site_reference", None) is not None:
         from edge.model.site_reference import SiteReference
 
-        pipeline = Pipeline(bundle, pipeline.backends, cfg.quality, SiteReference.load(args.site_reference))
-    return pipeline
+        reference = SiteReference.load(args.site_reference)
+    return Pipeline(bundle, pipeline.backends, cfg.quality, reference, views=views)
 
 
 def _site_reference(args: argparse.Namespace) -> int:
@@ -399,6 +401,30 @@ def _evaluate_pbc(args: argparse.Namespace, pipeline) -> int:
     return 0
 
 
+def _compare_views(args: argparse.Namespace, pipeline, samples: list) -> int:
+    """``evaluate --compare-views``: every field read in every view and adaptively (issue 36)."""
+    from edge.evaluation.views_compare import compare_views
+
+    report = compare_views(pipeline, samples).to_dict()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    views, calls = report["views_read_per_field"], report["invocations_per_field"]
+    print(f"{report['fields']} fields ({args.split} split), model {pipeline.bundle.model_id}: read in every view "
+          f"and adaptively (edge/model/views.py)")
+    print(f"calls changed: {len(report['calls_changed'])}; cells relabelled {report['cells_relabelled']} of "
+          f"{report['cells']}; fields whose blast count changed {report['fields_with_blast_count_changed']}; "
+          f"largest change of a field's malignant probability {report['max_malignant_probability_shift']:.4f}")
+    for c in report["calls_changed"]:
+        print(f"  {c['key']} ({c['label']}): {c['all_views']} in every view, {c['adaptive']} adaptively")
+    if views["all"] is not None:
+        print(f"views read per field p50/p95: every view {views['all']['p50']:g}/{views['all']['p95']:g}, "
+              f"adaptive {views['adaptive']['p50']:g}/{views['adaptive']['p95']:g}")
+    print(f"CPU invocations per field p50/p95: every view {calls['all']['p50']:g}/{calls['all']['p95']:g}, "
+          f"adaptive {calls['adaptive']['p50']:g}/{calls['adaptive']['p95']:g}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: all-pbs-224 fields (and cases) through the device pipeline, or
     pbc-normal's cells through the differential, told apart by the folder's layout."""
@@ -415,6 +441,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.case_size and min(args.case_size) < 1:
         print("error: --case-size must be at least 1", file=sys.stderr)
         return 2
+    if args.compare_views:
+        return _compare_views(args, pipeline, samples)
     report = evaluate(pipeline, samples, args.case_size)
     report["split"] = args.split
     if args.json:
@@ -508,6 +536,11 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"model invocations per field p50 {report['invocations_per_field']['p50']:g} "
           f"(p95 {report['invocations_per_field']['p95']:g}); CPU time per field p50 {report['cpu_ms_per_field']['p50']} ms "
           f"(every thread of the process)")
+    if (every := report.get("every_view")) is not None:
+        print(f"every view read (as before adaptive views, same run, {every['repeats']} repeats): invocations per field p50 "
+              f"{every['invocations_per_field']['p50']:g}, CPU time per field p50 {every['cpu_ms_per_field']['p50']} ms; "
+              f"views read per field p50 {every['views_read_per_field']['p50']:g} against "
+              f"{(every['views_read_adaptive'] or {}).get('p50', 'n/a')} adaptively")
     print(f"mean per field: inference {report['inference_mean_ms']} ms, everything else {report['other_mean_ms']} ms "
           f"({report['other_mean_ms'] / max(report['inference_mean_ms'], 1e-9):.2f}x inference)")
     print(f"peak RSS {report['peak_rss_mb']} MB")
@@ -575,6 +608,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help=f"TOML config file (default: $BLASTSCOPE_CONFIG, else {SYSTEM_CONFIG} "
                         "when it exists)")
     common.add_argument("--state-dir", help="state directory holding the installed model")
+    common.add_argument("--views", choices=["adaptive", "all"],
+                        help="how a cell's orientations are read (default: the config's inference.views, adaptive): "
+                             "'all' reads every cell in every view, as the calibration was fitted")
     common.add_argument("--threads", type=int, help="CPU inference threads (default: the config's inference.threads)")
     common.add_argument("--allow-unsigned", action="store_true",
                         help="measure a bundle no trusted key has signed yet (a converter output under test)")
@@ -658,6 +694,8 @@ def parser() -> argparse.ArgumentParser:
                    help="which of the bundle's recorded splits to use (default: test; pbc-normal: split by image)")
     e.add_argument("--case-size", type=int, nargs="+", metavar="K",
                    help="also call non-overlapping cases of K fields from one patient-proxy block (several K allowed)")
+    e.add_argument("--compare-views", action="store_true",
+                   help="read every field in every view and adaptively, and print what changed (issue 36)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
     from edge.district_read import add_parser as add_district_read

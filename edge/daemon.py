@@ -44,7 +44,7 @@ def build_service(cfg: Config) -> Service:
                                                                  cfg.camera.capture_timeout_seconds,
                                                                  cfg.camera.controls()),
                           cfg.camera.fps, cfg.camera.retry_max_seconds)
-    return Service(cfg, bundle, Pipeline(bundle, backends, cfg.quality), Store(cfg.state_dir, cfg.store), camera,
+    return Service(cfg, bundle, Pipeline(bundle, backends, cfg.quality, views=cfg.inference.views), Store(cfg.state_dir, cfg.store), camera,
                    model_notes=notes)
 
 

@@ -8,16 +8,18 @@ device does."""
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import TypedDict
 
 import numpy as np
 
 from edge.model.bundle import Bundle
+from edge.analysis.labels import NOT_A_WHITE_CELL
 from edge.analysis.quality import QualityConfig
 from edge.analysis.fieldofview import crop_to_field
 from edge.analysis.preprocess import fit_to_input
-from edge.model.inference import BackendManager, timed_ms
+from edge.model.inference import BackendManager, Inference, timed_ms
 from edge.analysis.normalisation import normalise
 from edge.analysis.quality import GateLimits, cells_reason, measure_quality
 from edge.analysis.cells import (FAINT_STAIN, NO_WHITE_CELLS, Cell, CellCall, CellCrops, cut_cells, detect_cells, four_class,
@@ -27,8 +29,8 @@ from edge.analysis.appearance import features as appearance_features
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
 from edge.model.site_reference import SiteReference
-from edge.model.views import read_cell_batched
-from edge.analysis.screening import screen
+from edge.model.views import EDGE_MARGIN, VIEW_POLICIES, ViewReader, read_cell_batched
+from edge.analysis.screening import near_an_edge, screen
 from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, Segmentation, segment
 from edge.analysis.fieldofview import FieldOfView
 from edge.analysis.quality import Quality
@@ -46,12 +48,17 @@ class _Common(TypedDict, total=False):
     cells: list[CellCall] | None
     ruler_px: float | None
     appearance_distance: float | None
+    views_read: int | None
 
 
 class Pipeline:
     def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig(),
-                 site_reference: SiteReference | None = None) -> None:
+                 site_reference: SiteReference | None = None, views: str = "adaptive") -> None:
         self.bundle, self.backends = bundle, backends
+        if views not in VIEW_POLICIES:
+            raise ValueError(f"views {views!r}: one of {', '.join(VIEW_POLICIES)}")
+        #: How a cell's orientations are read (``edge.model.views``): "adaptive" or "all".
+        self.views = views
         if site_reference is not None and not site_reference.covers(bundle.model_id):
             raise ValueError(f"the site reference was measured with model {site_reference.model_id}; model "
                              f"{bundle.model_id} runs: fit a new reference with this model")
@@ -63,6 +70,15 @@ class Pipeline:
         #: side its gate and its cell scale were fitted at (cells are cut from that field).
         self.field_side = int(bundle.manifest.get("field_side", FIELD_SIDE)) if bundle.kind == "cells" \
             else backends.input_side
+
+    def reading_views(self, views: str) -> "Pipeline":
+        """This pipeline (same bundle, backends, gate and site reference) reading a cell's
+        orientations as ``views`` says: how ``evaluate --compare-views`` reads a field both ways."""
+        if views not in VIEW_POLICIES:
+            raise ValueError(f"views {views!r}: one of {', '.join(VIEW_POLICIES)}")
+        other = copy.copy(self)
+        other.views = views
+        return other
 
     @classmethod
     def on_cpu(cls, bundle: Bundle, threads: int = 2, quality: QualityConfig = QualityConfig()) -> "Pipeline":
@@ -177,15 +193,11 @@ class Pipeline:
             if foreign_look and site is not None:  # unlike the training sites: like this clinic's normal slides?
                 foreign_look = site.appearance.field_distance(site.appearance.distances(rows), rows) > site.appearance.limit
             timings["appearance"] = timed_ms(t)
-        outputs, inference_ms, backend = [], 0.0, "cpu"
-        for a, b in zip(first, second):
-            out, backend, ms = read_cell_batched(self.backends.infer_views, a, b, params.views)
-            outputs.append(out)
-            inference_ms += ms
-        timings["inference"] = inference_ms
+        reader = ViewReader(self.backends.infer_views, first, second, params.views, self.bundle.cell_labels)
         t = time.perf_counter()
-        probabilities = np.stack([o.probabilities for o in outputs])
-        embeddings = [o.embedding for o in outputs]
+        # the embedding is the upright view's whatever else is read (edge.model.views), so the
+        # out-of-distribution check needs no more than the first read
+        embeddings = [o.embedding for o in reader.outputs()]
         if any(e is None for e in embeddings):
             raise ValueError(f"{self.bundle.root}: the cell model gives no embedding, so its cells cannot be checked")
         stacked = np.stack([e for e in embeddings if e is not None])
@@ -193,6 +205,19 @@ class Pipeline:
         familiar = distances <= ood.limit
         if site is not None:  # a cell like this clinic's normal cells is familiar too
             familiar |= site.embedding.distances(stacked) <= site.embedding.limit
+        timings["ood"] = timed_ms(t)
+        if self.views == "all":
+            reader.complete()
+        else:
+            reader.complete(reader.unsettled())
+            raw, _ = self._pooled(reader.outputs(), familiar)
+            if raw is not None and near_an_edge(raw, self.bundle.calibration, EDGE_MARGIN):
+                reader.complete()  # the call could turn on a view: read it as the calibration was fitted
+        outputs, backend = reader.outputs(), reader.backend
+        timings["inference"] = reader.ms
+        common["views_read"] = reader.views_read()
+        t = time.perf_counter()
+        probabilities = np.stack([o.probabilities for o in outputs])
         names = self.bundle.cell_labels
         calls = [CellCall(cell, names[int(np.argmax(p))], {lab: float(v) for lab, v in zip(names, p)}, float(d), bool(f),
                           look)
@@ -205,14 +230,24 @@ class Pipeline:
                           timings_ms=timings, **common)
         # one cell, one vote: what the model reads as not a white cell (a platelet clump, a smudge)
         # neither votes in the field's call nor counts
-        counted = np.array([c.counted for c in calls])
-        if not counted.any():
+        raw, counted = self._pooled(outputs, familiar)
+        if raw is None:
             timings["screening"] = timed_ms(t)
             return Result("rejected", [NO_WHITE_CELLS], None, raw_probabilities=None, backend=backend,
                           timings_ms=timings, **common)
-        pooling = pool_share if self.bundle.differential else pool
-        raw = pooling(four_class(probabilities[counted], names)).astype(np.float32)
         screening = screen(raw, self.bundle.calibration, cells=int(counted.sum()))
         timings["screening"] = timed_ms(t)
         return Result("classified", [], screening, raw_probabilities=raw, backend=backend, timings_ms=timings,
                       **common)
+
+    def _pooled(self, outputs: list[Inference], familiar: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """The field's raw four-label probabilities pooled from the cells' outputs (None when no
+        cell is a white cell) and which cells were counted: what is not a white cell (a platelet
+        clump, a smudge) neither votes in the field's call nor counts."""
+        names = self.bundle.cell_labels
+        probabilities = np.stack([o.probabilities for o in outputs])
+        counted = familiar & np.array([names[int(np.argmax(p))] != NOT_A_WHITE_CELL for p in probabilities], bool)
+        if not counted.any():
+            return None, counted
+        pooling = pool_share if self.bundle.differential else pool
+        return pooling(four_class(probabilities[counted], names)).astype(np.float32), counted

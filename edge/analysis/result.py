@@ -45,6 +45,9 @@ class Result:
     #: Where a hands-free scan took this field on the slide: (x, y, side) in frame pixels from
     #: the scan's first frame; None for a field taken by hand. The case report draws its map.
     stage_position: tuple[float, float, float] | None = None
+    #: How many cell views the model read for this field (``edge.model.views``): what adaptive
+    #: reading saved; None where no cell was read. Not stored: a figure of the reading, not a result.
+    views_read: int | None = None
     created: float = field(default_factory=time.time)
     id: int | None = None
 

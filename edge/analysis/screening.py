@@ -79,6 +79,17 @@ def calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def near_an_edge(raw_probabilities: np.ndarray, calibration: Calibration, margin: float) -> bool:
+    """Whether a field's calibrated malignant probability lies within ``margin`` (in log-odds) of
+    the threshold or an edge of the uncertain band: where reading the cells' other views could
+    change the call (``edge.model.views.ViewReader``)."""
+    p = calibrated(raw_probabilities, calibration.temperature)
+    m = float(np.clip(1.0 - p[LABELS.index(BENIGN)], 1e-9, 1 - 1e-9))
+    edges = {calibration.uncertain_low, calibration.malignant_threshold, calibration.uncertain_high}
+    logit = np.log(m / (1 - m))
+    return any(abs(logit - np.log(e / (1 - e))) < margin for e in edges if 0.0 < e < 1.0)
+
+
 def screen(raw_probabilities: np.ndarray, calibration: Calibration, cells: int | None = None) -> Screening:
     """The screening answer for one field's raw model probabilities (len(LABELS),), pooled
     from ``cells`` recognised white cells (None: a field model, which reads the whole field)."""

@@ -268,7 +268,7 @@ class Service:
         none: the pipeline is rebuilt on the same backends."""
         active = self.site.active_reference()
         self.pipeline = Pipeline(self.bundle, self.pipeline.backends, self.config.quality,
-                                 None if active is None else active.reference)
+                                 None if active is None else active.reference, views=self.config.inference.views)
 
     #: How far the clock may lag the newest field before it is called wrong (a field read a
     #: moment ago on another thread's clock is not a wrong clock).

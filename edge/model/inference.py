@@ -30,6 +30,9 @@ class InferenceConfig(Settings):
     bundle: str = ""  # empty: the installed model (state dir's models/current), else the shipped one
     threads: Annotated[Int, Field(ge=1)] = 2
     reprobe_seconds: Annotated[Float, Field(gt=0)] = 60.0
+    # How a cell's orientations are read (edge.model.views): "adaptive" reads every cell upright
+    # and the other views only where they could change a call; "all" reads every view always.
+    views: Literal["adaptive", "all"] = "adaptive"
     # Public keys trusted beside the release's ("ed25519:<base64>"): a development device's own
     # key. The release's keys and its revocation list ship with the software (edge.model.signing).
     trusted_keys: tuple[str, ...] = ()

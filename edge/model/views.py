@@ -10,6 +10,16 @@ gives every orientation of a cell the same call. The bundle records how many vie
 calibration was fitted with (``CellParams.views``): a bundle fitted on one view is read on
 one view.
 
+Reading every cell eight times costs eight times the compute (issue 36: 48 model invocations a
+field on the Edge TPU, and most of the CPU time on a Pi). Most cells are read the same in every
+orientation, so ``ViewReader`` reads every cell upright first, all of a field's cells in as few
+invocations as the backend allows, then the other seven views only of the cells whose upright
+read is not settled (its top class below ``SETTLED``); the pipeline asks for the rest when the
+field's pooled score lies near an edge of the operating point (``edge.analysis.screening.
+near_an_edge``), so a call that could turn on a view is read in all eight, as it was fitted.
+``blastscope-edge evaluate --views all`` against the default reads the validation split both
+ways and prints what changed.
+
 The embedding the out-of-distribution check measures is the upright view's alone: the check
 was fitted on single views (``converter.cell_build``), and a mean over views would be drawn
 toward the training cells' centre and pass what the fitted limit would refuse.
@@ -21,11 +31,32 @@ from typing import Callable
 
 import numpy as np
 
-from edge.analysis.cells import pool
+from edge.analysis.cells import four_class, pool
+from edge.analysis.labels import BENIGN, LABELS
 from edge.model.inference import Inference
 
 #: The eight symmetries of a square, the upright view first.
 DIHEDRAL = 8
+
+#: A cell whose upright view reads it benign, or malignant, with at least this probability is read
+#: once: what the field's call and the blast count read is that side, not the subtype (a hint). On
+#: the shipped bundle's 416 validation fields (``evaluate --split val --compare-views``), 0.8 with
+#: ``EDGE_MARGIN`` 0.5 changed no call and the blast count of 5 fields; 0.7 changed 26 counts, 0.9
+#: none but read 26 views a field at the median against 18.
+SETTLED = 0.8
+
+#: A field whose pooled malignant probability lies within this many log-odds of the threshold or
+#: a band edge is read in every view. Without it one validation call of 416 changed; at 0.5 none
+#: did, at a cost of about one view a field on average.
+EDGE_MARGIN = 0.5
+
+#: The most pairs handed to the CPU in one invocation: an interpreter is kept per batch size up to
+#: this, so memory stays bounded whatever a field's cell count (a field of 13 cells is two).
+MAX_BATCH = 8
+
+#: How the pipeline reads a cell's views: "adaptive" (``ViewReader``, the default) or "all" (every
+#: cell in every view the bundle records, as the calibration was fitted).
+VIEW_POLICIES = ("adaptive", "all")
 
 
 def oriented(image: np.ndarray, k: int) -> np.ndarray:
@@ -72,3 +103,58 @@ def read_cell_batched(infer_views: Callable[[np.ndarray, np.ndarray], tuple[list
     seconds = np.stack([oriented(second, k) for k in range(views)])
     outputs, backend, total = infer_views(firsts, seconds)
     return combine(outputs), backend, total
+
+
+class ViewReader:
+    """A field's cells read view by view as they are asked for, in batches of ``MAX_BATCH``.
+
+    ``infer_views`` is ``BackendManager.infer_views`` (one invocation a batch on the CPU, one a
+    pair on the Edge TPU). The upright views of every cell are read when the reader is made; the
+    other views of the cells named to ``complete``. ``outputs()`` combines what each cell has."""
+
+    def __init__(self, infer_views: Callable[[np.ndarray, np.ndarray], tuple[list[Inference], str, float]],
+                 firsts: list[np.ndarray] | np.ndarray, seconds: list[np.ndarray] | np.ndarray, views: int,
+                 cell_labels: tuple[str, ...] = LABELS) -> None:
+        self._infer, self._firsts, self._seconds, self.views = infer_views, firsts, seconds, views
+        self._labels = cell_labels
+        self._read: list[list[Inference]] = [[] for _ in range(len(firsts))]
+        self.backend, self.ms, self.invocations = "cpu", 0.0, 0
+        self._run([(i, 0) for i in range(len(firsts))])
+
+    def _run(self, jobs: list[tuple[int, int]]) -> None:
+        for start in range(0, len(jobs), MAX_BATCH):
+            chunk = jobs[start:start + MAX_BATCH]
+            firsts = np.stack([oriented(self._firsts[i], k) for i, k in chunk])
+            seconds = np.stack([oriented(self._seconds[i], k) for i, k in chunk])
+            outs, self.backend, ms = self._infer(firsts, seconds)
+            self.ms += ms
+            self.invocations += 1 if self.backend == "cpu" else len(chunk)
+            for (i, _), out in zip(chunk, outs):
+                self._read[i].append(out)
+
+    def complete(self, cells: list[int] | None = None) -> None:
+        """Read every view not yet read of ``cells`` (None: of every cell)."""
+        cells = list(range(len(self._read))) if cells is None else cells
+        self._run([(i, k) for i in cells for k in range(len(self._read[i]), self.views)])
+
+    def unsettled(self) -> list[int]:
+        """The cells with one view read that read neither benign nor malignant at ``SETTLED``
+        (over the four field labels; "not a white cell" left out, as the field's call does)."""
+        out = []
+        for i, read in enumerate(self._read):
+            if len(read) < self.views:
+                four = four_class(read[0].probabilities[None], self._labels)[0]
+                benign = float(four[LABELS.index(BENIGN)] / max(float(four.sum()), 1e-9))
+                if max(benign, 1.0 - benign) < SETTLED:
+                    out.append(i)
+        return out
+
+    @property
+    def complete_everywhere(self) -> bool:
+        return all(len(read) == self.views for read in self._read)
+
+    def views_read(self) -> int:
+        return sum(len(read) for read in self._read)
+
+    def outputs(self) -> list[Inference]:
+        return [combine(read) for read in self._read]

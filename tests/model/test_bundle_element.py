@@ -26,7 +26,7 @@ def test_the_pipeline_cuts_cells_with_the_element_its_bundle_records(bundle_copy
     first, second = cell_crops(bundle, frame)
     # the disc changes the cells' masks and rims, so the inputs differ from the ellipse's
     assert len(first) != len(elliptic[0]) or not np.array_equal(second, elliptic[1])
-    pipeline = Pipeline.on_cpu(bundle, threads=1)
+    pipeline = Pipeline.on_cpu(bundle, threads=1).reading_views("all")  # every view, as read_cell reads
     result = pipeline.process(frame)
     assert result.cells and len(result.cells) == len(first)
     for call, a, b in zip(result.cells, first, second):
