@@ -58,31 +58,47 @@ def _high(benign: np.ndarray, target_specificity: float) -> float:
     return float(np.nextafter(benign[math.ceil(target_specificity * len(benign)) - 1], 2.0)) if len(benign) else 0.0
 
 
-def _bagged(scores: np.ndarray, statistic, target: float, rng: np.random.Generator) -> tuple[float, list[float]]:
-    """Mean and 5th-95th percentile range of ``statistic`` over bootstrap resamples."""
+def _bagged(scores: np.ndarray, statistic, target: float, rng: np.random.Generator,
+            groups: np.ndarray | None = None) -> tuple[float, list[float]]:
+    """Mean and 5th-95th percentile range of ``statistic`` over bootstrap resamples: of fields,
+    or with ``groups`` (one a score) of whole groups, so the range says how the threshold moves
+    from one set of patients to another, not from one set of fields of the same patients."""
     if len(scores) == 0:
         value = statistic(scores, target)
         return value, [value, value]
-    values = np.array([statistic(np.sort(rng.choice(scores, size=len(scores))), target)
-                       for _ in range(BOOTSTRAP_RESAMPLES)])
+    if groups is not None:
+        members = [scores[groups == g] for g in np.unique(groups)]
+
+        def resample() -> np.ndarray:
+            return np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+    else:
+        def resample() -> np.ndarray:
+            return rng.choice(scores, size=len(scores))
+    values = np.array([statistic(np.sort(resample()), target) for _ in range(BOOTSTRAP_RESAMPLES)])
     return float(np.mean(values)), [round(float(v), 6) for v in np.percentile(values, [5, 95])]
 
 
 def fit_calibration(raw: np.ndarray, truth: np.ndarray, target_sensitivity: float = 0.995,
-                    target_specificity: float = 0.97, seed: int = 1234, band: str = "targets") -> CalibrationFit:
+                    target_specificity: float = 0.97, seed: int = 1234, band: str = "targets",
+                    groups: np.ndarray | None = None, temperature: float | None = None,
+                    fitted_on: str = "validation split") -> CalibrationFit:
     """``raw``: (N, 4) model probabilities on validation; ``truth``: label indices.
 
     ``band="targets"``: the uncertain band is ``[low, high)`` and vanishes when they cross.
     ``band="bootstrap"``: the band spans every place either threshold fell in 90% of the
     bootstrap resamples, so a field whose score lies where the operating point itself is
     unsure is called "uncertain" (sent for a human read), never "negative"; it has width
-    even when the classes separate on validation."""
-    temperature = round(fit_temperature(raw, truth), 4)
+    even when the classes separate on validation.
+    ``groups`` (a patient-proxy block a field): the bootstrap resamples whole blocks.
+    ``temperature``: kept as given instead of fitted (scores of other models, fitted for this one's)."""
+    temperature = round(fit_temperature(raw, truth), 4) if temperature is None else temperature
     m = 1.0 - calibrated(raw, temperature)[:, LABELS.index(BENIGN)]
     is_malignant = truth != LABELS.index(BENIGN)
     rng = np.random.default_rng(seed)
-    low, low_range = _bagged(m[is_malignant], _low, target_sensitivity, rng)
-    high, high_range = _bagged(m[~is_malignant], _high, target_specificity, rng)
+    low, low_range = _bagged(m[is_malignant], _low, target_sensitivity, rng,
+                             None if groups is None else groups[is_malignant])
+    high, high_range = _bagged(m[~is_malignant], _high, target_specificity, rng,
+                               None if groups is None else groups[~is_malignant])
     low, high = round(min(low, 1.0), 6), round(min(high, 1.0), 6)
     threshold = round((low + high) / 2, 6) if low >= high else low
     if band == "bootstrap":
@@ -94,7 +110,8 @@ def fit_calibration(raw: np.ndarray, truth: np.ndarray, target_sensitivity: floa
     else:
         calibration = Calibration(temperature, low, low, high)
     report = {
-        "fitted_on": "validation split",
+        "fitted_on": fitted_on,
+        "resampled": "fields" if groups is None else f"whole patient-proxy blocks ({len(np.unique(groups))})",
         "band": band,
         "targets": {"sensitivity": target_sensitivity, "specificity": target_specificity},
         "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
@@ -103,5 +120,7 @@ def fit_calibration(raw: np.ndarray, truth: np.ndarray, target_sensitivity: floa
         "specificity_threshold": {"bagged": high, "range_90": high_range,
                                   "single_fit": round(min(_high(np.sort(m[~is_malignant]), target_specificity), 1.0), 6)},
         "validation_malignant": int(is_malignant.sum()), "validation_benign": int((~is_malignant).sum()),
+        **({} if groups is None else {"blocks_malignant": int(len(np.unique(groups[is_malignant]))),
+                                      "blocks_benign": int(len(np.unique(groups[~is_malignant])))}),
     }
     return CalibrationFit(calibration, report)

@@ -154,7 +154,9 @@ def _refit(args: argparse.Namespace) -> int:
 
     root = Path(args.bundle)
     return _rewritten(root, refit(_as_written(root), Path(args.data), _log, views=args.views,
-                                             resplit=args.resplit, partition=args.partition), args.sign_key,
+                                             resplit=args.resplit, partition=args.partition,
+                                             out_of_fold=Path(args.out_of_fold) if args.out_of_fold else None),
+                      args.sign_key,
                       "re-measured")
 
 
@@ -302,6 +304,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--partition", choices=["watershed", "nearest_core"],
                    help="how touching cells are cut apart from now on (nearest_core: one nucleus per box; "
                    "default: as the bundle says)")
+    r.add_argument("--out-of-fold", metavar="DIR",
+                   help="fit the threshold, band and case rule on the out-of-fold fields of every training block "
+                   "(python -m converter.differential_kfold's oof_fold*.npz in DIR) instead of on validation, "
+                   "which then checks them")
     rewriting("fit-appearance", "add the field-level appearance check to a cell bundle (fitted on its training "
               "cells, limit from validation under benign conditions) and re-measure it", _fit_appearance)
     rewriting("fit-checks", "fit both out-of-distribution checks of a cell bundle again (the cells' embedding and "

@@ -114,6 +114,57 @@ def report(work: Path, bundle_path: Path) -> dict:
             "note": "float model, one view a cell: the device reads int8 in eight views"}
 
 
+def oof_scores(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Every out-of-fold field with a white cell: its pooled raw four-label probabilities, its
+    label index, its block, its white cells, and the fold files read. Raises when a fold of the
+    ones the files name is missing: an operating point fitted on part of the blocks is not the
+    one item 4 asks for."""
+    files = sorted(work.glob("oof_fold*.npz"))
+    if not files:
+        raise ValueError(f"{work}: no oof_fold*.npz yet")
+    raws, truth, blocks, cells = [], [], [], []
+    for path in files:
+        d = np.load(path)
+        keep = (d["white_cells"] > 0) & ~np.isnan(d["pooled"]).any(1)
+        raws.append(d["pooled"][keep])
+        truth.append(d["labels"][keep].astype(int))
+        blocks.append(d["blocks"][keep])
+        cells.append(d["white_cells"][keep])
+    return (np.concatenate(raws), np.concatenate(truth), np.concatenate(blocks), np.concatenate(cells),
+            [f.name for f in files])
+
+
+def fit_out_of_fold(work: Path, bundle, folds: int = 4):
+    """The operating point of item 4: the threshold and the uncertain band fitted on the
+    out-of-fold fields of every training block (the bootstrap resampling whole blocks, so the band
+    spans how the threshold moves from one set of patients to another), at the bundle's own
+    temperature and targets; the case rule from the same fields' calls. Returns the calibration,
+    its fit report and the case rule. The scores are the fold models' (float, one view): the
+    bundle's validation split, which none of this saw, is the check that they carry over."""
+    import dataclasses
+
+    from converter.calibration import fit_calibration
+    from edge.analysis.case import CaseRule
+    from edge.analysis.labels import BENIGN, LABELS
+    from edge.analysis.screening import screen
+
+    raw, truth, blocks, cells, files = oof_scores(work)
+    if len(files) != folds:
+        raise ValueError(f"{work}: {len(files)} of {folds} folds written ({', '.join(files)}): run the rest first")
+    recorded = bundle.manifest.get("calibration_fit", {}).get("int8", {}).get("targets", {})
+    fit = fit_calibration(raw, truth, target_sensitivity=float(recorded.get("sensitivity", 0.995)),
+                          target_specificity=float(recorded.get("specificity", 0.95)), band="bootstrap", groups=blocks,
+                          temperature=bundle.calibration.temperature,
+                          fitted_on=f"out-of-fold fields of every training block ({folds}-fold by block; the fold "
+                                    "models' float scores, one view a cell)")
+    calibration = dataclasses.replace(fit.calibration, min_cells_to_clear=bundle.calibration.min_cells_to_clear)
+    calls = [screen(r, calibration, int(c)).call for r, c in zip(raw, cells)]
+    benign = truth == LABELS.index(BENIGN)
+    rule = CaseRule.fit([c for c, b in zip(calls, benign) if b], [c for c, b in zip(calls, benign) if not b],
+                        f"out-of-fold fields of every training block ({folds}-fold by block, float, one view)")
+    return calibration, fit.report, rule
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -178,11 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     train_cells(model, merged, merge(sets["allpbs"]["val"], sets["pbc"]["val"]), cfg, log,
                 draw_weights(train, sets["pbc"]["train"], SHARES_V3))
     classifier = keras.Model(model.inputs, model.outputs[0])
+    classifier.save(args.work / f"fold{args.fold}.keras")  # so the fold can be read again (int8, eight views)
     probs = classifier.predict(model_inputs(CellCrops(oof.rgb, oof.own, oof.near)), batch_size=64, verbose=0)
     pooled, counts = field_scores(probs, oof)
     out = args.work / f"oof_fold{args.fold}.npz"
+    # the cells' own probabilities too (float16 is plenty for a share): a case rule on the blast
+    # percentage is fitted from them, and a killed later step does not cost the fold's training again
     np.savez_compressed(out, keys=np.array(oof.keys), labels=oof.field_labels, pooled=pooled, white_cells=counts,
-                        blocks=np.array([json.dumps(list(block_of[k])) for k in oof.keys]))
+                        blocks=np.array([json.dumps(list(block_of[k])) for k in oof.keys]),
+                        cell_probs=probs.astype(np.float16), cell_field=oof.field)
     log(f"wrote {out} ({len(oof.keys)} fields) in {time.monotonic() - started:.0f} s")
     return 0
 

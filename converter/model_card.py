@@ -128,12 +128,16 @@ def _calibration(manifest: dict[str, Any]) -> str:
 The float model was calibrated on its own validation outputs (temperature {float_cal.get('temperature')},
 threshold {float_cal.get('malignant_threshold')}, band [{float_cal.get('uncertain_low')}, {float_cal.get('uncertain_high')}))."""
               if float_cal else "")
+    source = fit.get("fitted_on", "validation split")
+    where = "validation" if source == "validation split" else "the fields it was fitted on"
+    blocks = (f"; resampled as {fit['resampled']}: {fit.get('blocks_malignant')} malignant and "
+              f"{fit.get('blocks_benign')} benign blocks" if "resampled" in fit and fit["resampled"] != "fields" else "")
     return text + _cell_count(manifest) + f"""
 
-Targets on validation: sensitivity {fit['targets']['sensitivity']}, specificity {fit['targets']['specificity']}
-({fit['validation_malignant']} malignant, {fit['validation_benign']} benign fields). Each threshold is the mean
-over {fit['bootstrap_resamples']} bootstrap resamples of validation (a single order statistic moves a long way
-with one field more or less):
+Fitted on: {source}{blocks}. Targets: sensitivity {fit['targets']['sensitivity']}, specificity
+{fit['targets']['specificity']} ({fit['validation_malignant']} malignant, {fit['validation_benign']} benign fields).
+Each threshold is the mean over {fit['bootstrap_resamples']} bootstrap resamples of {where} (a single order
+statistic moves a long way with one field more or less):
 
 | threshold | bagged (used) | bootstrap 90% range | single fit |
 |---|---|---|---|

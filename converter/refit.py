@@ -100,7 +100,8 @@ def with_resplit(bundle: Bundle, resplit: bool) -> Bundle:
 
 
 def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views: int | None = None,
-          resplit: bool | None = None, min_cells: int | None = None, partition: str | None = None) -> dict[str, Any]:
+          resplit: bool | None = None, min_cells: int | None = None, partition: str | None = None,
+          out_of_fold: Path | None = None) -> dict[str, Any]:
     """The manifest updates: the calibration, re-measured int8 metrics, the case rule and the
     case figures, and the test split's suites (capture conditions, shortcuts, foreign-looking
     fields) measured again with them. With ``views``, each cell is read in that many
@@ -132,7 +133,14 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views:
         updates["segmentation"] = bundle.manifest["segmentation"]
         log(f"second split of fields with close a* centres {'on' if resplit else 'off'}")
     dataset = load_dataset(data)
-    calibration, fit_report = refit_calibration(bundle, samples_for_split(bundle, dataset, "val"), log)
+    oof_rule = None
+    if out_of_fold is not None:  # issue 32 item 4: fitted on every training block, validation the check
+        from converter.differential_kfold import fit_out_of_fold
+
+        calibration, fit_report, oof_rule = fit_out_of_fold(out_of_fold, bundle)
+        log(f"calibration fitted out of fold ({out_of_fold}): {calibration} (was {bundle.calibration})")
+    else:
+        calibration, fit_report = refit_calibration(bundle, samples_for_split(bundle, dataset, "val"), log)
     bundle = dataclasses.replace(bundle, calibration=calibration,
                                  manifest={**bundle.manifest, "calibration": calibration.to_dict()})
     pipeline = Pipeline.on_cpu(bundle)
@@ -141,7 +149,8 @@ def refit(bundle: Bundle, data: Path, log: Callable[[str], None] = print, views:
         samples = samples_for_split(bundle, dataset, split)
         measured[split] = (samples, classify_samples(pipeline, samples))
         log(f"{split}: {len(samples)} fields run through the device pipeline")
-    rule = fit_case_rule(bundle, measured["val"][0], measured["val"][1], "validation split, int8 on the device pipeline")
+    rule = oof_rule or fit_case_rule(bundle, measured["val"][0], measured["val"][1],
+                                     "validation split, int8 on the device pipeline")
     with_rule = dataclasses.replace(bundle, manifest={**bundle.manifest, "case_rule": rule.to_dict()})
     metrics = dict(bundle.manifest.get("metrics", {}))
     for name in ("float_val", "float_test"):

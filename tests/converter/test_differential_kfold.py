@@ -80,3 +80,43 @@ def test_the_report_reads_out_of_fold_scores_at_a_bundles_operating_point(tmp_pa
     out = report(tmp_path, candidate)
     assert out["right_per_block"] == {"benign": [1.0], "malignant": [round(2 / 3, 3)]}
     assert out["auc"] == 1.0 and out["fields"] == {"benign": 3, "malignant": 2}
+
+
+def _write_folds(path, folds: int, benign_shift: list[float], rng) -> None:
+    """Out-of-fold files: per fold one benign block whose fields' malignant share sits at that
+    block's own level (patients differ), and two malignant blocks read as blasts."""
+    import json
+
+    for k in range(folds):
+        m_benign = np.clip(benign_shift[k] + rng.normal(0, 0.002, 25), 1e-4, 0.5)
+        m_malig = np.clip(rng.uniform(0.3, 0.99, 50), 0, 1)
+        m = np.concatenate([m_benign, m_malig])
+        pooled = np.stack([1 - m, np.zeros_like(m), m, np.zeros_like(m)], 1)
+        labels = np.array([0] * 25 + [2] * 50)
+        blocks = [json.dumps(["benign", k])] * 25 + [json.dumps(["pre_b", 2 * k])] * 25 + [json.dumps(["pre_b", 2 * k + 1])] * 25
+        np.savez_compressed(path / f"oof_fold{k}.npz", keys=np.array([f"f{k}-{i}" for i in range(75)]), labels=labels,
+                            pooled=pooled, white_cells=np.full(75, 6), blocks=np.array(blocks))
+
+
+def test_the_out_of_fold_operating_point_rests_on_blocks_and_needs_every_fold(tmp_path):
+    """Item 4: the band is the spread of the thresholds over resampled *blocks*: with benign
+    patients at different levels it is wider than a bootstrap of their fields says (which treats
+    75 fields of 3 patients as 75 patients); a fit over part of the folds is refused."""
+    from converter.calibration import fit_calibration
+    from converter.differential_kfold import fit_out_of_fold, oof_scores
+
+    candidate = load_bundle(default_bundle_path().parent / "differential-candidate")
+    _write_folds(tmp_path, 4, [0.005, 0.01, 0.02, 0.04], np.random.default_rng(0))
+    calibration, report, rule = fit_out_of_fold(tmp_path, candidate)
+    assert report["resampled"].startswith("whole patient-proxy blocks") and report["blocks_benign"] == 4
+    assert calibration.temperature == candidate.calibration.temperature  # the bundle's own
+    assert calibration.min_cells_to_clear == candidate.calibration.min_cells_to_clear
+    assert "out-of-fold" in rule.fitted_on
+    raw, truth, blocks, _, _ = oof_scores(tmp_path)
+    by_fields = fit_calibration(raw, truth, 0.995, 0.95, band="bootstrap", temperature=candidate.calibration.temperature)
+    width = report["specificity_threshold"]["range_90"]
+    width_fields = by_fields.report["specificity_threshold"]["range_90"]
+    assert width[1] - width[0] > 2 * (width_fields[1] - width_fields[0])
+    (tmp_path / "oof_fold3.npz").unlink()
+    with pytest.raises(ValueError, match="3 of 4 folds"):
+        fit_out_of_fold(tmp_path, candidate)
