@@ -218,7 +218,9 @@ if [ -n "$OFFLINE" ]; then PIP_ARGS+=("${APP}[device]"); else PIP_ARGS+=("${SOUR
 #    libedgetpu1-std, from Coral's apt repository when it is configured. pycoral is never
 #    asked for: Coral packages it only for Python < 3.10, and the runtime's own delegate
 #    drives the Edge TPU without it. A package that is not available is reported, never fatal.
-APT_PACKAGES=(python3-venv python3-numpy python3-picamera2 python3-systemd python3-gpiozero avahi-daemon)
+# polkitd: lets the daemon's user, and only it, set the clock through timedated (an admin sets a
+# Pi's clock to their phone's time from the page; deploy/50-blastscope-clock.rules)
+APT_PACKAGES=(python3-venv python3-numpy python3-picamera2 python3-systemd python3-gpiozero avahi-daemon polkitd)
 if ls "$ROOT"/etc/apt/sources.list.d/coral-edgetpu*.list >/dev/null 2>&1; then
   APT_PACKAGES+=(libedgetpu1-std)
 else
@@ -286,6 +288,7 @@ fi
 install_file 0644 "$SOURCE/deploy/blastscope.service" "$UNIT"
 install_file 0644 "$SOURCE/deploy/99-coral-edgetpu.rules" "$ROOT/etc/udev/rules.d/99-coral-edgetpu.rules"
 install_file 0644 "$SOURCE/deploy/blastscope.avahi.service" "$ROOT/etc/avahi/services/$APP.service"
+install_file 0644 "$SOURCE/deploy/50-blastscope-clock.rules" "$ROOT/etc/polkit-1/rules.d/50-blastscope-clock.rules"
 # announce the port the daemon listens on: the config's [server] port (8080 unless changed)
 PORT=""
 if [ -f "$ETC/config.toml" ]; then  # not under --dry-run of a first install: nothing was written

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 from edge.analysis.case import CasesConfig
 from edge.analysis.quality import QualityConfig
 from edge.device.button import ButtonConfig
+from edge.device.clock import ClockConfig
 from edge.device.analysis_queue import QueueConfig
 from edge.device.capture import CameraConfig
 from edge.device.httpserver import ServerConfig
@@ -50,6 +51,7 @@ class Config(Settings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     district: DistrictConfig = Field(default_factory=DistrictConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
 
     @property
     def bundle_path(self) -> Path:

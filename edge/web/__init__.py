@@ -28,7 +28,7 @@ from edge.analysis.labels import CELL_NAMES, DISPLAY_NAMES
 from edge.analysis.result import DISCLAIMER
 from edge.device.service import Service
 from edge.web.sessions import Sessions, pin_fingerprint
-from edge.web import errors, reports, user_routes, verification
+from edge.web import clock_routes, errors, reports, user_routes, verification
 from edge.web.cases import make_blueprint
 from edge.web import wording
 from edge.web import access
@@ -367,5 +367,6 @@ def create_app(service: Service, credentials: Credentials, cfg: ServerConfig) ->
     app.register_blueprint(make_blueprint(service))
     app.register_blueprint(reports.bp)
     app.register_blueprint(user_routes.bp)
+    app.register_blueprint(clock_routes.bp)
     app.register_blueprint(verification.bp)
     return app

@@ -29,6 +29,8 @@ ACCESS: dict[str, str] = {
     "audit_log": "reviewer",
     # users (edge/web/user_routes.py)
     "users.list_users": "admin", "users.add_user": "admin", "users.change_user": "admin",
+    # the device's clock (edge/web/clock_routes.py)
+    "clock.set_clock": "admin",
     # cases (edge/web/cases.py)
     "cases.list_cases": USER, "cases.get_case": USER, "cases.case_cells": USER, "cases.cell_image": USER,
     "cases.scan_status": USER,

@@ -61,6 +61,8 @@ def test_staging_root_install_creates_files_and_keeps_config_on_upgrade(tmp_path
     assert str(cfg.state_dir) == "/var/lib/blastscope" and cfg.server.port == 8080
     assert (tmp_path / "etc/udev/rules.d/99-coral-edgetpu.rules").read_text().count('GROUP="plugdev"') == 2
     assert "_http._tcp" in (tmp_path / "etc/avahi/services/blastscope.service").read_text()
+    clock_rule = (tmp_path / "etc/polkit-1/rules.d/50-blastscope-clock.rules").read_text()
+    assert '"org.freedesktop.timedate1.set-time"' in clock_rule and 'subject.user == "blastscope"' in clock_rule
     assert load_bundle(tmp_path / "opt/blastscope/current/models/default").model_id
     assert (tmp_path / "var/lib/blastscope").is_dir()
     assert "model install" in r.stdout and "note: Coral's apt repository is not configured" in r.stdout

@@ -986,11 +986,28 @@ async function refreshStatus() {
       others.push(`This device's clock is ${Math.round(Math.abs(skew) / 60)} min ${skew > 0 ? "behind" : "ahead of"} ` +
         "this phone's: new fields would be misdated; an admin sets the device's time.");
     }
+    // an admin sets it from here: the phone's time, with the device time this status read
+    if ($("clock-fix")) show($("clock-fix"), Math.abs(skew) > 300 || Boolean($("clock-message").textContent));
     $("degraded").textContent = others.join(" · ");
     show($("degraded"), others.length > 0 && !$("degraded").dataset.closed);
     if (status.site_verification) renderSite(status.site_verification);
   } catch (e) { /* the offline banner says it */ }
 }
+async function setClock(confirmed) {
+  const phone = new Date();
+  try {
+    const out = await api("/api/clock", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ now: phone.getTime() / 1000, device_now: status.clock.now, confirm: confirmed }) });
+    $("clock-message").textContent = out.set ? `Set to ${phone.toLocaleString()}.` : out.reason;
+  } catch (e) {
+    // a time before the newest field is asked again, in words, before it is set anyway
+    if (!confirmed && e.status === 409 && /confirm/.test(e.message) && window.confirm(e.message.split(". Check")[0] +
+      ". Set the device's clock to this phone's time anyway?")) return setClock(true);
+    $("clock-message").textContent = e.message;
+  }
+  refreshStatus();
+}
+if ($("set-clock")) $("set-clock").addEventListener("click", () => setClock(false));
 $("health").addEventListener("click", () => {
   const d = $("degraded");
   if (!d.hidden) { show(d, false); d.dataset.closed = "1"; return; }
