@@ -114,6 +114,10 @@ def report(work: Path, bundle_path: Path) -> dict:
             "note": "float model, one view a cell: the device reads int8 in eight views"}
 
 
+#: The most white cells a negative call may be made to rest on when the count is fitted out of fold.
+MAX_FIT_CELLS = 5
+
+
 def oof_scores(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Every out-of-fold field with a white cell: its pooled raw four-label probabilities, its
     label index, its block, its white cells, and the fold files read. Raises when a fold of the
@@ -138,8 +142,10 @@ def fit_out_of_fold(work: Path, bundle, folds: int = 4):
     """The operating point of item 4: the threshold and the uncertain band fitted on the
     out-of-fold fields of every training block (the bootstrap resampling whole blocks, so the band
     spans how the threshold moves from one set of patients to another), at the bundle's own
-    temperature and targets; the case rule from the same fields' calls. Returns the calibration,
-    its fit report and the case rule. The scores are the fold models' (float, one view): the
+    temperature and targets; the fewest cells a negative call rests on (``converter.cell_count``'s
+    rule, on the same fields' negative calls by their white cells: clean fields, not the capture
+    suite, which needs the device pipeline) and the case rule from the same fields' calls.
+    Returns the calibration, its fit report and the case rule. The scores are the fold models' (float, one view): the
     bundle's validation split, which none of this saw, is the check that they carry over."""
     import dataclasses
 
@@ -152,14 +158,37 @@ def fit_out_of_fold(work: Path, bundle, folds: int = 4):
     if len(files) != folds:
         raise ValueError(f"{work}: {len(files)} of {folds} folds written ({', '.join(files)}): run the rest first")
     recorded = bundle.manifest.get("calibration_fit", {}).get("int8", {}).get("targets", {})
-    fit = fit_calibration(raw, truth, target_sensitivity=float(recorded.get("sensitivity", 0.995)),
-                          target_specificity=float(recorded.get("specificity", 0.95)), band="bootstrap", groups=blocks,
-                          temperature=bundle.calibration.temperature,
-                          fitted_on=f"out-of-fold fields of every training block ({folds}-fold by block; the fold "
-                                    "models' float scores, one view a cell)")
-    calibration = dataclasses.replace(fit.calibration, min_cells_to_clear=bundle.calibration.min_cells_to_clear)
-    calls = [screen(r, calibration, int(c)).call for r, c in zip(raw, cells)]
     benign = truth == LABELS.index(BENIGN)
+    fitted_on = (f"out-of-fold fields of every training block ({folds}-fold by block; the fold models' float "
+                 "scores, one view a cell)")
+    # the count rule and the thresholds together: a field resting on fewer than k white cells is
+    # held back (uncertain) whatever its score, so the thresholds are fitted on the fields they
+    # decide; k is the count that clears the most benign fields at the same sensitivity target
+    # (a few-cell field's score is a cell or two's: the lowest malignant scores out of fold are)
+    tried: list[dict] = []
+    best = None
+    for k in range(1, MAX_FIT_CELLS + 1):
+        decided = cells >= k
+        if (decided & ~benign).sum() < 50 or (decided & benign).sum() < 20:
+            break
+        fit_k = fit_calibration(raw[decided], truth[decided],
+                                target_sensitivity=float(recorded.get("sensitivity", 0.995)),
+                                target_specificity=float(recorded.get("specificity", 0.95)), band="bootstrap",
+                                groups=blocks[decided], temperature=bundle.calibration.temperature, fitted_on=fitted_on)
+        cal_k = dataclasses.replace(fit_k.calibration, min_cells_to_clear=k)
+        calls_k = [screen(r, cal_k, int(c)).call for r, c in zip(raw, cells)]
+        cleared = sum(c == "negative" for c, b in zip(calls_k, benign) if b) / max(int(benign.sum()), 1)
+        missed = sum(c == "negative" for c, b in zip(calls_k, benign) if not b)
+        tried.append({"min_cells": k, "threshold": cal_k.malignant_threshold, "band": [cal_k.uncertain_low,
+                      cal_k.uncertain_high], "benign_called_negative": round(cleared, 4), "malignant_called_negative": missed})
+        if best is None or cleared > best[0] + 1e-9:
+            best = (cleared, cal_k, fit_k)
+    if best is None:
+        raise ValueError(f"{work}: too few out-of-fold fields to fit an operating point")
+    _, calibration, fit = best
+    fit.report["min_cells_to_clear"] = {"fitted_on": "the same out-of-fold fields, clean: the count clearing the most "
+                                                     "benign fields at the sensitivity target", "tried": tried}
+    calls = [screen(r, calibration, int(c)).call for r, c in zip(raw, cells)]
     rule = CaseRule.fit([c for c, b in zip(calls, benign) if b], [c for c, b in zip(calls, benign) if not b],
                         f"out-of-fold fields of every training block ({folds}-fold by block, float, one view)")
     return calibration, fit.report, rule
