@@ -121,3 +121,28 @@ def test_the_out_of_fold_operating_point_rests_on_blocks_and_needs_every_fold(tm
     (tmp_path / "oof_fold3.npz").unlink()
     with pytest.raises(ValueError, match="3 of 4 folds"):
         fit_out_of_fold(tmp_path, candidate)
+
+
+def test_the_count_rule_is_fitted_with_the_thresholds_when_few_cell_fields_score_low(tmp_path):
+    """Out of fold, the lowest malignant scores rest on one or two cells: fitting the threshold on
+    every field drags it under most benign fields; holding fields of fewer cells back and fitting
+    on the fields the threshold decides clears more benign fields at the same target."""
+    import json
+
+    from converter.differential_kfold import fit_out_of_fold
+
+    candidate = load_bundle(default_bundle_path().parent / "differential-candidate")
+    rng = np.random.default_rng(1)
+    for k in range(4):
+        m = np.concatenate([rng.uniform(0.001, 0.03, 40),  # benign fields
+                            rng.uniform(0.3, 0.99, 90), rng.uniform(0.0, 0.002, 10)])  # blasts; 10 one-cell fields read low
+        cells = np.array([6] * 130 + [1] * 10)
+        np.savez_compressed(tmp_path / f"oof_fold{k}.npz", keys=np.array([f"f{k}-{i}" for i in range(140)]),
+                            labels=np.array([0] * 40 + [2] * 100), white_cells=cells,
+                            pooled=np.stack([1 - m, np.zeros_like(m), m, np.zeros_like(m)], 1),
+                            blocks=np.array([json.dumps(["benign", k])] * 40 + [json.dumps(["pre_b", k])] * 100))
+    calibration, report, _ = fit_out_of_fold(tmp_path, candidate)
+    tried = {t["min_cells"]: t for t in report["min_cells_to_clear"]["tried"]}
+    assert calibration.min_cells_to_clear == 2
+    assert tried[2]["benign_called_negative"] > tried[1]["benign_called_negative"] + 0.5
+    assert tried[2]["malignant_called_negative"] == 0  # the one-cell fields are held back, not cleared
