@@ -351,16 +351,20 @@ class BackendManager:
                 out = self.tpu.infer(first, second)
                 return out, "edgetpu", self._record("edgetpu", start)
             except Exception as exc:  # the accelerator failed mid-run: fall back, re-probe later
-                failed, self.tpu = self.tpu, None
-                close = getattr(failed, "close", None)  # a child process (edge.model.edgetpu_process): end it
-                if close is not None:
-                    close()
-                self.note = f"Edge TPU failed mid-run ({exc})"
-                self._next_probe = self.clock() + self.reprobe_s
-                self._warn()
+                self._tpu_failed(exc)
         start = time.perf_counter()
         out = self.cpu.infer(first, second)
         return out, "cpu", self._record("cpu", start)
+
+    def _tpu_failed(self, exc: Exception) -> None:
+        """The accelerator failed mid-run: end it, say why, run on the CPU, re-probe later."""
+        failed, self.tpu = self.tpu, None
+        close = getattr(failed, "close", None)  # a child process (edge.model.edgetpu_process): end it
+        if close is not None:
+            close()
+        self.note = f"Edge TPU failed mid-run ({exc})"
+        self._next_probe = self.clock() + self.reprobe_s
+        self._warn()
 
     def _warn(self) -> None:
         """The reason the Edge TPU is not in use, at warning, once per distinct reason: a
@@ -377,6 +381,16 @@ class BackendManager:
             self.busy_since = time.monotonic()
             try:
                 self._probe_when_due()
+                batch = getattr(self.tpu, "infer_batch", None)  # the child process: inputs through shared memory
+                if batch is not None:
+                    start = time.perf_counter()
+                    try:
+                        outs = batch(firsts, seconds)
+                        ms = self._record("edgetpu", start)
+                        self.speed["edgetpu"].fields += len(firsts) - 1  # batch 1 there: an invocation a pair
+                        return outs, "edgetpu", ms
+                    except Exception as exc:  # noqa: BLE001 - as infer's fallback
+                        self._tpu_failed(exc)
                 if self.tpu is None:
                     start = time.perf_counter()
                     outs = self.cpu.infer_batch(firsts, seconds)

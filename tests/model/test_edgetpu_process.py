@@ -82,6 +82,35 @@ def test_the_child_runs_the_model_and_its_death_mid_run_falls_back_to_the_cpu(de
             manager.tpu.close()
 
 
+def test_a_batch_goes_to_the_child_through_shared_memory_and_reads_as_on_the_cpu(default_bundle, monkeypatch):
+    """Issue 36: the input pairs were pickled through the pipe, one round trip a view. Now up to
+    eight pairs go through one shared block and one round trip; the outputs are the CPU's, the
+    manager counts an invocation a pair (the compiled model is batch 1), and the block is gone
+    from /dev/shm once the child is closed."""
+    monkeypatch.syspath_prepend(str(STANDINS))
+    bundle = load_bundle(default_bundle)
+    first, second = _cell_pair(bundle)
+    from edge.model.views import DIHEDRAL, oriented
+
+    firsts = np.stack([oriented(first, k) for k in range(DIHEDRAL)] * 2)[:11]  # more than one block's worth
+    seconds = np.stack([oriented(second, k) for k in range(DIHEDRAL)] * 2)[:11]
+    cpu = CpuBackend(bundle.cpu_model, 1)
+    manager = BackendManager(bundle.cpu_model, bundle.cpu_model, edgetpu_factory=EdgeTpuProcess, reprobe_s=3600)
+    try:
+        assert manager.name == "edgetpu"
+        outs, backend, _ = manager.infer_views(firsts, seconds)
+        assert backend == "edgetpu" and len(outs) == 11 and manager.speed["edgetpu"].fields == 11
+        for out, a, b in zip(outs, firsts, seconds):
+            want = cpu.infer(a, b)
+            assert np.allclose(out.probabilities, want.probabilities) and np.allclose(out.embedding, want.embedding)
+        name = manager.tpu.shared_block
+        assert Path(f"/dev/shm/{name}").exists()
+    finally:
+        if manager.tpu is not None:
+            manager.tpu.close()
+    assert not Path(f"/dev/shm/{name}").exists()
+
+
 @pytest.mark.system
 def test_the_daemon_serves_on_the_cpu_when_libedgetpu_crashes(crashing_libedgetpu, tmp_path, default_bundle, test_key):
     """The issue's daemon exited 139 before serving and systemd restarted it in a loop."""
