@@ -53,11 +53,12 @@ class _Common(TypedDict, total=False):
 
 class Pipeline:
     def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig(),
-                 site_reference: SiteReference | None = None, views: str = "adaptive") -> None:
+                 site_reference: SiteReference | None = None, views: str = "all") -> None:
         self.bundle, self.backends = bundle, backends
         if views not in VIEW_POLICIES:
             raise ValueError(f"views {views!r}: one of {', '.join(VIEW_POLICIES)}")
-        #: How a cell's orientations are read (``edge.model.views``): "adaptive" or "all".
+        #: How a cell's orientations are read (``edge.model.views``): "all" by default, as the
+        #: converter fits and records a bundle; the device and the CLI pass ``inference.views``.
         self.views = views
         if site_reference is not None and not site_reference.covers(bundle.model_id):
             raise ValueError(f"the site reference was measured with model {site_reference.model_id}; model "
@@ -81,8 +82,9 @@ class Pipeline:
         return other
 
     @classmethod
-    def on_cpu(cls, bundle: Bundle, threads: int = 2, quality: QualityConfig = QualityConfig()) -> "Pipeline":
-        return cls(bundle, BackendManager(bundle.cpu_model, None, mode="cpu", threads=threads), quality)
+    def on_cpu(cls, bundle: Bundle, threads: int = 2, quality: QualityConfig = QualityConfig(),
+               views: str = "all") -> "Pipeline":
+        return cls(bundle, BackendManager(bundle.cpu_model, None, mode="cpu", threads=threads), quality, views=views)
 
     def measure_cells(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The appearance rows and embeddings of a frame's cells, cut and read as ``process``
@@ -210,9 +212,12 @@ class Pipeline:
             reader.complete()
         else:
             reader.complete(reader.unsettled())
-            raw, _ = self._pooled(reader.outputs(), familiar)
-            if raw is not None and near_an_edge(raw, self.bundle.calibration, EDGE_MARGIN):
-                reader.complete()  # the call could turn on a view: read it as the calibration was fitted
+            raw, counted = self._pooled(reader.outputs(), familiar)
+            # a call that could turn on a view, and every positive call (its subtype hint and its
+            # blast count are what the figures were fitted and recorded on), read in every view
+            if raw is not None and (near_an_edge(raw, self.bundle.calibration, EDGE_MARGIN)
+                                    or screen(raw, self.bundle.calibration, int(counted.sum())).call == "positive"):
+                reader.complete()
         outputs, backend = reader.outputs(), reader.backend
         timings["inference"] = reader.ms
         common["views_read"] = reader.views_read()

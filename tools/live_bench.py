@@ -79,7 +79,10 @@ def analysis_beside_the_stream(fields: int = 24) -> dict[str, float]:
     from edge.model.bundle import default_bundle_path, load_bundle
     from edge.pipeline import Pipeline
 
-    pipeline = Pipeline.on_cpu(load_bundle(default_bundle_path()), threads=1)
+    from edge.model.inference import InferenceConfig
+
+    # the device's reading (inference.views, adaptive by default), not the converter's every view
+    pipeline = Pipeline.on_cpu(load_bundle(default_bundle_path()), threads=1, views=InferenceConfig().views)
     frames = [eyepiece_frame(read_rgb(p)) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
     pipeline.process(frames[0])
 

@@ -6,8 +6,8 @@ segmented by iterative ``cv2.kmeans`` (k=2) on its CIE-LAB pixels, and read by a
 dual-input MobileNetV2 (the field and its mask, two towers, one ``predict`` per field). Its
 weights do not change its speed: ``--weights`` (the ImageNet no-top file) is loaded when given,
 else the towers keep their random start. BlastScope's field is the device pipeline on the CPU
-(``Pipeline.process``: field of view, gate, segmentation, cells, int8 reads in the bundle's
-views, the call). A developer tool (TensorFlow is the converter's): not installed on a device.
+(``Pipeline.process``: field of view, gate, segmentation, cells, int8 reads as the device reads
+them (adaptive views), the call). A developer tool (TensorFlow is the converter's): not installed on a device.
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fields = [read_rgb(p) for p in paths]
     model = _seeds_model(args.weights)
-    pipeline = Pipeline.on_cpu(load_bundle(default_bundle_path()), threads=1)
+    from edge.model.inference import InferenceConfig
+
+    # the device's reading (inference.views, adaptive by default), not the converter's every view
+    pipeline = Pipeline.on_cpu(load_bundle(default_bundle_path()), threads=1, views=InferenceConfig().views)
     model.predict(list(_seeds_inputs(fields[0])), verbose=0)  # warm-up, both
     pipeline.process(fields[0], source="bench")
     seeds, ours = [], []

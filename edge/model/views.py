@@ -16,7 +16,8 @@ orientation, so ``ViewReader`` reads every cell upright first, all of a field's 
 invocations as the backend allows, then the other seven views only of the cells whose upright
 read is not settled (its top class below ``SETTLED``); the pipeline asks for the rest when the
 field's pooled score lies near an edge of the operating point (``edge.analysis.screening.
-near_an_edge``), so a call that could turn on a view is read in all eight, as it was fitted.
+near_an_edge``) or the field is called positive, so a call that could turn on a view, and a
+positive call's subtype hint and blast count, are read in all eight, as they were fitted.
 ``blastscope-edge evaluate --views all`` against the default reads the validation split both
 ways and prints what changed.
 
@@ -41,8 +42,8 @@ DIHEDRAL = 8
 #: A cell whose upright view reads it benign, or malignant, with at least this probability is read
 #: once: what the field's call and the blast count read is that side, not the subtype (a hint). On
 #: the shipped bundle's 416 validation fields (``evaluate --split val --compare-views``), 0.8 with
-#: ``EDGE_MARGIN`` 0.5 changed no call and the blast count of 5 fields; 0.7 changed 26 counts, 0.9
-#: none but read 26 views a field at the median against 18.
+#: ``EDGE_MARGIN`` 0.5 changed no call and the blast count of 5 fields (2 once positive fields were
+#: read in every view); 0.7 changed 26 counts, 0.9 none but read 26 views a field against 18.
 SETTLED = 0.8
 
 #: A field whose pooled malignant probability lies within this many log-odds of the threshold or

@@ -1,4 +1,4 @@
 {
   "key": "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8=",
-  "signature": "HTLPSLujh2KWEGImG1jtUYrBd64gyTR63+LAf8l+FMP7cxpNVm4ZSdPisTCEJkSxIgfQFLqqLH5ARgzxkZseAQ=="
+  "signature": "YqoFkM2qg1EdKB70BrMW4Dci9r1WwzPkZhJtFSIk5XnwytOgYEBqacMU8eyLBV6HEG6Xj1UfEzxt04rdgQQeDQ=="
 }

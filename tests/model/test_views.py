@@ -138,7 +138,8 @@ def test_a_cells_views_in_one_invocation_read_as_they_do_one_by_one(shipped):
 
 def test_adaptive_reading_reads_the_unsettled_cells_in_every_view_and_the_rest_once(bundle_copy):
     """Issue 36: a cell read benign or malignant at ``SETTLED`` upright is read once; any other
-    cell in all eight views; a field near an edge of the operating point in all eight everywhere.
+    cell in all eight views; a field near an edge of the operating point, or called positive, in all
+    eight everywhere.
     On the shipped sample fields: every cell's probabilities are its upright read or its eight-view
     read, as that rule says, and the field's call is the call read in every view."""
     from conftest import sample_paths
@@ -149,9 +150,9 @@ def test_adaptive_reading_reads_the_unsettled_cells_in_every_view_and_the_rest_o
     from edge.pipeline import Pipeline
 
     bundle = load_bundle(bundle_copy)
-    adaptive = Pipeline.on_cpu(bundle, threads=1)
-    assert adaptive.views == "adaptive"  # the default
-    every = adaptive.reading_views("all")
+    every = Pipeline.on_cpu(bundle, threads=1)
+    assert every.views == "all"  # offline, as the converter fits: the device asks for adaptive
+    adaptive = every.reading_views("adaptive")
     saved = once = 0
     for path in sample_paths():
         frame = read_rgb(path)
@@ -175,17 +176,18 @@ def test_adaptive_reading_reads_the_unsettled_cells_in_every_view_and_the_rest_o
                 assert np.allclose(got, np.array(list(full.probabilities.values())), atol=1e-5)
         saved += b.views_read - a.views_read
         assert a.views_read <= b.views_read
-        if near:
-            assert a.views_read == b.views_read  # near an edge: every view, as fitted
+        if near or (a.screening is not None and a.screening.call == "positive"):
+            assert a.views_read == b.views_read  # near an edge, or positive: every view, as fitted
     assert once > 0 and saved > 0  # the rule did read fewer views on real fields
 
 
 def test_adaptive_reading_keeps_every_validation_call(dataset_dir):
     """Issue 36's condition for fewer views: the field calls on validation unchanged. The shipped
     bundle's whole validation split read both ways (``evaluate --compare-views``): no call changes
-    (0 of 416 when SETTLED and EDGE_MARGIN were chosen; with no edge check one changed), and about
-    a third of the views are read at the median (18 of 48 then; the test allows up to half, so a
-    different machine's rounding of one field's cells cannot fail it)."""
+    (0 of 416 when SETTLED and EDGE_MARGIN were chosen; with no edge check one changed). A positive
+    field is read in every view, so the saving is on benign fields: 32 of 48 views at the median
+    when measured (the test allows up to three quarters, so another machine's rounding of one
+    field's cells cannot fail it)."""
     from edge.evaluation.dataset import load_dataset
     from edge.evaluation.evaluate import samples_for_split
     from edge.evaluation.views_compare import compare_views
@@ -196,6 +198,6 @@ def test_adaptive_reading_keeps_every_validation_call(dataset_dir):
     report = compare_views(Pipeline.on_cpu(bundle), samples).to_dict()
     assert report["fields"] == len(samples) > 400
     assert report["calls_changed"] == []
-    views = report["views_read_per_field"]
-    assert views["adaptive"]["p50"] <= 0.5 * views["all"]["p50"]
-    assert report["fields_with_blast_count_changed"] <= 0.03 * report["fields"]  # 5 of 416 when chosen
+    views = report["views_read_per_benign_field"]  # positive fields are read in every view
+    assert views["adaptive"]["p50"] <= 0.75 * views["all"]["p50"]
+    assert report["fields_with_blast_count_changed"] <= 0.03 * report["fields"]  # 2 of 416 when chosen

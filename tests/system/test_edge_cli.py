@@ -45,7 +45,7 @@ def test_classify_says_why_a_field_is_not_cleared_on_too_few_cells(tmp_path):
     shutil.copytree(default_bundle_path(), ruled)
     rewrite_bundle(ruled, calibration={**load_bundle(default_bundle_path()).calibration.to_dict(), "min_cells_to_clear": 11})
     field = next(p for p in sample_paths() if p.name == "benign__WBC-Benign-182.jpg")
-    result = run_cli("blastscope-edge", "classify", "--bundle", str(ruled), "--allow-unsigned", str(field))
+    result = run_cli("blastscope-edge", "classify", "--bundle", str(ruled), "--allow-unsigned", "--views", "all", str(field))
     assert result.returncode == 0, result.stderr
     assert f"{field}: uncertain; screening uncertain: {FEW_CELLS} (malignant probability 0.01)" in result.stdout
 
