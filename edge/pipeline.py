@@ -29,7 +29,7 @@ from edge.analysis.appearance import features as appearance_features
 from edge.analysis.result import Result
 from edge.model.ood import OUT_OF_DISTRIBUTION
 from edge.model.site_reference import SiteReference
-from edge.model.views import EDGE_MARGIN, VIEW_POLICIES, ViewReader, read_cell_batched
+from edge.model.views import EDGE_MARGIN, VIEW_POLICIES, ViewReader
 from edge.analysis.screening import near_an_edge, screen
 from edge.analysis.segmentation import REFERENCE_SIDE as FIELD_SIDE, Segmentation, segment
 from edge.analysis.fieldofview import FieldOfView
@@ -97,8 +97,8 @@ class Pipeline:
         if isinstance(cut, tuple) and not reasons:
             cells, crops, _ = cut
             first, second = cell_inputs(crops)
-            embeddings = [read_cell_batched(self.backends.infer_views, a, b, self.bundle.cells.views)[0].embedding
-                          for a, b in zip(first, second)]
+            # the embedding is the upright view's however many views are read (edge.model.views)
+            embeddings = [o.embedding for o in ViewReader(self.backends.infer_views, first, second, 1).outputs()]
             if any(e is None for e in embeddings):
                 raise ValueError(f"{self.bundle.root}: the cell model gives no embedding")
             return appearance_features(crops, self.bundle.cells), np.stack([e for e in embeddings if e is not None])

@@ -119,7 +119,7 @@ class ViewReader:
         self._infer, self._firsts, self._seconds, self.views = infer_views, firsts, seconds, views
         self._labels = cell_labels
         self._read: list[list[Inference]] = [[] for _ in range(len(firsts))]
-        self.backend, self.ms, self.invocations = "cpu", 0.0, 0
+        self.backend, self.ms = "cpu", 0.0
         self._run([(i, 0) for i in range(len(firsts))])
 
     def _run(self, jobs: list[tuple[int, int]]) -> None:
@@ -129,7 +129,6 @@ class ViewReader:
             seconds = np.stack([oriented(self._seconds[i], k) for i, k in chunk])
             outs, self.backend, ms = self._infer(firsts, seconds)
             self.ms += ms
-            self.invocations += 1 if self.backend == "cpu" else len(chunk)
             for (i, _), out in zip(chunk, outs):
                 self._read[i].append(out)
 
@@ -149,10 +148,6 @@ class ViewReader:
                 if max(benign, 1.0 - benign) < SETTLED:
                     out.append(i)
         return out
-
-    @property
-    def complete_everywhere(self) -> bool:
-        return all(len(read) == self.views for read in self._read)
 
     def views_read(self) -> int:
         return sum(len(read) for read in self._read)
