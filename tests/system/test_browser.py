@@ -36,6 +36,19 @@ def _driver(profile: Path, width: int, height: int):
     return driver
 
 
+def log_in(driver, url: str, name: str = "admin", pin: str = PIN) -> None:
+    """Log in on the real login form and wait for the page (its status chip)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/login")
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "pin").send_keys(pin)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "health")))
+
+
 @pytest.fixture
 def phone(tmp_path):
     driver = _driver(tmp_path / "profile", 390, 844)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import PIN, ROOT, ServerProcess
+from conftest import ROOT, ServerProcess
 
-from test_browser import SCREENSHOTS, _driver
+from test_browser import SCREENSHOTS, _driver, log_in
 
 #: The phone three hours ahead of the device: a Pi that booted without the time.
 SHIFT_S = 3 * 3600
@@ -40,11 +40,7 @@ def test_an_admin_sets_the_device_clock_from_the_phone(tmp_path):
     driver = _driver(tmp_path / "profile", 360, 740)
     try:
         wait = WebDriverWait(driver, 30)
-        driver.get(server.url + "/login")
-        driver.find_element(By.ID, "name").send_keys("admin")
-        driver.find_element(By.ID, "pin").send_keys(PIN)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(ec.presence_of_element_located((By.ID, "health")))
+        log_in(driver, server.url)
         assert not driver.find_element(By.ID, "clock-fix").is_displayed()  # the clocks agree
         driver.execute_script(PHONE_AHEAD + "refreshStatus();")
         wait.until(ec.visibility_of_element_located((By.ID, "set-clock")))

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import PIN, ServerProcess, sample_paths
+from conftest import ServerProcess, sample_paths
 
-from test_browser import SCREENSHOTS, _driver
+from test_browser import SCREENSHOTS, _driver, log_in
 
 
 def test_the_card_says_why_a_field_is_not_cleared_on_too_few_cells(tmp_path):
@@ -33,10 +33,7 @@ def test_the_card_says_why_a_field_is_not_cleared_on_too_few_cells(tmp_path):
     driver = _driver(tmp_path / "profile", 360, 740)
     try:
         wait = WebDriverWait(driver, 30)
-        driver.get(server.url + "/login")
-        driver.find_element(By.ID, "name").send_keys("admin")
-        driver.find_element(By.ID, "pin").send_keys(PIN)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        log_in(driver, server.url)
         wait.until(ec.element_to_be_clickable((By.ID, "analyze")))
         wait.until(lambda d: d.execute_script("return document.getElementById('preview').naturalWidth") > 0)
         driver.find_element(By.ID, "analyze").click()
