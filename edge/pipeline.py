@@ -15,7 +15,6 @@ from typing import TypedDict
 import numpy as np
 
 from edge.model.bundle import Bundle
-from edge.analysis.labels import NOT_A_WHITE_CELL
 from edge.analysis.quality import QualityConfig
 from edge.analysis.fieldofview import crop_to_field
 from edge.analysis.preprocess import fit_to_input
@@ -51,15 +50,19 @@ class _Common(TypedDict, total=False):
     views_read: int | None
 
 
+def _checked(views: str) -> str:
+    if views not in VIEW_POLICIES:
+        raise ValueError(f"views {views!r}: one of {', '.join(VIEW_POLICIES)}")
+    return views
+
+
 class Pipeline:
     def __init__(self, bundle: Bundle, backends: BackendManager, quality: QualityConfig = QualityConfig(),
                  site_reference: SiteReference | None = None, views: str = "all") -> None:
         self.bundle, self.backends = bundle, backends
-        if views not in VIEW_POLICIES:
-            raise ValueError(f"views {views!r}: one of {', '.join(VIEW_POLICIES)}")
         #: How a cell's orientations are read (``edge.model.views``): "all" by default, as the
         #: converter fits and records a bundle; the device and the CLI pass ``inference.views``.
-        self.views = views
+        self.views = _checked(views)
         if site_reference is not None and not site_reference.covers(bundle.model_id):
             raise ValueError(f"the site reference was measured with model {site_reference.model_id}; model "
                              f"{bundle.model_id} runs: fit a new reference with this model")
@@ -75,10 +78,8 @@ class Pipeline:
     def reading_views(self, views: str) -> "Pipeline":
         """This pipeline (same bundle, backends, gate and site reference) reading a cell's
         orientations as ``views`` says: how ``evaluate --compare-views`` reads a field both ways."""
-        if views not in VIEW_POLICIES:
-            raise ValueError(f"views {views!r}: one of {', '.join(VIEW_POLICIES)}")
         other = copy.copy(self)
-        other.views = views
+        other.views = _checked(views)
         return other
 
     @classmethod
@@ -251,7 +252,8 @@ class Pipeline:
         clump, a smudge) neither votes in the field's call nor counts."""
         names = self.bundle.cell_labels
         probabilities = np.stack([o.probabilities for o in outputs])
-        counted = familiar & np.array([names[int(np.argmax(p))] != NOT_A_WHITE_CELL for p in probabilities], bool)
+        counted = np.array([CellCall.counts(names[int(np.argmax(p))], bool(f)) for p, f in zip(probabilities, familiar)],
+                           bool)
         if not counted.any():
             return None, counted
         pooling = pool_share if self.bundle.differential else pool

@@ -435,7 +435,13 @@ class CellCall:
     @property
     def counted(self) -> bool:
         """Whether it counts as a white cell: familiar, and not read as "not a white cell"."""
-        return self.familiar and self.label != NOT_A_WHITE_CELL
+        return self.counts(self.label, self.familiar)
+
+    @staticmethod
+    def counts(label: str, familiar: bool) -> bool:
+        """The rule of ``counted``, for a reading not yet made a ``CellCall`` (the pipeline pools
+        a provisional reading before it decides which views to read)."""
+        return familiar and label != NOT_A_WHITE_CELL
 
     def to_dict(self) -> dict[str, Any]:
         out = {**self.cell.to_dict(), "label": self.label, "familiar": self.familiar,
