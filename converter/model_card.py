@@ -71,6 +71,12 @@ def _cases(manifest: dict[str, Any]) -> str:
             f"bounded to at least 0.05 and at most 0.95); a case is positive when a benign slide would give that many "
             f"positive fields with probability <= {rule['alpha']}, negative when a malignant slide would give that few "
             f"with probability <= {rule['beta']}, uncertain between; at least {rule['min_fields']} fields.", ""]
+    if count := rule.get("count"):
+        rows[-1:-1] = ["", f"The count (issue 32): a case is positive when the model's blasts reach "
+                       f"{_pct(count['refer_at'])} of the recognised white cells (or the field count above says "
+                       f"positive), negative when they stay below {_pct(count['clear_below'])} of at least "
+                       f"{count['min_white_cells']} white cells (the higher of the model's and the reviewed share), "
+                       f"uncertain between; fitted on {count['fitted_on']}.", "", _count_fit(count.get("fit") or {})]
     if cases:
         rows += ["| fields per case | malignant cases | benign cases | case sensitivity (95% CI) | "
                  "case specificity (95% CI) | uncertain or pending |", "|---|---|---|---|---|---|"]
@@ -83,6 +89,27 @@ def _cases(manifest: dict[str, Any]) -> str:
         rows += ["", "Cases are non-overlapping runs of consecutive fields from one patient-proxy block of the "
                  "test split; with few benign blocks the specificity intervals are wide. Reproduce with "
                  "`blastscope-edge evaluate --bundle <this folder> --data <dataset> --case-size 1 3 5 10`."]
+    return "\n".join(rows)
+
+
+def _count_fit(fit: dict[str, Any]) -> str:
+    """How the count rule's limits came out, and its cases on the blocks it was fitted on."""
+    if not fit:
+        return ""
+    blocks = fit.get("blocks", {})
+    rows = [f"Fitted on {blocks.get('benign')} benign and {blocks.get('malignant')} malignant blocks ({fit.get('cases')}): "
+            f"clear below {fit['clear_below']['point']} at the point, {fit['clear_below']['block_bootstrap_5th']} at the "
+            f"bootstrap's 5th percentile; refer at {fit['refer_at']['point']}, {fit['refer_at']['block_bootstrap_95th']} at "
+            f"its 95th; the safe end of each is used. The fewest white cells: {fit.get('min_white_cells')}."]
+    in_sample = fit.get("cases_in_sample") or []
+    if in_sample:
+        rows += ["", "Random cases within each block, on the same blocks (in-sample for the limits):", "",
+                 "| fields per case | benign cleared | benign called positive | lowest benign block | "
+                 "malignant positive | malignant called negative | lowest malignant block |", "|---|---|---|---|---|---|---|"]
+        for c in in_sample:
+            b, m = c.get("benign", {}), c.get("malignant", {})
+            rows.append(f"| {c['size']} | {_pct(b.get('right'))} | {_pct(b.get('wrong'))} | {_pct(b.get('right_lowest_block'))} "
+                        f"| {_pct(m.get('right'))} | {_pct(m.get('wrong'))} | {_pct(m.get('right_lowest_block'))} |")
     return "\n".join(rows)
 
 

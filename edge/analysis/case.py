@@ -22,8 +22,18 @@ binomial model of the field error rates measured on the bundle's validation spli
   expert read`` when any usable field is positive, or when the blasts reach
   ``NEGATIVE_BLAST_SHARE_LIMIT`` of the recognised white cells (model's count or reviewed
   count, whichever is higher). A negative call says what it rests on: "0 of 5 fields
-  positive, 1 blast among 48 white cells". The differential issue's count-based rule will
-  replace this guard; it only ever turns a negative into an uncertain, never the reverse.
+  positive, 1 blast among 48 white cells". It only ever turns a negative into an uncertain.
+- **The count** (issue 32, item 3), for a bundle whose rule carries one (``BlastCountRule``,
+  fitted out of fold on every training block): a hematologist reports blasts among the white
+  cells, not field votes, and counting them clears benign slides the field vote cannot (a benign
+  slide's fields are each called positive now and then, so "no positive field" fails one benign
+  case of 5 in four). The case is positive when the blasts reach ``refer_at`` of the recognised
+  white cells (or the binomial count says positive), negative when they stay below
+  ``clear_below`` over at least ``min_white_cells`` cells, otherwise uncertain; the guard above
+  gives way to it, and the negative text names any field that was read positive on its own and
+  asks for its cells to be looked at. Both limits come from cases of the device's size drawn
+  within each patient-proxy block, the bootstrap resampling whole blocks, on the limit's safe
+  side: a malignant case below ``clear_below`` is rarer than ``beta``.
 
 The model assumes fields are independent; fields of one slide are not, so the rule is
 checked empirically at case level (``blastscope-edge evaluate --case-size K``), and the
@@ -75,12 +85,35 @@ def _lower_tail(c: int, n: int, p: float) -> float:
 
 
 @dataclass(frozen=True)
+class BlastCountRule:
+    """Blasts among the recognised white cells of a case: the count a differential reports."""
+
+    clear_below: float  # a case is cleared when its blast share is below this ...
+    refer_at: float  # ... and positive when it reaches this (>= clear_below)
+    min_white_cells: int  # ... over at least this many recognised white cells
+    fitted_on: str = ""
+    fit: dict[str, Any] = field(default_factory=dict, compare=False)  # how it came out, for the model card
+
+    def __post_init__(self) -> None:
+        if not 0 < self.clear_below <= self.refer_at <= 1:
+            raise ValueError("count rule needs 0 < clear_below <= refer_at <= 1")
+        if self.min_white_cells < 1:
+            raise ValueError("count rule needs min_white_cells >= 1")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "BlastCountRule":
+        return cls(float(data["clear_below"]), float(data["refer_at"]), int(data["min_white_cells"]),
+                   str(data.get("fitted_on", "")), dict(data.get("fit") or {}))
+
+
+@dataclass(frozen=True)
 class CaseRule:
     field_fp_rate: float  # q
     field_tp_rate: float  # s
     alpha: float = 0.01
     beta: float = 0.005
     fitted_on: str = ""  # what the rates were measured on, for the report and the model card
+    count: BlastCountRule | None = None  # a cell bundle's count rule, when one was fitted
 
     def __post_init__(self) -> None:
         if not 0 < self.field_fp_rate < self.field_tp_rate < 1:
@@ -121,12 +154,17 @@ class CaseRule:
         return MAX_FIELDS
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "min_fields": self.min_fields}
+        data = {**asdict(self), "min_fields": self.min_fields}
+        if self.count is None:
+            del data["count"]  # a bundle without one reads as before
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CaseRule":
+        count = data.get("count")
         return cls(float(data["field_fp_rate"]), float(data["field_tp_rate"]), float(data.get("alpha", 0.01)),
-                   float(data.get("beta", 0.005)), str(data.get("fitted_on", "")))
+                   float(data.get("beta", 0.005)), str(data.get("fitted_on", "")),
+                   BlastCountRule.from_dict(count) if count else None)
 
 
 def final_call(review: Mapping[str, Any] | None, model_call: str | None) -> str | None:
@@ -140,6 +178,8 @@ NEXT_STEP = {
     "negative": "Negative screen: {basis}. Screening aid only: a normal screen does not exclude leukemia.",
     "uncertain": "Analyse more fields or ask for an expert read.",
     "held": "Uncertain: refer for an expert read. Not cleared: {basis}.",
+    "counted": "Negative screen: {basis}. Screening aid only: a normal screen does not exclude leukemia.{looked}",
+    "few_cells": "Analyse more fields: {white} white cell(s) counted, at least {need_cells} needed to call the case.",
     "pending": "Analyse {more} more usable field(s) before the case can be called.",
 }
 
@@ -235,18 +275,47 @@ def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: i
     cells = _cell_count([r for r in usable if "white_cells" in r])
     basis = f"{k} of {n} field{'s' * (n != 1)} positive" + (f", {cells['summary']}" if cells else "")
     template = call
-    if call == "negative" and (k > 0 or _blast_share(cells) >= NEGATIVE_BLAST_SHARE_LIMIT):
+    looked = ""
+    if rule.count is not None and cells is not None and call != "pending" and unc <= n:
+        call, template, words, more = _counted(rule.count, call, cells, k, words)
+        if template == "counted" and k:
+            looked = (f" {k} field{'s' * (k != 1)} read positive on {'their' if k != 1 else 'its'} own: "
+                      f"look at {'their' if k != 1 else 'its'} cells in the gallery.")
+    elif call == "negative" and (k > 0 or _blast_share(cells) >= NEGATIVE_BLAST_SHARE_LIMIT):
         call, template = "uncertain", "held"
         words += (f"; not cleared while any field is positive or blasts reach "
                   f"{NEGATIVE_BLAST_SHARE_LIMIT:.0%} of the white cells")
+    white = cells["white_cells"] if cells else 0
+    need_cells = rule.count.min_white_cells if rule.count else 0
     return CaseCall(
-        call=call, next_step=NEXT_STEP[template].format(n=n, more=more, basis=basis), fields=len(usable), decisive=n,
+        call=call, next_step=NEXT_STEP[template].format(n=n, more=more, basis=basis, looked=looked, white=white,
+                                                        need_cells=need_cells),
+        fields=len(usable), decisive=n,
         positive=k, negative=neg, uncertain=unc, rejected=rejected, excluded=excluded, fields_needed=more,
         counts={label: int(c) for label, c in counts.items()},
         subtype_pattern=_pattern([str(r["label"]) for r in usable if r.get("call") == "positive"]),
         rule=words, thresholds={"negative_at_most": negative_to, "positive_at_least": positive_from, "min_fields": need},
         cells=cells,
     )
+
+
+def _counted(count: BlastCountRule, binomial: str, cells: dict[str, Any], k: int,
+             words: str) -> tuple[str, str, str, int]:
+    """The call by the count: (call, next-step template, rule in words, more fields needed).
+    Positive when the binomial count of fields says so or the model's blasts reach
+    ``refer_at``; cleared only below ``clear_below`` of ``min_white_cells`` or more, on the
+    higher of the model's and the reviewed share (a reviewer's blasts are never cleared away)."""
+    white = int(cells["white_cells"])
+    model_share = cells["blasts"] / white if white else 0.0
+    words += (f"; blasts among the recognised white cells: positive at >= {count.refer_at:.0%}, negative below "
+              f"{count.clear_below:.0%} of at least {count.min_white_cells} white cells")
+    if binomial == "positive" or (white >= count.min_white_cells and model_share >= count.refer_at):
+        return "positive", "positive", words, 0
+    if white < count.min_white_cells:
+        return "pending", "few_cells", words, 1
+    if _blast_share(cells) < count.clear_below:
+        return "negative", "counted", words, 0
+    return "uncertain", "held", words, 0
 
 
 def _blast_share(cells: dict[str, Any] | None) -> float:

@@ -3,12 +3,13 @@ binomial values, the call on stored-field records, and the case figures on real 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from edge.model.bundle import load_bundle
-from edge.analysis.case import CaseRule, case_call
+from edge.analysis.case import BlastCountRule, CaseRule, case_call
 
 from conftest import FIELDS_THAT_MAY_MOVE, run_cli
 
@@ -84,6 +85,48 @@ def test_a_negative_call_says_its_count_and_is_held_when_blasts_are_many():
     reviewed = {str(i): {"label": "pre_b"} for i in range(10)}
     held = case_call([_counted("negative", 10, 0, reviewed)] * 2 + [_counted("negative", 10, 0)] * 3, RULE)
     assert held.call == "uncertain" and held.cells["blasts"] == 0 and held.cells["reviewed_blasts"] == 20  # 40%
+
+
+COUNTED = dataclasses.replace(RULE, count=BlastCountRule(clear_below=0.30, refer_at=0.34, min_white_cells=20))
+
+
+def test_the_count_rule_calls_the_case_from_blasts_among_the_white_cells():
+    """Issue 32, item 3: with a count rule the blasts among the white cells decide; the field
+    vote still calls a case positive, and a cleared case names the fields read positive."""
+    # one field read positive (2 of its 4 cells blasts), 4 of 44 white cells blasts (9%): cleared
+    # by the count, where the field vote's guard holds it (test above)
+    one = [_counted("negative", 10, 0)] * 4 + [_counted("positive", 4, 2)]
+    assert case_call(one, RULE).call == "uncertain"
+    cleared = case_call(one, COUNTED)
+    assert cleared.call == "negative", cleared
+    assert cleared.next_step.startswith("Negative screen: 1 of 5 fields positive, 2 blasts among 44 white cells (5%).")
+    assert "1 field read positive on its own: look at its cells in the gallery." in cleared.next_step
+    assert "negative below 30% of at least 20 white cells" in cleared.rule
+    # every field negative, 15 of 48 (31%): between the limits, held for an expert read
+    between = case_call([_counted("negative", 12, 4)] * 3 + [_counted("negative", 12, 3)], COUNTED)
+    assert between.call == "uncertain" and between.next_step.startswith("Uncertain: refer for an expert read.")
+    # 17 of 48 (35%) blasts with every field negative: positive by the count
+    many = case_call([_counted("negative", 12, 5)] * 2 + [_counted("negative", 12, 4)] * 2 + [_counted("negative", 0, 0)], COUNTED)
+    assert many.call == "positive" and many.cells["blasts"] == 18
+    # the field vote still refers (3 of 5 positive) whatever the count
+    assert case_call([_counted("positive", 10, 1)] * 3 + [_counted("negative", 10, 0)] * 2, COUNTED).call == "positive"
+    # too few white cells to clear: analyse more fields, not a negative
+    few = case_call([_counted("negative", 3, 0)] * 5, COUNTED)
+    assert few.call == "pending" and few.fields_needed == 1
+    assert few.next_step == "Analyse more fields: 15 white cell(s) counted, at least 20 needed to call the case."
+    # a reviewer's blasts are never cleared away: the higher share decides clearing
+    reviewed = {str(i): {"label": "pre_b"} for i in range(7)}  # 14 of 40 reviewed blasts: 35%
+    held = case_call([_counted("negative", 10, 0, reviewed)] * 2 + [_counted("negative", 10, 0)] * 2, COUNTED)
+    assert held.call == "uncertain" and held.cells["reviewed_blasts"] == 14
+
+
+def test_a_count_rule_survives_the_manifest():
+    rule = dataclasses.replace(COUNTED, count=dataclasses.replace(COUNTED.count, fit={"blocks": {"benign": 11}}))
+    again = CaseRule.from_dict(json.loads(json.dumps(rule.to_dict())))
+    assert again == rule and again.count is not None and again.count.fit == {"blocks": {"benign": 11}}
+    assert "count" not in RULE.to_dict() and CaseRule.from_dict(RULE.to_dict()).count is None
+    with pytest.raises(ValueError):
+        BlastCountRule(clear_below=0.4, refer_at=0.3, min_white_cells=20)
 
 
 def test_a_real_mixed_case_is_never_called_negative(default_bundle, dataset_dir):
