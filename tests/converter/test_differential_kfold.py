@@ -113,6 +113,7 @@ def test_the_out_of_fold_operating_point_rests_on_blocks_and_needs_every_fold(tm
     assert calibration.min_cells_to_clear == 1  # no malignant field here is cleared on few cells
     assert report["min_cells_to_clear"]["fitted_on"].startswith("the same out-of-fold fields")
     assert "out-of-fold" in rule.fitted_on
+    assert rule.count is None and report["count_rule"].startswith("not fitted")  # these folds keep no cells
     raw, truth, blocks, _, _ = oof_scores(tmp_path)
     by_fields = fit_calibration(raw, truth, 0.995, 0.95, band="bootstrap", temperature=candidate.calibration.temperature)
     width = report["specificity_threshold"]["range_90"]
@@ -146,3 +147,41 @@ def test_the_count_rule_is_fitted_with_the_thresholds_when_few_cell_fields_score
     assert calibration.min_cells_to_clear == 2
     assert tried[2]["benign_called_negative"] > tried[1]["benign_called_negative"] + 0.5
     assert tried[2]["malignant_called_negative"] == 0  # the one-cell fields are held back, not cleared
+
+
+def test_folds_with_their_cells_give_the_case_a_count_rule(tmp_path):
+    """Item 3: with every fold's cell probabilities the case rule carries a count, fitted on the
+    blocks' cases; a field's blasts are its white cells read as a blast subtype."""
+    import json
+
+    from converter.differential_data import DIFF_LABELS
+    from converter.differential_kfold import fit_out_of_fold, oof_field_records
+
+    candidate = load_bundle(default_bundle_path().parent / "differential-candidate")
+    rng = np.random.default_rng(2)
+    labels_index = {label: i for i, label in enumerate(DIFF_LABELS)}
+    for k in range(4):
+        fields, probs, cell_field, pooled, blocks = [], [], [], [], []
+        for f in range(100):
+            benign = f < 40
+            kinds = rng.choice(["benign", "neutrophil", "pre_b"] if benign else ["pre_b", "benign"], 6,
+                               p=[0.5, 0.4, 0.1] if benign else [0.85, 0.15])
+            for kind in list(kinds) + ["not_a_white_cell"]:  # a platelet in every field: never counted
+                row = np.full(len(DIFF_LABELS), 0.01)
+                row[labels_index[str(kind)]] = 0.9
+                probs.append(row / row.sum())
+                cell_field.append(f)
+            m = rng.uniform(0.001, 0.02) if benign else rng.uniform(0.3, 0.99)
+            pooled.append([1 - m, 0, m, 0])
+            blocks.append(json.dumps(["benign", k] if benign else ["pre_b", k]))
+        np.savez_compressed(tmp_path / f"oof_fold{k}.npz", keys=np.array([f"f{k}-{i}" for i in range(100)]),
+                            labels=np.array([0] * 40 + [2] * 60), white_cells=np.full(100, 6), pooled=np.array(pooled),
+                            blocks=np.array(blocks), cell_probs=np.array(probs, np.float16), cell_field=np.array(cell_field))
+    benign, malignant = oof_field_records(tmp_path, candidate.calibration)
+    assert len(benign) == 4 and len(malignant) == 4
+    assert all(r["white_cells"] == 6 and 0 <= r["blasts"] <= 6 for r in benign[0])
+    assert np.mean([r["blasts"] for r in malignant[0]]) > 4 > 1 > np.mean([r["blasts"] for r in benign[0]])
+    _, _, rule = fit_out_of_fold(tmp_path, candidate)
+    assert rule.count is not None and rule.count.fit["blocks"] == {"benign": 4, "malignant": 4}
+    assert 0.1 < rule.count.clear_below <= rule.count.refer_at < 0.6
+    assert [c["size"] for c in rule.count.fit["cases_in_sample"]] == [5, 10]
