@@ -138,11 +138,12 @@ def oof_scores(work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
             [f.name for f in files])
 
 
-def oof_field_records(work: Path, calibration) -> tuple[list[list[dict]], list[list[dict]]] | None:
+def oof_field_records(work: Path, calibration) -> tuple[list[list[dict]], list[list[dict]], list[str]]:
     """The out-of-fold fields as the device stores them (``status``, ``call``, ``label``,
     ``white_cells``, ``blasts``: a cell is a blast by its argmax among the cells read as white
-    cells), called at ``calibration``, grouped by block: (benign blocks, malignant blocks). None
-    when a fold file predates the cells' probabilities (a count rule needs every fold)."""
+    cells), called at ``calibration``, grouped by block: (benign blocks, malignant blocks, the
+    fold files read). Fold files written before the cells' probabilities were kept are left
+    out, and the third item says which were read."""
     from edge.analysis.labels import BENIGN, LABELS, is_blast
     from edge.analysis.screening import screen
 
@@ -150,22 +151,24 @@ def oof_field_records(work: Path, calibration) -> tuple[list[list[dict]], list[l
     blast_index = [i for i, label in enumerate(DIFF_LABELS) if is_blast(label)]
     not_white = list(DIFF_LABELS).index(NOT_A_WHITE_CELL)
     blocks: dict[tuple[bool, str], list[dict]] = {}
+    read: list[str] = []
     for path in files:
         d = np.load(path)
         if "cell_probs" not in d.files:
-            return None
+            continue
+        read.append(path.name)
         argmax = d["cell_probs"].astype(np.float32).argmax(1)
         for i, (label, pooled, white, block) in enumerate(zip(d["labels"], d["pooled"], d["white_cells"], d["blocks"])):
             benign = LABELS[int(label)] == BENIGN
-            read = argmax[d["cell_field"] == i]
+            cells = argmax[d["cell_field"] == i]
             if white == 0 or np.isnan(pooled).any():
                 record: dict = {"status": "rejected", "call": None, "label": None}
             else:
                 shown = screen(pooled, calibration, int(white))
                 record = {"status": "classified", "call": shown.call, "label": shown.label, "white_cells": int(white),
-                          "blasts": int(np.isin(read[read != not_white], blast_index).sum())}
+                          "blasts": int(np.isin(cells[cells != not_white], blast_index).sum())}
             blocks.setdefault((benign, str(block)), []).append(record)
-    return ([v for (b, _), v in sorted(blocks.items()) if b], [v for (b, _), v in sorted(blocks.items()) if not b])
+    return ([v for (b, _), v in sorted(blocks.items()) if b], [v for (b, _), v in sorted(blocks.items()) if not b], read)
 
 
 def fit_out_of_fold(work: Path, bundle, folds: int = 4):
@@ -221,18 +224,20 @@ def fit_out_of_fold(work: Path, bundle, folds: int = 4):
     calls = [screen(r, calibration, int(c)).call for r, c in zip(raw, cells)]
     rule = CaseRule.fit([c for c, b in zip(calls, benign) if b], [c for c, b in zip(calls, benign) if not b],
                         f"out-of-fold fields of every training block ({folds}-fold by block, float, one view)")
-    by_block = oof_field_records(work, calibration)
-    if by_block is None:
-        fit.report["count_rule"] = "not fitted: a fold file has no cell probabilities (train that fold again)"
+    benign_blocks, malignant_blocks, read = oof_field_records(work, calibration)
+    if not read:
+        fit.report["count_rule"] = "not fitted: no fold file keeps its cells' probabilities (train a fold again)"
     else:  # item 3: the case called from blasts among the white cells, fitted on the same patients
         from converter.case_count import case_figures_by_block, fit_count_rule
 
-        count = fit_count_rule(*by_block, rule,
-                               "out-of-fold cases drawn within each training block "
-                               f"({folds}-fold by block, float, one view), the bootstrap over whole blocks")
+        part = "every fold" if len(read) == folds else f"the folds that keep their cells ({', '.join(read)}; the others predate it)"
+        count = fit_count_rule(benign_blocks, malignant_blocks, rule,
+                               f"out-of-fold cases drawn within each training block of {part} ({folds}-fold by "
+                               "block, float, one view), the bootstrap over whole blocks")
         rule = dataclasses.replace(rule, count=count)
-        count.fit["cases_in_sample"] = [case_figures_by_block(*by_block, rule, size)
+        count.fit["cases_in_sample"] = [case_figures_by_block(benign_blocks, malignant_blocks, rule, size)
                                         for size in (5, 10)]
+        fit.report["count_rule"] = f"fitted on {part}"
     return calibration, fit.report, rule
 
 

@@ -161,7 +161,7 @@ def test_folds_with_their_cells_give_the_case_a_count_rule(tmp_path):
     rng = np.random.default_rng(2)
     labels_index = {label: i for i, label in enumerate(DIFF_LABELS)}
     for k in range(4):
-        fields, probs, cell_field, pooled, blocks = [], [], [], [], []
+        probs, cell_field, pooled, blocks = [], [], [], []
         for f in range(100):
             benign = f < 40
             kinds = rng.choice(["benign", "neutrophil", "pre_b"] if benign else ["pre_b", "benign"], 6,
@@ -177,7 +177,8 @@ def test_folds_with_their_cells_give_the_case_a_count_rule(tmp_path):
         np.savez_compressed(tmp_path / f"oof_fold{k}.npz", keys=np.array([f"f{k}-{i}" for i in range(100)]),
                             labels=np.array([0] * 40 + [2] * 60), white_cells=np.full(100, 6), pooled=np.array(pooled),
                             blocks=np.array(blocks), cell_probs=np.array(probs, np.float16), cell_field=np.array(cell_field))
-    benign, malignant = oof_field_records(tmp_path, candidate.calibration)
+    benign, malignant, read = oof_field_records(tmp_path, candidate.calibration)
+    assert len(read) == 4
     assert len(benign) == 4 and len(malignant) == 4
     assert all(r["white_cells"] == 6 and 0 <= r["blasts"] <= 6 for r in benign[0])
     assert np.mean([r["blasts"] for r in malignant[0]]) > 4 > 1 > np.mean([r["blasts"] for r in benign[0]])
@@ -185,3 +186,4 @@ def test_folds_with_their_cells_give_the_case_a_count_rule(tmp_path):
     assert rule.count is not None and rule.count.fit["blocks"] == {"benign": 4, "malignant": 4}
     assert 0.1 < rule.count.clear_below <= rule.count.refer_at < 0.6
     assert [c["size"] for c in rule.count.fit["cases_in_sample"]] == [5, 10]
+    assert "every fold" in rule.count.fitted_on
