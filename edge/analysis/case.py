@@ -204,6 +204,8 @@ class CaseCall:
     #: among the white cells the model recognised ("34 blasts among 52 white cells in 10
     #: fields"); None for a field bundle.
     cells: dict[str, Any] | None = None
+    #: More white cells before the count rule calls the case (pending on cells, not fields).
+    cells_needed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -295,7 +297,7 @@ def case_call(fields: Iterable[Mapping[str, Any]], rule: CaseRule, min_fields: i
         counts={label: int(c) for label, c in counts.items()},
         subtype_pattern=_pattern([str(r["label"]) for r in usable if r.get("call") == "positive"]),
         rule=words, thresholds={"negative_at_most": negative_to, "positive_at_least": positive_from, "min_fields": need},
-        cells=cells,
+        cells=cells, cells_needed=need_cells - white if template == "few_cells" else 0,
     )
 
 

@@ -112,7 +112,7 @@ def test_the_count_rule_calls_the_case_from_blasts_among_the_white_cells():
     assert case_call([_counted("positive", 10, 1)] * 3 + [_counted("negative", 10, 0)] * 2, COUNTED).call == "positive"
     # too few white cells to clear: analyse more fields, not a negative
     few = case_call([_counted("negative", 3, 0)] * 5, COUNTED)
-    assert few.call == "pending" and few.fields_needed == 1
+    assert few.call == "pending" and few.fields_needed == 1 and few.cells_needed == 5
     assert few.next_step == "Analyse more fields: 15 white cell(s) counted, at least 20 needed to call the case."
     # a reviewer's blasts are never cleared away: the higher share decides clearing
     reviewed = {str(i): {"label": "pre_b"} for i in range(7)}  # 14 of 40 reviewed blasts: 35%

@@ -233,11 +233,14 @@ function renderCaseBar(c) {
   if (call) {
     chip($("case-chip"), call.call);
     const target = call.fields + call.fields_needed;  // "3 of 5 fields": how far the slide is
-    if (call.call === "pending") $("case-chip").textContent = `◌ ${call.fields} of ${target} fields`;
+    if (call.call === "pending" && call.cells_needed) {  // the count rule waits for white cells, not fields
+      const white = call.cells ? call.cells.white_cells : 0;
+      $("case-chip").textContent = `◌ ${white} of ${white + call.cells_needed} white cells`;
+    } else if (call.call === "pending") $("case-chip").textContent = `◌ ${call.fields} of ${target} fields`;
     else $("case-chip").textContent += ` · ${call.fields} fields`;
   } else show($("case-chip"), false);
   // while fields are still needed the chip says how many ("◌ 3 of 5 fields"): no second line for it
-  $("case-next").textContent = call ? (call.call === "pending" ? "" : call.next_step)
+  $("case-next").textContent = call ? (call.call === "pending" && !call.cells_needed ? "" : call.next_step)
     : c ? "" : "Fields analysed without a case are kept, but get no case call.";
   // always laid out, its height fixed: Analyze must not jump down when the call appears (issue 35)
   show($("case-next"), true);
