@@ -50,7 +50,7 @@ def default_bundle_path() -> Path:
     env = os.environ.get("BLASTSCOPE_BUNDLE")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parents[1] / "models" / "default"
+    checkout = Path(__file__).resolve().parents[2] / "models" / "default"  # edge/model/bundle.py
     installed = Path(sys.prefix).parent / "models" / "default"
     return installed if not checkout.exists() and installed.exists() else checkout
 
