@@ -100,7 +100,8 @@ def _count_fit(fit: dict[str, Any]) -> str:
     rows = [f"Fitted on {blocks.get('benign')} benign and {blocks.get('malignant')} malignant blocks ({fit.get('cases')}): "
             f"clear below {fit['clear_below']['point']} at the point, {fit['clear_below']['block_bootstrap_5th']} at the "
             f"bootstrap's 5th percentile; refer at {fit['refer_at']['point']}, {fit['refer_at']['block_bootstrap_95th']} at "
-            f"its 95th; the safe end of each is used. The fewest white cells: {fit.get('min_white_cells')}."]
+            f"its 95th; the safe end of each is used, and a case is never cleared above the referral limit. "
+            f"The fewest white cells: {fit.get('min_white_cells')}."]
     in_sample = fit.get("cases_in_sample") or []
     if in_sample:
         rows += ["", "Random cases within each block, on the same blocks (in-sample for the limits):", "",

@@ -1,4 +1,4 @@
 {
   "key": "ed25519:wLXqvPeObnuehlBsziM8wcO7Cvg04NwQC1Otns/Ikq8=",
-  "signature": "YqoFkM2qg1EdKB70BrMW4Dci9r1WwzPkZhJtFSIk5XnwytOgYEBqacMU8eyLBV6HEG6Xj1UfEzxt04rdgQQeDQ=="
+  "signature": "+GdIvTl6GZBw6yNjNoMi2ctI4hV1Bvtigcb7/vrP8oMgcE584l8EqmbEwH8dU5DEagmxGNpz9XeqsmG1VFT7Cw=="
 }
